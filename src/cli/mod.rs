@@ -1,0 +1,260 @@
+//! The command line: argument definitions (clap) and one function per command.
+//!
+//! Commands print their results on stdout and log on stderr. Exit codes: 0 success, 1 a command
+//! failed (e.g. a window failed), 2 the configuration or the arguments are invalid.
+
+mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use chrono::{NaiveDate, Utc};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{ConfigSource, LogFormat, Settings, SourceSettings};
+use crate::datasets;
+use crate::jobs::schedule;
+use crate::store::{self, Store, runs};
+use table::Table;
+
+/// Extracts reporting data from vendor APIs (Retarus, Roubler, Altrata, Retently) on cron
+/// schedules and loads it into PostgreSQL, with a record of every run.
+#[derive(Debug, Parser)]
+#[command(name = "reporting-etl", version, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (TOML). Default: $REPORTING_ETL_CONFIG, else ./reporting-etl.toml if present.
+    /// Every key can be overridden by REPORTING_ETL__SECTION__KEY environment variables.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Log format on stderr (default: log.format from the config, else human).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: schedule every configured job (or, with --once, run jobs once and exit).
+    Run(RunArgs),
+    /// Load and validate the configuration, then print its sources and jobs (never secrets).
+    Check,
+    /// Apply database migrations (also done automatically at start-up) and exit.
+    Migrate,
+    /// Show recent runs as a table, newest first.
+    Runs {
+        /// Only runs of this job.
+        #[arg(long)]
+        job: Option<String>,
+        /// How many runs to show.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
+    /// Show the configured jobs with their next fire time (local and UTC) and last outcome.
+    Jobs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Run the selected jobs once and exit instead of scheduling them.
+    #[arg(long)]
+    pub once: bool,
+    /// With --once: only this job (repeat for several). Default: every job.
+    #[arg(long = "job", value_name = "NAME", requires = "once")]
+    pub jobs: Vec<String>,
+    /// With --once: backfill from this UTC date (inclusive), in the vendor's legal window sizes.
+    #[arg(long, value_name = "DATE", requires_all = ["once", "to"])]
+    pub from: Option<NaiveDate>,
+    /// With --once: backfill up to this UTC date (exclusive).
+    #[arg(long, value_name = "DATE", requires_all = ["once", "from"])]
+    pub to: Option<NaiveDate>,
+}
+
+/// Parses arguments, loads configuration, sets up logging and runs the command.
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(&ConfigSource::from_cli(cli.config.clone())) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprint!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::telemetry::init(
+        cli.log_format.unwrap_or(settings.log.format),
+        settings.log.level.as_deref(),
+    );
+    match run_command(cli.command, settings).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_command(command: Command, settings: Settings) -> Result<ExitCode> {
+    match command {
+        Command::Check => {
+            print!("{}", check_summary(&settings));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let store = Store::open(&settings.database, "migrate").await?;
+            let applied = store::MIGRATOR.iter().count();
+            println!("Database is at migration {applied} of {applied}.");
+            store.close().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Runs { job, limit } => {
+            let store = Store::open(&settings.database, "runs").await?;
+            let rows = runs::recent(store.pool(), job.as_deref(), limit).await?;
+            print!("{}", runs_table(&rows));
+            store.close().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Jobs => {
+            print!("{}", jobs_table(&settings));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(_) => {
+            anyhow::bail!(
+                "`run` is not available yet: the runner is still being built (see the service issue)"
+            )
+        }
+    }
+}
+
+/// `check`'s output: sources with kind, flow, endpoints and limit; jobs with their schedule.
+pub fn check_summary(settings: &Settings) -> String {
+    let mut out = String::from("Configuration is valid.\n\n");
+    let mut sources = Table::new(["SOURCE", "KIND", "AUTH", "RATE LIMIT", "ENDPOINTS"]);
+    for (name, source) in &settings.sources {
+        let limit = source.rate_limit();
+        let endpoints = source
+            .endpoints()
+            .iter()
+            .map(|(key, url)| format!("{key}={url}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        sources.row([
+            name.clone(),
+            source.kind().to_string(),
+            source.flow().to_string(),
+            format!("{} per {} ms", limit.calls, limit.per_ms),
+            endpoints,
+        ]);
+    }
+    out.push_str(&format!(
+        "Sources ({}):\n{}\n",
+        settings.sources.len(),
+        sources.render()
+    ));
+    out.push_str(&format!(
+        "Jobs ({}):\n{}",
+        settings.jobs.len(),
+        jobs_table(settings)
+    ));
+    let database = if settings.database.url.is_some() {
+        "database.url (configured)".to_owned()
+    } else {
+        format!("embedded server in {}", settings.database.data_dir.display())
+    };
+    out.push_str(&format!("\nDatabase: {database}\n"));
+    out
+}
+
+fn jobs_table(settings: &Settings) -> String {
+    let now = Utc::now();
+    let mut table = Table::new([
+        "JOB",
+        "SOURCE",
+        "DATASET",
+        "SCOPE",
+        "WINDOW",
+        "SCHEDULE",
+        "NEXT (LOCAL)",
+        "NEXT (UTC)",
+    ]);
+    for (name, job) in &settings.jobs {
+        let kind = settings.sources.get(&job.source).map(SourceSettings::kind);
+        let window = kind
+            .and_then(|kind| datasets::find(kind, &job.dataset))
+            .map(|d| job.window.unwrap_or(d.default_window).to_string())
+            .unwrap_or_default();
+        let next = job
+            .enabled
+            .then(|| schedule::next_fire(&job.schedule, job.time_zone, now))
+            .flatten();
+        table.row([
+            name.clone(),
+            job.source.clone(),
+            job.dataset.clone(),
+            job.scope.to_string(),
+            window,
+            format!("{} ({})", job.schedule.expression(), job.time_zone),
+            next.map(|t| {
+                t.with_timezone(&job.time_zone.0)
+                    .format("%Y-%m-%d %H:%M:%S %Z")
+                    .to_string()
+            })
+            .unwrap_or_else(|| {
+                if job.enabled {
+                    "never".into()
+                } else {
+                    "disabled".into()
+                }
+            }),
+            next.map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
+                .unwrap_or_default(),
+        ]);
+    }
+    table.render()
+}
+
+fn runs_table(rows: &[runs::RunRow]) -> String {
+    let mut table = Table::new([
+        "ID", "JOB", "DATASET", "SCOPE", "WINDOW", "TRIGGER", "STATUS", "ROWS", "CALLS", "RETRIES",
+        "DURATION", "ERROR",
+    ]);
+    for run in rows {
+        let window = match (run.window_start, run.window_end) {
+            (Some(start), Some(end)) => format!(
+                "{} → {}",
+                start.format("%Y-%m-%d %H:%M"),
+                end.format("%Y-%m-%d %H:%M")
+            ),
+            _ => "snapshot".into(),
+        };
+        let duration = run
+            .finished_at
+            .map(|end| {
+                format!(
+                    "{:.1}s",
+                    (end - run.started_at).num_milliseconds() as f64 / 1000.0
+                )
+            })
+            .unwrap_or_else(|| "…".into());
+        table.row([
+            run.id.to_string(),
+            run.job.clone(),
+            run.dataset.clone(),
+            run.scope.clone(),
+            window,
+            run.trigger.clone(),
+            run.status.clone(),
+            run.rows_written.to_string(),
+            run.upstream_calls.to_string(),
+            run.retries.to_string(),
+            duration,
+            run.error.clone().unwrap_or_default(),
+        ]);
+    }
+    if rows.is_empty() {
+        return "No runs recorded yet.\n".into();
+    }
+    table.render()
+}

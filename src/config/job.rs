@@ -1,0 +1,91 @@
+//! Job settings: a schedule of one dataset on one source, its scope and its window policy.
+
+use chrono::NaiveDate;
+use serde::Deserialize;
+
+use super::values::{CronSchedule, TimeZone, string_list};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSettings {
+    /// Name of an entry under `[sources]`.
+    pub source: String,
+    /// Dataset name, e.g. `fax_out_udr` (see `reporting-etl jobs` or the README for the list).
+    pub dataset: String,
+    /// 6-field cron expression, seconds first.
+    pub schedule: CronSchedule,
+    /// IANA zone the schedule is read in (fires at the same local time across DST changes).
+    #[serde(default)]
+    pub time_zone: TimeZone,
+    /// `"all"` (discover every company / location / customer the credentials reach) or a list of ids.
+    #[serde(default, deserialize_with = "scope")]
+    pub scope: Scope,
+    /// How each run picks its time window; defaults to the dataset's natural policy.
+    pub window: Option<WindowPolicyName>,
+    /// Incremental windows start this many minutes before the watermark, to pick up late records.
+    #[serde(default = "default_lookback")]
+    pub lookback_minutes: u32,
+    /// Length of a `trailing` window, in days.
+    pub trailing_days: Option<u32>,
+    /// Where a first incremental run starts (bounded by the vendor's history limit).
+    pub start: Option<NaiveDate>,
+    /// Set to false to keep a job configured but not scheduled.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+fn default_lookback() -> u32 {
+    60
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Which scopes a job covers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Scope {
+    #[default]
+    All,
+    Ids(Vec<String>),
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::All => f.write_str("all"),
+            Scope::Ids(ids) => f.write_str(&ids.join(",")),
+        }
+    }
+}
+
+fn scope<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Scope, D::Error> {
+    let ids = string_list(deserializer)?;
+    if ids.is_empty() || (ids.len() == 1 && ids[0].eq_ignore_ascii_case("all")) {
+        Ok(Scope::All)
+    } else {
+        Ok(Scope::Ids(ids))
+    }
+}
+
+/// The window policies a job may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowPolicyName {
+    /// From the job's watermark (minus the lookback) up to now, in the vendor's legal window sizes.
+    Incremental,
+    /// A fixed period ending now (`trailing_days`), reloaded each run.
+    Trailing,
+    /// The whole dataset at once (reference data).
+    Snapshot,
+}
+
+impl std::fmt::Display for WindowPolicyName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WindowPolicyName::Incremental => "incremental",
+            WindowPolicyName::Trailing => "trailing",
+            WindowPolicyName::Snapshot => "snapshot",
+        })
+    }
+}

@@ -1,0 +1,319 @@
+//! Source settings: one configured upstream account (its kind, endpoints, credentials, limits).
+//!
+//! Defaults are the vendors' documented production endpoints (see `shared/upstreams/README.md`),
+//! so a real deployment usually sets only credentials and scope.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use super::values::{HttpUrl, string_list};
+
+/// One upstream account. The `kind` key picks the variant.
+#[derive(Debug, Clone)]
+pub enum SourceSettings {
+    Retarus(RetarusSettings),
+    Roubler(RoublerSettings),
+    Altrata(AltrataSettings),
+    Retently(RetentlySettings),
+}
+
+/// Marks an error message whose text starts with the path inside a source (`@graphql_url: …`),
+/// so the loader can report the full key. serde's internally tagged enums lose that path.
+pub(super) const NESTED_PATH_MARK: char = '@';
+
+impl<'de> Deserialize<'de> for SourceSettings {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let value = config::Value::deserialize(deserializer)?;
+        let table = value.clone().into_table().map_err(D::Error::custom)?;
+        let kind = table
+            .get("kind")
+            .ok_or_else(|| D::Error::custom("missing field `kind` (retarus, roubler, altrata or retently)"))?
+            .clone()
+            .into_string()
+            .map_err(D::Error::custom)?;
+        // `kind` is consumed here; the variant structs deny unknown fields, so drop it first.
+        let mut rest = table;
+        rest.remove("kind");
+        let rest = config::Value::new(None, config::ValueKind::Table(rest));
+        fn variant<'de, T: Deserialize<'de>, E: Error>(value: config::Value) -> Result<T, E> {
+            serde_path_to_error::deserialize(value).map_err(|e| {
+                let path = e.path().to_string();
+                let message = super::clean_serde_message(&e.inner().to_string());
+                if path == "." || path.is_empty() {
+                    E::custom(message)
+                } else {
+                    E::custom(format!("{NESTED_PATH_MARK}{path}: {message}"))
+                }
+            })
+        }
+        match kind.as_str() {
+            "retarus" => variant(rest).map(SourceSettings::Retarus),
+            "roubler" => variant(rest).map(SourceSettings::Roubler),
+            "altrata" => variant(rest).map(SourceSettings::Altrata),
+            "retently" => variant(rest).map(SourceSettings::Retently),
+            other => Err(D::Error::custom(format!(
+                "kind `{other}` is not one of retarus, roubler, altrata, retently"
+            ))),
+        }
+    }
+}
+
+/// Calls allowed per period, enforced for all jobs of a source together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Calls allowed in one period.
+    pub calls: u32,
+    /// Length of the period in milliseconds.
+    pub per_ms: u64,
+}
+
+impl RateLimit {
+    pub const fn new(calls: u32, per: Duration) -> Self {
+        RateLimit {
+            calls,
+            per_ms: per.as_millis() as u64,
+        }
+    }
+
+    pub fn period(&self) -> Duration {
+        Duration::from_millis(self.per_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetarusSettings {
+    #[serde(default = "RetarusSettings::default_token_url")]
+    pub token_url: HttpUrl,
+    #[serde(default = "RetarusSettings::default_graphql_url")]
+    pub graphql_url: HttpUrl,
+    pub client_id: String,
+    pub client_secret: Option<SecretString>,
+    pub client_secret_file: Option<PathBuf>,
+    /// Retarus customer account ids (a business id, not the OAuth client id).
+    #[serde(deserialize_with = "string_list")]
+    pub customer_ids: Vec<String>,
+    pub rate_limit: Option<RateLimit>,
+    /// Allow plain `http://` endpoints (the sandbox); production endpoints are https.
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+impl RetarusSettings {
+    fn default_token_url() -> HttpUrl {
+        HttpUrl::parse(
+            "https://api-auth-service.eu.retarus.com/realms/platform/protocol/openid-connect/token",
+        )
+        .expect("static URL")
+    }
+    fn default_graphql_url() -> HttpUrl {
+        HttpUrl::parse("https://api.retarus.com/stable/external-reporting-service/v1").expect("static URL")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoublerSettings {
+    #[serde(default = "RoublerSettings::default_authorize_url")]
+    pub authorize_url: HttpUrl,
+    #[serde(default = "RoublerSettings::default_token_url")]
+    pub token_url: HttpUrl,
+    /// Region endpoint, e.g. `https://graphql.au.roubler.com/graphql`.
+    pub graphql_url: HttpUrl,
+    pub client_id: String,
+    pub client_secret: Option<SecretString>,
+    pub client_secret_file: Option<PathBuf>,
+    /// Where the vendor sends the browser back after consent (`auth login` listens there).
+    #[serde(default = "default_redirect_uri")]
+    pub redirect_uri: HttpUrl,
+    pub rate_limit: Option<RateLimit>,
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+impl RoublerSettings {
+    fn default_authorize_url() -> HttpUrl {
+        HttpUrl::parse("https://oidc.roubler.com/oauth2/auth").expect("static URL")
+    }
+    fn default_token_url() -> HttpUrl {
+        HttpUrl::parse("https://oidc.roubler.com/oauth2/token").expect("static URL")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AltrataSettings {
+    #[serde(default = "AltrataSettings::default_token_url")]
+    pub token_url: HttpUrl,
+    #[serde(default = "AltrataSettings::default_events_url")]
+    pub events_url: HttpUrl,
+    #[serde(default = "AltrataSettings::default_profile_url")]
+    pub profile_url: HttpUrl,
+    /// Service-user name (not the account e-mail).
+    pub username: String,
+    pub password: Option<SecretString>,
+    pub password_file: Option<PathBuf>,
+    pub api_key: Option<SecretString>,
+    pub api_key_file: Option<PathBuf>,
+    /// Altrata ids (`1-per-<n>`, `1-org-<n>`) whose events and profiles are extracted.
+    #[serde(default, deserialize_with = "string_list")]
+    pub watch_ids: Vec<String>,
+    pub rate_limit: Option<RateLimit>,
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+impl AltrataSettings {
+    fn default_token_url() -> HttpUrl {
+        HttpUrl::parse("https://api-auth.altrata.com/oauth2/token").expect("static URL")
+    }
+    fn default_events_url() -> HttpUrl {
+        HttpUrl::parse("https://events.altrata.com/v1/graphql").expect("static URL")
+    }
+    fn default_profile_url() -> HttpUrl {
+        HttpUrl::parse("https://profile.altrata.com/v1/graphql/").expect("static URL")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentlySettings {
+    #[serde(default = "RetentlySettings::default_base_url")]
+    pub base_url: HttpUrl,
+    #[serde(default = "RetentlySettings::default_authorize_url")]
+    pub authorize_url: HttpUrl,
+    #[serde(default = "RetentlySettings::default_token_url")]
+    pub token_url: HttpUrl,
+    /// Static API key (sent as `Authorization: api_key=KEY`); alternative to OAuth.
+    pub api_key: Option<SecretString>,
+    pub api_key_file: Option<PathBuf>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretString>,
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default = "default_redirect_uri")]
+    pub redirect_uri: HttpUrl,
+    pub rate_limit: Option<RateLimit>,
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+impl RetentlySettings {
+    fn default_base_url() -> HttpUrl {
+        HttpUrl::parse("https://app.retently.com").expect("static URL")
+    }
+    fn default_authorize_url() -> HttpUrl {
+        HttpUrl::parse("https://app.retently.com/api/oauth/authorize").expect("static URL")
+    }
+    fn default_token_url() -> HttpUrl {
+        HttpUrl::parse("https://app.retently.com/api/oauth/token").expect("static URL")
+    }
+}
+
+fn default_redirect_uri() -> HttpUrl {
+    HttpUrl::parse("http://127.0.0.1:8788/callback").expect("static URL")
+}
+
+/// The four vendor kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SourceKind {
+    Retarus,
+    Roubler,
+    Altrata,
+    Retently,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Retarus => "retarus",
+            SourceKind::Roubler => "roubler",
+            SourceKind::Altrata => "altrata",
+            SourceKind::Retently => "retently",
+        }
+    }
+
+    /// The proactive limit used when a source sets none: the vendor's documented budget, or a
+    /// polite guess where none is documented (Retarus).
+    pub fn default_rate_limit(self) -> RateLimit {
+        match self {
+            SourceKind::Retarus => RateLimit::new(5, Duration::from_secs(1)),
+            SourceKind::Roubler => RateLimit::new(100, Duration::from_secs(60)),
+            SourceKind::Altrata => RateLimit::new(2, Duration::from_secs(1)),
+            SourceKind::Retently => RateLimit::new(150, Duration::from_secs(60)),
+        }
+    }
+}
+
+impl std::fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl SourceSettings {
+    pub fn kind(&self) -> SourceKind {
+        match self {
+            SourceSettings::Retarus(_) => SourceKind::Retarus,
+            SourceSettings::Roubler(_) => SourceKind::Roubler,
+            SourceSettings::Altrata(_) => SourceKind::Altrata,
+            SourceSettings::Retently(_) => SourceKind::Retently,
+        }
+    }
+
+    pub fn rate_limit(&self) -> RateLimit {
+        let configured = match self {
+            SourceSettings::Retarus(s) => s.rate_limit,
+            SourceSettings::Roubler(s) => s.rate_limit,
+            SourceSettings::Altrata(s) => s.rate_limit,
+            SourceSettings::Retently(s) => s.rate_limit,
+        };
+        configured.unwrap_or_else(|| self.kind().default_rate_limit())
+    }
+
+    pub fn allow_http(&self) -> bool {
+        match self {
+            SourceSettings::Retarus(s) => s.allow_http,
+            SourceSettings::Roubler(s) => s.allow_http,
+            SourceSettings::Altrata(s) => s.allow_http,
+            SourceSettings::Retently(s) => s.allow_http,
+        }
+    }
+
+    /// Every endpoint with its key name, for validation and for `check`.
+    pub fn endpoints(&self) -> Vec<(&'static str, &HttpUrl)> {
+        match self {
+            SourceSettings::Retarus(s) => vec![("token_url", &s.token_url), ("graphql_url", &s.graphql_url)],
+            SourceSettings::Roubler(s) => vec![
+                ("authorize_url", &s.authorize_url),
+                ("token_url", &s.token_url),
+                ("graphql_url", &s.graphql_url),
+            ],
+            SourceSettings::Altrata(s) => vec![
+                ("token_url", &s.token_url),
+                ("events_url", &s.events_url),
+                ("profile_url", &s.profile_url),
+            ],
+            SourceSettings::Retently(s) => vec![
+                ("base_url", &s.base_url),
+                ("authorize_url", &s.authorize_url),
+                ("token_url", &s.token_url),
+            ],
+        }
+    }
+
+    /// The authentication flow, in words, for `check` and `auth status`.
+    pub fn flow(&self) -> &'static str {
+        match self {
+            SourceSettings::Retarus(_) => "client credentials (form body)",
+            SourceSettings::Roubler(_) => "authorization code + rotating refresh token",
+            SourceSettings::Altrata(_) => "client credentials (Basic + x-api-key)",
+            SourceSettings::Retently(s) if s.api_key.is_some() => "static API key",
+            SourceSettings::Retently(_) => "authorization code + refresh token",
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! Typed configuration values that validate themselves while being deserialised, so a bad value
+//! fails at load time with an error that quotes it (the key is added by the loader).
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono_tz::Tz;
+use croner::Cron;
+use croner::parser::{CronParser, Seconds};
+use serde::{Deserialize, Deserializer};
+use url::Url;
+
+/// An absolute `http` or `https` URL. Whether plain `http` is allowed is decided per source.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HttpUrl(Url);
+
+impl HttpUrl {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let url = Url::parse(value).map_err(|e| format!("`{value}` is not a valid URL: {e}"))?;
+        match url.scheme() {
+            "http" | "https" if url.host().is_some() => Ok(HttpUrl(url)),
+            _ => Err(format!("`{value}` is not an http(s) URL with a host")),
+        }
+    }
+
+    pub fn url(&self) -> &Url {
+        &self.0
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.0.scheme() == "https"
+    }
+
+    /// A URL relative to this one's origin, e.g. `/oauth2/token` on the same host.
+    pub fn join(&self, path: &str) -> Result<HttpUrl, String> {
+        self.0
+            .join(path)
+            .map(HttpUrl)
+            .map_err(|e| format!("cannot join `{path}` to `{}`: {e}", self.0))
+    }
+}
+
+impl fmt::Display for HttpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
+
+impl fmt::Debug for HttpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for HttpUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = String::deserialize(deserializer)?;
+        HttpUrl::parse(value.trim()).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A 6-field cron expression, seconds first (`"0 30 2 * * *"`), as tokio-cron-scheduler reads it.
+#[derive(Clone)]
+pub struct CronSchedule {
+    expression: String,
+    cron: Cron,
+}
+
+impl CronSchedule {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let value = value.trim();
+        let fields = value.split_whitespace().count();
+        if !(6..=7).contains(&fields) {
+            return Err(format!(
+                "`{value}` has {fields} fields; a schedule needs 6 (seconds first), e.g. \"0 30 2 * * *\""
+            ));
+        }
+        let cron = cron_parser()
+            .parse(value)
+            .map_err(|e| format!("`{value}` is not a valid cron expression: {e}"))?;
+        Ok(CronSchedule {
+            expression: value.to_owned(),
+            cron,
+        })
+    }
+
+    pub fn expression(&self) -> &str {
+        &self.expression
+    }
+
+    pub fn cron(&self) -> &Cron {
+        &self.cron
+    }
+}
+
+/// The parser tokio-cron-scheduler uses, so what validates here also schedules there.
+pub fn cron_parser() -> CronParser {
+    CronParser::builder()
+        .seconds(Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+}
+
+impl fmt::Debug for CronSchedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.expression)
+    }
+}
+
+impl<'de> Deserialize<'de> for CronSchedule {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = String::deserialize(deserializer)?;
+        CronSchedule::parse(&value).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An IANA time zone name such as `Europe/Berlin`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TimeZone(pub Tz);
+
+impl TimeZone {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        Tz::from_str(value.trim())
+            .map(TimeZone)
+            .map_err(|_| format!("`{value}` is not an IANA time zone name (e.g. \"Europe/Berlin\", \"UTC\")"))
+    }
+}
+
+impl Default for TimeZone {
+    fn default() -> Self {
+        TimeZone(Tz::UTC)
+    }
+}
+
+impl fmt::Debug for TimeZone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0.name())
+    }
+}
+
+impl fmt::Display for TimeZone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for TimeZone {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = String::deserialize(deserializer)?;
+        TimeZone::parse(&value).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A list that environment variables can give as one comma-separated string
+/// (`REPORTING_ETL__SOURCES__RETARUS__CUSTOMER_IDS=99999,88888`) and files as an array.
+pub fn string_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let items = match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(joined) => joined.split(',').map(str::to_owned).collect(),
+        OneOrMany::Many(items) => items,
+    };
+    Ok(items
+        .into_iter()
+        .map(|item| item.trim().to_owned())
+        .filter(|item| !item.is_empty())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_five_field_cron_expression_is_refused_with_a_hint() {
+        let error = CronSchedule::parse("30 2 * * *").err().unwrap();
+        assert!(error.contains("`30 2 * * *`") && error.contains("6"), "{error}");
+    }
+
+    #[test]
+    fn a_url_must_be_absolute_http() {
+        assert!(HttpUrl::parse("ftp://example.com").is_err());
+        assert!(HttpUrl::parse("example.com/x").is_err());
+        assert!(HttpUrl::parse("https://example.com/x").unwrap().is_https());
+    }
+}

@@ -1,0 +1,3 @@
+//! Jobs: turning a configured schedule into fire times, and (with the runner) into runs.
+
+pub mod schedule;

@@ -1,0 +1,66 @@
+//! Fire times of a job's schedule in its own time zone.
+//!
+//! tokio-cron-scheduler freezes a zone into a fixed UTC offset when a job is created, so a job
+//! at 02:30 Europe/Berlin would fire an hour off after a DST change. We compute every next fire
+//! time ourselves, in the job's zone, from the current instant: across a change the local time
+//! stays right (a time skipped by a spring-forward fires at the next valid instant; a time that
+//! occurs twice in autumn fires once).
+
+use chrono::{DateTime, Utc};
+
+use crate::config::{CronSchedule, TimeZone};
+
+/// The first fire time strictly after `after`, in UTC. `None` if the schedule never fires again.
+pub fn next_fire(schedule: &CronSchedule, zone: TimeZone, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let local = after.with_timezone(&zone.0);
+    schedule
+        .cron()
+        .find_next_occurrence(&local, false)
+        .ok()
+        .map(|next| next.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone as _;
+
+    fn berlin_0230() -> (CronSchedule, TimeZone) {
+        (
+            CronSchedule::parse("0 30 2 * * *").unwrap(),
+            TimeZone::parse("Europe/Berlin").unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_berlin_job_fires_at_local_time_before_and_after_the_autumn_change() {
+        let (schedule, zone) = berlin_0230();
+        // 2026-10-25: clocks go back from 03:00 CEST to 02:00 CET.
+        let before = Utc.with_ymd_and_hms(2026, 10, 23, 12, 0, 0).unwrap();
+        let first = next_fire(&schedule, zone, before).unwrap();
+        assert_eq!(first, Utc.with_ymd_and_hms(2026, 10, 24, 0, 30, 0).unwrap()); // 02:30 CEST
+        let second = next_fire(&schedule, zone, first).unwrap();
+        // 02:30 happens twice on the 25th; it fires once, at the first.
+        assert_eq!(second, Utc.with_ymd_and_hms(2026, 10, 25, 0, 30, 0).unwrap());
+        let third = next_fire(&schedule, zone, second).unwrap();
+        assert_eq!(third, Utc.with_ymd_and_hms(2026, 10, 26, 1, 30, 0).unwrap()); // 02:30 CET
+    }
+
+    #[test]
+    fn a_berlin_job_in_the_skipped_spring_hour_fires_once_that_day() {
+        let (schedule, zone) = berlin_0230();
+        // 2026-03-29: clocks jump from 02:00 CET to 03:00 CEST; 02:30 does not exist.
+        let before = Utc.with_ymd_and_hms(2026, 3, 28, 12, 0, 0).unwrap();
+        let fire = next_fire(&schedule, zone, before).unwrap();
+        let next = next_fire(&schedule, zone, fire).unwrap();
+        assert!(
+            fire >= Utc.with_ymd_and_hms(2026, 3, 29, 0, 0, 0).unwrap(),
+            "{fire}"
+        );
+        assert!(
+            fire < Utc.with_ymd_and_hms(2026, 3, 29, 2, 0, 0).unwrap(),
+            "{fire}"
+        );
+        assert_eq!(next, Utc.with_ymd_and_hms(2026, 3, 30, 0, 30, 0).unwrap()); // 02:30 CEST
+    }
+}

@@ -1,0 +1,19 @@
+//! reporting-etl: extracts reporting data from vendor APIs on cron schedules and loads it into
+//! PostgreSQL, with a record of every run.
+//!
+//! # Layout
+//!
+//! The modules follow the flow of data:
+//!
+//! - [`config`]: TOML + environment → validated, typed settings (sources, jobs, database, ...).
+//! - [`datasets`]: what each vendor offers, how it is windowed, and which table it fills.
+//! - [`jobs`]: schedules (fire times in a job's time zone) and, with the runner, runs.
+//! - [`store`]: PostgreSQL: pool, migrations, the embedded default server, run records.
+//! - [`cli`]: the command line; [`telemetry`]: logging.
+
+pub mod cli;
+pub mod config;
+pub mod datasets;
+pub mod jobs;
+pub mod store;
+pub mod telemetry;

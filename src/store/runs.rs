@@ -1,0 +1,205 @@
+//! Run records (`etl.runs`): one row per job run and scope/window, from `running` to its outcome.
+//!
+//! A run's final figures are written in the same transaction as its data (see the loader), so
+//! a run is `succeeded` exactly when its rows are visible.
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use sqlx::{PgExecutor, PgPool};
+use uuid::Uuid;
+
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Schedule,
+    Once,
+    Backfill,
+    Demo,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Once => "once",
+            Trigger::Backfill => "backfill",
+            Trigger::Demo => "demo",
+        }
+    }
+}
+
+/// How a run ended (or that it has not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+    Interrupted,
+    Skipped,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Skipped => "skipped",
+        }
+    }
+}
+
+/// Identifies what a run loads.
+#[derive(Debug, Clone)]
+pub struct NewRun<'a> {
+    pub job: &'a str,
+    pub source: &'a str,
+    pub dataset: &'a str,
+    pub scope: &'a str,
+    /// `[start, end)` in UTC; `None` for snapshots.
+    pub window: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    pub trigger: Trigger,
+}
+
+/// The figures a run accumulates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFigures {
+    pub rows_written: i64,
+    pub pages: i32,
+    pub upstream_calls: i32,
+    pub retries: i32,
+    pub throttled_ms: i64,
+    /// Non-fatal notes (e.g. fields the subscription withholds), joined with "; ".
+    pub warnings: Vec<String>,
+}
+
+impl RunFigures {
+    fn warnings_text(&self) -> Option<String> {
+        (!self.warnings.is_empty()).then(|| self.warnings.join("; "))
+    }
+}
+
+/// Inserts a `running` record and returns its id.
+pub async fn start(pool: &PgPool, instance: Uuid, run: &NewRun<'_>) -> Result<i64> {
+    insert(pool, instance, run, RunStatus::Running, None).await
+}
+
+/// Records a run that did not start because the previous one of the job is still going.
+pub async fn record_skipped(pool: &PgPool, instance: Uuid, run: &NewRun<'_>, reason: &str) -> Result<i64> {
+    insert(pool, instance, run, RunStatus::Skipped, Some(reason)).await
+}
+
+async fn insert(
+    pool: &PgPool,
+    instance: Uuid,
+    run: &NewRun<'_>,
+    status: RunStatus,
+    error: Option<&str>,
+) -> Result<i64> {
+    let (window_start, window_end) = run.window.unzip();
+    let finished = (status != RunStatus::Running).then(Utc::now);
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO etl.runs (job, source, dataset, scope, window_start, window_end, trigger, status,
+                               instance_id, error, finished_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         RETURNING id",
+    )
+    .bind(run.job)
+    .bind(run.source)
+    .bind(run.dataset)
+    .bind(run.scope)
+    .bind(window_start)
+    .bind(window_end)
+    .bind(run.trigger.as_str())
+    .bind(status.as_str())
+    .bind(instance)
+    .bind(error)
+    .bind(finished)
+    .fetch_one(pool)
+    .await
+    .with_context(|| format!("recording a run of {} for scope {}", run.job, run.scope))?;
+    Ok(id)
+}
+
+/// Ends a run with its figures. Pass the data transaction to commit both together.
+pub async fn finish<'e>(
+    executor: impl PgExecutor<'e>,
+    id: i64,
+    status: RunStatus,
+    figures: &RunFigures,
+    error: Option<&str>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE etl.runs
+         SET status = $2, finished_at = now(), rows_written = $3, pages = $4, upstream_calls = $5,
+             retries = $6, throttled_ms = $7, warnings = $8, error = $9
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(status.as_str())
+    .bind(figures.rows_written)
+    .bind(figures.pages)
+    .bind(figures.upstream_calls)
+    .bind(figures.retries)
+    .bind(figures.throttled_ms)
+    .bind(figures.warnings_text())
+    .bind(error)
+    .execute(executor)
+    .await
+    .with_context(|| format!("recording the outcome of run {id}"))?;
+    Ok(())
+}
+
+/// One row of `reporting-etl runs`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RunRow {
+    pub id: i64,
+    pub job: String,
+    pub source: String,
+    pub dataset: String,
+    pub scope: String,
+    pub window_start: Option<DateTime<Utc>>,
+    pub window_end: Option<DateTime<Utc>>,
+    pub trigger: String,
+    pub status: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub rows_written: i64,
+    pub pages: i32,
+    pub upstream_calls: i32,
+    pub retries: i32,
+    pub throttled_ms: i64,
+    pub warnings: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The most recent runs, newest first, optionally of one job.
+pub async fn recent(pool: &PgPool, job: Option<&str>, limit: i64) -> Result<Vec<RunRow>> {
+    sqlx::query_as(
+        "SELECT id, job, source, dataset, scope, window_start, window_end, trigger, status, started_at,
+                finished_at, rows_written, pages, upstream_calls, retries, throttled_ms, warnings, error
+         FROM etl.runs
+         WHERE $1::text IS NULL OR job = $1
+         ORDER BY id DESC
+         LIMIT $2",
+    )
+    .bind(job)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+    .context("reading recent runs")
+}
+
+/// One run by id.
+pub async fn get(pool: &PgPool, id: i64) -> Result<RunRow> {
+    sqlx::query_as(
+        "SELECT id, job, source, dataset, scope, window_start, window_end, trigger, status, started_at,
+                finished_at, rows_written, pages, upstream_calls, retries, throttled_ms, warnings, error
+         FROM etl.runs WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await
+    .with_context(|| format!("reading run {id}"))
+}

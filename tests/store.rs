@@ -1,0 +1,279 @@
+//! The store against real PostgreSQL: migrations, run records, dead-process sweeps and the
+//! embedded default server.
+
+mod support;
+
+use std::process::Command;
+
+use reporting_etl::config::DatabaseSettings;
+use reporting_etl::store::instance::INSTANCE_LOCK_CLASS;
+use reporting_etl::store::runs::{self, NewRun, RunFigures, RunStatus, Trigger};
+use reporting_etl::store::{self, EmbeddedPostgres, Store};
+use secrecy::SecretString;
+use sqlx::{Connection, PgConnection};
+use support::TestDb;
+
+fn settings_for(url: &str) -> DatabaseSettings {
+    DatabaseSettings {
+        url: Some(SecretString::from(url.to_owned())),
+        pool_size: 3,
+        ..Default::default()
+    }
+}
+
+fn fax_run(window: bool) -> NewRun<'static> {
+    use chrono::TimeZone;
+    NewRun {
+        job: "fax",
+        source: "retarus",
+        dataset: "fax_out_udr",
+        scope: "99999",
+        window: window.then(|| {
+            (
+                chrono::Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap(),
+                chrono::Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0).unwrap(),
+            )
+        }),
+        trigger: Trigger::Once,
+    }
+}
+
+#[tokio::test]
+async fn migrations_apply_to_a_fresh_database_twice() {
+    let db = TestDb::empty().await;
+    store::migrate(&db.pool).await.unwrap();
+    store::migrate(&db.pool).await.unwrap();
+    let tables: Vec<(String,)> = sqlx::query_as(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'etl' ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let names: Vec<&str> = tables.iter().map(|(n,)| n.as_str()).collect();
+    for expected in [
+        "freshness",
+        "instances",
+        "latest_success",
+        "runs",
+        "tokens",
+        "watermarks",
+    ] {
+        assert!(names.contains(&expected), "{names:?}");
+    }
+}
+
+#[tokio::test]
+async fn every_etl_table_and_column_has_a_comment() {
+    let db = TestDb::new().await;
+    let missing: Vec<(String, String)> = sqlx::query_as(
+        "SELECT c.relname::text, a.attname::text
+         FROM pg_class c
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+         WHERE n.nspname = 'etl' AND c.relkind = 'r' AND col_description(c.oid, a.attnum) IS NULL",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert!(missing.is_empty(), "columns without COMMENT: {missing:?}");
+}
+
+#[tokio::test]
+async fn a_run_record_goes_from_running_to_succeeded_with_its_figures() {
+    let db = TestDb::new().await;
+    let store = Store::open(&settings_for(&db.url), "test").await.unwrap();
+    let id = runs::start(store.pool(), store.instance().id(), &fax_run(true))
+        .await
+        .unwrap();
+    assert_eq!(runs::get(store.pool(), id).await.unwrap().status, "running");
+
+    let figures = RunFigures {
+        rows_written: 1234,
+        pages: 3,
+        upstream_calls: 4,
+        retries: 1,
+        throttled_ms: 250,
+        warnings: vec!["field netWorth withheld".into()],
+    };
+    let mut tx = store.pool().begin().await.unwrap();
+    runs::finish(&mut *tx, id, RunStatus::Succeeded, &figures, None)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let run = runs::get(store.pool(), id).await.unwrap();
+    assert_eq!(run.status, "succeeded");
+    assert_eq!(
+        (
+            run.rows_written,
+            run.pages,
+            run.upstream_calls,
+            run.retries,
+            run.throttled_ms
+        ),
+        (1234, 3, 4, 1, 250)
+    );
+    assert_eq!(run.warnings.as_deref(), Some("field netWorth withheld"));
+    assert!(run.finished_at.unwrap() >= run.started_at);
+    let fresh: (String, i64) = sqlx::query_as("SELECT dataset, rows_written FROM etl.latest_success")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(fresh, ("fax_out_udr".to_owned(), 1234));
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_run_keeps_its_error_and_shows_in_freshness() {
+    let db = TestDb::new().await;
+    let store = Store::open(&settings_for(&db.url), "test").await.unwrap();
+    let id = runs::start(store.pool(), store.instance().id(), &fax_run(false))
+        .await
+        .unwrap();
+    let figures = RunFigures {
+        upstream_calls: 1,
+        ..Default::default()
+    };
+    runs::finish(
+        store.pool(),
+        id,
+        RunStatus::Failed,
+        &figures,
+        Some("retarus: 403 Forbidden"),
+    )
+    .await
+    .unwrap();
+    let run = runs::get(store.pool(), id).await.unwrap();
+    assert_eq!(
+        (run.status.as_str(), run.error.as_deref()),
+        ("failed", Some("retarus: 403 Forbidden"))
+    );
+    let (status, error, success): (String, Option<String>, Option<chrono::DateTime<chrono::Utc>>) =
+        sqlx::query_as("SELECT last_status, last_error, last_success_at FROM etl.freshness")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        (status.as_str(), error.as_deref(), success),
+        ("failed", Some("retarus: 403 Forbidden"), None)
+    );
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_running_run_of_a_dead_process_becomes_interrupted_at_start_up() {
+    let db = TestDb::new().await;
+    // A process that registered, started a run and died: its liveness lock is gone.
+    let dead = Store::open(&settings_for(&db.url), "run").await.unwrap();
+    let orphan = runs::start(dead.pool(), dead.instance().id(), &fax_run(true))
+        .await
+        .unwrap();
+    drop(dead); // the lock connection closes, as when the process is killed
+
+    // A process that is still alive keeps its running run.
+    let alive = Store::open(&settings_for(&db.url), "run").await.unwrap();
+    let live_run = runs::start(alive.pool(), alive.instance().id(), &fax_run(true))
+        .await
+        .unwrap();
+
+    let restarted = Store::open(&settings_for(&db.url), "run").await.unwrap();
+    let orphan = runs::get(restarted.pool(), orphan).await.unwrap();
+    assert_eq!(orphan.status, "interrupted");
+    assert!(orphan.error.unwrap().contains("stopped before the run finished"));
+    assert!(orphan.finished_at.is_some());
+    assert_eq!(
+        runs::get(restarted.pool(), live_run).await.unwrap().status,
+        "running"
+    );
+    restarted.close().await.unwrap();
+    alive.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_live_process_holds_its_liveness_lock() {
+    let db = TestDb::new().await;
+    let store = Store::open(&settings_for(&db.url), "run").await.unwrap();
+    let (lock_key,): (i32,) = sqlx::query_as("SELECT lock_key FROM etl.instances WHERE id = $1")
+        .bind(store.instance().id())
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    let mut other = PgConnection::connect(&db.url).await.unwrap();
+    let (free,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1, $2)")
+        .bind(INSTANCE_LOCK_CLASS)
+        .bind(lock_key)
+        .fetch_one(&mut other)
+        .await
+        .unwrap();
+    assert!(!free, "another session could take a live process's lock");
+    store.close().await.unwrap();
+}
+
+#[test]
+fn the_embedded_default_survives_a_process_restart_and_stops_cleanly() {
+    let dir = support::shared_tempdir();
+    let data_dir = dir.path().join("pg");
+    let env = [("REPORTING_ETL__DATABASE__DATA_DIR", data_dir.to_str().unwrap())];
+
+    // First process: starts the server, creates the schema, stops the server on exit.
+    let first = support::binary()
+        .arg("migrate")
+        .envs(env)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(stderr.contains("psql -h 127.0.0.1 -p"), "no psql hint: {stderr}");
+    assert!(
+        !server_running(&data_dir),
+        "the server outlived the process that started it"
+    );
+
+    // Second process: same data directory, the data is still there.
+    let second = support::binary()
+        .arg("runs")
+        .envs(env)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert!(!server_running(&data_dir));
+
+    let mut server = EmbeddedPostgres::start(&data_dir).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let instances: i64 = runtime.block_on(async {
+        let pool = store::connect(&server.url(), 1).await.unwrap();
+        let (count,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM etl.instances WHERE command IN ('migrate', 'runs')")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        pool.close().await;
+        count
+    });
+    assert_eq!(instances, 2, "both processes are recorded in the kept data");
+    server.stop().unwrap();
+    assert!(!server_running(&data_dir));
+}
+
+fn server_running(data_dir: &std::path::Path) -> bool {
+    let pid_file = data_dir.join("cluster").join("postmaster.pid");
+    let Ok(contents) = std::fs::read_to_string(pid_file) else {
+        return false;
+    };
+    let pid = contents.lines().next().unwrap_or_default().trim().to_owned();
+    Command::new("kill")
+        .args(["-0", &pid])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}

@@ -1,0 +1,115 @@
+//! Test helpers shared by the integration tests: a fresh PostgreSQL database per test, on the
+//! server named by `DATABASE_URL` or, without it, on an embedded server of our own (the same
+//! mechanism the service uses), so `cargo test` works on a machine with no running server.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use reporting_etl::store::{self, EmbeddedPostgres};
+use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
+
+/// A database created for one test and dropped when the test ends (also on panic).
+pub struct TestDb {
+    pub url: String,
+    pub pool: PgPool,
+    admin_url: String,
+    name: String,
+}
+
+impl TestDb {
+    /// A fresh database with every migration applied.
+    pub async fn new() -> TestDb {
+        let db = TestDb::empty().await;
+        store::migrate(&db.pool).await.expect("migrations apply");
+        db
+    }
+
+    /// A fresh database with nothing in it.
+    pub async fn empty() -> TestDb {
+        let admin_url = server_url();
+        let name = format!("etl_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = store::connect(&admin_url, 1)
+            .await
+            .expect("connect to the test server");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .expect("create test database");
+        admin.close().await;
+        let options: PgConnectOptions = admin_url.parse().expect("valid URL");
+        let url = format!(
+            "postgres://{}@{}:{}/{name}",
+            options.get_username(),
+            options.get_host(),
+            options.get_port()
+        );
+        let pool = store::connect(&url, 5)
+            .await
+            .expect("connect to the test database");
+        TestDb {
+            url,
+            pool,
+            admin_url,
+            name,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime: use a thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let admin = store::connect(&admin_url, 1).await.ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&admin)
+                .await
+                .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// `DATABASE_URL`, else an embedded server shared by all test processes (left running).
+pub fn server_url() -> String {
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        return url;
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("embedded-pg");
+    let server = EmbeddedPostgres::start(&dir).expect("start the embedded test server");
+    let url = server.url_for("postgres");
+    server.detach();
+    url
+}
+
+/// The service binary built for these tests.
+pub fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_reporting-etl"));
+    // Tests pass everything explicitly; nothing leaks in from the developer's shell.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("REPORTING_ETL") {
+            command.env_remove(key);
+        }
+    }
+    command.env_remove("RUST_LOG");
+    command
+}
+
+/// A temporary directory the embedded server's unprivileged user can traverse.
+pub fn shared_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
