@@ -1,0 +1,165 @@
+//! The `sandbox` binary: runs all four vendor stand-ins on loopback ports until Ctrl-C, or prints
+//! a vendor's GraphQL SDL (`sandbox sdl retarus|roubler|altrata`), which is how
+//! `schemas/<vendor>.graphql` is generated.
+//!
+//! The first line printed by a run is one JSON object (`{"retarus": .., "roubler": .., ..}`) so a
+//! script can start the sandbox and read its URLs and credentials; a human summary follows.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use sandbox::ratelimit::RateLimitMode;
+use sandbox::{Sandbox, SandboxOptions};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sandbox",
+    about = "Deterministic loopback stand-ins for the four vendor APIs."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Seed of every generated record.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Days of generated history, ending today.
+    #[arg(long, default_value_t = 100)]
+    history_days: u32,
+    /// Records per day per report / dataset.
+    #[arg(long, default_value_t = 5)]
+    records_per_day: u32,
+    /// Roubler rate limiting: `monitoring` (count only) or `enforcing` (answer 429).
+    #[arg(long, value_enum)]
+    roubler_mode: Option<RoublerMode>,
+    /// Roubler: calls allowed per window.
+    #[arg(long)]
+    roubler_limit: Option<u32>,
+    /// Roubler: rate-limit window in seconds.
+    #[arg(long)]
+    roubler_window_secs: Option<u64>,
+    /// Retarus access-token lifetime in seconds (`expires_in`).
+    #[arg(long, default_value_t = 300)]
+    retarus_token_secs: u64,
+    /// Altrata daily call quota per credential (default: unlimited).
+    #[arg(long)]
+    altrata_daily_quota: Option<u64>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the GraphQL SDL the sandbox serves for one vendor.
+    Sdl {
+        #[arg(value_enum)]
+        vendor: SdlVendor,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum SdlVendor {
+    Retarus,
+    Roubler,
+    Altrata,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum RoublerMode {
+    Monitoring,
+    Enforcing,
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Command::Sdl { vendor }) = cli.command {
+        let sdl = match vendor {
+            SdlVendor::Retarus => sandbox::retarus::sdl(),
+            SdlVendor::Altrata => sandbox::altrata::sdl(),
+            SdlVendor::Roubler => sandbox::roubler::sdl(),
+        };
+        print!("{sdl}");
+        return Ok(());
+    }
+
+    let mut options = SandboxOptions {
+        seed: cli.seed,
+        history_days: cli.history_days,
+        records_per_day: cli.records_per_day,
+        ..SandboxOptions::default()
+    };
+    options.retarus.token_lifetime = Duration::from_secs(cli.retarus_token_secs);
+    options.altrata.daily_quota = cli.altrata_daily_quota;
+    if let Some(mode) = cli.roubler_mode {
+        options.roubler.rate_mode = match mode {
+            RoublerMode::Monitoring => RateLimitMode::Monitoring,
+            RoublerMode::Enforcing => RateLimitMode::Enforcing,
+        };
+    }
+    if let Some(limit) = cli.roubler_limit {
+        options.roubler.rate_limit = limit;
+    }
+    if let Some(secs) = cli.roubler_window_secs {
+        options.roubler.rate_window = Duration::from_secs(secs);
+    }
+
+    let sandbox = Sandbox::start(options).await?;
+    let summary = serde_json::json!({
+        "retarus": sandbox.retarus.describe(),
+        "roubler": sandbox.roubler.describe(),
+        "altrata": sandbox.altrata.describe(),
+        "retently": sandbox.retently.describe(),
+    });
+    println!("{summary}");
+    print_human_summary(&sandbox);
+    tokio::signal::ctrl_c().await?;
+    eprintln!("sandbox: stopping");
+    Ok(())
+}
+
+fn print_human_summary(sandbox: &Sandbox) {
+    let retarus = &sandbox.retarus;
+    let altrata = &sandbox.altrata;
+    println!();
+    println!("Retarus  token   {}", retarus.token_url);
+    println!("         graphql {}", retarus.graphql_url);
+    println!(
+        "         client_id={} client_secret={} customers={}",
+        retarus.client_id,
+        retarus.client_secret,
+        retarus.customer_ids.join(",")
+    );
+    println!("Altrata  token   {}", altrata.token_url);
+    println!("         events  {}", altrata.events_url);
+    println!("         profile {}", altrata.profile_url);
+    println!(
+        "         username={} password={} x-api-key={}",
+        altrata.username, altrata.password, altrata.api_key
+    );
+    println!(
+        "Roubler  {}  (endpoints and credentials: see the JSON line above)",
+        sandbox.roubler.base_url
+    );
+    println!(
+        "Retently {}  (endpoints and credentials: see the JSON line above)",
+        sandbox.retently.base_url
+    );
+    println!();
+    println!("Example (Retarus):");
+    println!(
+        "  TOKEN=$(curl -s {} -d grant_type=client_credentials -d client_id={} -d client_secret={} -d scope=openid | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')",
+        retarus.token_url, retarus.client_id, retarus.client_secret
+    );
+    let customer = retarus
+        .customer_ids
+        .first()
+        .map(String::as_str)
+        .unwrap_or("99999");
+    let now = chrono::Utc::now();
+    let from = (now - chrono::TimeDelta::days(2)).format("%Y-%m-%dT00:00:00.000Z");
+    let to = now.format("%Y-%m-%dT00:00:00.000Z");
+    println!(
+        "  curl -s {} -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\\n    -d '{{\"query\":\"{{ faxOutUdrReport(customerId: \\\"{customer}\\\", datePeriod: {{fromIncluded: \\\"{from}\\\", toExcluded: \\\"{to}\\\"}}, size: 3) {{ content {{ faxId keyTimestamp statusName }} pageIndex hasMoreElements }} }}\"}}'",
+        retarus.graphql_url
+    );
+    println!();
+    println!("Ctrl-C stops the sandbox.");
+}
