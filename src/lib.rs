@@ -6,14 +6,18 @@
 //! The modules follow the flow of data:
 //!
 //! - [`config`]: TOML + environment → validated, typed settings (sources, jobs, database, ...).
+//! - [`auth`]: one token provider per source (tokens shared through `etl.tokens`).
+//! - [`executor`]: the one rate-limited, retrying path to every upstream.
 //! - [`datasets`]: what each vendor offers, how it is windowed, and which table it fills.
 //! - [`jobs`]: schedules (fire times in a job's time zone) and, with the runner, runs.
 //! - [`store`]: PostgreSQL: pool, migrations, the embedded default server, run records.
 //! - [`cli`]: the command line; [`telemetry`]: logging.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod datasets;
+pub mod executor;
 pub mod jobs;
 pub mod store;
 pub mod telemetry;

@@ -12,6 +12,7 @@ use anyhow::Result;
 use chrono::{NaiveDate, Utc};
 use clap::{Args, Parser, Subcommand};
 
+use crate::auth;
 use crate::config::{ConfigSource, LogFormat, Settings, SourceSettings};
 use crate::datasets;
 use crate::jobs::schedule;
@@ -55,6 +56,27 @@ pub enum Command {
     },
     /// Show the configured jobs with their next fire time (local and UTC) and last outcome.
     Jobs,
+    /// Authorise sources and inspect their tokens.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Authorise an authorization-code source (Roubler, Retently OAuth): prints the vendor's
+    /// authorize URL, then takes the browser's redirect on the loopback redirect_uri or as a
+    /// pasted URL, checks its state, and stores the tokens.
+    Login {
+        /// Source name from the configuration.
+        source: String,
+    },
+    /// Per source: auth flow, state, token expiry, last refresh and refresh-chain age (no secrets).
+    Status,
+    /// Fetch or refresh a source's token now, proving the stored authorisation still works.
+    Refresh {
+        /// Source name from the configuration.
+        source: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -120,12 +142,100 @@ async fn run_command(command: Command, settings: Settings) -> Result<ExitCode> {
             print!("{}", jobs_table(&settings));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Auth(command) => auth_command(command, settings).await,
         Command::Run(_) => {
             anyhow::bail!(
                 "`run` is not available yet: the runner is still being built (see the service issue)"
             )
         }
     }
+}
+
+async fn auth_command(command: AuthCommand, settings: Settings) -> Result<ExitCode> {
+    let store = Store::open(&settings.database, "auth").await?;
+    let result = match command {
+        AuthCommand::Login { source } => {
+            let mut stdout = std::io::stdout();
+            auth::login::login(
+                &settings,
+                store.pool().clone(),
+                &source,
+                detached_stdin(),
+                &mut stdout,
+            )
+            .await
+        }
+        AuthCommand::Status => auth::status(&settings, store.pool().clone()).await.map(|rows| {
+            print!("{}", auth_status_table(&rows));
+        }),
+        AuthCommand::Refresh { source } => {
+            let registry = auth::build(&settings, store.pool().clone());
+            match registry.get(&source) {
+                None => Err(anyhow::anyhow!("`{source}` is not a configured source")),
+                Some(provider) => provider.renew_now().await.map_err(Into::into).map(|_| {
+                    println!("Renewed the token of `{source}`.");
+                }),
+            }
+        }
+    };
+    store.close().await?;
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+/// Standard input read on a plain thread: tokio's own stdin reader would keep the runtime (and
+/// so the process) alive after the login finished through the loopback listener.
+fn detached_stdin() -> impl tokio::io::AsyncBufRead + Unpin {
+    use std::io::BufRead;
+    let (reader, mut writer) = tokio::io::duplex(64 * 1024);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            let sent = futures::executor::block_on(tokio::io::AsyncWriteExt::write_all(
+                &mut writer,
+                format!("{line}\n").as_bytes(),
+            ));
+            if sent.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::io::BufReader::new(reader)
+}
+
+fn auth_status_table(rows: &[auth::StatusRow]) -> String {
+    let time = |t: Option<chrono::DateTime<Utc>>| {
+        t.map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
+            .unwrap_or_default()
+    };
+    let mut table = Table::new([
+        "SOURCE",
+        "FLOW",
+        "STATE",
+        "TOKEN EXPIRES",
+        "LAST REFRESH",
+        "CHAIN AGE",
+        "REFRESH TOKEN",
+    ]);
+    for row in rows {
+        let age = row.chain_started_at.map(|start| {
+            let age = Utc::now() - start;
+            format!("{}d {}h", age.num_days(), age.num_hours() % 24)
+        });
+        table.row([
+            row.source.clone(),
+            row.flow.to_string(),
+            row.state.clone(),
+            time(row.expires_at),
+            time(row.last_refresh_at),
+            age.unwrap_or_default(),
+            if row.has_refresh_token {
+                "stored".into()
+            } else {
+                String::new()
+            },
+        ]);
+    }
+    table.render()
 }
 
 /// `check`'s output: sources with kind, flow, endpoints and limit; jobs with their schedule.

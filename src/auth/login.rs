@@ -1,0 +1,285 @@
+//! `reporting-etl auth login SOURCE`: the authorization-code bootstrap for Roubler and Retently.
+//!
+//! Prints the authorize URL (with a fresh random `state`, and PKCE for Roubler, whose Hydra
+//! server supports it), then takes the browser's redirect from whichever comes first: a
+//! listener on the configured loopback `redirect_uri`, or the redirected URL pasted on stdin
+//! (for headless servers). A redirect whose `state` differs is refused and nothing is stored.
+
+use std::io::Write;
+
+use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use url::Url;
+
+use super::endpoint::{self, ClientAuth, Grant};
+use super::store::{NewTokens, TokenStore};
+use super::{Flow, flow_for};
+use crate::config::{HttpUrl, Settings, SourceSettings};
+
+/// The authorize URL and what must come back.
+struct Attempt {
+    url: Url,
+    state: String,
+    verifier: Option<String>,
+}
+
+/// Runs the whole login for `source_name`, reading a pasted URL from `input` and printing to `out`.
+pub async fn login(
+    settings: &Settings,
+    pool: PgPool,
+    source_name: &str,
+    input: impl AsyncBufRead + Unpin,
+    out: &mut (impl Write + Send),
+) -> Result<()> {
+    let source = settings
+        .sources
+        .get(source_name)
+        .ok_or_else(|| anyhow!("`{source_name}` is not a configured source"))?;
+    let (authorize_url, redirect_uri, client_id, pkce, scope) = match source {
+        SourceSettings::Roubler(s) => (
+            &s.authorize_url,
+            &s.redirect_uri,
+            s.client_id.clone(),
+            true,
+            Some("offline_access"),
+        ),
+        SourceSettings::Retently(s) if s.api_key.is_none() => (
+            &s.authorize_url,
+            &s.redirect_uri,
+            s.client_id.clone().unwrap_or_default(),
+            false,
+            None,
+        ),
+        other => bail!(
+            "source `{source_name}` uses {}; it needs no login (its credentials are in the configuration)",
+            other.flow()
+        ),
+    };
+    let Flow::RefreshChain {
+        token_url, client, ..
+    } = flow_for(source)
+    else {
+        bail!("source `{source_name}` does not use the authorization-code flow");
+    };
+    let attempt = authorize_attempt(authorize_url, redirect_uri, &client_id, pkce, scope);
+    writeln!(
+        out,
+        "Open this URL in a browser, sign in with the API user and approve access:\n\n  {}\n",
+        attempt.url
+    )?;
+    let listener = bind_loopback(redirect_uri).await?;
+    match &listener {
+        Some(_) => writeln!(
+            out,
+            "Waiting for the redirect to {redirect_uri} … or paste the URL the browser was sent to and press Enter."
+        )?,
+        None => writeln!(
+            out,
+            "{redirect_uri} is not a loopback address, so nothing listens for it: paste the URL the browser was sent to and press Enter."
+        )?,
+    }
+    out.flush()?;
+    let redirected = receive_redirect(listener, input).await?;
+    let code = check_redirect(&redirected, &attempt.state)?;
+    exchange_and_store(
+        settings,
+        pool,
+        source_name,
+        &token_url,
+        &client,
+        redirect_uri,
+        &code,
+        attempt.verifier.as_deref(),
+    )
+    .await?;
+    writeln!(out, "Authorised `{source_name}`: tokens stored in etl.tokens.")?;
+    Ok(())
+}
+
+fn authorize_attempt(
+    authorize_url: &HttpUrl,
+    redirect_uri: &HttpUrl,
+    client_id: &str,
+    pkce: bool,
+    scope: Option<&str>,
+) -> Attempt {
+    let state = random_token(24);
+    let verifier = pkce.then(|| random_token(48));
+    let mut url = authorize_url.url().clone();
+    {
+        let mut query = url.query_pairs_mut();
+        query
+            .append_pair("response_type", "code")
+            .append_pair("client_id", client_id)
+            .append_pair("redirect_uri", redirect_uri.as_str());
+        if let Some(scope) = scope {
+            query.append_pair("scope", scope);
+        }
+        query.append_pair("state", &state);
+        if let Some(verifier) = &verifier {
+            let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+            query
+                .append_pair("code_challenge", &challenge)
+                .append_pair("code_challenge_method", "S256");
+        }
+    }
+    Attempt { url, state, verifier }
+}
+
+fn random_token(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buffer);
+    URL_SAFE_NO_PAD.encode(buffer)
+}
+
+/// Listens on the redirect URI's port when its host is loopback (never on other interfaces).
+async fn bind_loopback(redirect_uri: &HttpUrl) -> Result<Option<TcpListener>> {
+    let url = redirect_uri.url();
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback().then_some(std::net::IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback().then_some(std::net::IpAddr::V6(ip)),
+        Some(url::Host::Domain("localhost")) => Some(std::net::IpAddr::from([127, 0, 0, 1])),
+        _ => None,
+    };
+    let Some(ip) = loopback else { return Ok(None) };
+    let port = url.port_or_known_default().unwrap_or(80);
+    let listener = TcpListener::bind((ip, port))
+        .await
+        .with_context(|| format!("listening on {ip}:{port} for the redirect (is another login running?)"))?;
+    Ok(Some(listener))
+}
+
+/// The redirected URL, from the listener or from a pasted line, whichever comes first.
+async fn receive_redirect(
+    listener: Option<TcpListener>,
+    mut input: impl AsyncBufRead + Unpin,
+) -> Result<Url> {
+    let pasted = async {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if input.read_line(&mut line).await? == 0 {
+                // stdin closed: leave it to the listener.
+                std::future::pending::<()>().await;
+            }
+            let trimmed = line.trim();
+            if !trimmed.is_empty() {
+                return Url::parse(trimmed).with_context(|| format!("`{trimmed}` is not a URL"));
+            }
+        }
+    };
+    let listened = async {
+        match listener {
+            Some(listener) => accept_redirect(listener).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        url = pasted => url,
+        url = listened => url,
+    }
+}
+
+/// Accepts connections until one is a GET with a query string, answers it, and returns its URL.
+async fn accept_redirect(listener: TcpListener) -> Result<Url> {
+    loop {
+        let (mut stream, _) = listener.accept().await?;
+        let mut buffer = vec![0u8; 8192];
+        let mut read = 0;
+        while read < buffer.len() {
+            let n = stream.read(&mut buffer[read..]).await?;
+            read += n;
+            if n == 0 || buffer[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        let request = String::from_utf8_lossy(&buffer[..read]);
+        let target = request
+            .lines()
+            .next()
+            .and_then(|line| line.strip_prefix("GET "))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or("");
+        if !target.contains('?') {
+            let _ = stream
+                .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await;
+            continue;
+        }
+        let body = "<html><body><h1>reporting-etl</h1><p>Received. You can close this window and return to the terminal.</p></body></html>";
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(response.as_bytes()).await;
+        return Url::parse(&format!("http://localhost{target}")).context("reading the redirect");
+    }
+}
+
+/// The code from a redirect whose state matches; refuses anything else.
+fn check_redirect(redirected: &Url, expected_state: &str) -> Result<String> {
+    let param = |name: &str| {
+        redirected
+            .query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    if let Some(error) = param("error") {
+        bail!(
+            "the vendor refused the authorisation: {error} {}",
+            param("error_description").unwrap_or_default()
+        );
+    }
+    match param("state") {
+        Some(state) if state == expected_state => {}
+        _ => bail!(
+            "the redirect's state does not match this login attempt; it was refused and nothing was stored"
+        ),
+    }
+    param("code").ok_or_else(|| anyhow!("the redirect carries no authorization code"))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn exchange_and_store(
+    settings: &Settings,
+    pool: PgPool,
+    source_name: &str,
+    token_url: &HttpUrl,
+    client: &ClientAuth,
+    redirect_uri: &HttpUrl,
+    code: &str,
+    verifier: Option<&str>,
+) -> Result<()> {
+    let http = endpoint::token_client();
+    let grant = Grant::Code {
+        code,
+        redirect_uri: redirect_uri.as_str(),
+        verifier,
+    };
+    let issued = endpoint::request(&http, token_url, client, grant)
+        .await
+        .map_err(|e| anyhow!("exchanging the authorization code failed: {}", e.reason()))?;
+    if issued.refresh_token.is_none() {
+        tracing::warn!(source = %source_name, "The vendor issued no refresh token; a new login will be needed when the access token expires.");
+    }
+    let store = TokenStore::new(pool, settings.security.token_key.as_ref());
+    let (lock, _) = store
+        .lock(source_name, "authorization_code")
+        .await
+        .map_err(|e| anyhow!("storing tokens: {e}"))?;
+    let tokens = NewTokens {
+        access_token: &issued.access_token,
+        access_expires_at: issued.expires_at,
+        refresh_token: issued.refresh_token.as_ref(),
+    };
+    lock.save(tokens, true)
+        .await
+        .map_err(|e| anyhow!("storing tokens: {e}"))?;
+    Ok(())
+}

@@ -1,0 +1,469 @@
+//! Auth: one token provider per source, which the executor asks for a valid credential.
+//!
+//! Tokens live in `etl.tokens` ([`store`]) so restarts and replicas share them; this module is
+//! the only place that talks to token endpoints ([`endpoint`]). The executor calls
+//! [`SourceAuth::credential`] before each upstream call and [`SourceAuth::rejected`] after a 401.
+//!
+//! The rules every flow follows (see `shared/LESSONS.md`):
+//! - one refresh at a time per source: in-process through [`SourceAuth::cache`], across processes
+//!   through the row lock of `etl.tokens`; whoever waited re-reads before refreshing;
+//! - a rotated refresh token is committed before the new access token is used;
+//! - a refused refresh (`invalid_grant`) marks the source `reauthorize` and is never retried;
+//! - a token is replaced only near its expiry or after the upstream rejected that very token
+//!   (Altrata kills the previous token whenever a new one is issued).
+
+pub mod endpoint;
+pub mod login;
+pub mod store;
+pub mod token;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use sqlx::PgPool;
+use tokio::sync::Mutex;
+
+use crate::config::{HttpUrl, Settings, SourceSettings};
+use endpoint::{ClientAuth, EndpointError, Grant};
+use store::{NewTokens, StoredToken, TokenStore};
+pub use token::{AccessToken, Credential, RefreshToken};
+
+/// Why no credential could be produced. The message names the source and never a secret.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuthError {
+    /// The vendor refused the refresh token (or access was revoked): a person must log in again.
+    #[error(
+        "source {source_name}: the vendor no longer accepts the stored authorisation ({reason}); re-authorise with `reporting-etl auth login {source_name}`"
+    )]
+    Reauthorize { source_name: String, reason: String },
+    /// The token endpoint refused the client credentials: a configuration problem.
+    #[error("source {source_name}: the token endpoint refused the credentials: {reason}")]
+    Refused { source_name: String, reason: String },
+    /// The token endpoint could not be reached or failed; worth retrying later.
+    #[error("source {source_name}: the token endpoint is unavailable: {reason}")]
+    Unavailable { source_name: String, reason: String },
+    /// Reading or writing `etl.tokens` failed.
+    #[error("source {source_name}: token storage failed: {reason}")]
+    Storage { source_name: String, reason: String },
+}
+
+impl AuthError {
+    /// Whether waiting and asking again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, AuthError::Unavailable { .. } | AuthError::Storage { .. })
+    }
+}
+
+/// How a source obtains its access token.
+#[derive(Clone)]
+enum Flow {
+    /// Retarus and Altrata: ask the token endpoint for a new token when needed.
+    ClientCredentials {
+        token_url: HttpUrl,
+        client: ClientAuth,
+        /// Refresh this long before expiry (scaled down for short-lived tokens).
+        margin: Duration,
+    },
+    /// Roubler and Retently OAuth: refresh with the stored refresh token.
+    RefreshChain {
+        token_url: HttpUrl,
+        client: ClientAuth,
+        margin: Duration,
+    },
+    /// Retently's static API key.
+    StaticKey(AccessToken),
+}
+
+impl Flow {
+    fn name(&self) -> &'static str {
+        match self {
+            Flow::ClientCredentials { .. } => "client_credentials",
+            Flow::RefreshChain { .. } => "authorization_code",
+            Flow::StaticKey(_) => "api_key",
+        }
+    }
+
+    fn margin(&self) -> Duration {
+        match self {
+            Flow::ClientCredentials { margin, .. } | Flow::RefreshChain { margin, .. } => *margin,
+            Flow::StaticKey(_) => Duration::ZERO,
+        }
+    }
+}
+
+/// A credential this process may keep using until `use_until` without asking the database.
+struct Cached {
+    credential: Credential,
+    use_until: DateTime<Utc>,
+}
+
+/// The token provider of one source.
+pub struct SourceAuth {
+    name: String,
+    flow: Flow,
+    store: TokenStore,
+    http: reqwest::Client,
+    /// The current credential. Every caller of this source takes this lock, so while one caller
+    /// refreshes, the others wait for its result instead of refreshing too (single flight).
+    cache: Mutex<Option<Cached>>,
+}
+
+impl SourceAuth {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A credential valid for a while yet; fetches or refreshes when needed.
+    pub async fn credential(&self) -> Result<Credential, AuthError> {
+        if let Flow::StaticKey(key) = &self.flow {
+            return Ok(Credential::ApiKey(key.clone()));
+        }
+        let mut cache = self.cache.lock().await;
+        let now = Utc::now();
+        if let Some(cached) = cache.as_ref()
+            && now < cached.use_until
+        {
+            return Ok(cached.credential.clone());
+        }
+        // Another process may have fetched or refreshed: read before taking any lock.
+        let stored = self.store.read(&self.name).await.map_err(|e| self.storage(e))?;
+        if let Some(stored) = &stored
+            && let Some(cached) = self.usable(stored, now)
+        {
+            let credential = cached.credential.clone();
+            *cache = Some(cached);
+            return Ok(credential);
+        }
+        let cached = self.renew(false).await?;
+        let credential = cached.credential.clone();
+        *cache = Some(cached);
+        Ok(credential)
+    }
+
+    /// The upstream answered 401 to `rejected`. If it is still the stored token, mark it expired
+    /// so the next [`SourceAuth::credential`] fetches or refreshes; if another process already
+    /// replaced it, do nothing: the next call picks up the replacement.
+    pub async fn rejected(&self, rejected: &Credential) -> Result<(), AuthError> {
+        if matches!(self.flow, Flow::StaticKey(_)) {
+            return Ok(());
+        }
+        let mut cache = self.cache.lock().await;
+        if cache.as_ref().is_some_and(|c| &c.credential == rejected) {
+            *cache = None;
+        }
+        let (lock, stored) = self
+            .store
+            .lock(&self.name, self.flow.name())
+            .await
+            .map_err(|e| self.storage(e))?;
+        let Credential::Bearer(rejected_token) = rejected else {
+            return Ok(());
+        };
+        if stored.access_token.as_ref() == Some(rejected_token) {
+            tracing::info!(source = %self.name, "Upstream rejected the current access token; it will be renewed.");
+            lock.expire_access_token().await.map_err(|e| self.storage(e))?;
+        }
+        Ok(())
+    }
+
+    /// Fetches or refreshes now, even if the stored token is still valid (`auth refresh`: proves
+    /// the stored authorisation works). Returns when the new token expires.
+    pub async fn renew_now(&self) -> Result<DateTime<Utc>, AuthError> {
+        if matches!(self.flow, Flow::StaticKey(_)) {
+            return Ok(DateTime::<Utc>::MAX_UTC);
+        }
+        let mut cache = self.cache.lock().await;
+        let cached = self.renew(true).await?;
+        let expires = cached.use_until;
+        *cache = Some(cached);
+        Ok(expires)
+    }
+
+    /// Fetches or refreshes under the source's row lock, unless (`force` aside) the process that
+    /// held the lock before us already did.
+    async fn renew(&self, force: bool) -> Result<Cached, AuthError> {
+        let (lock, stored) = self
+            .store
+            .lock(&self.name, self.flow.name())
+            .await
+            .map_err(|e| self.storage(e))?;
+        if !force && let Some(cached) = self.usable(&stored, Utc::now()) {
+            return Ok(cached); // dropping the lock rolls back: nothing was written
+        }
+        match &self.flow {
+            Flow::StaticKey(_) => unreachable!("static keys never renew"),
+            Flow::ClientCredentials {
+                token_url, client, ..
+            } => {
+                let issued = endpoint::request(&self.http, token_url, client, Grant::ClientCredentials)
+                    .await
+                    .map_err(|e| match e {
+                        EndpointError::Refused { .. } => AuthError::Refused {
+                            source_name: self.name.clone(),
+                            reason: e.reason(),
+                        },
+                        EndpointError::Unavailable(reason) => self.unavailable(reason),
+                    })?;
+                let tokens = NewTokens {
+                    access_token: &issued.access_token,
+                    access_expires_at: issued.expires_at,
+                    refresh_token: None,
+                };
+                lock.save(tokens, false).await.map_err(|e| self.storage(e))?;
+                tracing::info!(source = %self.name, expires_at = %issued.expires_at, "Fetched a new access token.");
+                Ok(self.cached(
+                    Credential::Bearer(issued.access_token),
+                    issued.expires_at,
+                    Utc::now(),
+                ))
+            }
+            Flow::RefreshChain {
+                token_url, client, ..
+            } => {
+                if stored.status == "reauthorize" {
+                    return Err(
+                        self.reauthorize(stored.status_reason.unwrap_or_else(|| "refused earlier".into()))
+                    );
+                }
+                let Some(refresh_token) = &stored.refresh_token else {
+                    return Err(self.reauthorize("no authorisation is stored for this source".into()));
+                };
+                match endpoint::request(&self.http, token_url, client, Grant::Refresh(refresh_token)).await {
+                    Ok(issued) => {
+                        // Commit the rotated refresh token before anyone uses the new access token.
+                        let tokens = NewTokens {
+                            access_token: &issued.access_token,
+                            access_expires_at: issued.expires_at,
+                            refresh_token: issued.refresh_token.as_ref(),
+                        };
+                        lock.save(tokens, false).await.map_err(|e| self.storage(e))?;
+                        tracing::info!(source = %self.name, expires_at = %issued.expires_at, "Refreshed the access token.");
+                        Ok(self.cached(
+                            Credential::Bearer(issued.access_token),
+                            issued.expires_at,
+                            Utc::now(),
+                        ))
+                    }
+                    Err(error @ EndpointError::Refused { .. }) => {
+                        // invalid_grant (or any refusal of the refresh token): retrying cannot help,
+                        // and replaying a used token may revoke the whole chain.
+                        let reason = error.reason();
+                        lock.require_reauthorization(&reason)
+                            .await
+                            .map_err(|e| self.storage(e))?;
+                        tracing::error!(source = %self.name, reason = %reason,
+                            "The vendor refused the refresh token; re-authorise with `reporting-etl auth login`.");
+                        Err(self.reauthorize(reason))
+                    }
+                    Err(EndpointError::Unavailable(reason)) => Err(self.unavailable(reason)),
+                }
+            }
+        }
+    }
+
+    /// The stored token as a cache entry, if it is still good to use.
+    fn usable(&self, stored: &StoredToken, now: DateTime<Utc>) -> Option<Cached> {
+        if stored.status != "ok" {
+            return None;
+        }
+        let token = stored.access_token.clone()?;
+        let expires_at = stored.access_expires_at?;
+        let margin = self.margin_for(stored, expires_at);
+        (now < expires_at - margin).then(|| Cached {
+            use_until: use_until(expires_at, margin),
+            credential: Credential::Bearer(token),
+        })
+    }
+
+    fn cached(&self, credential: Credential, expires_at: DateTime<Utc>, issued_at: DateTime<Utc>) -> Cached {
+        let margin = scaled_margin(self.flow.margin(), expires_at - issued_at);
+        Cached {
+            credential,
+            use_until: use_until(expires_at, margin),
+        }
+    }
+
+    fn margin_for(&self, stored: &StoredToken, expires_at: DateTime<Utc>) -> chrono::Duration {
+        let lifetime = stored
+            .last_refresh_at
+            .map_or(chrono::Duration::hours(1), |at| expires_at - at);
+        scaled_margin(self.flow.margin(), lifetime)
+    }
+
+    fn storage(&self, reason: String) -> AuthError {
+        AuthError::Storage {
+            source_name: self.name.clone(),
+            reason,
+        }
+    }
+
+    fn unavailable(&self, reason: String) -> AuthError {
+        AuthError::Unavailable {
+            source_name: self.name.clone(),
+            reason,
+        }
+    }
+
+    fn reauthorize(&self, reason: String) -> AuthError {
+        AuthError::Reauthorize {
+            source_name: self.name.clone(),
+            reason,
+        }
+    }
+}
+
+/// Renew `margin` before expiry, but never more than a fifth of the token's life (short-lived
+/// test tokens would otherwise be renewed on every call).
+fn scaled_margin(margin: Duration, lifetime: chrono::Duration) -> chrono::Duration {
+    let margin = chrono::Duration::from_std(margin).unwrap_or(chrono::Duration::MAX);
+    margin.min(lifetime / 5).max(chrono::Duration::zero())
+}
+
+/// A process stops using its cached token a little before anyone may replace it, and re-reads
+/// the database from then on: when another process renews (and Altrata kills the old token),
+/// calls already use the stored one instead of failing with 401.
+fn use_until(expires_at: DateTime<Utc>, margin: chrono::Duration) -> DateTime<Utc> {
+    expires_at - margin - margin / 2
+}
+
+/// Every source's provider, by source name.
+pub type AuthRegistry = HashMap<String, Arc<SourceAuth>>;
+
+/// Builds the provider of every configured source. Warns when refresh tokens will be stored
+/// unencrypted.
+pub fn build(settings: &Settings, pool: PgPool) -> AuthRegistry {
+    let store = TokenStore::new(pool, settings.security.token_key.as_ref());
+    let http = endpoint::token_client();
+    let uses_refresh_tokens = settings
+        .sources
+        .values()
+        .any(|s| matches!(flow_for(s), Flow::RefreshChain { .. }));
+    if uses_refresh_tokens && !store.encrypts() {
+        tracing::warn!(
+            "Refresh tokens are stored unencrypted: set security.token_key (or token_key_file) to encrypt them at rest."
+        );
+    }
+    settings
+        .sources
+        .iter()
+        .map(|(name, source)| {
+            let auth = SourceAuth {
+                name: name.clone(),
+                flow: flow_for(source),
+                store: store.clone(),
+                http: http.clone(),
+                cache: Mutex::new(None),
+            };
+            (name.clone(), Arc::new(auth))
+        })
+        .collect()
+}
+
+fn secret(value: &Option<SecretString>) -> SecretString {
+    // Validation guarantees required secrets are present; an absent optional one is empty.
+    value.clone().unwrap_or_else(|| SecretString::from(String::new()))
+}
+
+fn flow_for(source: &SourceSettings) -> Flow {
+    match source {
+        SourceSettings::Retarus(s) => Flow::ClientCredentials {
+            token_url: s.token_url.clone(),
+            client: ClientAuth::FormWithScope {
+                client_id: s.client_id.clone(),
+                secret: secret(&s.client_secret),
+            },
+            margin: Duration::from_secs(60),
+        },
+        SourceSettings::Altrata(s) => Flow::ClientCredentials {
+            token_url: s.token_url.clone(),
+            client: ClientAuth::AltrataBasic {
+                username: s.username.clone(),
+                password: secret(&s.password),
+                api_key: secret(&s.api_key),
+            },
+            margin: Duration::from_secs(300),
+        },
+        SourceSettings::Roubler(s) => Flow::RefreshChain {
+            token_url: s.token_url.clone(),
+            client: ClientAuth::Basic {
+                client_id: s.client_id.clone(),
+                secret: secret(&s.client_secret),
+            },
+            margin: Duration::from_secs(120),
+        },
+        SourceSettings::Retently(s) => match (&s.api_key, &s.client_id) {
+            (Some(key), _) => Flow::StaticKey(AccessToken::new(secrecy::ExposeSecret::expose_secret(key))),
+            (None, client_id) => Flow::RefreshChain {
+                token_url: s.token_url.clone(),
+                client: ClientAuth::Form {
+                    client_id: client_id.clone().unwrap_or_default(),
+                    secret: secret(&s.client_secret),
+                },
+                margin: Duration::from_secs(300),
+            },
+        },
+    }
+}
+
+/// `auth status` rows: never a secret.
+pub struct StatusRow {
+    pub source: String,
+    pub flow: &'static str,
+    pub state: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_refresh_at: Option<DateTime<Utc>>,
+    pub chain_started_at: Option<DateTime<Utc>>,
+    pub has_refresh_token: bool,
+}
+
+/// What `etl.tokens` says about every configured source.
+pub async fn status(settings: &Settings, pool: PgPool) -> anyhow::Result<Vec<StatusRow>> {
+    let store = TokenStore::new(pool, settings.security.token_key.as_ref());
+    let mut rows = Vec::new();
+    for (name, source) in &settings.sources {
+        let flow = flow_for(source);
+        let stored = match store.read(name).await {
+            Ok(stored) => stored,
+            Err(reason) => {
+                rows.push(StatusRow {
+                    source: name.clone(),
+                    flow: flow.name(),
+                    state: format!("unreadable: {reason}"),
+                    expires_at: None,
+                    last_refresh_at: None,
+                    chain_started_at: None,
+                    has_refresh_token: false,
+                });
+                continue;
+            }
+        };
+        let state = match (&flow, &stored) {
+            (Flow::StaticKey(_), _) => "static API key".to_owned(),
+            (_, Some(s)) if s.status == "reauthorize" => format!(
+                "re-authorise with `reporting-etl auth login {name}` ({})",
+                s.status_reason.as_deref().unwrap_or("refused")
+            ),
+            (Flow::RefreshChain { .. }, Some(s)) if s.refresh_token.is_none() => {
+                format!("not authorised: run `reporting-etl auth login {name}`")
+            }
+            (Flow::RefreshChain { .. }, None) => {
+                format!("not authorised: run `reporting-etl auth login {name}`")
+            }
+            (_, None) => "no token yet (fetched on first use)".to_owned(),
+            (_, Some(_)) => "ok".to_owned(),
+        };
+        rows.push(StatusRow {
+            source: name.clone(),
+            flow: flow.name(),
+            state,
+            expires_at: stored.as_ref().and_then(|s| s.access_expires_at),
+            last_refresh_at: stored.as_ref().and_then(|s| s.last_refresh_at),
+            chain_started_at: stored.as_ref().and_then(|s| s.chain_started_at),
+            has_refresh_token: stored.as_ref().is_some_and(|s| s.refresh_token.is_some()),
+        });
+    }
+    Ok(rows)
+}

@@ -1,0 +1,485 @@
+//! Auth against the sandbox vendors and real PostgreSQL: one token for many callers and
+//! processes, Altrata's new-token-kills-old, Roubler's single-use refresh chain across restarts
+//! and kills, `auth login` both ways, and no secret in any output.
+
+mod support;
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use reporting_etl::auth::{self, AuthError, AuthRegistry, Credential};
+use reporting_etl::store;
+use sandbox::{Sandbox, SandboxOptions};
+use support::TestDb;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+async fn registry(text: &str) -> (AuthRegistry, sqlx::PgPool, tempfile::NamedTempFile) {
+    let (settings, file) = support::load_config(text);
+    let url = secrecy::ExposeSecret::expose_secret(settings.database.url.as_ref().unwrap()).to_owned();
+    // Each registry gets its own pool, as a separate process would.
+    let pool = store::connect(&url, 4).await.unwrap();
+    (auth::build(&settings, pool.clone()), pool, file)
+}
+
+fn bearer(credential: &Credential) -> String {
+    credential.authorization()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_requests_for_a_retarus_token_cause_exactly_one_token_request() {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let db = TestDb::new().await;
+    let (registry, _pool, _file) = registry(&support::sandbox_config(&sandbox, &db.url, "")).await;
+    let provider = registry["retarus"].clone();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let provider = provider.clone();
+            tokio::spawn(async move { provider.credential().await })
+        })
+        .collect();
+    let mut tokens = Vec::new();
+    for task in tasks {
+        tokens.push(bearer(&task.await.unwrap().unwrap()));
+    }
+    tokens.dedup();
+    assert_eq!(tokens.len(), 1, "all callers share one token");
+    assert_eq!(sandbox.retarus.token_requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_requests_in_two_processes_cause_exactly_one_token_request_per_vendor() {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let db = TestDb::new().await;
+    let config = support::sandbox_config(&sandbox, &db.url, "");
+    // Two independent providers with their own pools and caches: they meet only in etl.tokens,
+    // exactly as two processes on one database do.
+    let (first, _p1, _f1) = registry(&config).await;
+    let (second, _p2, _f2) = registry(&config).await;
+    for source in ["retarus", "altrata"] {
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                let provider = if i % 2 == 0 {
+                    first[source].clone()
+                } else {
+                    second[source].clone()
+                };
+                tokio::spawn(async move { provider.credential().await.map(|c| bearer(&c)) })
+            })
+            .collect();
+        let mut tokens = Vec::new();
+        for task in tasks {
+            tokens.push(task.await.unwrap().unwrap());
+        }
+        tokens.sort();
+        tokens.dedup();
+        assert_eq!(tokens.len(), 1, "{source}: one token for both processes");
+    }
+    assert_eq!(sandbox.retarus.token_requests(), 1);
+    assert_eq!(sandbox.altrata.tokens_issued(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn altrata_workers_and_restarts_over_a_compressed_day_never_lose_a_call_to_a_replaced_token() {
+    let mut options = SandboxOptions::default();
+    options.altrata.token_lifetime = Duration::from_secs(3);
+    options.altrata.rate_per_sec = 1000.0;
+    options.altrata.burst = 1000;
+    let sandbox = Sandbox::start(options).await.unwrap();
+    let db = TestDb::new().await;
+    let config = Arc::new(support::sandbox_config(&sandbox, &db.url, ""));
+    let events_url = sandbox.altrata.events_url.clone();
+    let altrata_id = sandbox.altrata.person_ids()[0].clone();
+    let started = Instant::now();
+    let run_for = Duration::from_secs(12);
+
+    // Four workers; each "restarts" (a fresh provider, as a new process) every few seconds.
+    let workers: Vec<_> = (0..4u64)
+        .map(|worker| {
+            let config = config.clone();
+            let events_url = events_url.clone();
+            let altrata_id = altrata_id.clone();
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut calls = 0u32;
+                let mut failed = 0u32;
+                while started.elapsed() < run_for {
+                    let (registry, pool, _file) = registry(&config).await;
+                    let provider = registry["altrata"].clone();
+                    let life = Duration::from_millis(1500 + 700 * worker);
+                    let born = Instant::now();
+                    while born.elapsed() < life && started.elapsed() < run_for {
+                        let mut ok = false;
+                        for _attempt in 0..2 {
+                            let credential = provider.credential().await.unwrap();
+                            let response = http
+                                .post(&events_url)
+                                .header("authorization", bearer(&credential))
+                                .json(&serde_json::json!({
+                                    "query": "query($id: String!) { events(altrataId: $id, pageInfo: {first: 1}) { items { eventId } } }",
+                                    "variables": {"id": altrata_id},
+                                }))
+                                .send()
+                                .await
+                                .unwrap();
+                            if response.status() == 401 {
+                                provider.rejected(&credential).await.unwrap();
+                                continue;
+                            }
+                            assert!(response.status().is_success(), "{}", response.status());
+                            ok = true;
+                            break;
+                        }
+                        calls += 1;
+                        failed += u32::from(!ok);
+                        tokio::time::sleep(Duration::from_millis(40)).await;
+                    }
+                    pool.close().await;
+                }
+                (calls, failed)
+            })
+        })
+        .collect();
+    let (mut calls, mut failed) = (0, 0);
+    for worker in workers {
+        let (c, f) = worker.await.unwrap();
+        calls += c;
+        failed += f;
+    }
+    let issued = sandbox.altrata.tokens_issued();
+    let stale = sandbox.altrata.stale_token_rejections();
+    println!(
+        "altrata: {calls} calls over {run_for:?}, {issued} tokens issued, {stale} calls rejected for a replaced token"
+    );
+    assert_eq!(failed, 0, "calls failed");
+    assert_eq!(stale, 0, "a worker used a token another worker had replaced");
+    // 3-second tokens renewed ~0.6 s before expiry over 12 s: about 5; never one per worker or restart.
+    assert!(issued <= 7, "{issued} tokens for {run_for:?} of 3-second tokens");
+    assert!(calls > 200, "{calls}");
+}
+
+/// Runs `reporting-etl auth login roubler`, answering with the redirect the sandbox gives (pasted
+/// on stdin, or through the loopback listener when `via_listener`). `tamper` alters the pasted URL.
+async fn cli_login(
+    config_path: &std::path::Path,
+    via_listener: bool,
+    tamper: Option<fn(String) -> String>,
+) -> (bool, String) {
+    let mut child = tokio::process::Command::from(support::binary())
+        .args(["auth", "login", "roubler", "--config"])
+        .arg(config_path)
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stderr_pipe = child.stderr.take().unwrap();
+    let stderr = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr_pipe, &mut text).await;
+        text
+    });
+    let mut printed = String::new();
+    let authorize_url = loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        printed.push_str(&line);
+        printed.push('\n');
+        if let Some(url) = line.trim().strip_prefix("http") {
+            break format!("http{url}");
+        }
+    };
+    // Wait until it waits for the redirect.
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.contains("paste") {
+            break;
+        }
+    }
+    let mut stdin = child.stdin.take().unwrap();
+    if via_listener {
+        // A browser: follows the redirect to our loopback listener.
+        let page = reqwest::get(&authorize_url).await.unwrap();
+        assert!(page.status().is_success(), "{}", page.status());
+    } else {
+        let no_redirects = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let response = no_redirects.get(&authorize_url).send().await.unwrap();
+        let location = response.headers()["location"].to_str().unwrap().to_owned();
+        let pasted = match tamper {
+            Some(tamper) => tamper(location),
+            None => location,
+        };
+        stdin.write_all(format!("{pasted}\n").as_bytes()).await.unwrap();
+        stdin.flush().await.unwrap();
+    }
+    drop(stdin);
+    let mut all = printed;
+    while let Some(line) = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        all.push_str(&line);
+        all.push('\n');
+    }
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    all.push_str(&stderr.await.unwrap());
+    (status.success(), all)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A sandbox config whose Roubler redirect goes to a free loopback port; written to a file.
+fn login_config(sandbox: &Sandbox, db: &TestDb, extra: &str) -> (String, tempfile::NamedTempFile) {
+    let redirect = format!("http://127.0.0.1:{}/callback", free_port());
+    let text = support::sandbox_config(sandbox, &db.url, extra).replace(
+        &format!("redirect_uri = \"{}\"", sandbox.roubler.redirect_uri),
+        &format!("redirect_uri = \"{redirect}\""),
+    );
+    let (_, file) = support::load_config(&text);
+    (text, file)
+}
+
+async fn stored_tokens(db: &TestDb, source: &str) -> Option<(Option<String>, Option<Vec<u8>>, bool, String)> {
+    sqlx::query_as("SELECT access_token, refresh_token, refresh_token_encrypted, status FROM etl.tokens WHERE source = $1")
+        .bind(source)
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap()
+}
+
+fn assert_no_secrets(output: &str, secrets: &[String]) {
+    for (index, secret) in secrets.iter().enumerate().filter(|(_, s)| s.len() >= 6) {
+        if let Some(at) = output.find(secret.as_str()) {
+            let context = &output[at.saturating_sub(200)..at];
+            panic!("secret #{index} appeared in the output after: {context}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn auth_login_works_through_the_loopback_listener() {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let db = TestDb::new().await;
+    let (_, file) = login_config(&sandbox, &db, "");
+    let (ok, output) = cli_login(file.path(), true, None).await;
+    assert!(ok, "{output}");
+    assert!(output.contains("Authorised `roubler`"), "{output}");
+    let (access, refresh, _, status) = stored_tokens(&db, "roubler").await.unwrap();
+    assert_eq!(status, "ok");
+    let access = access.unwrap();
+    let refresh = String::from_utf8(refresh.unwrap()).unwrap();
+    assert_no_secrets(&output, &[access, refresh, sandbox.roubler.client_secret.clone()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn auth_login_works_with_a_pasted_url_and_encrypts_the_refresh_token() {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let db = TestDb::new().await;
+    let (_, file) = login_config(
+        &sandbox,
+        &db,
+        "[security]\ntoken_key = \"a-test-key-for-refresh-tokens\"\n",
+    );
+    let (ok, output) = cli_login(file.path(), false, None).await;
+    assert!(ok, "{output}");
+    let (access, refresh, encrypted, _) = stored_tokens(&db, "roubler").await.unwrap();
+    assert!(encrypted, "the refresh token is encrypted at rest");
+    assert!(refresh.unwrap().len() > 28, "nonce + ciphertext + tag");
+    assert_no_secrets(&output, &[access.unwrap(), sandbox.roubler.client_secret.clone()]);
+    // The encrypted token works: a refresh through the CLI succeeds.
+    let refreshed = support::binary()
+        .args(["auth", "refresh", "roubler", "--config"])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(
+        refreshed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&refreshed.stderr)
+    );
+    assert_eq!(sandbox.roubler.counts().refreshes, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn auth_login_refuses_a_wrong_state_and_stores_nothing() {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let db = TestDb::new().await;
+    let (_, file) = login_config(&sandbox, &db, "");
+    let (ok, output) = cli_login(
+        file.path(),
+        false,
+        Some(|url| url.replace("state=", "state=forged")),
+    )
+    .await;
+    assert!(!ok, "{output}");
+    assert!(output.contains("state does not match"), "{output}");
+    let stored = stored_tokens(&db, "roubler").await;
+    assert!(
+        stored.is_none_or(|(access, refresh, _, _)| access.is_none() && refresh.is_none()),
+        "tokens were stored"
+    );
+    assert_eq!(
+        sandbox.roubler.counts().token_grants,
+        0,
+        "the code was never exchanged"
+    );
+}
+
+async fn cli_refresh(config_path: &std::path::Path) -> std::process::Output {
+    tokio::process::Command::from(support::binary())
+        .args(["auth", "refresh", "roubler", "--config"])
+        .arg(config_path)
+        .env("RUST_LOG", "debug")
+        .output()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_roubler_refreshes_across_process_restarts_keep_the_chain_alive() {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let db = TestDb::new().await;
+    let (_, file) = login_config(&sandbox, &db, "");
+    let (ok, output) = cli_login(file.path(), false, None).await;
+    assert!(ok, "{output}");
+    let mut outputs = output;
+    let mut secrets = vec![sandbox.roubler.client_secret.clone()];
+    for round in 0..200 {
+        let refreshed = cli_refresh(file.path()).await;
+        outputs.push_str(&String::from_utf8_lossy(&refreshed.stdout));
+        outputs.push_str(&String::from_utf8_lossy(&refreshed.stderr));
+        assert!(
+            refreshed.status.success(),
+            "round {round}: {}",
+            String::from_utf8_lossy(&refreshed.stderr)
+        );
+        let (access, refresh, _, _) = stored_tokens(&db, "roubler").await.unwrap();
+        secrets.push(access.unwrap());
+        secrets.push(String::from_utf8(refresh.unwrap()).unwrap());
+    }
+    let counts = sandbox.roubler.counts();
+    println!(
+        "roubler: {} refreshes, {} reused refresh tokens, {} revoked chains",
+        counts.refreshes, counts.reused_refresh_tokens, counts.revoked_chains
+    );
+    assert_eq!(counts.refreshes, 200);
+    assert_eq!(counts.reused_refresh_tokens, 0);
+    assert_eq!(counts.revoked_chains, 0);
+    assert_no_secrets(&outputs, &secrets);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_process_killed_during_refresh_leaves_a_working_chain_or_a_clear_reauthorise_error() {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let db = TestDb::new().await;
+    let (_, file) = login_config(&sandbox, &db, "");
+    let (ok, output) = cli_login(file.path(), false, None).await;
+    assert!(ok, "{output}");
+    let (mut working, mut reauthorise) = (0, 0);
+    for _ in 0..50 {
+        let mut child = tokio::process::Command::from(support::binary())
+            .args(["auth", "refresh", "roubler", "--config"])
+            .arg(file.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let delay = rand::rng().random_range(0..120);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        let _ = child.start_kill(); // SIGKILL
+        let _ = child.wait().await;
+
+        let after = cli_refresh(file.path()).await;
+        let stderr = String::from_utf8_lossy(&after.stderr);
+        if after.status.success() {
+            working += 1;
+        } else {
+            assert!(
+                stderr.contains("re-authorise with `reporting-etl auth login roubler`"),
+                "unclear failure: {stderr}"
+            );
+            reauthorise += 1;
+            let (ok, output) = cli_login(file.path(), false, None).await;
+            assert!(ok, "{output}");
+        }
+    }
+    let counts = sandbox.roubler.counts();
+    println!(
+        "roubler kill test: 50 kills → {working} working chains, {reauthorise} clear re-authorise errors; sandbox saw {} refreshes, {} reused tokens",
+        counts.refreshes, counts.reused_refresh_tokens
+    );
+    assert_eq!(working + reauthorise, 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_refresh_token_asks_for_reauthorisation_and_is_never_retried() {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let db = TestDb::new().await;
+    let (text, file) = login_config(&sandbox, &db, "");
+    let (ok, output) = cli_login(file.path(), false, None).await;
+    assert!(ok, "{output}");
+    sandbox.roubler.revoke_all();
+    sandbox.roubler.expire_access_tokens();
+    let (registry, _pool, _f) = registry(&text).await;
+    let provider = registry["roubler"].clone();
+    let stored = stored_tokens(&db, "roubler").await.unwrap().0.unwrap();
+    provider
+        .rejected(&Credential::Bearer(auth::AccessToken::new(stored)))
+        .await
+        .unwrap();
+    let error = provider.credential().await.unwrap_err();
+    assert!(matches!(error, AuthError::Reauthorize { .. }), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("re-authorise with `reporting-etl auth login roubler`"),
+        "{error}"
+    );
+    let errors_before = sandbox.roubler.counts().token_errors;
+    for _ in 0..5 {
+        assert!(matches!(
+            provider.credential().await,
+            Err(AuthError::Reauthorize { .. })
+        ));
+    }
+    assert_eq!(
+        sandbox.roubler.counts().token_errors,
+        errors_before,
+        "a refused refresh token was retried"
+    );
+    let status = support::binary()
+        .args(["auth", "status", "--config"])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        stdout.contains("re-authorise with `reporting-etl auth login roubler`"),
+        "{stdout}"
+    );
+}
