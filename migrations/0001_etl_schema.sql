@@ -141,3 +141,20 @@ SELECT l.source, l.dataset, l.scope,
 FROM last_run l
 LEFT JOIN etl.latest_success s USING (source, dataset, scope);
 COMMENT ON VIEW etl.freshness IS 'Per dataset and scope: when it last loaded successfully, how old that is, and how the latest attempt went.';
+COMMENT ON COLUMN etl.latest_success.source IS 'Configured source name.';
+COMMENT ON COLUMN etl.latest_success.dataset IS 'Dataset name.';
+COMMENT ON COLUMN etl.latest_success.scope IS 'Scope id.';
+COMMENT ON COLUMN etl.latest_success.job IS 'Job that ran the load.';
+COMMENT ON COLUMN etl.latest_success.run_id IS 'The run (etl.runs.id); data rows carry it as _run_id.';
+COMMENT ON COLUMN etl.latest_success.window_start IS 'Start of the loaded window (UTC); NULL for snapshots.';
+COMMENT ON COLUMN etl.latest_success.window_end IS 'End of the loaded window (UTC, exclusive); NULL for snapshots.';
+COMMENT ON COLUMN etl.latest_success.rows_written IS 'Rows the load wrote.';
+COMMENT ON COLUMN etl.latest_success.finished_at IS 'When the load committed.';
+COMMENT ON COLUMN etl.freshness.source IS 'Configured source name.';
+COMMENT ON COLUMN etl.freshness.dataset IS 'Dataset name.';
+COMMENT ON COLUMN etl.freshness.scope IS 'Scope id.';
+COMMENT ON COLUMN etl.freshness.last_success_at IS 'When the latest successful load committed; NULL if none yet.';
+COMMENT ON COLUMN etl.freshness.data_until IS 'End of the window the latest successful load covered (UTC).';
+COMMENT ON COLUMN etl.freshness.age IS 'Time since the latest successful load.';
+COMMENT ON COLUMN etl.freshness.last_status IS 'Outcome of the latest attempt (skipped runs ignored).';
+COMMENT ON COLUMN etl.freshness.last_error IS 'Error of the latest attempt, if it failed.';

@@ -22,11 +22,86 @@ use super::store::{NewTokens, TokenStore};
 use super::{Flow, flow_for};
 use crate::config::{HttpUrl, Settings, SourceSettings};
 
-/// The authorize URL and what must come back.
-struct Attempt {
+/// One login in progress: the authorize URL to open, and what must come back.
+pub struct Attempt {
+    source_name: String,
     url: Url,
     state: String,
     verifier: Option<String>,
+    redirect_uri: HttpUrl,
+    token_url: HttpUrl,
+    client: ClientAuth,
+}
+
+impl Attempt {
+    /// Prepares a login for `source_name` (Roubler, or Retently with OAuth).
+    pub fn begin(settings: &Settings, source_name: &str) -> Result<Attempt> {
+        let source = settings
+            .sources
+            .get(source_name)
+            .ok_or_else(|| anyhow!("`{source_name}` is not a configured source"))?;
+        let (authorize_url, redirect_uri, client_id, pkce, scope) = match source {
+            SourceSettings::Roubler(s) => (
+                &s.authorize_url,
+                &s.redirect_uri,
+                s.client_id.clone(),
+                true,
+                Some("offline_access"),
+            ),
+            SourceSettings::Retently(s) if s.api_key.is_none() => (
+                &s.authorize_url,
+                &s.redirect_uri,
+                s.client_id.clone().unwrap_or_default(),
+                false,
+                None,
+            ),
+            other => bail!(
+                "source `{source_name}` uses {}; it needs no login (its credentials are in the configuration)",
+                other.flow()
+            ),
+        };
+        let Flow::RefreshChain {
+            token_url, client, ..
+        } = flow_for(source)
+        else {
+            bail!("source `{source_name}` does not use the authorization-code flow");
+        };
+        let (url, state, verifier) = authorize_attempt(authorize_url, redirect_uri, &client_id, pkce, scope);
+        Ok(Attempt {
+            source_name: source_name.to_owned(),
+            url,
+            state,
+            verifier,
+            redirect_uri: redirect_uri.clone(),
+            token_url,
+            client,
+        })
+    }
+
+    /// The vendor's page a person opens to approve access.
+    pub fn authorize_url(&self) -> &Url {
+        &self.url
+    }
+
+    pub fn redirect_uri(&self) -> &HttpUrl {
+        &self.redirect_uri
+    }
+
+    /// Checks the redirect's state, exchanges its code and stores the tokens.
+    pub async fn finish(self, settings: &Settings, pool: PgPool, redirected: &Url) -> Result<()> {
+        let code = check_redirect(redirected, &self.state)?;
+        exchange_and_store(
+            settings,
+            pool,
+            &self.source_name,
+            &self.token_url,
+            &self.client,
+            &self.redirect_uri,
+            &code,
+            self.verifier.as_deref(),
+        )
+        .await
+    }
 }
 
 /// Runs the whole login for `source_name`, reading a pasted URL from `input` and printing to `out`.
@@ -37,43 +112,14 @@ pub async fn login(
     input: impl AsyncBufRead + Unpin,
     out: &mut (impl Write + Send),
 ) -> Result<()> {
-    let source = settings
-        .sources
-        .get(source_name)
-        .ok_or_else(|| anyhow!("`{source_name}` is not a configured source"))?;
-    let (authorize_url, redirect_uri, client_id, pkce, scope) = match source {
-        SourceSettings::Roubler(s) => (
-            &s.authorize_url,
-            &s.redirect_uri,
-            s.client_id.clone(),
-            true,
-            Some("offline_access"),
-        ),
-        SourceSettings::Retently(s) if s.api_key.is_none() => (
-            &s.authorize_url,
-            &s.redirect_uri,
-            s.client_id.clone().unwrap_or_default(),
-            false,
-            None,
-        ),
-        other => bail!(
-            "source `{source_name}` uses {}; it needs no login (its credentials are in the configuration)",
-            other.flow()
-        ),
-    };
-    let Flow::RefreshChain {
-        token_url, client, ..
-    } = flow_for(source)
-    else {
-        bail!("source `{source_name}` does not use the authorization-code flow");
-    };
-    let attempt = authorize_attempt(authorize_url, redirect_uri, &client_id, pkce, scope);
+    let attempt = Attempt::begin(settings, source_name)?;
+    let redirect_uri = attempt.redirect_uri().clone();
     writeln!(
         out,
         "Open this URL in a browser, sign in with the API user and approve access:\n\n  {}\n",
-        attempt.url
+        attempt.authorize_url()
     )?;
-    let listener = bind_loopback(redirect_uri).await?;
+    let listener = bind_loopback(&redirect_uri).await?;
     match &listener {
         Some(_) => writeln!(
             out,
@@ -86,18 +132,7 @@ pub async fn login(
     }
     out.flush()?;
     let redirected = receive_redirect(listener, input).await?;
-    let code = check_redirect(&redirected, &attempt.state)?;
-    exchange_and_store(
-        settings,
-        pool,
-        source_name,
-        &token_url,
-        &client,
-        redirect_uri,
-        &code,
-        attempt.verifier.as_deref(),
-    )
-    .await?;
+    attempt.finish(settings, pool, &redirected).await?;
     writeln!(out, "Authorised `{source_name}`: tokens stored in etl.tokens.")?;
     Ok(())
 }
@@ -108,7 +143,7 @@ fn authorize_attempt(
     client_id: &str,
     pkce: bool,
     scope: Option<&str>,
-) -> Attempt {
+) -> (Url, String, Option<String>) {
     let state = random_token(24);
     let verifier = pkce.then(|| random_token(48));
     let mut url = authorize_url.url().clone();
@@ -129,7 +164,7 @@ fn authorize_attempt(
                 .append_pair("code_challenge_method", "S256");
         }
     }
-    Attempt { url, state, verifier }
+    (url, state, verifier)
 }
 
 fn random_token(bytes: usize) -> String {

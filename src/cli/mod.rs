@@ -3,7 +3,8 @@
 //! Commands print their results on stdout and log on stderr. Exit codes: 0 success, 1 a command
 //! failed (e.g. a window failed), 2 the configuration or the arguments are invalid.
 
-mod table;
+pub(crate) mod run;
+pub(crate) mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +57,9 @@ pub enum Command {
     },
     /// Show the configured jobs with their next fire time (local and UTC) and last outcome.
     Jobs,
+    /// Start sandbox upstreams in-process, authorise every source against them, load the last
+    /// week of every dataset into the configured (or embedded) database, and show the result.
+    Demo,
     /// Authorise sources and inspect their tokens.
     #[command(subcommand)]
     Auth(AuthCommand),
@@ -143,11 +147,14 @@ async fn run_command(command: Command, settings: Settings) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Auth(command) => auth_command(command, settings).await,
-        Command::Run(_) => {
-            anyhow::bail!(
-                "`run` is not available yet: the runner is still being built (see the service issue)"
-            )
+        #[cfg(feature = "sandbox")]
+        Command::Demo => crate::demo::run(settings).await,
+        #[cfg(not(feature = "sandbox"))]
+        Command::Demo => {
+            anyhow::bail!("this build has no sandbox upstreams (built without the `sandbox` feature)")
         }
+        Command::Run(args) if args.once => run::once(args, settings).await,
+        Command::Run(_) => crate::service::run(settings).await,
     }
 }
 

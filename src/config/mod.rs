@@ -94,11 +94,17 @@ pub struct ServerSettings {
     /// Address of `/healthz`, `/readyz` and `/metrics`. Loopback by default.
     #[serde(default = "ServerSettings::default_listen")]
     pub listen: std::net::SocketAddr,
+    /// At shutdown, how long running windows may take to commit before they are rolled back.
+    #[serde(default = "ServerSettings::default_grace")]
+    pub shutdown_grace_secs: u64,
 }
 
 impl ServerSettings {
     fn default_listen() -> std::net::SocketAddr {
         std::net::SocketAddr::from(([127, 0, 0, 1], 9187))
+    }
+    fn default_grace() -> u64 {
+        30
     }
 }
 
@@ -106,6 +112,7 @@ impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
             listen: Self::default_listen(),
+            shutdown_grace_secs: Self::default_grace(),
         }
     }
 }

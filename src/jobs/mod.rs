@@ -1,3 +1,5 @@
 //! Jobs: turning a configured schedule into fire times, and (with the runner) into runs.
 
+pub mod runner;
 pub mod schedule;
+pub mod window;

@@ -160,6 +160,20 @@ impl EmbeddedPostgres {
         self.owned = false;
     }
 
+    /// Like [`EmbeddedPostgres::detach`], in place.
+    pub fn keep_running(&mut self) {
+        self.owned = false;
+    }
+
+    /// How a person stops a server left running (SIGINT is PostgreSQL's fast shutdown; it works
+    /// whichever user the server runs as).
+    pub fn stop_hint(&self) -> String {
+        format!(
+            "kill -INT $(head -1 {})",
+            self.data_dir.join("cluster").join("postmaster.pid").display()
+        )
+    }
+
     fn init(&self, cluster: &Path) -> Result<()> {
         fs::create_dir_all(cluster)?;
         if let Some((uid, gid)) = self.run_as {

@@ -5,9 +5,11 @@
 //! default server, applies migrations, registers this process, and marks runs left `running`
 //! by dead processes as `interrupted`.
 
+pub mod dictionary;
 pub mod embedded;
 pub mod instance;
 pub mod runs;
+pub mod watermarks;
 
 use std::time::Duration;
 
@@ -64,6 +66,14 @@ impl Store {
     /// The embedded server, when one is in use.
     pub fn embedded(&self) -> Option<&EmbeddedPostgres> {
         self.embedded.as_ref()
+    }
+
+    /// Leaves an embedded server this process started running after [`Store::close`] (the demo
+    /// does, so a person can connect with psql afterwards).
+    pub fn keep_embedded_running(&mut self) {
+        if let Some(server) = self.embedded.as_mut() {
+            server.keep_running();
+        }
     }
 
     /// Marks this process stopped, closes the pool and stops an embedded server we started.

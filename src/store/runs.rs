@@ -132,7 +132,7 @@ pub async fn finish<'e>(
 ) -> Result<()> {
     sqlx::query(
         "UPDATE etl.runs
-         SET status = $2, finished_at = now(), rows_written = $3, pages = $4, upstream_calls = $5,
+         SET status = $2, finished_at = clock_timestamp(), rows_written = $3, pages = $4, upstream_calls = $5,
              retries = $6, throttled_ms = $7, warnings = $8, error = $9
          WHERE id = $1",
     )
@@ -202,4 +202,26 @@ pub async fn get(pool: &PgPool, id: i64) -> Result<RunRow> {
     .fetch_one(pool)
     .await
     .with_context(|| format!("reading run {id}"))
+}
+
+/// Windows of a job and scope already loaded successfully by runs of `trigger` (a resumed
+/// backfill skips them).
+pub async fn succeeded_windows(
+    pool: &PgPool,
+    job: &str,
+    scope: &str,
+    trigger: Trigger,
+) -> Result<std::collections::HashSet<(DateTime<Utc>, DateTime<Utc>)>> {
+    let rows: Vec<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT window_start, window_end FROM etl.runs
+         WHERE job = $1 AND scope = $2 AND trigger = $3 AND status = 'succeeded'
+           AND window_start IS NOT NULL AND window_end IS NOT NULL",
+    )
+    .bind(job)
+    .bind(scope)
+    .bind(trigger.as_str())
+    .fetch_all(pool)
+    .await
+    .with_context(|| format!("reading finished windows of {job}"))?;
+    Ok(rows.into_iter().collect())
 }

@@ -117,77 +117,9 @@ pub fn shared_tempdir() -> tempfile::TempDir {
 /// A configuration with one source of each vendor pointing at `sandbox`, on database `db_url`.
 /// `extra` is appended (jobs, overrides).
 pub fn sandbox_config(sandbox: &sandbox::Sandbox, db_url: &str, extra: &str) -> String {
-    let (retarus, roubler, altrata, retently) = (
-        &sandbox.retarus,
-        &sandbox.roubler,
-        &sandbox.altrata,
-        &sandbox.retently,
-    );
-    format!(
-        r#"
-[database]
-url = "{db_url}"
-pool_size = 4
-
-[sources.retarus]
-kind = "retarus"
-allow_http = true
-token_url = "{}"
-graphql_url = "{}"
-client_id = "{}"
-client_secret = "{}"
-customer_ids = {:?}
-
-[sources.roubler]
-kind = "roubler"
-allow_http = true
-authorize_url = "{}"
-token_url = "{}"
-graphql_url = "{}"
-client_id = "{}"
-client_secret = "{}"
-redirect_uri = "{}"
-
-[sources.altrata]
-kind = "altrata"
-allow_http = true
-token_url = "{}"
-events_url = "{}"
-profile_url = "{}"
-username = "{}"
-password = "{}"
-api_key = "{}"
-
-[sources.retently]
-kind = "retently"
-allow_http = true
-base_url = "{}"
-authorize_url = "{}"
-token_url = "{}"
-api_key = "{}"
-{extra}
-"#,
-        retarus.token_url,
-        retarus.graphql_url,
-        retarus.client_id,
-        retarus.client_secret,
-        retarus.customer_ids,
-        roubler.auth_url,
-        roubler.token_url,
-        roubler.graphql_url,
-        roubler.client_id,
-        roubler.client_secret,
-        roubler.redirect_uri,
-        altrata.token_url,
-        altrata.events_url,
-        altrata.profile_url,
-        altrata.username,
-        altrata.password,
-        altrata.api_key,
-        retently.base_url,
-        retently.authorize_url,
-        retently.token_url,
-        retently.api_key,
+    reporting_etl::demo::sandbox_config(
+        sandbox,
+        &format!("\n[database]\nurl = \"{db_url}\"\npool_size = 4\n{extra}"),
     )
 }
 

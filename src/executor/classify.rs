@@ -1,0 +1,469 @@
+//! The one place that decides what an answer means: retry it, refresh the token and retry once,
+//! give up, mark the daily quota spent, or keep the data with warnings.
+//!
+//! Everything the executor can see of a failed call passes through here: transport errors, HTTP
+//! statuses with their bodies, bodies that do not parse, and the `errors` array of a GraphQL
+//! answer in each vendor's dialect (Altrata's top-level `errorType`, Roubler's top-level `name`,
+//! Retarus' `extensions.classification`). Adding a vendor quirk means adding a line here, not a
+//! branch in the call loop.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// What to do about one attempt's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A transient failure: back off (or wait `after`, the upstream's `Retry-After`) and retry.
+    Retry { cause: String, after: Option<Duration> },
+    /// The upstream rejected the credential: tell auth, take a fresh one, retry once.
+    RefreshAndRetryOnce { cause: String },
+    /// Retrying cannot help (403, 400, a validation error, a payload the vendor says to discard).
+    Fatal { cause: String },
+    /// The source's daily quota is spent: fail this and every later call until the quota resets.
+    QuotaExhausted { cause: String },
+}
+
+impl Verdict {
+    /// The low-cardinality `outcome` label of this verdict.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Verdict::Retry { .. } => "retry",
+            Verdict::RefreshAndRetryOnce { .. } => "unauthorized",
+            Verdict::Fatal { .. } => "fatal",
+            Verdict::QuotaExhausted { .. } => "quota_exhausted",
+        }
+    }
+}
+
+/// The class of a GraphQL answer that carried an `errors` array.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GraphqlClass {
+    /// Keep the data; these are warnings (Altrata `unauthorized` / `deprecated`).
+    Partial { warnings: Vec<String> },
+    /// Do not use the data.
+    Failed(Verdict),
+}
+
+/// A transport failure (no complete answer): always worth retrying.
+pub fn transport(error: &reqwest::Error) -> Verdict {
+    let what = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else if error.is_body() || error.is_decode() {
+        "the answer was cut off"
+    } else {
+        "the request failed"
+    };
+    Verdict::Retry {
+        cause: format!("{what}: {}", error_chain(error)),
+        after: None,
+    }
+}
+
+/// An answer whose status is not 2xx. `retry_after` is the parsed `Retry-After`, if any.
+pub fn status(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> Verdict {
+    let summary = summarize_body(body);
+    let cause = format!("HTTP {}: {summary}", status.as_u16());
+    match status.as_u16() {
+        401 => Verdict::RefreshAndRetryOnce { cause },
+        // AWS API Gateway (Altrata) says "Limit Exceeded" when the usage plan's quota is spent,
+        // and "Too Many Requests" when the call came too soon; only the latter passes.
+        429 if summary.contains("Limit Exceeded") => Verdict::QuotaExhausted { cause },
+        429 => Verdict::Retry {
+            cause,
+            after: retry_after,
+        },
+        408 | 425 | 500..=599 => Verdict::Retry {
+            cause,
+            after: retry_after,
+        },
+        300..=399 => Verdict::Fatal {
+            cause: format!("{cause} (redirects are not followed; check the configured URL)"),
+        },
+        _ => Verdict::Fatal { cause },
+    }
+}
+
+/// A 2xx body that did not decode. Broken JSON (cut off, an HTML page from a gateway) is a
+/// transient fault; valid JSON of the wrong shape means our query and their schema disagree.
+pub fn undecodable(error: &serde_json::Error, body: &[u8]) -> Verdict {
+    use serde_json::error::Category;
+    match error.classify() {
+        Category::Syntax | Category::Eof | Category::Io => Verdict::Retry {
+            cause: format!(
+                "the answer is not valid JSON ({error}): {}",
+                excerpt(&String::from_utf8_lossy(body))
+            ),
+            after: None,
+        },
+        Category::Data => Verdict::Fatal {
+            cause: format!("the answer does not have the expected shape: {error}"),
+        },
+    }
+}
+
+/// One entry of a GraphQL `errors` array, in any of the dialects we read.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct GraphqlError {
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Altrata (AppSync): next to `message`.
+    #[serde(default, rename = "errorType")]
+    pub error_type: Option<String>,
+    /// Roubler: next to `message`.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub extensions: Option<Value>,
+    #[serde(default)]
+    pub path: Option<Value>,
+}
+
+impl GraphqlError {
+    /// The error's kind in whatever field its vendor uses.
+    fn kind(&self) -> Option<String> {
+        let extension = |key: &str| {
+            self.extensions
+                .as_ref()
+                .and_then(|e| e.get(key))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        self.error_type
+            .clone()
+            .or_else(|| self.name.clone())
+            .or_else(|| extension("classification"))
+            .or_else(|| extension("code"))
+            .or_else(|| extension("errorType"))
+    }
+
+    fn describe(&self) -> String {
+        let message = self.message.as_deref().unwrap_or("(no message)");
+        match self.kind() {
+            Some(kind) => format!("{kind}: {message}"),
+            None => message.to_owned(),
+        }
+    }
+}
+
+/// Error kinds that leave the data usable (Altrata: a field the subscription does not cover, a
+/// deprecated field).
+const WARNING_KINDS: [&str; 2] = ["unauthorized", "deprecated"];
+/// Kinds that say the request itself is wrong: fail at once.
+const VALIDATION_KINDS: [&str; 9] = [
+    "validationerror",
+    "validation",
+    "graphql_validation_failed",
+    "graphql_parse_failed",
+    "invalidsyntax",
+    "bad_request",
+    "bad_user_input",
+    "malformedhttprequestexception",
+    "badrequest",
+];
+/// Kinds that say the server failed for now.
+const TRANSIENT_KINDS: [&str; 8] = [
+    "internal_error",
+    "internal_server_error",
+    "internalfailure",
+    "internalservererror",
+    "serviceunavailable",
+    "service_unavailable",
+    "throttlingexception",
+    "ratelimit",
+];
+/// Kinds that say the credential was refused.
+const AUTH_KINDS: [&str; 4] = [
+    "authentication",
+    "unauthenticated",
+    "unauthorizedexception",
+    "unauthenticatedexception",
+];
+/// Messages of transient failures from servers that do not classify their errors.
+const TRANSIENT_MESSAGES: [&str; 4] = [
+    "internal server error",
+    "service unavailable",
+    "temporarily unavailable",
+    "timed out",
+];
+
+/// Classifies a GraphQL answer with a non-empty `errors` array; `has_data` says whether `data`
+/// came back non-null.
+pub fn graphql(errors: &[GraphqlError], has_data: bool) -> GraphqlClass {
+    let described = || {
+        errors
+            .iter()
+            .take(3)
+            .map(GraphqlError::describe)
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let kinds: Vec<Option<String>> = errors
+        .iter()
+        .map(|e| e.kind().map(|k| k.to_ascii_lowercase()))
+        .collect();
+    let is = |kind: &Option<String>, list: &[&str]| kind.as_deref().is_some_and(|k| list.contains(&k));
+
+    // Altrata's "error" means "discard the whole payload"; a validation error means our query is
+    // wrong. Neither improves with a retry, and they win over any transient-looking error.
+    if let Some(position) = kinds.iter().position(|k| k.as_deref() == Some("error")) {
+        return GraphqlClass::Failed(Verdict::Fatal {
+            cause: format!(
+                "the upstream reported an error and its data must be discarded: {}",
+                errors[position].describe()
+            ),
+        });
+    }
+    if kinds.iter().any(|k| is(k, &VALIDATION_KINDS)) {
+        return GraphqlClass::Failed(Verdict::Fatal {
+            cause: format!("the query was rejected: {}", described()),
+        });
+    }
+    if kinds.iter().any(|k| is(k, &AUTH_KINDS)) {
+        return GraphqlClass::Failed(Verdict::RefreshAndRetryOnce {
+            cause: format!("the credential was refused: {}", described()),
+        });
+    }
+    if kinds.iter().all(|k| is(k, &WARNING_KINDS)) {
+        if has_data {
+            return GraphqlClass::Partial {
+                warnings: errors.iter().map(GraphqlError::describe).collect(),
+            };
+        }
+        return GraphqlClass::Failed(Verdict::Fatal {
+            cause: format!("no data came back: {}", described()),
+        });
+    }
+    let transient = errors.iter().zip(&kinds).any(|(error, kind)| {
+        is(kind, &TRANSIENT_KINDS)
+            || error.message.as_deref().is_some_and(|m| {
+                let m = m.to_ascii_lowercase();
+                TRANSIENT_MESSAGES.iter().any(|t| m.contains(t))
+            })
+    });
+    if transient {
+        return GraphqlClass::Failed(Verdict::Retry {
+            cause: format!("the upstream failed for now: {}", described()),
+            after: None,
+        });
+    }
+    // A request-level error (no `path`) without a known kind is a validation error in the
+    // reference implementation's words ("Unknown field …"); one with a path is a resolver
+    // failure we cannot judge. Neither is safe to load as data.
+    GraphqlClass::Failed(Verdict::Fatal {
+        cause: format!("the upstream answered with errors: {}", described()),
+    })
+}
+
+/// A short description of an error body: GraphQL error messages, a `message`/`error` field, or
+/// the start of the text.
+pub fn summarize_body(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct Shape {
+        #[serde(default)]
+        errors: Option<Vec<GraphqlError>>,
+        #[serde(default)]
+        message: Option<String>,
+        #[serde(default)]
+        error: Option<Value>,
+        #[serde(default)]
+        error_description: Option<String>,
+    }
+    if let Ok(shape) = serde_json::from_slice::<Shape>(body) {
+        if let Some(errors) = shape.errors.filter(|e| !e.is_empty()) {
+            return errors
+                .iter()
+                .take(3)
+                .map(GraphqlError::describe)
+                .collect::<Vec<_>>()
+                .join("; ");
+        }
+        if let Some(message) = shape.message {
+            return message;
+        }
+        if let Some(error) = shape.error {
+            let error = error.as_str().map_or_else(|| error.to_string(), str::to_owned);
+            return match shape.error_description {
+                Some(description) => format!("{error}: {description}"),
+                None => error,
+            };
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    if text.trim().is_empty() {
+        "(empty body)".to_owned()
+    } else {
+        excerpt(&text)
+    }
+}
+
+/// At most 200 characters of `text` on one line.
+fn excerpt(text: &str) -> String {
+    const MAX_CHARS: usize = 200;
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > MAX_CHARS {
+        format!("{}…", flat.chars().take(MAX_CHARS).collect::<String>())
+    } else {
+        flat
+    }
+}
+
+/// The error and its sources, one line: reqwest's own message rarely says *why*.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        let next = inner.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = inner.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn errors(value: Value) -> Vec<GraphqlError> {
+        serde_json::from_value(value).expect("test errors")
+    }
+
+    #[test]
+    fn statuses_are_classified_as_the_issue_says() {
+        let s =
+            |code: u16, body: &str| status(StatusCode::from_u16(code).expect("code"), None, body.as_bytes());
+        assert!(matches!(
+            s(401, r#"{"errors":[{"name":"Authentication","message":"no"}]}"#),
+            Verdict::RefreshAndRetryOnce { .. }
+        ));
+        assert!(matches!(
+            s(403, r#"{"message":"Forbidden"}"#),
+            Verdict::Fatal { .. }
+        ));
+        assert!(matches!(s(400, "bad"), Verdict::Fatal { .. }));
+        assert!(matches!(s(404, ""), Verdict::Fatal { .. }));
+        assert!(matches!(s(503, "Service Unavailable"), Verdict::Retry { .. }));
+        assert!(matches!(s(500, ""), Verdict::Retry { .. }));
+        assert!(matches!(
+            s(429, r#"{"message":"Too Many Requests"}"#),
+            Verdict::Retry { .. }
+        ));
+        assert!(matches!(
+            s(429, r#"{"message":"Limit Exceeded"}"#),
+            Verdict::QuotaExhausted { .. }
+        ));
+        assert!(matches!(s(302, ""), Verdict::Fatal { .. }));
+        let with_wait = status(StatusCode::TOO_MANY_REQUESTS, Some(Duration::from_secs(2)), b"{}");
+        assert_eq!(
+            with_wait,
+            Verdict::Retry {
+                cause: "HTTP 429: {}".into(),
+                after: Some(Duration::from_secs(2))
+            }
+        );
+    }
+
+    #[test]
+    fn broken_json_is_retried_but_json_of_the_wrong_shape_is_not() {
+        let broken = br#"{"data": {"content": [{"id": "1", "#;
+        let error = serde_json::from_slice::<Value>(broken).expect_err("broken");
+        assert!(matches!(undecodable(&error, broken), Verdict::Retry { .. }));
+        let html = b"<html><body>502 Bad Gateway</body></html>";
+        let error = serde_json::from_slice::<Value>(html).expect_err("html");
+        assert!(matches!(undecodable(&error, html), Verdict::Retry { .. }));
+        let error = serde_json::from_slice::<Vec<u32>>(br#"{"a": 1}"#).expect_err("shape");
+        assert!(matches!(undecodable(&error, b""), Verdict::Fatal { .. }));
+    }
+
+    #[test]
+    fn altrata_unauthorized_and_deprecated_keep_the_data_as_warnings() {
+        let class = graphql(
+            &errors(json!([
+                {"errorType": "unauthorized", "message": "Not authorized to access netWorthUsd", "path": ["personIdSearch", "netWorthUsd"]},
+                {"errorType": "deprecated", "message": "wxPersonId is deprecated"}
+            ])),
+            true,
+        );
+        match class {
+            GraphqlClass::Partial { warnings } => assert_eq!(warnings.len(), 2),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn altrata_error_type_error_discards_the_payload() {
+        let class = graphql(
+            &errors(json!([
+                {"errorType": "deprecated", "message": "old"},
+                {"errorType": "error", "message": "Something went wrong", "path": ["events"]}
+            ])),
+            false,
+        );
+        assert!(
+            matches!(class, GraphqlClass::Failed(Verdict::Fatal { .. })),
+            "{class:?}"
+        );
+    }
+
+    #[test]
+    fn validation_errors_fail_in_every_dialect() {
+        for body in [
+            json!([{"errorType": "ValidationError", "message": "Unknown field"}]),
+            json!([{"message": "Unknown field \"nope\" on type \"Query\"", "extensions": {"classification": "ValidationError"}}]),
+            json!([{"message": "Unknown field \"nope\" on type \"Query\"", "locations": [{"line": 1, "column": 3}], "name": "GraphQLError"}]),
+            json!([{"message": "page must not be negative", "extensions": {"classification": "BAD_REQUEST"}}]),
+        ] {
+            let class = graphql(&errors(body.clone()), false);
+            assert!(
+                matches!(class, GraphqlClass::Failed(Verdict::Fatal { .. })),
+                "{body}: {class:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn transient_graphql_errors_are_retried() {
+        for body in [
+            json!([{"message": "Internal server error", "extensions": {"classification": "INTERNAL_ERROR"}}]),
+            json!([{"message": "Internal server error"}]),
+            json!([{"errorType": "InternalFailure", "message": "oops"}]),
+        ] {
+            let class = graphql(&errors(body.clone()), false);
+            assert!(
+                matches!(class, GraphqlClass::Failed(Verdict::Retry { .. })),
+                "{body}: {class:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn roubler_authentication_errors_refresh_the_token() {
+        let class = graphql(
+            &errors(json!([{"name": "Authentication", "message": "Access token is missing or invalid."}])),
+            false,
+        );
+        assert!(matches!(
+            class,
+            GraphqlClass::Failed(Verdict::RefreshAndRetryOnce { .. })
+        ));
+    }
+
+    #[test]
+    fn bodies_are_summarised_briefly() {
+        assert_eq!(summarize_body(br#"{"message":"Forbidden"}"#), "Forbidden");
+        assert_eq!(
+            summarize_body(br#"{"error":"invalid_token","error_description":"expired"}"#),
+            "invalid_token: expired"
+        );
+        assert_eq!(summarize_body(b""), "(empty body)");
+        assert!(summarize_body("x".repeat(1000).as_bytes()).chars().count() <= 201);
+    }
+}

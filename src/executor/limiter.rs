@@ -1,0 +1,425 @@
+//! The per-source rate limiter: one per configured source, shared by every job and scope of it.
+//!
+//! # Why a sliding log and not a GCRA
+//!
+//! A GCRA (or token bucket) with burst N lets a full burst through at the end of one window and
+//! another at the start of the next: up to 2N calls inside one window of length T. The vendors
+//! (and the sandbox) count calls in fixed windows we cannot see the edges of, so the only safe
+//! promise is "never more than N calls in ANY window of length T". A log of the recent calls
+//! keeps exactly that promise and still uses the whole budget: a call may go when fewer than N
+//! calls fall in the last `T + margin`.
+//!
+//! # Which instant a call is logged at
+//!
+//! The upstream counts a call when it *arrives*, somewhere between our send and the end of the
+//! answer. A call in flight therefore counts as "now" for as long as it is in flight, and a
+//! finished call is logged at the instant its answer ended. With that rule no window of length
+//! T at the upstream can hold more than N arrivals, whatever the network jitter; the margin
+//! ([`SAFETY_MARGIN`]) only covers clock skew between the two ends.
+//!
+//! # What the upstream says
+//!
+//! [`SourceLimiter::observe`] tightens the budget from the answers' headers: a lower
+//! `X-RateLimit-Limit` applies from the next call, `remaining = 0` with a reset blocks until the
+//! reset, and [`SourceLimiter::block_for`] holds every caller back after a `Retry-After`. Every
+//! such wait has a floor ([`MIN_WAIT`]) so a `Retry-After: 0` cannot turn into a busy loop.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::headers::RateHeaders;
+use crate::config::RateLimit;
+
+/// Extra time added to every window, as a share of it, to absorb clock skew and timer jitter.
+pub const SAFETY_MARGIN: f64 = 0.015;
+/// The shortest wait an upstream's header can impose (`Retry-After: 0`, a reset of 0).
+pub const MIN_WAIT: Duration = Duration::from_millis(100);
+
+/// Why no slot was granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadlineReached;
+
+/// The rate limiter of one source. Cheap to share (`Arc` inside).
+#[derive(Clone)]
+pub struct SourceLimiter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Locked briefly by every caller of this source (to take a slot), by every permit when its
+    /// call ends, and by [`SourceLimiter::observe`]; never held across an await.
+    state: Mutex<State>,
+    /// Woken whenever a slot may have freed up earlier than a waiter computed: a call ended
+    /// (an in-flight slot became a timed one) or the budget changed.
+    changed: Notify,
+}
+
+struct State {
+    /// From the configuration (or the vendor's default): the most we ever allow.
+    configured: RateLimit,
+    /// The limit the upstream last announced, when lower than the configured one.
+    announced_limit: Option<u32>,
+    /// The window the upstream last announced (`;w=`), when longer than the configured one.
+    announced_window: Option<Duration>,
+    /// Every call that still counts: in flight, or finished within the last window + margin.
+    log: Vec<Slot>,
+    /// No call may start before this (a reset with nothing remaining, or a `Retry-After`).
+    blocked_until: Option<Instant>,
+    next_id: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    id: u64,
+    /// When the call started, or (once `done`) when its answer ended.
+    at: Instant,
+    done: bool,
+}
+
+/// What a caller should do now.
+enum Decision {
+    Go(u64),
+    /// Wait until this instant, or until woken.
+    WaitUntil(Instant),
+    /// Every slot is held by a call in flight: wait until one ends.
+    WaitForCall,
+}
+
+impl State {
+    /// The budget in force: the lower limit and the longer window of configuration and upstream.
+    fn budget(&self) -> (u32, Duration) {
+        let configured_window = self.configured.period();
+        let calls = self
+            .announced_limit
+            .map_or(self.configured.calls, |l| l.min(self.configured.calls))
+            .max(1);
+        let window = self
+            .announced_window
+            .map_or(configured_window, |w| w.max(configured_window));
+        (calls, window)
+    }
+
+    fn span(&self) -> Duration {
+        let (_, window) = self.budget();
+        window + window.mul_f64(SAFETY_MARGIN)
+    }
+
+    fn decide(&mut self, now: Instant) -> Decision {
+        if let Some(until) = self.blocked_until {
+            if until > now {
+                return Decision::WaitUntil(until);
+            }
+            self.blocked_until = None;
+        }
+        let (calls, _) = self.budget();
+        let span = self.span();
+        self.log.retain(|slot| !slot.done || slot.at + span > now);
+        let in_flight = self.log.iter().filter(|slot| !slot.done).count();
+        if self.log.len() < calls as usize {
+            let id = self.next_id;
+            self.next_id += 1;
+            self.log.push(Slot {
+                id,
+                at: now,
+                done: false,
+            });
+            return Decision::Go(id);
+        }
+        if in_flight >= calls as usize {
+            return Decision::WaitForCall;
+        }
+        // Fewer than `calls` may count when the call goes: the (calls - in_flight)-th most recent
+        // finished call must have left the window.
+        let mut finished: Vec<Instant> = self.log.iter().filter(|s| s.done).map(|s| s.at).collect();
+        finished.sort_unstable_by(|a, b| b.cmp(a));
+        let index = calls as usize - in_flight - 1;
+        match finished.get(index) {
+            Some(at) => Decision::WaitUntil(*at + span),
+            None => Decision::WaitForCall,
+        }
+    }
+}
+
+/// A granted slot. Dropping it marks the call as ended (at that instant), which is when its
+/// window starts to count down, so keep it until the whole answer has been read.
+pub struct Permit {
+    inner: Arc<Inner>,
+    id: u64,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        let mut state = lock(&self.inner.state);
+        if let Some(slot) = state.log.iter_mut().find(|slot| slot.id == self.id) {
+            slot.at = now;
+            slot.done = true;
+        }
+        drop(state);
+        self.inner.changed.notify_waiters();
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // A panic while holding this lock cannot leave the log inconsistent (every update is one
+    // assignment), so a poisoned lock is still usable.
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl SourceLimiter {
+    pub fn new(limit: RateLimit) -> SourceLimiter {
+        SourceLimiter {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    configured: RateLimit {
+                        calls: limit.calls.max(1),
+                        per_ms: limit.per_ms.max(1),
+                    },
+                    announced_limit: None,
+                    announced_window: None,
+                    log: Vec::new(),
+                    blocked_until: None,
+                    next_id: 0,
+                }),
+                changed: Notify::new(),
+            }),
+        }
+    }
+
+    /// Waits for a slot. Fails at once when the slot would come after `deadline`.
+    pub async fn acquire(&self, deadline: Option<Instant>) -> Result<Permit, DeadlineReached> {
+        loop {
+            // Register for wake-ups before deciding, so a call ending in between is not missed.
+            let notified = self.inner.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let decision = lock(&self.inner.state).decide(Instant::now());
+            match decision {
+                Decision::Go(id) => {
+                    return Ok(Permit {
+                        inner: self.inner.clone(),
+                        id,
+                    });
+                }
+                Decision::WaitUntil(at) => {
+                    if deadline.is_some_and(|d| d < at) {
+                        return Err(DeadlineReached);
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at) => {}
+                        _ = &mut notified => {}
+                    }
+                }
+                Decision::WaitForCall => match deadline {
+                    Some(deadline) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(deadline) => return Err(DeadlineReached),
+                            _ = &mut notified => {}
+                        }
+                    }
+                    None => notified.await,
+                },
+            }
+        }
+    }
+
+    /// Applies what an answer said about the budget. Takes effect from the next call.
+    pub fn observe(&self, headers: &RateHeaders) {
+        let now = Instant::now();
+        let mut state = lock(&self.inner.state);
+        if let Some(limit) = headers.limit {
+            // Only ever tighten: a limit above the configured one is the vendor's business; the
+            // configuration is the operator's (lower) promise.
+            state.announced_limit = (limit < state.configured.calls).then_some(limit.max(1));
+            if limit == 0 {
+                // "0 calls allowed": nothing may go until the window resets.
+                let wait = headers.reset.unwrap_or(state.configured.period()).max(MIN_WAIT);
+                extend_block(&mut state, now + wait);
+            }
+        }
+        if let Some(window) = headers.window {
+            state.announced_window = (window > state.configured.period()).then_some(window);
+        }
+        if headers.remaining == Some(0)
+            && let Some(reset) = headers.reset
+        {
+            extend_block(&mut state, now + reset.max(MIN_WAIT));
+        }
+        drop(state);
+        self.inner.changed.notify_waiters();
+    }
+
+    /// Holds every caller of this source back for `wait` (at least [`MIN_WAIT`]): after a 429
+    /// with `Retry-After`, nobody should knock before then.
+    pub fn block_for(&self, wait: Duration) {
+        let until = Instant::now() + wait.max(MIN_WAIT);
+        extend_block(&mut lock(&self.inner.state), until);
+        self.inner.changed.notify_waiters();
+    }
+
+    /// Calls allowed per window right now (configuration tightened by the upstream's headers).
+    pub fn budget(&self) -> (u32, Duration) {
+        lock(&self.inner.state).budget()
+    }
+}
+
+fn extend_block(state: &mut State, until: Instant) {
+    if state.blocked_until.is_none_or(|b| b < until) {
+        state.blocked_until = Some(until);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(calls: u32, per: Duration) -> RateLimit {
+        RateLimit::new(calls, per)
+    }
+
+    /// The most instants in any half-open window `[t, t + window)`, as the sandbox counts.
+    fn max_in_any_window(times: &[Instant], window: Duration) -> usize {
+        let mut times = times.to_vec();
+        times.sort();
+        let mut best = 0;
+        let mut first = 0;
+        for (last, at) in times.iter().enumerate() {
+            while at.duration_since(times[first]) >= window {
+                first += 1;
+            }
+            best = best.max(last + 1 - first);
+        }
+        best
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sequential_calls_never_exceed_the_limit_in_any_window_and_use_the_full_budget() {
+        let window = Duration::from_secs(1);
+        let limiter = SourceLimiter::new(limit(5, window));
+        let start = Instant::now();
+        let mut sent = Vec::new();
+        for _ in 0..100 {
+            let permit = limiter.acquire(None).await.expect("no deadline");
+            sent.push(Instant::now());
+            drop(permit);
+        }
+        let elapsed = start.elapsed();
+        assert!(max_in_any_window(&sent, window) <= 5);
+        // 20 bursts of 5: the last starts after 19 windows (plus margins); the ideal is 20.
+        let ideal = window * 20;
+        assert!(elapsed <= ideal, "{elapsed:?} is slower than the ideal {ideal:?}");
+        assert!(elapsed >= window.mul_f64(19.0), "{elapsed:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_callers_with_slow_answers_share_one_budget() {
+        let window = Duration::from_secs(1);
+        let limiter = SourceLimiter::new(limit(10, window));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..8)
+            .map(|task| {
+                let limiter = limiter.clone();
+                let log = log.clone();
+                tokio::spawn(async move {
+                    for call in 0..25u64 {
+                        let permit = limiter.acquire(None).await.expect("no deadline");
+                        // The upstream sees the call at some point while it is in flight.
+                        let latency = Duration::from_millis(5 + (task * 7 + call * 13) % 40);
+                        tokio::time::sleep(latency / 2).await;
+                        log.lock().expect("test lock").push(Instant::now());
+                        tokio::time::sleep(latency / 2).await;
+                        drop(permit);
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("task");
+        }
+        let arrivals = log.lock().expect("test lock").clone();
+        assert_eq!(arrivals.len(), 200);
+        assert!(max_in_any_window(&arrivals, window) <= 10);
+        let ideal = window * 20;
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed <= ideal.mul_f64(1.1),
+            "{elapsed:?} against an ideal of {ideal:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lower_announced_limit_applies_from_the_next_call() {
+        let window = Duration::from_secs(1);
+        let limiter = SourceLimiter::new(limit(20, window));
+        for _ in 0..3 {
+            drop(limiter.acquire(None).await.expect("no deadline"));
+        }
+        limiter.observe(&RateHeaders {
+            limit: Some(4),
+            ..RateHeaders::default()
+        });
+        assert_eq!(limiter.budget(), (4, window));
+        let start = Instant::now();
+        drop(limiter.acquire(None).await.expect("no deadline"));
+        assert_eq!(start.elapsed(), Duration::ZERO, "the fourth slot is free");
+        drop(limiter.acquire(None).await.expect("no deadline"));
+        assert!(start.elapsed() >= window, "the fifth waits a window");
+        // An announced limit above the configured one does not loosen anything.
+        limiter.observe(&RateHeaders {
+            limit: Some(1000),
+            ..RateHeaders::default()
+        });
+        assert_eq!(limiter.budget(), (20, window));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_remaining_waits_for_the_reset_and_retry_after_zero_has_a_floor() {
+        let limiter = SourceLimiter::new(limit(100, Duration::from_secs(60)));
+        limiter.observe(&RateHeaders {
+            remaining: Some(0),
+            reset: Some(Duration::from_secs(7)),
+            ..RateHeaders::default()
+        });
+        let start = Instant::now();
+        drop(limiter.acquire(None).await.expect("no deadline"));
+        assert_eq!(start.elapsed(), Duration::from_secs(7));
+
+        limiter.block_for(Duration::ZERO);
+        let start = Instant::now();
+        drop(limiter.acquire(None).await.expect("no deadline"));
+        assert_eq!(start.elapsed(), MIN_WAIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_beyond_the_deadline_is_refused_at_once() {
+        let limiter = SourceLimiter::new(limit(1, Duration::from_secs(10)));
+        drop(limiter.acquire(None).await.expect("no deadline"));
+        let start = Instant::now();
+        let refused = limiter.acquire(Some(start + Duration::from_secs(1))).await;
+        assert!(refused.is_err());
+        assert_eq!(start.elapsed(), Duration::ZERO, "no pointless wait");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_in_flight_holds_its_slot_until_it_ends() {
+        let window = Duration::from_secs(1);
+        let limiter = SourceLimiter::new(limit(1, window));
+        let held = limiter.acquire(None).await.expect("no deadline");
+        let waiter = {
+            let limiter = limiter.clone();
+            tokio::spawn(async move {
+                let start = Instant::now();
+                drop(limiter.acquire(None).await.expect("no deadline"));
+                start.elapsed()
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        drop(held);
+        let waited = waiter.await.expect("task");
+        assert!(waited >= Duration::from_secs(3) + window, "{waited:?}");
+    }
+}

@@ -1,0 +1,772 @@
+//! The executor: the only code that sends upstream data requests.
+//!
+//! One shared `reqwest` client (rustls, connect and request timeouts, gzip, no redirects). Per
+//! call it takes the source's rate-limit slot, injects the source's credential and the scope
+//! header, sends, classifies the answer in one place ([`classify`]: retry / refresh-and-retry-once
+//! / fail / quota spent / partial data), and adds the call's figures to the run.
+//!
+//! # Layout
+//!
+//! - This file: the public types datasets and the runner use, and the attempt loop.
+//! - [`limiter`]: the per-source sliding-log rate limiter, shared by every job of a source.
+//! - [`headers`]: `X-RateLimit-*`, `RateLimit-*` and `Retry-After` parsing.
+//! - [`classify`]: what an answer means; every retry decision is made there.
+//! - `instruments`: metrics and the per-run [`CallFigures`].
+//!
+//! Secrets: request headers are never logged or put into an error, and every message built from
+//! an answer is scrubbed of the credential and API key before it leaves this module.
+
+pub mod classify;
+pub mod headers;
+mod instruments;
+pub mod limiter;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use graphql_client::GraphQLQuery;
+use rand::Rng;
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+
+use crate::auth::{AuthRegistry, Credential, SourceAuth};
+use crate::config::{HttpUrl, Settings, SourceSettings};
+use classify::{GraphqlClass, GraphqlError, Verdict};
+use headers::RateHeaders;
+use limiter::{MIN_WAIT, SourceLimiter};
+
+/// How long establishing a connection may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one request may take, from sending to the last byte of the answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Attempts per call, the first included (the retry budget).
+pub const MAX_ATTEMPTS: u32 = 6;
+/// The first backoff; each retry doubles it, up to [`BACKOFF_MAX`]. Jitter takes 0–50 % off.
+pub const BACKOFF_BASE: Duration = Duration::from_millis(500);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Which GraphQL service of a source a query goes to (Altrata has several; others have one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    /// The source's only GraphQL endpoint (`graphql_url`).
+    Default,
+    /// Altrata `events_url`.
+    AltrataEvents,
+    /// Altrata `profile_url`.
+    AltrataProfile,
+}
+
+/// The per-call scope header. Roubler wants one of the two, never both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScopeHeader {
+    None,
+    /// `X-Company-ID`
+    Company(String),
+    /// `X-Location-ID`
+    Location(String),
+}
+
+/// Figures of one run, shared by all its calls (added up on the run record). Every call of the
+/// run adds to these from whichever task it runs on, hence atomics.
+#[derive(Debug, Default)]
+pub struct CallFigures {
+    /// Requests sent upstream (retries included).
+    pub calls: AtomicI64,
+    /// Attempts after the first, over all calls.
+    pub retries: AtomicI64,
+    /// Time spent waiting for the source's rate budget, in milliseconds.
+    pub throttled_ms: AtomicI64,
+    /// Bytes of answer bodies received.
+    pub bytes: AtomicI64,
+}
+
+impl CallFigures {
+    pub fn calls(&self) -> i64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+    pub fn retries(&self) -> i64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+    pub fn throttled_ms(&self) -> i64 {
+        self.throttled_ms.load(Ordering::Relaxed)
+    }
+    pub fn bytes(&self) -> i64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// Who is calling: names for errors and metrics, and where the figures go.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    pub source: String,
+    pub dataset: String,
+    pub figures: Arc<CallFigures>,
+    /// When the run must be over: no attempt starts, and no wait is begun, that would end after
+    /// it. `None`: no deadline.
+    pub deadline: Option<Instant>,
+}
+
+impl CallContext {
+    /// A context with fresh figures and no deadline.
+    pub fn new(source: impl Into<String>, dataset: impl Into<String>) -> CallContext {
+        CallContext {
+            source: source.into(),
+            dataset: dataset.into(),
+            figures: Arc::new(CallFigures::default()),
+            deadline: None,
+        }
+    }
+
+    /// The same caller, adding to `figures`.
+    pub fn with_figures(mut self, figures: Arc<CallFigures>) -> CallContext {
+        self.figures = figures;
+        self
+    }
+
+    /// The same caller, with a deadline.
+    pub fn with_deadline(mut self, deadline: Instant) -> CallContext {
+        self.deadline = Some(deadline);
+        self
+    }
+}
+
+/// A successful GraphQL answer: data plus non-fatal warnings (Altrata `unauthorized`/`deprecated`).
+#[derive(Debug)]
+pub struct GraphqlOutcome<T> {
+    pub data: T,
+    pub warnings: Vec<String>,
+}
+
+/// Why a call failed after the executor did what it could. Messages name source, dataset and
+/// cause, and never a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// Retrying cannot help: the request, the configuration or the answer's shape is wrong.
+    #[error("{source_name}.{dataset}: {message}")]
+    Fatal {
+        source_name: String,
+        dataset: String,
+        message: String,
+    },
+    /// The source's daily quota is spent; calls fail without being sent until `until`.
+    #[error("{source_name}.{dataset}: the daily quota is spent until {until}: {message}")]
+    QuotaExhausted {
+        source_name: String,
+        dataset: String,
+        until: DateTime<Utc>,
+        message: String,
+    },
+    /// The upstream refused the credential even after a refresh, or auth could not produce one.
+    #[error("{source_name}.{dataset}: not authorised: {message}")]
+    Unauthorized {
+        source_name: String,
+        dataset: String,
+        message: String,
+    },
+    /// Every attempt of the retry budget failed with a transient error; a later run may succeed.
+    #[error("{source_name}.{dataset}: gave up after {attempts} attempts: {message}")]
+    RetriesExhausted {
+        source_name: String,
+        dataset: String,
+        attempts: u32,
+        message: String,
+    },
+    /// The run's deadline came before the call could succeed.
+    #[error("{source_name}.{dataset}: the run's deadline was reached: {message}")]
+    DeadlineExceeded {
+        source_name: String,
+        dataset: String,
+        message: String,
+    },
+}
+
+impl CallError {
+    /// Whether the same call may succeed in a later run (transient trouble, a quota that resets).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            CallError::RetriesExhausted { .. }
+                | CallError::DeadlineExceeded { .. }
+                | CallError::QuotaExhausted { .. }
+        )
+    }
+}
+
+/// Tunables of the executor; [`Default`] uses the constants above. Tests shorten them.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    /// Attempts per call, the first included.
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for ExecutorOptions {
+    fn default() -> Self {
+        ExecutorOptions {
+            connect_timeout: CONNECT_TIMEOUT,
+            request_timeout: REQUEST_TIMEOUT,
+            max_attempts: MAX_ATTEMPTS,
+            backoff_base: BACKOFF_BASE,
+            backoff_max: BACKOFF_MAX,
+        }
+    }
+}
+
+/// Everything the executor keeps per configured source.
+struct Source {
+    settings: SourceSettings,
+    auth: Option<Arc<SourceAuth>>,
+    limiter: SourceLimiter,
+    /// Altrata's `x-api-key`, sent on every GraphQL call.
+    api_key: Option<SecretString>,
+    /// Set when the upstream said the daily quota is spent; calls fail fast until then. Every
+    /// caller of the source reads it before sending; the one that saw the 429 writes it.
+    quota_spent_until: Mutex<Option<DateTime<Utc>>>,
+    /// Running total of throttled time, for the seconds counter.
+    throttled_ms_total: AtomicU64,
+}
+
+/// What one attempt sends; the body is built once and reused by every attempt.
+struct Outgoing<'a> {
+    method: reqwest::Method,
+    url: url::Url,
+    query: &'a [(&'a str, String)],
+    body: Option<Bytes>,
+    scope: &'a ScopeHeader,
+}
+
+/// The shared executor.
+pub struct Executor {
+    http: reqwest::Client,
+    sources: HashMap<String, Arc<Source>>,
+    options: ExecutorOptions,
+}
+
+impl Executor {
+    pub fn new(settings: Arc<Settings>, auth: AuthRegistry) -> anyhow::Result<Executor> {
+        Executor::with_options(settings, auth, ExecutorOptions::default())
+    }
+
+    /// Like [`Executor::new`], with other timeouts or retry budget.
+    pub fn with_options(
+        settings: Arc<Settings>,
+        auth: AuthRegistry,
+        options: ExecutorOptions,
+    ) -> anyhow::Result<Executor> {
+        use anyhow::Context as _;
+        let http = reqwest::Client::builder()
+            // A redirect could carry the credential to another host; the configured URLs are final.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(options.connect_timeout)
+            .timeout(options.request_timeout)
+            .gzip(true)
+            .user_agent(concat!("reporting-etl/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("building the upstream HTTP client")?;
+        let sources = settings
+            .sources
+            .iter()
+            .map(|(name, source)| {
+                let api_key = match source {
+                    SourceSettings::Altrata(s) => s.api_key.clone(),
+                    _ => None,
+                };
+                let entry = Source {
+                    settings: source.clone(),
+                    auth: auth.get(name).cloned(),
+                    limiter: SourceLimiter::new(source.rate_limit()),
+                    api_key,
+                    quota_spent_until: Mutex::new(None),
+                    throttled_ms_total: AtomicU64::new(0),
+                };
+                (name.clone(), Arc::new(entry))
+            })
+            .collect();
+        Ok(Executor {
+            http,
+            sources,
+            options,
+        })
+    }
+
+    /// Runs one GraphQL query of a source.
+    pub async fn execute<Q: GraphQLQuery>(
+        &self,
+        call: &CallContext,
+        service: Service,
+        scope: &ScopeHeader,
+        variables: Q::Variables,
+    ) -> Result<GraphqlOutcome<Q::ResponseData>, CallError> {
+        let source = self.source(call)?;
+        let endpoint = graphql_endpoint(&source.settings, service)
+            .ok_or_else(|| fatal(call, format!("this source has no GraphQL service {service:?}")))?;
+        let body = serde_json::to_vec(&Q::build_query(variables))
+            .map_err(|e| fatal(call, format!("could not encode the query: {e}")))?;
+        let outgoing = Outgoing {
+            method: reqwest::Method::POST,
+            url: endpoint.url().clone(),
+            query: &[],
+            body: Some(Bytes::from(body)),
+            scope,
+        };
+        self.run(call, &source, outgoing, decode_graphql::<Q::ResponseData>)
+            .await
+    }
+
+    /// One REST GET (Retently), `path` relative to the source's `base_url`.
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        call: &CallContext,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<T, CallError> {
+        let source = self.source(call)?;
+        let SourceSettings::Retently(settings) = &source.settings else {
+            return Err(fatal(
+                call,
+                "this source has no REST API (get_json is for Retently)".into(),
+            ));
+        };
+        let url = settings
+            .base_url
+            .join(path)
+            .map_err(|e| fatal(call, format!("bad path `{path}`: {e}")))?;
+        let outgoing = Outgoing {
+            method: reqwest::Method::GET,
+            url: url.url().clone(),
+            query,
+            body: None,
+            scope: &ScopeHeader::None,
+        };
+        self.run(call, &source, outgoing, |body: &[u8]| {
+            serde_json::from_slice::<T>(body).map_err(|e| classify::undecodable(&e, body))
+        })
+        .await
+    }
+
+    fn source(&self, call: &CallContext) -> Result<Arc<Source>, CallError> {
+        self.sources
+            .get(&call.source)
+            .cloned()
+            .ok_or_else(|| fatal(call, "no such source is configured".into()))
+    }
+
+    /// The attempt loop shared by GraphQL and REST: credential, slot, send, classify, and either
+    /// return, wait and retry, refresh once, or fail.
+    async fn run<T>(
+        &self,
+        call: &CallContext,
+        source: &Source,
+        outgoing: Outgoing<'_>,
+        decode: impl Fn(&[u8]) -> Result<T, Verdict>,
+    ) -> Result<T, CallError> {
+        let Some(auth) = &source.auth else {
+            return Err(fatal(
+                call,
+                "no credentials are configured for this source".into(),
+            ));
+        };
+        let max_attempts = self.options.max_attempts.max(1);
+        let mut refreshed = false;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            if let Some(until) = quota_spent_until(source) {
+                return Err(CallError::QuotaExhausted {
+                    source_name: call.source.clone(),
+                    dataset: call.dataset.clone(),
+                    until,
+                    message: "not sent: an earlier call was told the quota is spent".into(),
+                });
+            }
+            if call.deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(deadline(call, "before the call could be sent".into()));
+            }
+
+            let (verdict, credential) = match auth.credential().await {
+                Err(e) if e.is_retryable() => (
+                    Verdict::Retry {
+                        cause: e.to_string(),
+                        after: None,
+                    },
+                    None,
+                ),
+                Err(e) => {
+                    return Err(CallError::Unauthorized {
+                        source_name: call.source.clone(),
+                        dataset: call.dataset.clone(),
+                        message: e.to_string(),
+                    });
+                }
+                Ok(credential) => match self.attempt(call, source, &outgoing, &credential, &decode).await {
+                    Ok(value) => return Ok(value),
+                    Err(Attempt::Verdict(verdict)) => (verdict, Some(credential)),
+                    Err(Attempt::Deadline) => {
+                        return Err(deadline(call, "waiting for the rate limit would pass it".into()));
+                    }
+                },
+            };
+            let secrets = Secrets::new(credential.as_ref(), source.api_key.as_ref());
+
+            match verdict {
+                Verdict::Fatal { cause } => return Err(fatal(call, secrets.scrub(&cause))),
+                Verdict::QuotaExhausted { cause } => {
+                    let until = next_utc_midnight(Utc::now());
+                    *source.quota_spent_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(until);
+                    tracing::error!(source = %call.source, dataset = %call.dataset, until = %until,
+                        "The upstream's daily quota is spent; calls to this source fail until it resets.");
+                    return Err(CallError::QuotaExhausted {
+                        source_name: call.source.clone(),
+                        dataset: call.dataset.clone(),
+                        until,
+                        message: secrets.scrub(&cause),
+                    });
+                }
+                Verdict::RefreshAndRetryOnce { cause } => {
+                    let cause = secrets.scrub(&cause);
+                    if refreshed || attempt >= max_attempts {
+                        return Err(CallError::Unauthorized {
+                            source_name: call.source.clone(),
+                            dataset: call.dataset.clone(),
+                            message: format!("{cause} (also after renewing the token)"),
+                        });
+                    }
+                    refreshed = true;
+                    if let Some(credential) = &credential
+                        && let Err(e) = auth.rejected(credential).await
+                    {
+                        return Err(CallError::Unauthorized {
+                            source_name: call.source.clone(),
+                            dataset: call.dataset.clone(),
+                            message: format!("{cause}; renewing the token failed: {e}"),
+                        });
+                    }
+                    tracing::info!(source = %call.source, dataset = %call.dataset, cause = %cause,
+                        "Upstream refused the token; retrying once with a renewed one.");
+                    instruments::retry(&call.figures, &call.source);
+                }
+                Verdict::Retry { cause, after } => {
+                    let cause = secrets.scrub(&cause);
+                    if attempt >= max_attempts {
+                        return Err(CallError::RetriesExhausted {
+                            source_name: call.source.clone(),
+                            dataset: call.dataset.clone(),
+                            attempts: attempt,
+                            message: cause,
+                        });
+                    }
+                    let backoff = self.backoff(attempt);
+                    // A Retry-After holds back every caller of the source, not just this one; the
+                    // next `acquire` waits for it (and counts it as throttling).
+                    let wait = match after {
+                        Some(after) => {
+                            source.limiter.block_for(after);
+                            after.max(MIN_WAIT)
+                        }
+                        None => backoff,
+                    };
+                    if call.deadline.is_some_and(|d| Instant::now() + wait >= d) {
+                        return Err(deadline(call, format!("not retrying: {cause}")));
+                    }
+                    tracing::warn!(source = %call.source, dataset = %call.dataset, attempt, wait_ms = wait.as_millis() as u64,
+                        cause = %cause, "Upstream call failed; retrying.");
+                    instruments::retry(&call.figures, &call.source);
+                    if after.is_none() {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One attempt: a slot, the request, the whole answer, its headers fed to the limiter, and
+    /// either the decoded value or a verdict.
+    async fn attempt<T>(
+        &self,
+        call: &CallContext,
+        source: &Source,
+        outgoing: &Outgoing<'_>,
+        credential: &Credential,
+        decode: &impl Fn(&[u8]) -> Result<T, Verdict>,
+    ) -> Result<T, Attempt> {
+        let mut request = self
+            .http
+            .request(outgoing.method.clone(), outgoing.url.clone())
+            .header(ACCEPT, "application/json");
+        if !outgoing.query.is_empty() {
+            request = request.query(outgoing.query);
+        }
+        let mut authorization = HeaderValue::from_str(&credential.authorization()).map_err(|_| {
+            Attempt::Verdict(Verdict::Fatal {
+                cause: "the credential is not a valid header value".into(),
+            })
+        })?;
+        authorization.set_sensitive(true);
+        request = request.header(AUTHORIZATION, authorization);
+        if let Some(key) = &source.api_key {
+            let mut value = HeaderValue::from_str(key.expose_secret()).map_err(|_| {
+                Attempt::Verdict(Verdict::Fatal {
+                    cause: "the API key is not a valid header value".into(),
+                })
+            })?;
+            value.set_sensitive(true);
+            request = request.header("x-api-key", value);
+        }
+        match outgoing.scope {
+            ScopeHeader::None => {}
+            ScopeHeader::Company(id) => request = request.header("X-Company-ID", id.as_str()),
+            ScopeHeader::Location(id) => request = request.header("X-Location-ID", id.as_str()),
+        }
+        if let Some(body) = &outgoing.body {
+            request = request
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone());
+        }
+
+        let started = Instant::now();
+        let permit = source
+            .limiter
+            .acquire(call.deadline)
+            .await
+            .map_err(|_| Attempt::Deadline)?;
+        instruments::throttled(
+            &call.figures,
+            &call.source,
+            started.elapsed(),
+            &source.throttled_ms_total,
+        );
+
+        let answer = match request.send().await {
+            Ok(response) => {
+                let status = response.status();
+                let headers = RateHeaders::parse(response.headers(), Utc::now());
+                let body = response.bytes().await;
+                Ok((status, headers, body))
+            }
+            Err(e) => Err(e),
+        };
+        // The call has ended for the limiter once the answer is in (or failed).
+        drop(permit);
+
+        let (status, rate, body) = match answer {
+            Ok((status, rate, Ok(body))) => (status, rate, body),
+            Ok((status, rate, Err(e))) => {
+                source.limiter.observe(&rate);
+                let verdict = classify::transport(&e);
+                instruments::call(
+                    &call.figures,
+                    &call.source,
+                    instruments::status_class(Some(status.as_u16())),
+                    verdict.outcome(),
+                    0,
+                );
+                return Err(Attempt::Verdict(verdict));
+            }
+            Err(e) => {
+                let verdict = classify::transport(&e);
+                instruments::call(
+                    &call.figures,
+                    &call.source,
+                    instruments::status_class(None),
+                    verdict.outcome(),
+                    0,
+                );
+                return Err(Attempt::Verdict(verdict));
+            }
+        };
+        source.limiter.observe(&rate);
+        let status_label = instruments::status_class(Some(status.as_u16()));
+        let result = if status.is_success() {
+            decode(&body)
+        } else {
+            Err(classify::status(status, rate.retry_after, &body))
+        };
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(verdict) => verdict.outcome(),
+        };
+        instruments::call(&call.figures, &call.source, status_label, outcome, body.len());
+        result.map_err(Attempt::Verdict)
+    }
+
+    /// Exponential backoff with jitter: `base × 2^(attempt-1)`, capped, minus up to half of it
+    /// at random so that callers failing together do not retry together.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exponent = attempt.saturating_sub(1).min(20);
+        let full = self
+            .options
+            .backoff_base
+            .saturating_mul(1u32 << exponent)
+            .min(self.options.backoff_max);
+        let jitter = rand::rng().random_range(0.0..=0.5);
+        full.mul_f64(1.0 - jitter).max(MIN_WAIT.min(full))
+    }
+}
+
+/// How one attempt ended without a value.
+enum Attempt {
+    Verdict(Verdict),
+    /// The rate limit would not give a slot before the run's deadline.
+    Deadline,
+}
+
+/// GraphQL answer body in any vendor's dialect (see [`classify::GraphqlError`]).
+#[derive(Deserialize)]
+struct GraphqlBody {
+    #[serde(default)]
+    data: Option<serde_json::Value>,
+    #[serde(default)]
+    errors: Option<Vec<GraphqlError>>,
+}
+
+fn decode_graphql<T: DeserializeOwned>(body: &[u8]) -> Result<GraphqlOutcome<T>, Verdict> {
+    let parsed: GraphqlBody = serde_json::from_slice(body).map_err(|e| classify::undecodable(&e, body))?;
+    let data = parsed.data.filter(|d| !d.is_null());
+    let mut warnings = Vec::new();
+    if let Some(errors) = parsed.errors.filter(|e| !e.is_empty()) {
+        match classify::graphql(&errors, data.is_some()) {
+            GraphqlClass::Partial { warnings: w } => warnings = w,
+            GraphqlClass::Failed(verdict) => return Err(verdict),
+        }
+    }
+    let Some(data) = data else {
+        return Err(Verdict::Retry {
+            cause: "the answer has neither data nor errors".into(),
+            after: None,
+        });
+    };
+    let data = serde_json::from_value::<T>(data).map_err(|e| Verdict::Fatal {
+        cause: format!("the data does not match the query's types: {e}"),
+    })?;
+    Ok(GraphqlOutcome { data, warnings })
+}
+
+fn graphql_endpoint(settings: &SourceSettings, service: Service) -> Option<&HttpUrl> {
+    match (settings, service) {
+        (SourceSettings::Retarus(s), Service::Default) => Some(&s.graphql_url),
+        (SourceSettings::Roubler(s), Service::Default) => Some(&s.graphql_url),
+        (SourceSettings::Altrata(s), Service::AltrataEvents) => Some(&s.events_url),
+        (SourceSettings::Altrata(s), Service::AltrataProfile) => Some(&s.profile_url),
+        _ => None,
+    }
+}
+
+fn quota_spent_until(source: &Source) -> Option<DateTime<Utc>> {
+    let mut guard = source.quota_spent_until.lock().unwrap_or_else(|e| e.into_inner());
+    match *guard {
+        Some(until) if Utc::now() < until => Some(until),
+        Some(_) => {
+            *guard = None;
+            None
+        }
+        None => None,
+    }
+}
+
+/// Daily quotas reset at midnight UTC.
+fn next_utc_midnight(now: DateTime<Utc>) -> DateTime<Utc> {
+    let tomorrow = now.date_naive() + chrono::Days::new(1);
+    tomorrow.and_time(chrono::NaiveTime::MIN).and_utc()
+}
+
+fn fatal(call: &CallContext, message: String) -> CallError {
+    CallError::Fatal {
+        source_name: call.source.clone(),
+        dataset: call.dataset.clone(),
+        message,
+    }
+}
+
+fn deadline(call: &CallContext, message: String) -> CallError {
+    CallError::DeadlineExceeded {
+        source_name: call.source.clone(),
+        dataset: call.dataset.clone(),
+        message,
+    }
+}
+
+/// The secret values of one attempt, to scrub from anything an answer could echo back.
+struct Secrets<'a> {
+    values: Vec<&'a str>,
+}
+
+impl<'a> Secrets<'a> {
+    fn new(credential: Option<&'a Credential>, api_key: Option<&'a SecretString>) -> Secrets<'a> {
+        let mut values = Vec::new();
+        if let Some(Credential::Bearer(token) | Credential::ApiKey(token)) = credential {
+            values.push(token.secret());
+        }
+        if let Some(key) = api_key {
+            values.push(key.expose_secret());
+        }
+        // An empty or tiny "secret" would scrub ordinary words; nothing real is that short.
+        values.retain(|v| v.len() >= 6);
+        Secrets { values }
+    }
+
+    fn scrub(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for value in &self.values {
+            if text.contains(value) {
+                text = text.replace(value, "[redacted]");
+            }
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::AccessToken;
+
+    #[test]
+    fn secrets_echoed_by_an_upstream_are_scrubbed() {
+        let credential = Credential::Bearer(AccessToken::new("ory_at_secret-token-value"));
+        let key = SecretString::from("altrata-api-key-value".to_owned());
+        let secrets = Secrets::new(Some(&credential), Some(&key));
+        let scrubbed =
+            secrets.scrub("HTTP 400: bad header Bearer ory_at_secret-token-value with altrata-api-key-value");
+        assert_eq!(scrubbed, "HTTP 400: bad header Bearer [redacted] with [redacted]");
+    }
+
+    #[test]
+    fn quotas_reset_at_the_next_utc_midnight() {
+        let now = DateTime::parse_from_rfc3339("2025-03-30T23:59:59+00:00")
+            .expect("valid")
+            .with_timezone(&Utc);
+        assert_eq!(next_utc_midnight(now).to_rfc3339(), "2025-03-31T00:00:00+00:00");
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_with_jitter_and_a_cap() {
+        let executor = Executor::with_options(
+            Arc::new(Settings::default()),
+            AuthRegistry::new(),
+            ExecutorOptions::default(),
+        )
+        .expect("client builds");
+        for attempt in 1..=10 {
+            let full = BACKOFF_BASE.saturating_mul(1 << (attempt - 1)).min(BACKOFF_MAX);
+            let wait = executor.backoff(attempt);
+            assert!(wait <= full && wait >= full / 2, "attempt {attempt}: {wait:?}");
+        }
+    }
+
+    #[test]
+    fn errors_name_source_dataset_and_cause() {
+        let call = CallContext::new("altrata", "events");
+        let error = fatal(&call, "HTTP 403: Forbidden".into());
+        assert_eq!(error.to_string(), "altrata.events: HTTP 403: Forbidden");
+    }
+}

@@ -1,0 +1,147 @@
+//! Which time range a run covers: incremental from the watermark (minus a lookback), a trailing
+//! period, a snapshot, or an explicit backfill range — bounded by the vendor's history limit and
+//! ending a few minutes in the past so only closed windows are read.
+
+use chrono::{DateTime, Duration, DurationRound, NaiveDate, TimeDelta, Utc};
+
+use crate::config::{JobSettings, SourceKind, WindowPolicyName};
+use crate::datasets::DatasetInfo;
+
+/// How far back each vendor keeps data (Retarus documents 90 days; others are generous).
+pub fn history_limit(kind: SourceKind) -> Duration {
+    match kind {
+        // A day short of the documented 90, so a window never starts outside the limit by the
+        // time the request arrives.
+        SourceKind::Retarus => Duration::days(89),
+        _ => Duration::days(3650),
+    }
+}
+
+/// Where a first incremental run starts when the job sets no `start`.
+fn default_first_run(kind: SourceKind) -> Duration {
+    match kind {
+        SourceKind::Retarus => Duration::days(89),
+        _ => Duration::days(30),
+    }
+}
+
+/// Only closed windows are read: offset paging over a window still receiving records can skip
+/// or repeat rows (see `shared/upstreams/README.md`).
+pub const CLOSED_DELAY: TimeDelta = TimeDelta::minutes(5);
+
+/// The overall range a run of `job` covers now, or `None` for snapshots. Datasets then split it
+/// into the vendor's legal window sizes.
+pub fn run_range(
+    job: &JobSettings,
+    dataset: &DatasetInfo,
+    watermark: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let policy = job.window.unwrap_or(dataset.default_window);
+    let end = now - CLOSED_DELAY;
+    let floor = now - history_limit(dataset.kind);
+    let start = match policy {
+        WindowPolicyName::Snapshot => return None,
+        WindowPolicyName::Trailing => now - Duration::days(i64::from(job.trailing_days.unwrap_or(1))),
+        WindowPolicyName::Incremental => match watermark {
+            Some(mark) => mark - Duration::minutes(i64::from(job.lookback_minutes)),
+            None => job
+                .start
+                .map(midnight)
+                .unwrap_or_else(|| now - default_first_run(dataset.kind)),
+        },
+    };
+    let start = start.max(floor);
+    let (start, end) = align(dataset, start, end);
+    (start < end).then_some((start, end))
+}
+
+/// A backfill `[from, to)` in UTC dates, bounded by the vendor's history limit and closed windows.
+pub fn backfill_range(
+    dataset: &DatasetInfo,
+    from: NaiveDate,
+    to: NaiveDate,
+    now: DateTime<Utc>,
+) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let start = midnight(from).max(now - history_limit(dataset.kind));
+    let end = midnight(to).min(now - CLOSED_DELAY);
+    let (start, end) = align(dataset, start, end);
+    (start < end).then_some((start, end))
+}
+
+/// Daily datasets (local-day sales) work on whole days: start at a UTC midnight, end at the next.
+/// Others are aligned to the minute so repeated runs produce identical windows.
+fn align(dataset: &DatasetInfo, start: DateTime<Utc>, end: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    if dataset.name == "location_sales" {
+        let day = TimeDelta::days(1);
+        let start = start.duration_trunc(day).unwrap_or(start);
+        let end_floor = end.duration_trunc(day).unwrap_or(end);
+        let end = if end_floor == end { end } else { end_floor + day };
+        (start, end)
+    } else {
+        let minute = TimeDelta::minutes(1);
+        (
+            start.duration_trunc(minute).unwrap_or(start),
+            end.duration_trunc(minute).unwrap_or(end),
+        )
+    }
+}
+
+fn midnight(date: NaiveDate) -> DateTime<Utc> {
+    date.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{CronSchedule, Scope, TimeZone};
+    use crate::datasets;
+    use chrono::TimeZone as _;
+
+    fn job(window: Option<WindowPolicyName>) -> JobSettings {
+        JobSettings {
+            source: "s".into(),
+            dataset: "d".into(),
+            schedule: CronSchedule::parse("0 0 * * * *").unwrap(),
+            time_zone: TimeZone::default(),
+            scope: Scope::All,
+            window,
+            lookback_minutes: 60,
+            trailing_days: Some(7),
+            start: None,
+            enabled: true,
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 23, 12, 34, 56).unwrap()
+    }
+
+    #[test]
+    fn an_incremental_run_starts_a_lookback_before_the_watermark_and_ends_in_the_past() {
+        let fax = datasets::find(SourceKind::Retarus, "fax_out_udr").unwrap();
+        let mark = Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap();
+        let (start, end) = run_range(&job(None), fax, Some(mark), now()).unwrap();
+        assert_eq!(start, Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap());
+        assert_eq!(end, Utc.with_ymd_and_hms(2026, 11, 23, 12, 29, 0).unwrap());
+    }
+
+    #[test]
+    fn a_first_retarus_run_never_reaches_past_the_history_limit() {
+        let fax = datasets::find(SourceKind::Retarus, "fax_out_udr").unwrap();
+        let mut job = job(None);
+        job.start = NaiveDate::from_ymd_opt(2026, 1, 1);
+        let (start, _) = run_range(&job, fax, None, now()).unwrap();
+        assert!(now() - start <= Duration::days(89), "{start}");
+    }
+
+    #[test]
+    fn snapshots_have_no_range_and_sales_use_whole_utc_days() {
+        let locations = datasets::find(SourceKind::Roubler, "locations").unwrap();
+        assert!(run_range(&job(None), locations, None, now()).is_none());
+        let sales = datasets::find(SourceKind::Roubler, "location_sales").unwrap();
+        let (start, end) = run_range(&job(Some(WindowPolicyName::Trailing)), sales, None, now()).unwrap();
+        assert_eq!(start, Utc.with_ymd_and_hms(2026, 11, 16, 0, 0, 0).unwrap());
+        assert_eq!(end, Utc.with_ymd_and_hms(2026, 11, 24, 0, 0, 0).unwrap());
+    }
+}

@@ -1,0 +1,264 @@
+//! `reporting-etl run`: the long-running service. Schedules every enabled job, serves
+//! `/healthz`, `/readyz` and `/metrics`, and shuts down gracefully on SIGTERM/SIGINT.
+//!
+//! Scheduling uses tokio-cron-scheduler as the timer, but computes every fire time itself
+//! ([`crate::jobs::schedule::next_fire`]) in the job's time zone and schedules one one-shot job
+//! per fire: tokio-cron-scheduler would freeze a zone into a fixed offset at creation and fire
+//! an hour off after a DST change. The next fire is scheduled before the current one runs, so a
+//! slow run never delays its schedule; a fire during a run is recorded as `skipped`.
+//!
+//! Shutdown: no new runs start; running windows get `server.shutdown_grace_secs` to commit;
+//! then they are dropped (their transactions roll back) and recorded as `interrupted`.
+
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use sqlx::PgPool;
+use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cli::run::Engine;
+use crate::config::Settings;
+use crate::jobs::runner::Runner;
+use crate::jobs::schedule::next_fire;
+use crate::store::runs::Trigger;
+
+/// What every scheduled fire needs (shared by all jobs' timers).
+#[derive(Clone)]
+struct Fire {
+    runner: Arc<Runner>,
+    settings: Arc<Settings>,
+    /// Cancelled at shutdown: no new runs, and running jobs stop between windows.
+    stopping: CancellationToken,
+    /// Cancelled when the grace period is over: running windows are dropped (rolled back).
+    abort: CancellationToken,
+    /// Every running job task, so shutdown can wait for them.
+    tasks: TaskTracker,
+}
+
+/// Runs the service until SIGTERM or SIGINT.
+pub async fn run(settings: Settings) -> Result<ExitCode> {
+    let metrics = install_metrics();
+    let settings = Arc::new(settings);
+    let engine = Engine::start(settings.clone(), "run").await?;
+    let context = Fire {
+        runner: engine.runner.clone(),
+        settings: settings.clone(),
+        stopping: CancellationToken::new(),
+        abort: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+    };
+
+    let http = serve_http(
+        settings.server.listen,
+        engine.store.pool().clone(),
+        metrics,
+        context.stopping.clone(),
+    )
+    .await?;
+    let mut scheduler = JobScheduler::new().await.context("creating the scheduler")?;
+    let now = Utc::now();
+    let mut scheduled = 0;
+    for (name, job) in settings.jobs.iter().filter(|(_, job)| job.enabled) {
+        schedule_next(scheduler.clone(), context.clone(), name.clone(), now).await?;
+        if let Some(next) = next_fire(&job.schedule, job.time_zone, now) {
+            tracing::info!(job = %name, next = %next, time_zone = %job.time_zone, "Scheduled.");
+        }
+        scheduled += 1;
+    }
+    scheduler.start().await.context("starting the scheduler")?;
+    tracing::info!(jobs = scheduled, listen = %settings.server.listen, "Service running.");
+
+    wait_for_signal().await;
+    tracing::info!("Shutting down: no new runs; waiting for running windows to commit.");
+    context.stopping.cancel();
+    let _ = scheduler.shutdown().await;
+    context.tasks.close();
+    let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
+    if tokio::time::timeout(grace, context.tasks.wait()).await.is_err() {
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "Grace period over: rolling back running windows."
+        );
+        context.abort.cancel();
+        context.tasks.wait().await;
+    }
+    let interrupted = interrupt_running(engine.store.pool(), engine.store.instance().id()).await?;
+    if interrupted > 0 {
+        tracing::warn!(runs = interrupted, "Recorded unfinished runs as interrupted.");
+    }
+    http.abort();
+    engine.store.close().await?;
+    tracing::info!("Stopped.");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Adds a one-shot job for the first fire of `job` after `after`; when it fires it schedules
+/// the following one, then runs the job.
+fn schedule_next(
+    scheduler: JobScheduler,
+    context: Fire,
+    job: String,
+    after: DateTime<Utc>,
+) -> Pin<Box<dyn Future<Output = Result<()>> + Send>> {
+    Box::pin(async move {
+        let Some(settings) = context.settings.jobs.get(&job) else {
+            return Ok(());
+        };
+        let Some(fire_at) = next_fire(&settings.schedule, settings.time_zone, after) else {
+            return Ok(());
+        };
+        let delay = (fire_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        let instant = std::time::Instant::now() + delay;
+        let timer_scheduler = scheduler.clone();
+        let one_shot = Job::new_one_shot_at_instant_async(instant, move |_, _| {
+            let scheduler = timer_scheduler.clone();
+            let context = context.clone();
+            let job = job.clone();
+            Box::pin(async move {
+                if context.stopping.is_cancelled() {
+                    return;
+                }
+                if let Err(error) = schedule_next(scheduler, context.clone(), job.clone(), fire_at).await {
+                    tracing::error!(job = %job, error = %format!("{error:#}"), "Could not schedule the next run.");
+                }
+                let task_context = context.clone();
+                context.tasks.spawn(async move {
+                    let runner = task_context.runner.clone();
+                    tokio::select! {
+                        reports = runner.run_job(&job, Trigger::Schedule, None, &task_context.stopping) => {
+                            let failed = reports.iter().filter(|r| r.error.is_some() && r.rows == 0).count();
+                            tracing::debug!(job = %job, windows = reports.len(), failed, "Scheduled run finished.");
+                        }
+                        () = task_context.abort.cancelled() => {
+                            tracing::warn!(job = %job, "Run dropped at shutdown; its window rolled back.");
+                        }
+                    }
+                });
+            })
+        })
+        .context("creating a timer")?;
+        scheduler.add(one_shot).await.context("adding a timer")?;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Marks this process's unfinished runs `interrupted` (their transactions rolled back).
+async fn interrupt_running(pool: &PgPool, instance: uuid::Uuid) -> Result<u64> {
+    let result = sqlx::query(
+        "UPDATE etl.runs SET status = 'interrupted', finished_at = now(),
+                error = 'interrupted: the service shut down before the window committed; nothing of it was written'
+         WHERE instance_id = $1 AND status = 'running'",
+    )
+    .bind(instance)
+    .execute(pool)
+    .await
+    .context("recording interrupted runs")?;
+    Ok(result.rows_affected())
+}
+
+/// Installs the Prometheus recorder (once per process) and returns its handle.
+pub fn install_metrics() -> Option<PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .clone()
+}
+
+#[derive(Clone)]
+struct HttpState {
+    pool: PgPool,
+    metrics: Option<PrometheusHandle>,
+}
+
+async fn serve_http(
+    listen: std::net::SocketAddr,
+    pool: PgPool,
+    metrics: Option<PrometheusHandle>,
+    stopping: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(HttpState { pool, metrics });
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen} (server.listen)"))?;
+    Ok(tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stopping.cancelled().await })
+            .await;
+    }))
+}
+
+/// Ready when the database answers and no source waits for a person to re-authorise it.
+async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
+    let broken: Result<Vec<(String,)>, _> =
+        sqlx::query_as("SELECT source FROM etl.tokens WHERE status = 'reauthorize' ORDER BY source")
+            .fetch_all(&state.pool)
+            .await;
+    match broken {
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the database is unreachable\n".to_owned(),
+        ),
+        Ok(rows) if !rows.is_empty() => {
+            let names: Vec<String> = rows.into_iter().map(|(name,)| name).collect();
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "not ready: re-authorise {} with `reporting-etl auth login`\n",
+                    names.join(", ")
+                ),
+            )
+        }
+        Ok(_) => (StatusCode::OK, "ready\n".to_owned()),
+    }
+}
+
+async fn metrics_text(State(state): State<HttpState>) -> impl IntoResponse {
+    match &state.metrics {
+        Some(handle) => (
+            StatusCode::OK,
+            [("content-type", "text/plain; version=0.0.4")],
+            handle.render(),
+        ),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("content-type", "text/plain; version=0.0.4")],
+            "# metrics recorder not installed\n".to_owned(),
+        ),
+    }
+}

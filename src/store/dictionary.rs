@@ -1,0 +1,72 @@
+//! The analysts' data dictionary, generated from the live database: every table and view of the
+//! service's schemas with its columns, types, keys and comments, as Markdown.
+//!
+//! `docs/data-dictionary.md` is this output; a test regenerates it from a freshly migrated
+//! database and fails when it differs, so a migration cannot change a table silently.
+
+use std::fmt::Write;
+
+use anyhow::{Context, Result};
+use sqlx::PgPool;
+
+/// The schemas documented, in order.
+pub const SCHEMAS: &[&str] = &["etl", "retarus", "roubler", "altrata", "retently"];
+
+/// The dictionary as Markdown.
+pub async fn generate(pool: &PgPool) -> Result<String> {
+    let tables: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT n.nspname::text, c.relname::text,
+                CASE c.relkind WHEN 'v' THEN 'view' ELSE 'table' END,
+                obj_description(c.oid, 'pg_class')
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = ANY($1) AND c.relkind IN ('r', 'v', 'p')
+         ORDER BY array_position($1, n.nspname::text), c.relname",
+    )
+    .bind(SCHEMAS)
+    .fetch_all(pool)
+    .await
+    .context("listing tables")?;
+    let mut out = String::from(
+        "# Data dictionary\n\nGenerated from the database by `cargo test --test dictionary` \
+         (set `UPDATE_DATA_DICTIONARY=1` to rewrite it). Do not edit by hand.\n",
+    );
+    let mut current_schema = String::new();
+    for (schema, table, kind, comment) in tables {
+        if schema != current_schema {
+            let _ = write!(out, "\n## Schema `{schema}`\n");
+            current_schema = schema.clone();
+        }
+        let _ = write!(
+            out,
+            "\n### `{schema}.{table}` ({kind})\n\n{}\n\n",
+            comment.unwrap_or_default()
+        );
+        let columns: Vec<(String, String, bool, bool, Option<String>)> = sqlx::query_as(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,
+                    COALESCE(a.attnum = ANY(i.indkey), false),
+                    col_description(c.oid, a.attnum)
+             FROM pg_class c
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+             LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
+             WHERE n.nspname = $1 AND c.relname = $2
+             ORDER BY a.attnum",
+        )
+        .bind(&schema)
+        .bind(&table)
+        .fetch_all(pool)
+        .await
+        .with_context(|| format!("listing columns of {schema}.{table}"))?;
+        out.push_str("| column | type | null | key | meaning |\n|---|---|---|---|---|\n");
+        for (name, data_type, nullable, key, comment) in columns {
+            let _ = writeln!(
+                out,
+                "| `{name}` | {data_type} | {} | {} | {} |",
+                if nullable { "yes" } else { "no" },
+                if key { "PK" } else { "" },
+                comment.unwrap_or_default().replace('|', "\\|").replace('\n', " ")
+            );
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,300 @@
+//! The service as ops run it: the real binary as a subprocess against the sandbox and
+//! PostgreSQL — scheduled runs, no overlaps, two replicas, SIGTERM, `--once` backfills and
+//! `/metrics`.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use sandbox::{Sandbox, SandboxOptions};
+use support::TestDb;
+
+/// Writes `text` to a config file the subprocess reads.
+fn config_file(text: &str) -> tempfile::NamedTempFile {
+    support::load_config(text).1
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+const EVERY_TWO_SECONDS: &str = "*/2 * * * * *";
+
+fn fax_job(schedule: &str) -> String {
+    format!(
+        "\n[jobs.fax]\nsource = \"retarus\"\ndataset = \"fax_out_udr\"\nschedule = \"{schedule}\"\nscope = \"all\"\nlookback_minutes = 0\n"
+    )
+}
+
+fn server_section(port: u16) -> String {
+    format!("\n[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_grace_secs = 10\n")
+}
+
+async fn runs_by_status(db: &TestDb, job: &str) -> Vec<(String, i64)> {
+    sqlx::query_as("SELECT status, count(*) FROM etl.runs WHERE job = $1 GROUP BY 1 ORDER BY 1")
+        .bind(job)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+}
+
+fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("running") as i32;
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scheduled_service_runs_its_job_repeatedly_and_stops_cleanly_on_sigterm() {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let db = TestDb::new().await;
+    let port = free_port();
+    let extra = format!("{}{}", fax_job(EVERY_TWO_SECONDS), server_section(port));
+    let file = config_file(&support::sandbox_config(&sandbox, &db.url, &extra));
+    let mut child = tokio::process::Command::from(support::binary())
+        .args(["run", "--config"])
+        .arg(file.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(9)).await;
+
+    let health = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    sigterm(&child);
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("exits within the grace period")
+        .unwrap();
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr)
+        .await
+        .unwrap();
+    assert!(status.success(), "{stderr}");
+
+    let runs = runs_by_status(&db, "fax").await;
+    let succeeded = runs.iter().find(|(s, _)| s == "succeeded").map_or(0, |(_, n)| *n);
+    assert!(
+        succeeded >= 3,
+        "expected several scheduled runs: {runs:?}\n{stderr}"
+    );
+    assert!(runs.iter().all(|(s, _)| s != "running"), "{runs:?}");
+    // Every record the sandbox has for the loaded span is in the table exactly once.
+    let (first, last): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+        "SELECT min(window_start), max(window_end) FROM etl.runs WHERE job = 'fax' AND status = 'succeeded'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let expected = sandbox
+        .retarus
+        .records(sandbox::retarus::RetarusReport::FaxOut, "99999", first, last)
+        .len()
+        + sandbox
+            .retarus
+            .records(sandbox::retarus::RetarusReport::FaxOut, "88888", first, last)
+            .len();
+    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM retarus.fax_out_udr")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows as usize, expected);
+    // /metrics parses as Prometheus text and counts the runs it had seen.
+    let runs_line = metrics
+        .lines()
+        .find(|l| l.starts_with("reporting_etl_runs_total") && l.contains("outcome=\"succeeded\""))
+        .unwrap_or_else(|| panic!("no run counter in:\n{metrics}"));
+    let counted: f64 = runs_line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(counted >= 1.0, "{runs_line}");
+    for line in metrics.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let value = line.rsplit(' ').next().unwrap();
+        assert!(value.parse::<f64>().is_ok(), "not Prometheus text: {line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_service_processes_on_one_database_load_each_window_once() {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let db = TestDb::new().await;
+    let mut children = Vec::new();
+    let mut files = Vec::new();
+    for _ in 0..2 {
+        let extra = format!("{}{}", fax_job(EVERY_TWO_SECONDS), server_section(free_port()));
+        let file = config_file(&support::sandbox_config(&sandbox, &db.url, &extra));
+        children.push(
+            tokio::process::Command::from(support::binary())
+                .args(["run", "--config"])
+                .arg(file.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        files.push(file);
+    }
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    for child in &children {
+        sigterm(child);
+    }
+    for child in &mut children {
+        let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success());
+    }
+    // The same window is never loaded twice: succeeded runs have distinct windows per scope.
+    let duplicates: Vec<(String, chrono::DateTime<chrono::Utc>, i64)> = sqlx::query_as(
+        "SELECT scope, window_start, count(*) FROM etl.runs
+         WHERE job = 'fax' AND status = 'succeeded'
+         GROUP BY 1, 2 HAVING count(*) > 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert!(duplicates.is_empty(), "windows loaded twice: {duplicates:?}");
+    let runs = runs_by_status(&db, "fax").await;
+    assert!(runs.iter().any(|(s, n)| s == "succeeded" && *n >= 2), "{runs:?}");
+    assert!(
+        runs.iter().any(|(s, _)| s == "skipped"),
+        "the second replica skipped fires the first held: {runs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backfill_killed_half_way_resumes_and_ends_identical_to_an_uninterrupted_one() {
+    let sandbox = Sandbox::start(SandboxOptions {
+        records_per_day: 40,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let today = chrono::Utc::now().date_naive();
+    let from = (today - chrono::Duration::days(200)).to_string();
+    let to = today.to_string();
+
+    // Uninterrupted reference run.
+    let reference = TestDb::new().await;
+    let file = config_file(&support::sandbox_config(
+        &sandbox,
+        &reference.url,
+        &fax_job("0 0 0 * * *"),
+    ));
+    let output = support::binary()
+        .args([
+            "run", "--once", "--job", "fax", "--from", &from, "--to", &to, "--config",
+        ])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("window(s)") && stdout.contains("succeeded"),
+        "no summary: {stdout}"
+    );
+
+    // Killed run, then resumed.
+    let db = TestDb::new().await;
+    let file = config_file(&support::sandbox_config(
+        &sandbox,
+        &db.url,
+        &fax_job("0 0 0 * * *"),
+    ));
+    sandbox.retarus.faults.set(sandbox::faults::FaultPlan {
+        latency: Duration::from_millis(150),
+        ..Default::default()
+    });
+    let mut child = tokio::process::Command::from(support::binary())
+        .args([
+            "run", "--once", "--job", "fax", "--from", &from, "--to", &to, "--config",
+        ])
+        .arg(file.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until some windows are in, then kill.
+    for _ in 0..100 {
+        let (done,): (i64,) = sqlx::query_as("SELECT count(*) FROM etl.runs WHERE status = 'succeeded'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        if done >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    sandbox.retarus.faults.clear();
+    let (partial,): (i64,) = sqlx::query_as("SELECT count(*) FROM retarus.fax_out_udr")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+
+    let resumed = support::binary()
+        .args([
+            "run", "--once", "--job", "fax", "--from", &from, "--to", &to, "--config",
+        ])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let table = |pool: sqlx::PgPool| async move {
+        // Every column but the load bookkeeping (_run_id, _loaded_at) differs in no row.
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT md5((to_jsonb(t) - '_run_id' - '_loaded_at')::text) FROM retarus.fax_out_udr t ORDER BY 1",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        rows.into_iter().map(|(hash,)| hash).collect::<Vec<_>>()
+    };
+    let expected = table(reference.pool.clone()).await;
+    let got = table(db.pool.clone()).await;
+    println!(
+        "backfill: {} rows in total, {} present when killed",
+        expected.len(),
+        partial
+    );
+    assert!(!expected.is_empty());
+    assert_eq!(
+        got, expected,
+        "the resumed backfill differs from the uninterrupted one"
+    );
+    let (interrupted,): (i64,) = sqlx::query_as("SELECT count(*) FROM etl.runs WHERE status = 'interrupted'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(interrupted <= 1, "{interrupted}");
+}
