@@ -39,7 +39,7 @@ pub fn run_range(
 ) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
     let policy = job.window.unwrap_or(dataset.default_window);
     let end = now - CLOSED_DELAY;
-    let floor = now - history_limit(dataset.kind);
+    let floor = ceil_minute(now - history_limit(dataset.kind));
     let start = match policy {
         WindowPolicyName::Snapshot => return None,
         WindowPolicyName::Trailing => now - Duration::days(i64::from(job.trailing_days.unwrap_or(1))),
@@ -63,7 +63,7 @@ pub fn backfill_range(
     to: NaiveDate,
     now: DateTime<Utc>,
 ) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
-    let start = midnight(from).max(now - history_limit(dataset.kind));
+    let start = midnight(from).max(ceil_minute(now - history_limit(dataset.kind)));
     let end = midnight(to).min(now - CLOSED_DELAY);
     let (start, end) = align(dataset, start, end);
     (start < end).then_some((start, end))
@@ -85,6 +85,13 @@ fn align(dataset: &DatasetInfo, start: DateTime<Utc>, end: DateTime<Utc>) -> (Da
             end.duration_trunc(minute).unwrap_or(end),
         )
     }
+}
+
+/// The limit rounded up, so aligning a window's start to the minute never crosses it.
+fn ceil_minute(at: DateTime<Utc>) -> DateTime<Utc> {
+    let minute = TimeDelta::minutes(1);
+    let floor = at.duration_trunc(minute).unwrap_or(at);
+    if floor == at { at } else { floor + minute }
 }
 
 fn midnight(date: NaiveDate) -> DateTime<Utc> {
