@@ -298,3 +298,103 @@ async fn a_backfill_killed_half_way_resumes_and_ends_identical_to_an_uninterrupt
         .unwrap();
     assert!(interrupted <= 1, "{interrupted}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_during_a_slow_extraction_rolls_the_window_back_and_the_next_once_completes_it() {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let db = TestDb::new().await;
+    let port = free_port();
+    let extra = format!(
+        "{}\n[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_grace_secs = 1\n",
+        fax_job(EVERY_TWO_SECONDS)
+    );
+    let file = config_file(&support::sandbox_config(&sandbox, &db.url, &extra));
+    // Every upstream answer takes 4 s: the first window is still loading when SIGTERM arrives.
+    sandbox.retarus.faults.set(sandbox::faults::FaultPlan {
+        latency: Duration::from_secs(4),
+        ..Default::default()
+    });
+    let mut child = tokio::process::Command::from(support::binary())
+        .args(["run", "--config"])
+        .arg(file.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first window to start.
+    for _ in 0..100 {
+        let (running,): (i64,) = sqlx::query_as("SELECT count(*) FROM etl.runs WHERE status = 'running'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap_or((0,));
+        if running > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let signalled = std::time::Instant::now();
+    sigterm(&child);
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    let stopped_after = signalled.elapsed();
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr)
+        .await
+        .unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stopped_after < Duration::from_secs(4),
+        "took {stopped_after:?} for a 1 s grace period"
+    );
+    let runs = runs_by_status(&db, "fax").await;
+    assert!(runs.iter().any(|(s, _)| s == "interrupted"), "{runs:?}\n{stderr}");
+    assert!(
+        runs.iter().all(|(s, _)| s != "running" && s != "succeeded"),
+        "{runs:?}"
+    );
+    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM retarus.fax_out_udr")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "no partial window is visible");
+
+    sandbox.retarus.faults.clear();
+    let once = support::binary()
+        .args(["run", "--once", "--config"])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(once.status.success(), "{}", String::from_utf8_lossy(&once.stderr));
+    let (first, last): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+        "SELECT min(window_start), max(window_end) FROM etl.runs WHERE job = 'fax' AND status = 'succeeded'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let expected: usize = ["99999", "88888"]
+        .iter()
+        .map(|customer| {
+            sandbox
+                .retarus
+                .records(sandbox::retarus::RetarusReport::FaxOut, customer, first, last)
+                .len()
+        })
+        .sum();
+    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM retarus.fax_out_udr")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows as usize, expected);
+    let jobs = support::binary()
+        .args(["jobs", "--config"])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    let jobs = String::from_utf8_lossy(&jobs.stdout);
+    assert!(
+        jobs.contains("succeeded at"),
+        "jobs shows the last outcome:\n{jobs}"
+    );
+}

@@ -4,6 +4,7 @@
 //! failed (e.g. a window failed), 2 the configuration or the arguments are invalid.
 
 pub(crate) mod run;
+pub mod schema;
 pub(crate) mod table;
 
 use std::path::PathBuf;
@@ -63,6 +64,17 @@ pub enum Command {
     /// Authorise sources and inspect their tokens.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Work with the vendors' GraphQL schemas (the files the typed queries are checked against).
+    #[command(subcommand)]
+    Schema(SchemaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// Fetch a source's GraphQL schema by introspection (authenticated, rate-limited, retried
+    /// like every call) and write it as SDL, by default to schemas/<kind>.graphql; rebuild
+    /// afterwards to type-check every query against it.
+    Pull(schema::PullArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,10 +155,14 @@ async fn run_command(command: Command, settings: Settings) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Jobs => {
-            print!("{}", jobs_table(&settings));
+            let store = Store::open(&settings.database, "jobs").await?;
+            let last = runs::last_outcomes(store.pool()).await?;
+            store.close().await?;
+            print!("{}", jobs_table(&settings, &last));
             Ok(ExitCode::SUCCESS)
         }
         Command::Auth(command) => auth_command(command, settings).await,
+        Command::Schema(SchemaCommand::Pull(args)) => schema::pull(args, settings).await,
         #[cfg(feature = "sandbox")]
         Command::Demo => crate::demo::run(settings).await,
         #[cfg(not(feature = "sandbox"))]
@@ -273,7 +289,7 @@ pub fn check_summary(settings: &Settings) -> String {
     out.push_str(&format!(
         "Jobs ({}):\n{}",
         settings.jobs.len(),
-        jobs_table(settings)
+        jobs_table(settings, &Default::default())
     ));
     let database = if settings.database.url.is_some() {
         "database.url (configured)".to_owned()
@@ -284,7 +300,8 @@ pub fn check_summary(settings: &Settings) -> String {
     out
 }
 
-fn jobs_table(settings: &Settings) -> String {
+/// Configured jobs; `last` maps a job to its latest outcome (empty when not looked up).
+fn jobs_table(settings: &Settings, last: &std::collections::HashMap<String, String>) -> String {
     let now = Utc::now();
     let mut table = Table::new([
         "JOB",
@@ -295,6 +312,7 @@ fn jobs_table(settings: &Settings) -> String {
         "SCHEDULE",
         "NEXT (LOCAL)",
         "NEXT (UTC)",
+        "LAST OUTCOME",
     ]);
     for (name, job) in &settings.jobs {
         let kind = settings.sources.get(&job.source).map(SourceSettings::kind);
@@ -327,6 +345,7 @@ fn jobs_table(settings: &Settings) -> String {
             }),
             next.map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
                 .unwrap_or_default(),
+            last.get(name).cloned().unwrap_or_default(),
         ]);
     }
     table.render()

@@ -4,6 +4,8 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use std::io::IsTerminal;
+
 use anyhow::{Result, bail};
 use tokio_util::sync::CancellationToken;
 
@@ -12,7 +14,7 @@ use super::table::Table;
 use crate::auth;
 use crate::config::Settings;
 use crate::executor::Executor;
-use crate::jobs::runner::{self, Runner, WindowReport};
+use crate::jobs::runner::{self, Progress, Runner, WindowReport};
 use crate::store::Store;
 use crate::store::runs::{RunStatus, Trigger};
 
@@ -25,16 +27,26 @@ pub struct Engine {
 impl Engine {
     /// Opens the store (embedded server when needed), builds auth, the executor and the runner.
     pub async fn start(settings: Arc<Settings>, command: &str) -> Result<Engine> {
+        Engine::start_with(settings, command, None).await
+    }
+
+    /// Like [`Engine::start`], sending the runner's progress events to `progress`.
+    pub async fn start_with(
+        settings: Arc<Settings>,
+        command: &str,
+        progress: Option<tokio::sync::mpsc::UnboundedSender<Progress>>,
+    ) -> Result<Engine> {
         let store = Store::open(&settings.database, command).await?;
         let registry = auth::build(&settings, store.pool().clone());
         let executor = Arc::new(Executor::new(settings.clone(), registry)?);
-        let runner = Arc::new(Runner::new(
-            settings,
-            store.pool().clone(),
-            store.instance().id(),
-            executor,
-        ));
-        Ok(Engine { store, runner })
+        let mut runner = Runner::new(settings, store.pool().clone(), store.instance().id(), executor);
+        if let Some(progress) = progress {
+            runner = runner.with_progress(progress);
+        }
+        Ok(Engine {
+            store,
+            runner: Arc::new(runner),
+        })
     }
 }
 
@@ -51,7 +63,14 @@ pub async fn once(args: RunArgs, settings: Settings) -> Result<ExitCode> {
     } else {
         Trigger::Once
     };
-    let engine = Engine::start(Arc::new(settings), "run --once").await?;
+    // A progress line on a terminal; plain log lines (one per window) otherwise.
+    let (progress, display) = if std::io::stderr().is_terminal() {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        (Some(sender), Some(tokio::spawn(draw_progress(receiver))))
+    } else {
+        (None, None)
+    };
+    let engine = Engine::start_with(Arc::new(settings), "run --once", progress).await?;
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
     tokio::spawn(async move {
@@ -61,14 +80,55 @@ pub async fn once(args: RunArgs, settings: Settings) -> Result<ExitCode> {
         }
     });
     let reports = runner::run_once(engine.runner.clone(), jobs, trigger, backfill, cancel).await;
+    let Engine { store, runner } = engine;
+    drop(runner); // closes the progress channel
+    if let Some(display) = display {
+        let _ = display.await;
+    }
     print!("{}", summary(&reports));
-    engine.store.close().await?;
+    store.close().await?;
     let failed = reports.iter().filter(|r| r.status == RunStatus::Failed).count();
     if failed > 0 {
         eprintln!("{failed} window(s) failed; see the ERROR column and `reporting-etl runs`.");
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Redraws one status line on stderr: windows done of planned, rows, calls, elapsed and ETA.
+async fn draw_progress(mut events: tokio::sync::mpsc::UnboundedReceiver<Progress>) {
+    use std::io::Write;
+    let started = std::time::Instant::now();
+    let (mut planned, mut done, mut failed, mut rows, mut calls) = (0usize, 0usize, 0usize, 0i64, 0i64);
+    while let Some(event) = events.recv().await {
+        match event {
+            Progress::Planned(windows) => planned += windows,
+            Progress::Finished(report) => {
+                done += 1;
+                failed += usize::from(report.status == RunStatus::Failed);
+                rows += report.rows;
+                calls += report.calls;
+            }
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let eta = if done > 0 && planned > done {
+            format!("ETA {:.0}s", elapsed / done as f64 * (planned - done) as f64)
+        } else {
+            "ETA –".into()
+        };
+        let mut stderr = std::io::stderr().lock();
+        let _ = write!(
+            stderr,
+            "\r\x1b[2K[{done}/{planned} windows{}] {rows} rows · {calls} calls · {elapsed:.0}s · {eta}",
+            if failed > 0 {
+                format!(", {failed} failed")
+            } else {
+                String::new()
+            }
+        );
+        let _ = stderr.flush();
+    }
+    eprintln!();
 }
 
 /// The named jobs (all enabled ones when none are named); an unknown name is an error.

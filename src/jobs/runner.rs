@@ -48,6 +48,17 @@ pub struct Runner {
     executor: Arc<Executor>,
     /// Jobs running in this process. Locked only to insert/remove a name.
     running: Mutex<HashSet<String>>,
+    /// Where progress goes (`run --once` draws a progress line from it); `None` in the service.
+    progress: Option<tokio::sync::mpsc::UnboundedSender<Progress>>,
+}
+
+/// Progress events of a run, for a progress display.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// This many windows are about to be loaded (for one job and scope).
+    Planned(usize),
+    /// One window ended.
+    Finished(WindowReport),
 }
 
 impl Runner {
@@ -58,6 +69,19 @@ impl Runner {
             instance,
             executor,
             running: Mutex::new(HashSet::new()),
+            progress: None,
+        }
+    }
+
+    /// Sends progress events to `progress` (see [`Progress`]).
+    pub fn with_progress(mut self, progress: tokio::sync::mpsc::UnboundedSender<Progress>) -> Runner {
+        self.progress = Some(progress);
+        self
+    }
+
+    fn report_progress(&self, event: Progress) {
+        if let Some(progress) = &self.progress {
+            let _ = progress.send(event);
         }
     }
 
@@ -188,14 +212,15 @@ impl Runner {
             } else {
                 HashSet::new()
             };
+            // Windows an earlier, interrupted backfill already loaded are skipped.
+            let windows: Vec<Option<Window>> = windows
+                .into_iter()
+                .filter(|w| w.as_ref().is_none_or(|w| !done.contains(&(w.start, w.end))))
+                .collect();
+            self.report_progress(Progress::Planned(windows.len()));
             for window in windows {
                 if cancel.is_cancelled() {
                     return reports;
-                }
-                if let Some(w) = &window
-                    && done.contains(&(w.start, w.end))
-                {
-                    continue; // loaded by an earlier, interrupted backfill
                 }
                 let report = self
                     .run_window(
@@ -210,6 +235,7 @@ impl Runner {
                     )
                     .await;
                 let failed = report.status != RunStatus::Succeeded;
+                self.report_progress(Progress::Finished(report.clone()));
                 reports.push(report);
                 if failed {
                     // Later windows of this scope would leave a gap behind the watermark.

@@ -225,3 +225,24 @@ pub async fn succeeded_windows(
     .with_context(|| format!("reading finished windows of {job}"))?;
     Ok(rows.into_iter().collect())
 }
+
+/// Each job's latest outcome, as "status at time" (skipped fires ignored).
+pub async fn last_outcomes(pool: &PgPool) -> Result<std::collections::HashMap<String, String>> {
+    let rows: Vec<(String, String, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT DISTINCT ON (job) job, status, coalesce(finished_at, started_at)
+         FROM etl.runs WHERE status <> 'skipped'
+         ORDER BY job, id DESC",
+    )
+    .fetch_all(pool)
+    .await
+    .context("reading the latest outcome of each job")?;
+    Ok(rows
+        .into_iter()
+        .map(|(job, status, at)| {
+            let at = at
+                .map(|t| t.format(" at %Y-%m-%d %H:%M:%SZ").to_string())
+                .unwrap_or_default();
+            (job, format!("{status}{at}"))
+        })
+        .collect())
+}
