@@ -483,3 +483,48 @@ async fn a_refused_refresh_token_asks_for_reauthorisation_and_is_never_retried()
         "{stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_service_processes_starting_together_request_one_token_per_vendor() {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let db = TestDb::new().await;
+    let jobs = "
+[jobs.fax_in]
+source = \"retarus\"
+dataset = \"fax_in_udr\"
+schedule = \"0 0 0 * * *\"
+[jobs.fax_out]
+source = \"retarus\"
+dataset = \"fax_out_udr\"
+schedule = \"0 0 0 * * *\"
+[jobs.events]
+source = \"altrata\"
+dataset = \"events\"
+schedule = \"0 0 0 * * *\"
+[jobs.profiles]
+source = \"altrata\"
+dataset = \"profiles\"
+schedule = \"0 0 0 * * *\"
+";
+    let (_, file) = support::load_config(&support::sandbox_config(&sandbox, &db.url, jobs));
+    // Two real processes, each with its own jobs of the same two sources, started together:
+    // they meet only in etl.tokens.
+    let spawn = |jobs: [&str; 2]| {
+        let mut command = tokio::process::Command::from(support::binary());
+        command
+            .args(["run", "--once", "--job", jobs[0], "--job", jobs[1], "--config"])
+            .arg(file.path());
+        command.output()
+    };
+    let (first, second) = tokio::join!(spawn(["fax_in", "events"]), spawn(["fax_out", "profiles"]));
+    for output in [first.unwrap(), second.unwrap()] {
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert_eq!(sandbox.retarus.token_requests(), 1, "Retarus tokens requested");
+    assert_eq!(sandbox.altrata.tokens_issued(), 1, "Altrata tokens issued");
+    assert_eq!(sandbox.altrata.stale_token_rejections(), 0);
+}

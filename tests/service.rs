@@ -43,6 +43,14 @@ async fn runs_by_status(db: &TestDb, job: &str) -> Vec<(String, i64)> {
         .unwrap()
 }
 
+async fn succeeded_runs(db: &TestDb) -> i64 {
+    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM etl.runs WHERE status = 'succeeded'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    count
+}
+
 fn sigterm(child: &tokio::process::Child) {
     let pid = child.id().expect("running") as i32;
     std::process::Command::new("kill")
@@ -75,12 +83,15 @@ async fn a_scheduled_service_runs_its_job_repeatedly_and_stops_cleanly_on_sigter
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
+    // Runs that succeeded before and after the scrape bracket what /metrics counted.
+    let succeeded_before = succeeded_runs(&db).await;
     let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
+    let succeeded_after = succeeded_runs(&db).await;
 
     sigterm(&child);
     let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
@@ -126,7 +137,10 @@ async fn a_scheduled_service_runs_its_job_repeatedly_and_stops_cleanly_on_sigter
         .find(|l| l.starts_with("reporting_etl_runs_total") && l.contains("outcome=\"succeeded\""))
         .unwrap_or_else(|| panic!("no run counter in:\n{metrics}"));
     let counted: f64 = runs_line.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(counted >= 1.0, "{runs_line}");
+    assert!(
+        (succeeded_before as f64..=succeeded_after as f64).contains(&counted),
+        "/metrics counted {counted} succeeded runs; the run records say {succeeded_before}..={succeeded_after}"
+    );
     for line in metrics.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
         let value = line.rsplit(' ').next().unwrap();
         assert!(value.parse::<f64>().is_ok(), "not Prometheus text: {line}");
@@ -397,4 +411,43 @@ async fn sigterm_during_a_slow_extraction_rolls_the_window_back_and_the_next_onc
         jobs.contains("succeeded at"),
         "jobs shows the last outcome:\n{jobs}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_still_running_at_its_next_fire_is_skipped_not_doubled() {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let db = TestDb::new().await;
+    let extra = format!("{}{}", fax_job(EVERY_TWO_SECONDS), server_section(free_port()));
+    let file = config_file(&support::sandbox_config(&sandbox, &db.url, &extra));
+    // Each answer takes 2.5 s and a run makes at least two calls: every run spans several fires.
+    sandbox.retarus.faults.set(sandbox::faults::FaultPlan {
+        latency: Duration::from_millis(2500),
+        ..Default::default()
+    });
+    let mut child = tokio::process::Command::from(support::binary())
+        .args(["run", "--config"])
+        .arg(file.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    sigterm(&child);
+    tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let runs = runs_by_status(&db, "fax").await;
+    let skipped = runs.iter().find(|(s, _)| s == "skipped").map_or(0, |(_, n)| *n);
+    assert!(skipped >= 1, "{runs:?}");
+    // Never two windows of the job in flight at once: no two runs of it overlap in time.
+    let (overlaps,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM etl.runs a JOIN etl.runs b ON a.id < b.id
+         WHERE a.job = 'fax' AND b.job = 'fax' AND a.status <> 'skipped' AND b.status <> 'skipped'
+           AND b.started_at < coalesce(a.finished_at, now())",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(overlaps, 0, "runs of one job overlapped: {runs:?}");
 }

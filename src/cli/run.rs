@@ -13,7 +13,7 @@ use super::RunArgs;
 use super::table::Table;
 use crate::auth;
 use crate::config::Settings;
-use crate::executor::Executor;
+use crate::executor::{Executor, ExecutorOptions};
 use crate::jobs::runner::{self, Progress, Runner, WindowReport};
 use crate::store::Store;
 use crate::store::runs::{RunStatus, Trigger};
@@ -38,8 +38,21 @@ impl Engine {
     ) -> Result<Engine> {
         let store = Store::open(&settings.database, command).await?;
         let registry = auth::build(&settings, store.pool().clone());
-        let executor = Arc::new(Executor::new(settings.clone(), registry)?);
-        let mut runner = Runner::new(settings, store.pool().clone(), store.instance().id(), executor);
+        // Every process on this database spends one rate budget per source.
+        let executor = Arc::new(Executor::with_shared_budget(
+            settings.clone(),
+            registry,
+            ExecutorOptions::default(),
+            store.pool().clone(),
+            store.instance().id(),
+        )?);
+        let mut runner = Runner::new(
+            settings,
+            store.pool().clone(),
+            store.instance().id(),
+            executor,
+            store.job_locks(),
+        );
         if let Some(progress) = progress {
             runner = runner.with_progress(progress);
         }

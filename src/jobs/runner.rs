@@ -4,8 +4,13 @@
 //! A job never runs twice at once: in-process through [`Runner::running`], across processes
 //! through a PostgreSQL advisory lock held for the job's duration. A second trigger meanwhile is
 //! recorded as `skipped`.
+//!
+//! A database outage must not lose a run's outcome nor stop anything: outcomes the database
+//! cannot take when they happen (a run left `running`, a fire that could not even create its
+//! record) are logged, kept in [`Runner::unrecorded`] and written by the first later run that
+//! reaches the database again.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -19,11 +24,9 @@ use crate::config::{Settings, SourceSettings};
 use crate::datasets::{self, DatasetInfo, LoadRequest, ScopeTarget, Window};
 use crate::executor::{CallContext, CallFigures, Executor};
 use crate::jobs::window;
+use crate::store::locks::JobLocks;
 use crate::store::runs::{self, NewRun, RunFigures, RunStatus, Trigger};
 use crate::store::watermarks;
-
-/// First key of job advisory locks ("ETL\x01"); the second is `hashtext(job name)`.
-pub const JOB_LOCK_CLASS: i32 = 0x4554_4c01;
 
 /// What happened to one window (or to a job that could not start).
 #[derive(Debug, Clone)]
@@ -48,8 +51,42 @@ pub struct Runner {
     executor: Arc<Executor>,
     /// Jobs running in this process. Locked only to insert/remove a name.
     running: Mutex<HashSet<String>>,
+    /// Advisory locks keeping a job to one process at a time.
+    job_locks: Arc<JobLocks>,
+    /// Windows loading at once. Each holds a pool connection for its transaction and needs more
+    /// for token reads and run records, so the count stays below the pool size: otherwise
+    /// concurrent windows could take every connection and wait on each other forever.
+    window_slots: tokio::sync::Semaphore,
     /// Where progress goes (`run --once` draws a progress line from it); `None` in the service.
     progress: Option<tokio::sync::mpsc::UnboundedSender<Progress>>,
+    /// Outcomes waiting for the database. Shared by every job task; locked only to push entries
+    /// or take them all (never across an await).
+    unrecorded: Mutex<Unrecorded>,
+}
+
+/// At most this many failed runs wait to be recorded; beyond it they are only logged (memory
+/// stays bounded however long the database is away).
+const MAX_UNRECORDED_RUNS: usize = 1000;
+
+/// Run outcomes the database could not take when they happened.
+#[derive(Default)]
+struct Unrecorded {
+    /// Runs whose record is still `running`: the failure to write into it.
+    finishes: Vec<(i64, RunFigures, String)>,
+    /// Fires that could not create a record at all, one entry per job (so this is bounded by the
+    /// configuration).
+    missed: BTreeMap<String, MissedFires>,
+}
+
+/// Fires of one job that could not create a run record.
+struct MissedFires {
+    source: String,
+    dataset: String,
+    trigger: Trigger,
+    first_at: DateTime<Utc>,
+    last_at: DateTime<Utc>,
+    fires: u32,
+    error: String,
 }
 
 /// Progress events of a run, for a progress display.
@@ -62,14 +99,25 @@ pub enum Progress {
 }
 
 impl Runner {
-    pub fn new(settings: Arc<Settings>, pool: PgPool, instance: Uuid, executor: Arc<Executor>) -> Runner {
+    pub fn new(
+        settings: Arc<Settings>,
+        pool: PgPool,
+        instance: Uuid,
+        executor: Arc<Executor>,
+        job_locks: Arc<JobLocks>,
+    ) -> Runner {
+        // Two connections stay free for token reads and run records.
+        let window_slots = (settings.database.pool_size as usize).saturating_sub(2).max(1);
         Runner {
+            job_locks,
+            window_slots: tokio::sync::Semaphore::new(window_slots),
             settings,
             pool,
             instance,
             executor,
             running: Mutex::new(HashSet::new()),
             progress: None,
+            unrecorded: Mutex::new(Unrecorded::default()),
         }
     }
 
@@ -112,7 +160,11 @@ impl Runner {
         let lock = match self.lock_across_processes(job).await {
             Ok(Some(lock)) => lock,
             Ok(None) => return skip("another process is running this job").await,
-            Err(error) => return vec![failed_job(job, dataset.name, format!("{error:#}"))],
+            Err(error) => {
+                let message = format!("{error:#}");
+                self.missed(job, &job_settings.source, dataset.name, trigger, &message);
+                return vec![failed_job(job, dataset.name, message)];
+            }
         };
         let reports = self
             .run_locked(
@@ -126,7 +178,115 @@ impl Runner {
             )
             .await;
         drop(lock); // returning the connection to the pool ends the session lock below
+        // A record written just now shows the database is back: write what it missed.
+        if reports.iter().any(|r| r.run_id.is_some()) {
+            self.record_unrecorded().await;
+        }
         reports
+    }
+
+    /// Writes the outcomes the database missed (see [`Runner::unrecorded`]); stops at the first
+    /// write that fails and keeps the rest. Returns how many were written.
+    pub async fn record_unrecorded(&self) -> usize {
+        let Unrecorded { finishes, missed } = std::mem::take(&mut *self.lock_unrecorded());
+        let mut written = 0;
+        let mut finishes = finishes.into_iter();
+        let mut failed_on = None;
+        for (run_id, figures, message) in finishes.by_ref() {
+            match runs::finish(&self.pool, run_id, RunStatus::Failed, &figures, Some(&message)).await {
+                Ok(()) => written += 1,
+                Err(error) => {
+                    failed_on = Some(((run_id, figures, message), error));
+                    break;
+                }
+            }
+        }
+        let mut missed = missed.into_iter();
+        let mut missed_back = None;
+        if failed_on.is_none() {
+            for (job, fires) in missed.by_ref() {
+                let run = NewRun {
+                    job: &job,
+                    source: &fires.source,
+                    dataset: &fires.dataset,
+                    scope: "all",
+                    window: None,
+                    trigger: fires.trigger,
+                };
+                let message = format!(
+                    "{} run(s) between {} and {} could not start: {}",
+                    fires.fires, fires.first_at, fires.last_at, fires.error
+                );
+                match runs::start(&self.pool, self.instance, &run).await {
+                    Ok(run_id) => {
+                        let figures = RunFigures::default();
+                        if let Err(error) =
+                            runs::finish(&self.pool, run_id, RunStatus::Failed, &figures, Some(&message))
+                                .await
+                        {
+                            failed_on = Some(((run_id, figures, message), error));
+                            break;
+                        }
+                        written += 1;
+                    }
+                    Err(_) => {
+                        missed_back = Some((job, fires));
+                        break;
+                    }
+                }
+            }
+        }
+        let mut unrecorded = self.lock_unrecorded();
+        if let Some((entry, error)) = failed_on {
+            tracing::debug!(error = %format!("{error:#}"), "The database still refuses run records.");
+            unrecorded.finishes.push(entry);
+        }
+        unrecorded.finishes.extend(finishes);
+        for (job, fires) in missed_back.into_iter().chain(missed) {
+            // A fire missed meanwhile started a fresh entry; the older one keeps its place.
+            unrecorded.missed.entry(job).or_insert(fires);
+        }
+        if written > 0 {
+            tracing::info!(records = written, "Recorded runs the database had missed.");
+        }
+        written
+    }
+
+    fn lock_unrecorded(&self) -> std::sync::MutexGuard<'_, Unrecorded> {
+        self.unrecorded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A run record that says `running` could not be finished: keep its failure for later.
+    fn unfinished(&self, run_id: i64, figures: RunFigures, message: &str, error: &anyhow::Error) {
+        tracing::error!(run_id, error = %format!("{error:#}"),
+            "Could not record a failed run; it will be recorded when the database is back.");
+        let mut unrecorded = self.lock_unrecorded();
+        if unrecorded.finishes.len() < MAX_UNRECORDED_RUNS {
+            unrecorded.finishes.push((run_id, figures, message.to_owned()));
+        }
+    }
+
+    /// A fire that could not create its run record: log it and count it for later.
+    fn missed(&self, job: &str, source: &str, dataset: &str, trigger: Trigger, error: &str) {
+        tracing::warn!(job, dataset, error = %error,
+            "Run could not start or be recorded (database unreachable?); it will be recorded as failed when the database is back.");
+        let now = Utc::now();
+        let mut unrecorded = self.lock_unrecorded();
+        let fires = unrecorded
+            .missed
+            .entry(job.to_owned())
+            .or_insert_with(|| MissedFires {
+                source: source.to_owned(),
+                dataset: dataset.to_owned(),
+                trigger,
+                first_at: now,
+                last_at: now,
+                fires: 0,
+                error: String::new(),
+            });
+        fires.fires += 1;
+        fires.last_at = now;
+        error.clone_into(&mut fires.error);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -272,11 +432,20 @@ impl Runner {
         let started = Instant::now();
         let run_id = match runs::start(&self.pool, self.instance, &new_run).await {
             Ok(id) => id,
-            Err(error) => return failed_job(job, dataset.name, format!("{error:#}")),
+            Err(error) => {
+                let message = format!("{error:#}");
+                self.missed(job, source_name, dataset.name, trigger, &message);
+                return failed_job(job, dataset.name, message);
+            }
         };
         let figures = Arc::new(CallFigures::default());
         let call = call_context(source_name, dataset.name, figures.clone());
         let outcome: Result<RunFigures> = async {
+            let _slot = self
+                .window_slots
+                .acquire()
+                .await
+                .context("waiting for a window slot")?;
             let mut tx = self.pool.begin().await.context("opening the load transaction")?;
             let request = LoadRequest {
                 source_name,
@@ -323,7 +492,7 @@ impl Runner {
                 if let Err(record) =
                     runs::finish(&self.pool, run_id, RunStatus::Failed, &failed, Some(&message)).await
                 {
-                    tracing::error!(run_id, error = %record, "Could not record a failed run.");
+                    self.unfinished(run_id, failed.clone(), &message, &record);
                 }
                 WindowReport {
                     run_id: Some(run_id),
@@ -397,17 +566,24 @@ impl Runner {
         };
         let run_id = match runs::start(&self.pool, self.instance, &run).await {
             Ok(id) => {
-                let _ = runs::finish(
-                    &self.pool,
-                    id,
-                    RunStatus::Failed,
-                    &RunFigures::default(),
-                    Some(message),
-                )
-                .await;
+                let figures = RunFigures::default();
+                if let Err(error) =
+                    runs::finish(&self.pool, id, RunStatus::Failed, &figures, Some(message)).await
+                {
+                    self.unfinished(id, figures, message, &error);
+                }
                 Some(id)
             }
-            Err(_) => None,
+            Err(error) => {
+                self.missed(
+                    job,
+                    source_name,
+                    dataset.name,
+                    trigger,
+                    &format!("{message}; {error:#}"),
+                );
+                None
+            }
         };
         tracing::warn!(job, dataset = dataset.name, scope, error = %message, "Run failed.");
         WindowReport {
@@ -431,22 +607,11 @@ impl Runner {
             .insert(job.to_owned())
     }
 
-    /// Takes the job's session advisory lock on a dedicated connection; `None` if another
-    /// process holds it. The lock lives as long as the returned connection.
+    /// Takes the job's advisory lock; `None` if another process holds it.
     async fn lock_across_processes(&self, job: &str) -> Result<Option<JobLock>> {
-        let mut connection = self
-            .pool
-            .acquire()
-            .await
-            .context("acquiring a connection for the job lock")?;
-        let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1, hashtext($2))")
-            .bind(JOB_LOCK_CLASS)
-            .bind(job)
-            .fetch_one(&mut *connection)
-            .await
-            .context("taking the job lock")?;
+        let locked = self.job_locks.try_lock(job).await?;
         Ok(locked.then(|| JobLock {
-            connection: Some(connection),
+            locks: self.job_locks.clone(),
             job: job.to_owned(),
         }))
     }
@@ -468,24 +633,17 @@ impl Drop for Unlock<'_> {
     }
 }
 
-/// A held job advisory lock. Dropping it unlocks (the connection returns to the pool).
+/// A held job advisory lock; dropping it unlocks.
 struct JobLock {
-    connection: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+    locks: Arc<JobLocks>,
     job: String,
 }
 
 impl Drop for JobLock {
     fn drop(&mut self) {
-        if let Some(mut connection) = self.connection.take() {
-            let job = std::mem::take(&mut self.job);
-            tokio::spawn(async move {
-                let _ = sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
-                    .bind(JOB_LOCK_CLASS)
-                    .bind(job)
-                    .execute(&mut *connection)
-                    .await;
-            });
-        }
+        let locks = self.locks.clone();
+        let job = std::mem::take(&mut self.job);
+        tokio::spawn(async move { locks.unlock(&job).await });
     }
 }
 

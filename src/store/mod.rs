@@ -8,6 +8,7 @@
 pub mod dictionary;
 pub mod embedded;
 pub mod instance;
+pub mod locks;
 pub mod runs;
 pub mod watermarks;
 
@@ -29,6 +30,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 pub struct Store {
     pool: PgPool,
     instance: Instance,
+    /// Advisory locks of the jobs this process runs (one dedicated session).
+    job_locks: std::sync::Arc<locks::JobLocks>,
     /// The private server when no URL is configured; stopped by [`Store::close`].
     embedded: Option<EmbeddedPostgres>,
 }
@@ -51,6 +54,7 @@ impl Store {
         Ok(Store {
             pool,
             instance,
+            job_locks: std::sync::Arc::new(locks::JobLocks::new(&url)),
             embedded,
         })
     }
@@ -61,6 +65,10 @@ impl Store {
 
     pub fn instance(&self) -> &Instance {
         &self.instance
+    }
+
+    pub fn job_locks(&self) -> std::sync::Arc<locks::JobLocks> {
+        self.job_locks.clone()
     }
 
     /// The embedded server, when one is in use.
@@ -82,7 +90,9 @@ impl Store {
             pool,
             instance,
             embedded,
+            job_locks,
         } = self;
+        drop(job_locks);
         instance.mark_stopped(&pool).await?;
         pool.close().await;
         if let Some(mut server) = embedded {
