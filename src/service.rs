@@ -9,6 +9,11 @@
 //!
 //! Shutdown: no new runs start; running windows get `server.shutdown_grace_secs` to commit;
 //! then they are dropped (their transactions roll back) and recorded as `interrupted`.
+//!
+//! A database outage stops nothing here: the timers need no database, runs fail and are recorded
+//! when it returns (see [`crate::jobs::runner`]), `/readyz` answers "not ready" within
+//! [`READYZ_TIMEOUT`] instead of waiting for the pool, and a shutdown during an outage still exits
+//! cleanly, logging what it could not record.
 
 use std::pin::Pin;
 use std::process::ExitCode;
@@ -33,6 +38,10 @@ use crate::config::Settings;
 use crate::jobs::runner::Runner;
 use crate::jobs::schedule::next_fire;
 use crate::store::runs::Trigger;
+
+/// How long `/readyz` waits for the database before answering "not ready" (a probe must get an
+/// answer well before the pool's 10-second acquire timeout).
+const READYZ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What every scheduled fire needs (shared by all jobs' timers).
 #[derive(Clone)]
@@ -94,12 +103,19 @@ pub async fn run(settings: Settings) -> Result<ExitCode> {
         context.abort.cancel();
         context.tasks.wait().await;
     }
-    let interrupted = interrupt_running(engine.store.pool(), engine.store.instance().id()).await?;
-    if interrupted > 0 {
-        tracing::warn!(runs = interrupted, "Recorded unfinished runs as interrupted.");
+    // Failures the database missed first, so they are not overwritten as `interrupted`. An
+    // unreachable database must not turn a clean stop into an error exit: log and go on.
+    engine.runner.record_unrecorded().await;
+    match interrupt_running(engine.store.pool(), engine.store.instance().id()).await {
+        Ok(0) => {}
+        Ok(interrupted) => tracing::warn!(runs = interrupted, "Recorded unfinished runs as interrupted."),
+        Err(error) => tracing::warn!(error = %format!("{error:#}"),
+            "Could not record unfinished runs; the next process to start marks them interrupted."),
     }
     http.abort();
-    engine.store.close().await?;
+    if let Err(error) = engine.store.close().await {
+        tracing::warn!(error = %format!("{error:#}"), "Could not record this process as stopped.");
+    }
     tracing::info!("Stopped.");
     Ok(ExitCode::SUCCESS)
 }
@@ -225,16 +241,17 @@ async fn serve_http(
 
 /// Ready when the database answers and no source waits for a person to re-authorise it.
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
-    let broken: Result<Vec<(String,)>, _> =
-        sqlx::query_as("SELECT source FROM etl.tokens WHERE status = 'reauthorize' ORDER BY source")
-            .fetch_all(&state.pool)
-            .await;
+    let query = sqlx::query_as::<_, (String,)>(
+        "SELECT source FROM etl.tokens WHERE status = 'reauthorize' ORDER BY source",
+    )
+    .fetch_all(&state.pool);
+    let broken = tokio::time::timeout(READYZ_TIMEOUT, query).await;
     match broken {
-        Err(_) => (
+        Err(_) | Ok(Err(_)) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: the database is unreachable\n".to_owned(),
         ),
-        Ok(rows) if !rows.is_empty() => {
+        Ok(Ok(rows)) if !rows.is_empty() => {
             let names: Vec<String> = rows.into_iter().map(|(name,)| name).collect();
             (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -244,7 +261,7 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
                 ),
             )
         }
-        Ok(_) => (StatusCode::OK, "ready\n".to_owned()),
+        Ok(Ok(_)) => (StatusCode::OK, "ready\n".to_owned()),
     }
 }
 

@@ -83,6 +83,13 @@ impl Edits {
         self.read().changed.get(id).cloned()
     }
 
+    /// Whether no record is changed or deleted, i.e. answers are exactly the generated data
+    /// (what lets a vendor serve a page from its generator without materialising the window).
+    pub fn is_empty(&self) -> bool {
+        let set = self.read();
+        set.deleted.is_empty() && set.changed.is_empty()
+    }
+
     /// Drops every edit.
     pub fn reset(&self) {
         *self.write() = EditSet::default();

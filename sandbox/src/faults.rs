@@ -3,13 +3,19 @@
 //!
 //! Tests steer a plan at run time through [`Faults::set`]. Draws come from a seeded RNG so a
 //! test that sets the same plan on the same sandbox sees the same sequence of faults.
+//!
+//! For answers no plan describes (a wrong type, a date in another format, gzip garbage), a test
+//! scripts them byte for byte with [`Faults::script`]: the vendor's next answers are replaced by
+//! the given [`RawAnswer`]s, in order, before any plan is drawn. [`Faults::script_after`] lets a
+//! number of real answers pass first, so a fault can land in the middle of a paged load.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rand::{Rng, SeedableRng};
@@ -36,10 +42,59 @@ pub struct FaultPlan {
     pub html_rate: f64,
 }
 
+/// One answer served verbatim instead of the vendor's own: any status, any headers, any bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawAnswer {
+    pub status: u16,
+    /// Sent as given; a name or value that is not a valid header is left out.
+    pub headers: Vec<(String, String)>,
+    pub body: bytes::Bytes,
+}
+
+impl RawAnswer {
+    /// An answer with `status` and `body` and no headers.
+    pub fn new(status: u16, body: impl Into<bytes::Bytes>) -> Self {
+        RawAnswer {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
+    /// A 200 with `content-type: application/json` (whether or not `body` is JSON).
+    pub fn json(body: impl Into<bytes::Bytes>) -> Self {
+        RawAnswer::new(200, body).header("content-type", "application/json")
+    }
+
+    /// The same answer with one more header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    fn into_response(self) -> Response {
+        let mut response = Response::new(Body::from(self.body));
+        *response.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
+        for (name, value) in &self.headers {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_bytes(value.as_bytes()),
+            ) {
+                response.headers_mut().append(name, value);
+            }
+        }
+        response
+    }
+}
+
 /// A vendor's live fault plan plus the RNG that draws from it. Cloned into the middleware.
 #[derive(Clone)]
 pub struct Faults {
     inner: Arc<Mutex<(FaultPlan, ChaCha8Rng, FaultCounts)>>,
+    /// Scripted answers still to serve; `None` lets one real answer through. The test thread
+    /// writes it through [`Faults::script`], every request of the vendor pops from it; one lock
+    /// keeps the order exact when requests race.
+    script: Arc<Mutex<VecDeque<Option<RawAnswer>>>>,
 }
 
 /// How many faults of each kind were injected so far (tests compare against retries seen).
@@ -76,7 +131,31 @@ impl Faults {
                 ChaCha8Rng::seed_from_u64(seed),
                 FaultCounts::default(),
             ))),
+            script: Arc::new(Mutex::new(VecDeque::new())),
         }
+    }
+
+    /// Replaces the vendor's next `answers.len()` answers with `answers`, in order (any earlier
+    /// script is dropped). Faults of the plan apply again once the script is used up.
+    pub fn script(&self, answers: Vec<RawAnswer>) {
+        self.script_after(0, answers);
+    }
+
+    /// Like [`Faults::script`], but lets `pass` real answers through first.
+    pub fn script_after(&self, pass: usize, answers: Vec<RawAnswer>) {
+        let mut script = self.lock_script();
+        script.clear();
+        script.extend(std::iter::repeat_n(None, pass));
+        script.extend(answers.into_iter().map(Some));
+    }
+
+    /// Scripted answers (and passes) not served yet.
+    pub fn scripted_remaining(&self) -> usize {
+        self.lock_script().len()
+    }
+
+    fn lock_script(&self) -> std::sync::MutexGuard<'_, VecDeque<Option<RawAnswer>>> {
+        self.script.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Replaces the plan; takes effect from the next request.
@@ -84,9 +163,10 @@ impl Faults {
         self.lock().0 = plan;
     }
 
-    /// Clears every fault.
+    /// Clears every fault, the script included.
     pub fn clear(&self) {
         self.set(FaultPlan::default());
+        self.lock_script().clear();
     }
 
     pub fn counts(&self) -> FaultCounts {
@@ -139,6 +219,12 @@ impl Faults {
 
 /// Axum middleware: `axum::middleware::from_fn_with_state(faults.clone(), faults::inject)`.
 pub async fn inject(State(faults): State<Faults>, request: Request, next: Next) -> Response {
+    let scripted = faults.lock_script().pop_front();
+    match scripted {
+        Some(Some(answer)) => return answer.into_response(),
+        Some(None) => return next.run(request).await,
+        None => {}
+    }
     let (latency, fault) = faults.draw();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;

@@ -4,6 +4,9 @@
 //!
 //! The first line printed by a run is one JSON object (`{"retarus": .., "roubler": .., ..}`) so a
 //! script can start the sandbox and read its URLs and credentials; a human summary follows.
+//! `--only retarus` starts just that vendor (the load benchmark needs millions of Retarus records
+//! without the other vendors generating theirs at start-up), and `--anchor` pins the data set's
+//! "now" so a caller knows which windows hold data.
 
 use std::time::Duration;
 
@@ -43,6 +46,31 @@ struct Cli {
     /// Altrata daily call quota per credential (default: unlimited).
     #[arg(long)]
     altrata_daily_quota: Option<u64>,
+    /// The data set's "now" (RFC 3339, e.g. 2026-03-10T09:00:00Z); default: the clock, truncated
+    /// to the hour.
+    #[arg(long, value_parser = parse_anchor)]
+    anchor: Option<chrono::DateTime<chrono::Utc>>,
+    /// Retarus: answer a repeated GraphQL request with the bytes of its first answer (load
+    /// benchmarks: a second pass then measures the client, not the generator).
+    #[arg(long)]
+    retarus_cache_responses: bool,
+    /// Start only these vendors (comma-separated); the JSON line then names only them.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Vendor>,
+}
+
+fn parse_anchor(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|at| at.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("not an RFC 3339 instant: {e}"))
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Vendor {
+    Retarus,
+    Roubler,
+    Altrata,
+    Retently,
 }
 
 #[derive(Subcommand, Debug)]
@@ -86,7 +114,11 @@ async fn main() -> std::io::Result<()> {
         records_per_day: cli.records_per_day,
         ..SandboxOptions::default()
     };
+    if let Some(anchor) = cli.anchor {
+        options.anchor = anchor;
+    }
     options.retarus.token_lifetime = Duration::from_secs(cli.retarus_token_secs);
+    options.retarus.cache_responses = cli.retarus_cache_responses;
     options.altrata.daily_quota = cli.altrata_daily_quota;
     if let Some(mode) = cli.roubler_mode {
         options.roubler.rate_mode = match mode {
@@ -101,6 +133,9 @@ async fn main() -> std::io::Result<()> {
         options.roubler.rate_window = Duration::from_secs(secs);
     }
 
+    if !cli.only.is_empty() {
+        return run_only(&options, &cli.only).await;
+    }
     let sandbox = Sandbox::start(options).await?;
     let summary = serde_json::json!({
         "retarus": sandbox.retarus.describe(),
@@ -110,6 +145,38 @@ async fn main() -> std::io::Result<()> {
     });
     println!("{summary}");
     print_human_summary(&sandbox);
+    tokio::signal::ctrl_c().await?;
+    eprintln!("sandbox: stopping");
+    Ok(())
+}
+
+/// Starts only the named vendors and prints their JSON line (no human summary: it is for scripts).
+async fn run_only(options: &SandboxOptions, vendors: &[Vendor]) -> std::io::Result<()> {
+    let mut summary = serde_json::Map::new();
+    let mut guards = Vec::new();
+    for vendor in vendors {
+        let (name, describe, guard) = match vendor {
+            Vendor::Retarus => {
+                let (h, g) = sandbox::retarus::start(options).await?;
+                ("retarus", h.describe(), g)
+            }
+            Vendor::Roubler => {
+                let (h, g) = sandbox::roubler::start(options).await?;
+                ("roubler", h.describe(), g)
+            }
+            Vendor::Altrata => {
+                let (h, g) = sandbox::altrata::start(options).await?;
+                ("altrata", h.describe(), g)
+            }
+            Vendor::Retently => {
+                let (h, g) = sandbox::retently::start(options).await?;
+                ("retently", h.describe(), g)
+            }
+        };
+        summary.insert(name.to_owned(), describe);
+        guards.push(guard);
+    }
+    println!("{}", serde_json::Value::Object(summary));
     tokio::signal::ctrl_c().await?;
     eprintln!("sandbox: stopping");
     Ok(())

@@ -12,6 +12,13 @@
 //! Records are generated on demand per (report, customer, UTC day) from [`data::rng_for`], so a
 //! window costs only its own days; [`RetarusHandle::records`] and the GraphQL resolvers share one
 //! code path ([`Shared::window`]), which is what lets tests compare them for equality.
+//!
+//! Serving a page must not cost its whole window (a 1M-record load would otherwise spend its time
+//! in the sandbox, not in the loader being measured): while no [`Edits`] are set and no column
+//! filter is asked for, [`Shared::page`] serves from a per-day index (each record's filter
+//! timestamp and place in the served order, 12 bytes a record, built once per day and cached)
+//! and generates only the page's own records. It produces exactly what slicing
+//! [`Shared::window`] would (a unit test compares them); edits or filters take the general path.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -70,6 +77,12 @@ pub struct RetarusOptions {
     pub clients: Vec<RetarusClient>,
     /// Access-token lifetime (`expires_in`); Keycloak's default is 5 minutes.
     pub token_lifetime: Duration,
+    /// Remember every successful GraphQL answer by (client, request body) and send it again for
+    /// the same request while no edits are set. For load benchmarks: a second load of the same
+    /// windows then costs the upstream only the copying of bytes, so what is measured is the
+    /// loader. Answers are the bytes computed the first time, so they stay identical; memory
+    /// grows with every distinct request. Off by default.
+    pub cache_responses: bool,
 }
 
 impl Default for RetarusOptions {
@@ -81,6 +94,7 @@ impl Default for RetarusOptions {
                 customer_ids: vec!["99999".into(), "88888".into()],
             }],
             token_lifetime: Duration::from_secs(300),
+            cache_responses: false,
         }
     }
 }
@@ -252,11 +266,13 @@ pub async fn start(options: &SandboxOptions) -> std::io::Result<(RetarusHandle, 
         token_requests: AtomicU64::new(0),
         graphql_calls: AtomicU64::new(0),
         token_endpoint_down: AtomicBool::new(false),
+        day_index: Mutex::new(HashMap::new()),
     });
     let faults = Faults::new(options.seed ^ 0x5245_5441_5255_5300);
     let app = Arc::new(App {
         schema: schema(Some(shared.clone())),
         shared: shared.clone(),
+        responses: retarus.cache_responses.then(|| Mutex::new(HashMap::new())),
     });
     let router = axum::Router::new()
         .route(
@@ -306,6 +322,27 @@ struct Shared {
     token_requests: AtomicU64,
     graphql_calls: AtomicU64,
     token_endpoint_down: AtomicBool,
+    /// Per (report, customer, day) served order, built on first use. Bounded by the data set
+    /// (reports × customers × history days) and never stale: the generated data is a pure
+    /// function of the options.
+    day_index: Mutex<HashMap<(RetarusReport, String, NaiveDate), Arc<DayIndex>>>,
+}
+
+/// Where the generated records of one (report, customer, UTC day) stand in the served order
+/// (ascending filter timestamp, ties by id), without the records themselves.
+struct DayIndex {
+    /// Filter timestamps in served order, as Unix milliseconds (the generator's precision).
+    times: Vec<i64>,
+    /// The generation index of the record at each position.
+    order: Vec<u32>,
+}
+
+/// The slice `[lo, hi)` of one day's index that lies in a requested window.
+struct DaySpan {
+    day: NaiveDate,
+    index: Arc<DayIndex>,
+    lo: usize,
+    hi: usize,
 }
 
 impl Shared {
@@ -402,6 +439,24 @@ impl Shared {
     /// The generated records of one report, customer and UTC day (before edits). Their filter
     /// timestamps fall within the day and before the anchor.
     fn day_records(&self, report: RetarusReport, customer: &str, day: NaiveDate) -> Vec<Value> {
+        let Some((day_text, times)) = self.day_times(report, customer, day) else {
+            return Vec::new();
+        };
+        times
+            .into_iter()
+            .enumerate()
+            .map(|(index, at)| self.day_record(report, customer, day, &day_text, index, at))
+            .collect()
+    }
+
+    /// The day's filter timestamps in generation order (sorted; index `i` is record `i`), and the
+    /// day as text (part of every record's seed). `None` for a day wholly after the anchor.
+    fn day_times(
+        &self,
+        report: RetarusReport,
+        customer: &str,
+        day: NaiveDate,
+    ) -> Option<(String, Vec<DateTime<Utc>>)> {
         let day_text = day.format("%Y-%m-%d").to_string();
         let start = day
             .and_hms_opt(0, 0, 0)
@@ -410,25 +465,153 @@ impl Shared {
         let end = (start + TimeDelta::days(1)).min(self.anchor);
         let span_ms = (end - start).num_milliseconds();
         if span_ms <= 0 {
-            return Vec::new();
+            return None;
         }
         let mut times_rng = data::rng_for(self.seed, &["retarus", report.key(), customer, &day_text]);
         let mut times: Vec<DateTime<Utc>> = (0..self.records_per_day)
             .map(|_| start + TimeDelta::milliseconds(times_rng.random_range(0..span_ms)))
             .collect();
         times.sort();
-        times
-            .into_iter()
-            .enumerate()
-            .map(|(index, at)| {
-                let mut rng = data::rng_for(
-                    self.seed,
-                    &["retarus", report.key(), customer, &day_text, &index.to_string()],
-                );
-                let seq = format!("{}{:04}", day.format("%y%m%d"), index);
-                generate(report, &mut rng, customer, &seq, at)
+        Some((day_text, times))
+    }
+
+    /// Record `index` of a day (before edits): a pure function of its seed parts and `at`.
+    fn day_record(
+        &self,
+        report: RetarusReport,
+        customer: &str,
+        day: NaiveDate,
+        day_text: &str,
+        index: usize,
+        at: DateTime<Utc>,
+    ) -> Value {
+        let mut rng = data::rng_for(
+            self.seed,
+            &["retarus", report.key(), customer, day_text, &index.to_string()],
+        );
+        let seq = format!("{}{:04}", day.format("%y%m%d"), index);
+        generate(report, &mut rng, customer, &seq, at)
+    }
+
+    /// The served order of one day, from the cache or built now. Only records whose timestamp
+    /// ties another's are generated (their ids break the tie, as in [`Shared::window`]).
+    fn day_index(&self, report: RetarusReport, customer: &str, day: NaiveDate) -> Arc<DayIndex> {
+        let key = (report, customer.to_owned(), day);
+        if let Some(found) = self.lock_day_index().get(&key) {
+            return found.clone();
+        }
+        // Built outside the lock: two callers may build the same day, and both get equal results.
+        let (day_text, times) = self.day_times(report, customer, day).unwrap_or_default();
+        let mut order: Vec<u32> = (0..times.len() as u32).collect();
+        let mut run_start = 0;
+        while run_start < times.len() {
+            let run_end = run_start + times[run_start..].partition_point(|t| *t == times[run_start]);
+            if run_end - run_start > 1 {
+                let mut tied: Vec<(Option<String>, u32)> = (run_start..run_end)
+                    .map(|i| {
+                        let record = self.day_record(report, customer, day, &day_text, i, times[i]);
+                        let id = record
+                            .get(report.id_field())
+                            .and_then(Value::as_str)
+                            .map(str::to_owned);
+                        (id, i as u32)
+                    })
+                    .collect();
+                // Stable, like the window's sort: equal ids keep generation order.
+                tied.sort_by(|a, b| a.0.cmp(&b.0));
+                for (slot, (_, i)) in order[run_start..run_end].iter_mut().zip(tied) {
+                    *slot = i;
+                }
+            }
+            run_start = run_end;
+        }
+        let index = Arc::new(DayIndex {
+            times: order
+                .iter()
+                .map(|&i| times[i as usize].timestamp_millis())
+                .collect(),
+            order,
+        });
+        self.lock_day_index().entry(key).or_insert(index).clone()
+    }
+
+    fn lock_day_index(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(RetarusReport, String, NaiveDate), Arc<DayIndex>>> {
+        self.day_index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records `[skip, skip + take)` of the window (reversed first when `desc`) and the window's
+    /// record count: what paging [`Shared::window`] gives, at the cost of the page's records and
+    /// one index lookup per day. Exact only without edits (an edit may move or drop any record),
+    /// which the caller checks.
+    #[allow(clippy::too_many_arguments)]
+    fn page(
+        &self,
+        report: RetarusReport,
+        customer: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        desc: bool,
+        skip: usize,
+        take: usize,
+    ) -> (Vec<Value>, usize) {
+        if from >= to || !self.customers().iter().any(|c| c == customer) {
+            return (Vec::new(), 0);
+        }
+        let (from_ms, to_ms) = (from.timestamp_millis(), to.timestamp_millis());
+        // Sub-millisecond bounds: a record at `from`'s millisecond is before `from` unless
+        // `from` is a whole millisecond; the generator only makes whole milliseconds.
+        let from_ms = if from.timestamp_subsec_nanos().is_multiple_of(1_000_000) {
+            from_ms
+        } else {
+            from_ms + 1
+        };
+        let to_ms = if to.timestamp_subsec_nanos().is_multiple_of(1_000_000) {
+            to_ms
+        } else {
+            to_ms + 1
+        };
+        let (first, last) = (from.date_naive(), to.date_naive());
+        let mut spans: Vec<DaySpan> = data::history_days(self.anchor, self.history_days)
+            .filter(|day| *day >= first && *day <= last)
+            .filter_map(|day| {
+                let index = self.day_index(report, customer, day);
+                let lo = index.times.partition_point(|t| *t < from_ms);
+                let hi = index.times.partition_point(|t| *t < to_ms);
+                (lo < hi).then_some(DaySpan { day, index, lo, hi })
             })
-            .collect()
+            .collect();
+        let total: usize = spans.iter().map(|s| s.hi - s.lo).sum();
+        if desc {
+            spans.reverse();
+        }
+        let mut out = Vec::with_capacity(take.min(total.saturating_sub(skip)));
+        let mut skip = skip;
+        for span in &spans {
+            if out.len() == take {
+                break;
+            }
+            let len = span.hi - span.lo;
+            if skip >= len {
+                skip -= len;
+                continue;
+            }
+            let count = (len - skip).min(take - out.len());
+            let positions: Vec<usize> = if desc {
+                (span.hi - skip - count..span.hi - skip).rev().collect()
+            } else {
+                (span.lo + skip..span.lo + skip + count).collect()
+            };
+            skip = 0;
+            let day_text = span.day.format("%Y-%m-%d").to_string();
+            for p in positions {
+                let at = DateTime::from_timestamp_millis(span.index.times[p]).unwrap_or(self.anchor);
+                let index = span.index.order[p] as usize;
+                out.push(self.day_record(report, customer, span.day, &day_text, index, at));
+            }
+        }
+        (out, total)
     }
 }
 
@@ -439,6 +622,17 @@ impl Shared {
 struct App {
     schema: RetarusSchema,
     shared: Arc<Shared>,
+    /// (client id, request body) → the JSON answer, when [`RetarusOptions::cache_responses`].
+    responses: Option<Mutex<HashMap<(String, Bytes), Bytes>>>,
+}
+
+/// A 200 JSON answer with exactly the bytes and headers `axum::Json` would send.
+fn json_bytes(body: Bytes) -> Response {
+    let mut response = Response::new(axum::body::Body::from(body));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 type RetarusSchema = Schema<Query, EmptyMutation, EmptySubscription>;
@@ -582,8 +776,27 @@ async fn graphql(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -
         Ok(request) => request,
         Err(error) => return gql::json(StatusCode::BAD_REQUEST, error),
     };
+    // Edits change answers, so a remembered one is only valid while there are none.
+    let cache = app.responses.as_ref().filter(|_| app.shared.edits.is_empty());
+    let key = (client.client_id.clone(), body.clone());
+    if let Some(hit) = cache.and_then(|c| c.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned()) {
+        return json_bytes(hit);
+    }
     let response = app.schema.execute(request.data(Caller(client))).await;
-    axum::Json(response).into_response()
+    match cache {
+        Some(cache) if response.errors.is_empty() => match serde_json::to_vec(&response) {
+            Ok(bytes) => {
+                let bytes = Bytes::from(bytes);
+                cache
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key, bytes.clone());
+                json_bytes(bytes)
+            }
+            Err(_) => axum::Json(response).into_response(),
+        },
+        _ => axum::Json(response).into_response(),
+    }
 }
 
 /// The authenticated client of the current GraphQL call.
@@ -988,26 +1201,31 @@ fn run<T: DeserializeOwned>(
             "BAD_REQUEST",
         ));
     }
-    let mut rows: Vec<Value> = shared
-        .window(report, &args.customer_id, from, to)
-        .into_iter()
-        .map(|(_, value)| value)
-        .filter(|record| {
-            args.filter
-                .iter()
-                .all(|(column, values)| values.contains(&cell_text(record.get(column))))
-        })
-        .collect();
-    if args.sort == Some(SortDirection::Desc) {
-        rows.reverse();
-    }
+    let desc = args.sort == Some(SortDirection::Desc);
     let start = (page as usize).saturating_mul(size as usize);
     let end = start.saturating_add(size as usize);
-    let has_more_elements = rows.len() > end;
+    let (rows, total) = if args.filter.is_empty() && shared.edits.is_empty() {
+        shared.page(report, &args.customer_id, from, to, desc, start, size as usize)
+    } else {
+        let mut rows: Vec<Value> = shared
+            .window(report, &args.customer_id, from, to)
+            .into_iter()
+            .map(|(_, value)| value)
+            .filter(|record| {
+                args.filter
+                    .iter()
+                    .all(|(column, values)| values.contains(&cell_text(record.get(column))))
+            })
+            .collect();
+        if desc {
+            rows.reverse();
+        }
+        let total = rows.len();
+        (rows.into_iter().skip(start).take(size as usize).collect(), total)
+    };
+    let has_more_elements = total > end;
     let content = rows
         .into_iter()
-        .skip(start)
-        .take(size as usize)
         .map(serde_json::from_value::<T>)
         .collect::<Result<Vec<T>, _>>()
         .map_err(|e| classified(format!("Internal error reading a record: {e}"), "INTERNAL_ERROR"))?;
@@ -1633,4 +1851,154 @@ fn generate(
         }
     };
     value.unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sandbox state whose last day is one second long, so thousands of records share
+    /// milliseconds and the id tie-break is exercised.
+    fn crowded() -> Shared {
+        let anchor = NaiveDate::from_ymd_opt(2026, 3, 10)
+            .and_then(|d| d.and_hms_opt(0, 0, 1))
+            .map(|t| t.and_utc())
+            .expect("valid anchor");
+        Shared {
+            seed: 7,
+            anchor,
+            history_days: 3,
+            records_per_day: 1_500,
+            clients: RetarusOptions::default().clients,
+            token_lifetime: Duration::from_secs(300),
+            edits: Edits::default(),
+            tokens: Mutex::new(HashMap::new()),
+            tokens_issued: AtomicU64::new(0),
+            token_requests: AtomicU64::new(0),
+            graphql_calls: AtomicU64::new(0),
+            token_endpoint_down: AtomicBool::new(false),
+            day_index: Mutex::new(HashMap::new()),
+        }
+    }
+
+    #[test]
+    fn the_paged_fast_path_serves_exactly_the_slices_of_the_window() {
+        let shared = crowded();
+        let at = |text: &str| gql::parse_instant(text).expect("instant");
+        let windows = [
+            (at("2026-03-07T00:00:00.000Z"), at("2026-03-11T00:00:00.000Z")),
+            (at("2026-03-08T13:14:15.123Z"), at("2026-03-09T02:00:00.500Z")),
+            (at("2026-03-10T00:00:00.250Z"), at("2026-03-10T00:00:00.750Z")),
+            (at("2026-03-08T05:00:00.000Z"), at("2026-03-08T05:00:00.000Z")),
+        ];
+        for report in [RetarusReport::FaxOut, RetarusReport::SmsIn] {
+            for (from, to) in windows {
+                let window: Vec<Value> = shared
+                    .window(report, "99999", from, to)
+                    .into_iter()
+                    .map(|(_, v)| v)
+                    .collect();
+                for desc in [false, true] {
+                    let mut expected = window.clone();
+                    if desc {
+                        expected.reverse();
+                    }
+                    for (skip, take) in [
+                        (0, 10_000),
+                        (0, 7),
+                        (333, 1_000),
+                        (1_499, 3),
+                        (2_990, 100),
+                        (9_000, 5),
+                    ] {
+                        let (page, total) = shared.page(report, "99999", from, to, desc, skip, take);
+                        assert_eq!(total, expected.len(), "{report:?} {from}..{to}");
+                        let slice: Vec<Value> = expected.iter().skip(skip).take(take).cloned().collect();
+                        assert!(
+                            page == slice,
+                            "{report:?} {from}..{to} desc={desc} skip={skip} take={take}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(
+            shared
+                .page(
+                    RetarusReport::FaxOut,
+                    "12345",
+                    windows[0].0,
+                    windows[0].1,
+                    false,
+                    0,
+                    10
+                )
+                .0
+                .is_empty()
+        );
+    }
+
+    /// A remembered answer is the same bytes as a freshly computed one, and edits bypass it.
+    #[tokio::test]
+    async fn cached_answers_equal_computed_ones_and_edits_bypass_the_cache() {
+        let options = |cache| {
+            let mut options = SandboxOptions::default();
+            options.retarus.cache_responses = cache;
+            options
+        };
+        let (plain, _g1) = start(&options(false)).await.expect("starts");
+        let (cached, _g2) = start(&options(true)).await.expect("starts");
+        let to = Utc::now()
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight")
+            .and_utc();
+        let body = json!({
+            "query": "query($from: DateTime!, $to: DateTime!) { faxOutUdrReport(customerId: \"99999\", \
+                      datePeriod: {fromIncluded: $from, toExcluded: $to}, size: 3) { pageIndex hasMoreElements \
+                      content { faxId keyTimestamp statusName } } }",
+            "variables": {"from": gql::format_instant(to - TimeDelta::days(3)), "to": gql::format_instant(to)},
+        });
+        let client = reqwest::Client::new();
+        let fetch = |handle: RetarusHandle| {
+            let (client, body) = (client.clone(), body.clone());
+            async move {
+                let token: Value = client
+                    .post(&handle.token_url)
+                    .form(&[
+                        ("grant_type", "client_credentials"),
+                        ("client_id", handle.client_id.as_str()),
+                        ("client_secret", handle.client_secret.as_str()),
+                        ("scope", "openid"),
+                    ])
+                    .send()
+                    .await
+                    .expect("token")
+                    .json()
+                    .await
+                    .expect("token JSON");
+                let response = client
+                    .post(&handle.graphql_url)
+                    .bearer_auth(token["access_token"].as_str().unwrap_or_default())
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("page");
+                let kind = response.headers().get(header::CONTENT_TYPE).cloned();
+                (kind, response.bytes().await.expect("bytes"))
+            }
+        };
+        let expected = fetch(plain.clone()).await;
+        assert_eq!(fetch(cached.clone()).await, expected);
+        assert_eq!(fetch(cached.clone()).await, expected, "the remembered answer");
+        let first: Value = serde_json::from_slice(&expected.1).expect("JSON");
+        let id = first["data"]["faxOutUdrReport"]["content"][0]["faxId"]
+            .as_str()
+            .expect("an id");
+        cached.edits.delete(id);
+        plain.edits.delete(id);
+        let edited = fetch(plain).await;
+        assert_ne!(edited, expected);
+        assert_eq!(fetch(cached).await, edited);
+    }
 }

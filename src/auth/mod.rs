@@ -7,7 +7,10 @@
 //! The rules every flow follows (see `shared/LESSONS.md`):
 //! - one refresh at a time per source: in-process through [`SourceAuth::cache`], across processes
 //!   through the row lock of `etl.tokens`; whoever waited re-reads before refreshing;
-//! - a rotated refresh token is committed before the new access token is used;
+//! - a rotated refresh token is committed before the new access token is used — unless the
+//!   database fails between the refresh and the commit: then the new tokens are held in memory as
+//!   [`Pending`], the new access token is used, storing is retried on later calls, and the source
+//!   is paused (never refreshed again, never with the old refresh token) until they are stored;
 //! - a refused refresh (`invalid_grant`) marks the source `reauthorize` and is never retried;
 //! - a token is replaced only near its expiry or after the upstream rejected that very token
 //!   (Altrata kills the previous token whenever a new one is issued).
@@ -19,7 +22,7 @@ pub mod token;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
@@ -100,15 +103,45 @@ struct Cached {
     use_until: DateTime<Utc>,
 }
 
+/// How often storing [`Pending`] tokens is retried while their access token is still good. Every
+/// attempt against an unreachable database waits for the pool's acquire timeout, so calls must
+/// not pay that on every request.
+const PENDING_RETRY: Duration = Duration::from_secs(2);
+
+/// Tokens the vendor issued that `etl.tokens` could not store (the database failed between the
+/// refresh and the commit). A rotated refresh token exists nowhere else: losing it means a person
+/// must log in again, and sending the old one again may revoke the whole chain. So while this is
+/// set the source never renews; it uses the new access token while that lasts and retries storing.
+struct Pending {
+    access_token: AccessToken,
+    access_expires_at: DateTime<Utc>,
+    /// The rotated refresh token (`None`: the vendor kept the old one, or a client-credentials flow).
+    refresh_token: Option<RefreshToken>,
+    /// What `etl.tokens` held when we renewed: if the row holds something else by the time we can
+    /// write, another process (or `auth login`) replaced it and ours must not overwrite it.
+    previous_refresh: Option<RefreshToken>,
+    previous_access: Option<AccessToken>,
+    /// No attempt to store before this while the access token is still good.
+    retry_at: Instant,
+}
+
+/// What the single-flight lock guards: the current credential and tokens waiting to be stored.
+#[derive(Default)]
+struct Slot {
+    current: Option<Cached>,
+    pending: Option<Pending>,
+}
+
 /// The token provider of one source.
 pub struct SourceAuth {
     name: String,
     flow: Flow,
     store: TokenStore,
     http: reqwest::Client,
-    /// The current credential. Every caller of this source takes this lock, so while one caller
-    /// refreshes, the others wait for its result instead of refreshing too (single flight).
-    cache: Mutex<Option<Cached>>,
+    /// The current credential (and tokens waiting to be stored). Every caller of this source
+    /// takes this lock, so while one caller refreshes, the others wait for its result instead of
+    /// refreshing too (single flight).
+    cache: Mutex<Slot>,
 }
 
 impl SourceAuth {
@@ -121,9 +154,10 @@ impl SourceAuth {
         if let Flow::StaticKey(key) = &self.flow {
             return Ok(Credential::ApiKey(key.clone()));
         }
-        let mut cache = self.cache.lock().await;
+        let mut slot = self.cache.lock().await;
         let now = Utc::now();
-        if let Some(cached) = cache.as_ref()
+        self.settle_pending(&mut slot, now).await?;
+        if let Some(cached) = slot.current.as_ref()
             && now < cached.use_until
         {
             return Ok(cached.credential.clone());
@@ -134,12 +168,12 @@ impl SourceAuth {
             && let Some(cached) = self.usable(stored, now)
         {
             let credential = cached.credential.clone();
-            *cache = Some(cached);
+            slot.current = Some(cached);
             return Ok(credential);
         }
-        let cached = self.renew(false).await?;
+        let cached = self.renew(&mut slot, false).await?;
         let credential = cached.credential.clone();
-        *cache = Some(cached);
+        slot.current = Some(cached);
         Ok(credential)
     }
 
@@ -150,10 +184,13 @@ impl SourceAuth {
         if matches!(self.flow, Flow::StaticKey(_)) {
             return Ok(());
         }
-        let mut cache = self.cache.lock().await;
-        if cache.as_ref().is_some_and(|c| &c.credential == rejected) {
-            *cache = None;
+        let mut slot = self.cache.lock().await;
+        if slot.current.as_ref().is_some_and(|c| &c.credential == rejected) {
+            slot.current = None;
         }
+        // A rejected token that is still only in memory must reach etl.tokens first, or the
+        // check below would compare against the older stored token.
+        self.settle_pending(&mut slot, Utc::now()).await?;
         let (lock, stored) = self
             .store
             .lock(&self.name, self.flow.name())
@@ -175,16 +212,98 @@ impl SourceAuth {
         if matches!(self.flow, Flow::StaticKey(_)) {
             return Ok(DateTime::<Utc>::MAX_UTC);
         }
-        let mut cache = self.cache.lock().await;
-        let cached = self.renew(true).await?;
+        let mut slot = self.cache.lock().await;
+        // Forced: a pending refresh token must be stored before anything may renew.
+        slot.current = None;
+        self.settle_pending(&mut slot, Utc::now()).await?;
+        let cached = self.renew(&mut slot, true).await?;
         let expires = cached.use_until;
-        *cache = Some(cached);
+        slot.current = Some(cached);
         Ok(expires)
     }
 
+    /// Whether tokens this process renewed still wait to be stored (the source is paused).
+    pub async fn has_pending_tokens(&self) -> bool {
+        self.cache.lock().await.pending.is_some()
+    }
+
+    /// Retries storing [`Pending`] tokens when due. While they stay unstored, `Ok` means the
+    /// in-memory access token is still good to use; once it is not, the source is paused: this
+    /// returns a retryable storage error and nothing renews.
+    async fn settle_pending(&self, slot: &mut Slot, now: DateTime<Utc>) -> Result<(), AuthError> {
+        let usable = slot.current.as_ref().is_some_and(|c| now < c.use_until);
+        let Some(pending) = slot.pending.as_mut() else {
+            return Ok(());
+        };
+        if usable && Instant::now() < pending.retry_at {
+            return Ok(());
+        }
+        match self.store_pending(pending).await {
+            Ok(true) => {
+                tracing::info!(source = %self.name, "Stored the tokens of a refresh the database had missed.");
+                slot.pending = None;
+                Ok(())
+            }
+            Ok(false) => {
+                tracing::warn!(source = %self.name,
+                    "etl.tokens was replaced while our refreshed tokens waited to be stored; using the stored ones.");
+                slot.pending = None;
+                slot.current = None;
+                Ok(())
+            }
+            Err(reason) => {
+                pending.retry_at = Instant::now() + PENDING_RETRY;
+                if usable {
+                    tracing::warn!(source = %self.name, error = %reason,
+                        "Refreshed tokens are still not stored; using them from memory and retrying.");
+                    return Ok(());
+                }
+                tracing::warn!(source = %self.name, error = %reason,
+                    "Refreshed tokens are still not stored and their access token is used up; the source is paused until they are.");
+                Err(self.storage(format!(
+                    "{reason} (a refreshed token waits in memory to be stored; the source is paused until the database accepts it)"
+                )))
+            }
+        }
+    }
+
+    /// Writes pending tokens under the row lock. `Ok(false)`: the row was replaced meanwhile by
+    /// someone else's tokens, which win; nothing was written.
+    async fn store_pending(&self, pending: &Pending) -> Result<bool, String> {
+        let (lock, stored) = self.store.lock(&self.name, self.flow.name()).await?;
+        let secret = |t: &Option<RefreshToken>| t.as_ref().map(|t| t.secret().to_owned());
+        let unchanged = match self.flow {
+            Flow::RefreshChain { .. } => {
+                // A commit whose answer was lost may already have written ours.
+                if pending.refresh_token.is_some()
+                    && secret(&stored.refresh_token) == secret(&pending.refresh_token)
+                {
+                    return Ok(true);
+                }
+                secret(&stored.refresh_token) == secret(&pending.previous_refresh)
+            }
+            _ => stored.access_token == pending.previous_access,
+        };
+        if !unchanged {
+            return Ok(false); // dropping the lock rolls back
+        }
+        let tokens = NewTokens {
+            access_token: &pending.access_token,
+            access_expires_at: pending.access_expires_at,
+            refresh_token: pending.refresh_token.as_ref(),
+        };
+        lock.save(tokens, false).await?;
+        Ok(true)
+    }
+
     /// Fetches or refreshes under the source's row lock, unless (`force` aside) the process that
-    /// held the lock before us already did.
-    async fn renew(&self, force: bool) -> Result<Cached, AuthError> {
+    /// held the lock before us already did. If the new tokens cannot be stored, they go to
+    /// `slot.pending` and the new access token is returned all the same.
+    async fn renew(&self, slot: &mut Slot, force: bool) -> Result<Cached, AuthError> {
+        if slot.pending.is_some() {
+            return Err(self
+                .storage("a refreshed token waits in memory to be stored; not renewing until it is".into()));
+        }
         let (lock, stored) = self
             .store
             .lock(&self.name, self.flow.name())
@@ -212,7 +331,16 @@ impl SourceAuth {
                     access_expires_at: issued.expires_at,
                     refresh_token: None,
                 };
-                lock.save(tokens, false).await.map_err(|e| self.storage(e))?;
+                if let Err(reason) = lock.save(tokens, false).await {
+                    return Ok(self.hold_unstored(
+                        slot,
+                        &stored,
+                        issued.access_token,
+                        issued.expires_at,
+                        None,
+                        &reason,
+                    ));
+                }
                 tracing::info!(source = %self.name, expires_at = %issued.expires_at, "Fetched a new access token.");
                 Ok(self.cached(
                     Credential::Bearer(issued.access_token),
@@ -224,9 +352,12 @@ impl SourceAuth {
                 token_url, client, ..
             } => {
                 if stored.status == "reauthorize" {
-                    return Err(
-                        self.reauthorize(stored.status_reason.unwrap_or_else(|| "refused earlier".into()))
-                    );
+                    return Err(self.reauthorize(
+                        stored
+                            .status_reason
+                            .clone()
+                            .unwrap_or_else(|| "refused earlier".into()),
+                    ));
                 }
                 let Some(refresh_token) = &stored.refresh_token else {
                     return Err(self.reauthorize("no authorisation is stored for this source".into()));
@@ -239,7 +370,16 @@ impl SourceAuth {
                             access_expires_at: issued.expires_at,
                             refresh_token: issued.refresh_token.as_ref(),
                         };
-                        lock.save(tokens, false).await.map_err(|e| self.storage(e))?;
+                        if let Err(reason) = lock.save(tokens, false).await {
+                            return Ok(self.hold_unstored(
+                                slot,
+                                &stored,
+                                issued.access_token,
+                                issued.expires_at,
+                                issued.refresh_token,
+                                &reason,
+                            ));
+                        }
                         tracing::info!(source = %self.name, expires_at = %issued.expires_at, "Refreshed the access token.");
                         Ok(self.cached(
                             Credential::Bearer(issued.access_token),
@@ -262,6 +402,30 @@ impl SourceAuth {
                 }
             }
         }
+    }
+
+    /// The vendor issued tokens but `etl.tokens` failed to take them: keep them as pending (the
+    /// old refresh token is used up) and hand out the new access token.
+    fn hold_unstored(
+        &self,
+        slot: &mut Slot,
+        stored: &StoredToken,
+        access_token: AccessToken,
+        expires_at: DateTime<Utc>,
+        refresh_token: Option<RefreshToken>,
+        reason: &str,
+    ) -> Cached {
+        tracing::error!(source = %self.name, error = %reason,
+            "Renewed the token but could not store it; holding it in memory and retrying, and pausing further renewals.");
+        slot.pending = Some(Pending {
+            access_token: access_token.clone(),
+            access_expires_at: expires_at,
+            refresh_token,
+            previous_refresh: stored.refresh_token.clone(),
+            previous_access: stored.access_token.clone(),
+            retry_at: Instant::now() + PENDING_RETRY,
+        });
+        self.cached(Credential::Bearer(access_token), expires_at, Utc::now())
     }
 
     /// The stored token as a cache entry, if it is still good to use.
@@ -355,7 +519,7 @@ pub fn build(settings: &Settings, pool: PgPool) -> AuthRegistry {
                 flow: flow_for(source),
                 store: store.clone(),
                 http: http.clone(),
-                cache: Mutex::new(None),
+                cache: Mutex::new(Slot::default()),
             };
             (name.clone(), Arc::new(auth))
         })

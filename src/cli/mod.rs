@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::auth;
 use crate::config::{ConfigSource, LogFormat, Settings, SourceSettings};
 use crate::datasets;
+use crate::executor::shared_budget;
 use crate::jobs::schedule;
 use crate::store::{self, Store, runs};
 use table::Table;
@@ -47,7 +48,8 @@ pub enum Command {
     Check,
     /// Apply database migrations (also done automatically at start-up) and exit.
     Migrate,
-    /// Show recent runs as a table, newest first.
+    /// Show recent runs as a table, newest first, then the shared rate budget per source and
+    /// process (calls made, time waited for budget).
     Runs {
         /// Only runs of this job.
         #[arg(long)]
@@ -151,6 +153,8 @@ async fn run_command(command: Command, settings: Settings) -> Result<ExitCode> {
             let store = Store::open(&settings.database, "runs").await?;
             let rows = runs::recent(store.pool(), job.as_deref(), limit).await?;
             print!("{}", runs_table(&rows));
+            let usage = shared_budget::usage(store.pool(), limit).await?;
+            print!("{}", budget_table(&usage));
             store.close().await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -349,6 +353,39 @@ fn jobs_table(settings: &Settings, last: &std::collections::HashMap<String, Stri
         ]);
     }
     table.render()
+}
+
+/// The shared rate budget per source and process: calls made and time spent waiting for budget.
+fn budget_table(rows: &[shared_budget::UsageRow]) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut table = Table::new([
+        "SOURCE",
+        "PROCESS",
+        "COMMAND",
+        "STATE",
+        "CALLS",
+        "WAITED",
+        "FALLBACK CALLS",
+        "LAST CALL",
+    ]);
+    for row in rows {
+        table.row([
+            row.source.clone(),
+            format!("{} pid {}", row.hostname, row.pid),
+            row.command.clone(),
+            if row.running { "running" } else { "stopped" }.to_owned(),
+            row.calls.to_string(),
+            format!("{:.1}s", row.waited_ms as f64 / 1000.0),
+            row.fallback_calls.to_string(),
+            row.last_call_at.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+        ]);
+    }
+    format!(
+        "\nRate budget shared by every process on this database:\n{}",
+        table.render()
+    )
 }
 
 fn runs_table(rows: &[runs::RunRow]) -> String {

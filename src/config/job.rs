@@ -28,6 +28,7 @@ pub struct JobSettings {
     /// Length of a `trailing` window, in days.
     pub trailing_days: Option<u32>,
     /// Where a first incremental run starts (bounded by the vendor's history limit).
+    #[serde(default, deserialize_with = "super::values::optional_date")]
     pub start: Option<NaiveDate>,
     /// Set to false to keep a job configured but not scheduled.
     #[serde(default = "default_true")]

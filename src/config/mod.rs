@@ -46,6 +46,8 @@ pub struct Settings {
     pub log: LogSettings,
     #[serde(default)]
     pub security: SecuritySettings,
+    #[serde(default)]
+    pub rate_budget: RateBudgetSettings,
     /// Named upstream accounts.
     #[serde(default)]
     pub sources: BTreeMap<String, SourceSettings>,
@@ -92,7 +94,10 @@ impl Default for DatabaseSettings {
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     /// Address of `/healthz`, `/readyz` and `/metrics`. Loopback by default.
-    #[serde(default = "ServerSettings::default_listen")]
+    #[serde(
+        default = "ServerSettings::default_listen",
+        deserialize_with = "values::socket_addr"
+    )]
     pub listen: std::net::SocketAddr,
     /// At shutdown, how long running windows may take to commit before they are rolled back.
     #[serde(default = "ServerSettings::default_grace")]
@@ -141,6 +146,32 @@ pub struct SecuritySettings {
     /// Key that encrypts refresh tokens at rest (any string; a 256-bit key is derived from it).
     pub token_key: Option<SecretString>,
     pub token_key_file: Option<PathBuf>,
+}
+
+/// How the per-source rate budget shared through the database behaves when the database is not
+/// there (see `executor::shared_budget`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateBudgetSettings {
+    /// Share of a source's limit this process allows itself while the database is unreachable
+    /// (0 < share <= 1). With N processes that may lose the database together, 1/N keeps their
+    /// sum within the limit.
+    #[serde(default = "RateBudgetSettings::default_fallback_share")]
+    pub fallback_share: f64,
+}
+
+impl RateBudgetSettings {
+    fn default_fallback_share() -> f64 {
+        0.5
+    }
+}
+
+impl Default for RateBudgetSettings {
+    fn default() -> Self {
+        RateBudgetSettings {
+            fallback_share: Self::default_fallback_share(),
+        }
+    }
 }
 
 /// One problem in the configuration.
@@ -223,20 +254,39 @@ impl Settings {
             .prefix_separator("__")
             .separator("__")
             .source(source.env.clone().map(|map| map.into_iter().collect()));
-        let layered = config::Config::builder()
+        let builder = config::Config::builder()
             .add_source(
                 config::File::from(file.as_path())
                     .format(config::FileFormat::Toml)
                     .required(required),
             )
-            .add_source(environment)
-            .build()
-            .map_err(|e| {
-                fail(vec![Problem {
-                    key: "(file)".into(),
-                    message: e.to_string(),
-                }])
-            })?;
+            .add_source(environment);
+        Settings::build(builder, Some(file.clone()))
+    }
+
+    /// Parses and validates configuration text as if it were the whole file, without the
+    /// environment: for tools and the fuzz targets (`fuzz/`), which must not depend on files.
+    pub fn from_toml_str(text: &str) -> Result<Settings, ConfigError> {
+        let builder =
+            config::Config::builder().add_source(config::File::from_str(text, config::FileFormat::Toml));
+        Settings::build(builder, None)
+    }
+
+    /// Layers, deserialises and validates what `builder` holds; `file` names it in errors.
+    fn build(
+        builder: config::ConfigBuilder<config::builder::DefaultState>,
+        file: Option<PathBuf>,
+    ) -> Result<Settings, ConfigError> {
+        let fail = |problems| ConfigError {
+            file: file.clone(),
+            problems,
+        };
+        let layered = builder.build().map_err(|e| {
+            fail(vec![Problem {
+                key: "(file)".into(),
+                message: e.to_string(),
+            }])
+        })?;
         let mut settings: Settings = serde_path_to_error::deserialize(layered).map_err(|e| {
             let mut key = e.path().to_string();
             let mut message = clean_serde_message(&e.inner().to_string());
@@ -276,6 +326,15 @@ impl Settings {
                     format!("must start with postgres:// or postgresql:// (got scheme `{scheme}`)"),
                 );
             }
+        }
+        let share = self.rate_budget.fallback_share;
+        if !(share > 0.0 && share <= 1.0) {
+            problems.add(
+                "rate_budget.fallback_share",
+                format!(
+                    "`{share}` is not a share of the limit; use a number above 0 and at most 1 (e.g. 0.5)"
+                ),
+            );
         }
         if self.database.pool_size == 0 {
             problems.add("database.pool_size", "`0` is not a pool size; use 1 or more");

@@ -157,22 +157,55 @@ impl<'de> Deserialize<'de> for TimeZone {
 
 /// A list that environment variables can give as one comma-separated string
 /// (`REPORTING_ETL__SOURCES__RETARUS__CUSTOMER_IDS=99999,88888`) and files as an array.
+///
+/// A visitor rather than an untagged enum: serde's untagged error ("did not match any variant")
+/// would hide the offending value.
 pub fn string_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
+    struct ListVisitor;
+    impl<'de> serde::de::Visitor<'de> for ListVisitor {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of strings or one comma-separated string")
+        }
+        fn visit_str<E: serde::de::Error>(self, joined: &str) -> Result<Self::Value, E> {
+            Ok(joined.split(',').map(str::to_owned).collect())
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element::<String>()? {
+                items.push(item);
+            }
+            Ok(items)
+        }
     }
-    let items = match OneOrMany::deserialize(deserializer)? {
-        OneOrMany::One(joined) => joined.split(',').map(str::to_owned).collect(),
-        OneOrMany::Many(items) => items,
-    };
+    let items = deserializer.deserialize_any(ListVisitor)?;
     Ok(items
         .into_iter()
         .map(|item| item.trim().to_owned())
         .filter(|item| !item.is_empty())
         .collect())
+}
+
+/// A socket address (`127.0.0.1:9187`); the error quotes the value, which std's does not.
+pub fn socket_addr<'de, D: Deserializer<'de>>(deserializer: D) -> Result<std::net::SocketAddr, D::Error> {
+    let value = String::deserialize(deserializer)?;
+    value.trim().parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{value}` is not an IP address with a port (e.g. \"127.0.0.1:9187\")"
+        ))
+    })
+}
+
+/// An optional calendar date (`2025-01-31`); the error quotes the value, which chrono's does not.
+pub fn optional_date<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<chrono::NaiveDate>, D::Error> {
+    let Some(value) = Option::<String>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    chrono::NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d")
+        .map(Some)
+        .map_err(|_| serde::de::Error::custom(format!("`{value}` is not a date (YYYY-MM-DD)")))
 }
 
 #[cfg(test)]

@@ -171,6 +171,9 @@ async fn load_events(
     let first = tuning.altrata_page_size.clamp(1, 50);
     for id in ids {
         let mut after: Option<String> = None;
+        // Every cursor followed so far: an upstream cycling through cursors (A → B → A) would
+        // otherwise be paged forever.
+        let mut followed = std::collections::HashSet::new();
         let mut page = 0;
         loop {
             page += 1;
@@ -251,14 +254,15 @@ async fn load_events(
             let info = response.page_info_response.and_then(|p| p.page_info);
             let (more, cursor) = info.map_or((None, None), |i| (i.has_next_page, i.end_cursor));
             match (more, cursor) {
-                (Some(true), Some(cursor)) if fetched > 0 && after.as_ref() != Some(&cursor) => {
+                (Some(true), Some(cursor)) if fetched > 0 && !followed.contains(&cursor) => {
+                    followed.insert(cursor.clone());
                     after = Some(cursor)
                 }
                 (Some(true), _) => {
                     add_warnings(
                         &mut warnings,
                         vec![format!(
-                            "altrata.events for {id}: page {page} said more follow but gave no new cursor; stopped"
+                            "altrata.events for {id}: page {page} said more follow but gave no new cursor (or one already followed); stopped"
                         )],
                     );
                     break;

@@ -12,7 +12,7 @@ use chrono::Utc;
 use graphql_client::GraphQLQuery;
 
 use super::rows::Row;
-use super::sink::{Replace, TableSpec, Writer};
+use super::sink::{RepeatedPage, Replace, TableSpec, Writer};
 use super::{LoadFigures, LoadRequest, ScopeTarget, Tuning};
 use crate::executor::{Executor, ScopeHeader, Service};
 
@@ -612,6 +612,7 @@ async fn load_report<R: Report>(
     let mut warnings = Vec::new();
     let mut untimed = 0usize;
     let mut page = 0i64;
+    let mut repeats = RepeatedPage::default();
     loop {
         let what = || {
             format!(
@@ -631,15 +632,26 @@ async fn load_report<R: Report>(
             anyhow::bail!("{}: the report came back null", what());
         };
         let fetched = content.len();
+        let mapped: Vec<(bool, Row)> = content
+            .into_iter()
+            .flatten()
+            .map(|record| (R::filter_time(&record).is_some(), R::row(customer, record)))
+            .collect();
+        if repeats.check(spec, mapped.iter().map(|(_, row)| row)) {
+            anyhow::bail!(
+                "{}: the page repeats the records of the page before; the upstream ignores paging, so the load stopped",
+                what()
+            );
+        }
         let mut rows = Vec::with_capacity(fetched);
-        for record in content.into_iter().flatten() {
-            if R::filter_time(&record).is_none() {
+        for (timed, row) in mapped {
+            if !timed {
                 // Without its filter timestamp a record belongs to no window: it could never be
                 // replaced or removed, so it is not stored.
                 untimed += 1;
                 continue;
             }
-            rows.push(R::row(customer, record));
+            rows.push(row);
         }
         writer.write(tx, rows).await.with_context(what)?;
         match more {

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::rows::Row;
-use super::sink::{Replace, TableSpec, Writer};
+use super::sink::{RepeatedPage, Replace, TableSpec, Writer};
 use super::{LoadFigures, LoadRequest, Tuning, Window};
 use crate::executor::Executor;
 
@@ -421,6 +421,7 @@ async fn load_list<T: DeserializeOwned>(
     let mut warnings = Vec::new();
     let (mut undated, mut unnamed) = (0usize, 0usize);
     let mut page = 1i64;
+    let mut repeats = RepeatedPage::default();
     loop {
         let mut query = vec![("page", page.to_string()), ("limit", limit.to_string())];
         if let Some(w) = window {
@@ -444,9 +445,15 @@ async fn load_list<T: DeserializeOwned>(
             serde_json::from_value(items).with_context(|| format!("{}: reading data.{key}", what()))?
         };
         let fetched = records.len();
+        let mapped: Vec<(Option<DateTime<Utc>>, Row)> = records.into_iter().flatten().map(&map).collect();
+        if repeats.check(spec, mapped.iter().map(|(_, row)| row)) {
+            anyhow::bail!(
+                "{}: the page repeats the records of the page before; the upstream ignores paging, so the load stopped",
+                what()
+            );
+        }
         let mut rows = Vec::with_capacity(fetched);
-        for record in records.into_iter().flatten() {
-            let (created, row) = map(record);
+        for (created, row) in mapped {
             if matches!(row.first(), Some(super::rows::Cell::Text(None)) | None) {
                 unnamed += 1;
                 continue;

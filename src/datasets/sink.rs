@@ -209,15 +209,15 @@ impl Writer {
         let mut text = String::with_capacity(rows.len() * 256);
         let mut source = String::new();
         super::rows::Cell::from(self.source.as_str()).write_copy(&mut source);
+        // Formatted once per page rather than once per row.
+        let run_id = format!("\t{}\n", self.run_id);
         for row in &rows {
             text.push_str(&source);
             for cell in row {
                 text.push('\t');
                 cell.write_copy(&mut text);
             }
-            text.push('\t');
-            text.push_str(&self.run_id.to_string());
-            text.push('\n');
+            text.push_str(&run_id);
         }
         let table = self.spec.table;
         sqlx::query(sqlx::AssertSqlSafe(format!("TRUNCATE pg_temp.{}", self.stage)))
@@ -281,6 +281,42 @@ impl Writer {
             .filter(|(index, row)| last.get(&key_of(row)) == Some(index))
             .map(|(_, row)| row)
             .collect()
+    }
+}
+
+/// Notices an upstream that ignores paging: a non-empty page whose records have exactly the keys
+/// of the page before. Without this a loader that asks "is there more?" would ask forever (the
+/// runner sets no deadline), holding the job's lock and re-writing the same rows.
+#[derive(Debug, Default)]
+pub struct RepeatedPage {
+    previous: Option<u64>,
+}
+
+impl RepeatedPage {
+    /// Whether `rows` (every record of the page, skipped ones included) repeats the last page.
+    pub fn check<'a>(&mut self, spec: &TableSpec, rows: impl IntoIterator<Item = &'a Row>) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        let mut count = 0usize;
+        for row in rows {
+            count += 1;
+            for key in spec.key {
+                let cell = spec
+                    .columns
+                    .iter()
+                    .position(|c| c == key)
+                    .and_then(|i| row.get(i));
+                cell.map(|c| c.key_text()).hash(&mut hasher);
+            }
+        }
+        if count == 0 {
+            self.previous = None;
+            return false;
+        }
+        let fingerprint = hasher.finish();
+        let repeated = self.previous == Some(fingerprint);
+        self.previous = Some(fingerprint);
+        repeated
     }
 }
 

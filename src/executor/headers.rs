@@ -91,8 +91,8 @@ fn parse_limit(value: &str) -> (Option<u32>, Option<Duration>) {
         .split([',', ';'])
         .filter_map(|part| part.trim().strip_prefix("w="))
         .find_map(|w| w.trim().parse::<f64>().ok())
-        .filter(|w| w.is_finite() && *w > 0.0)
-        .map(Duration::from_secs_f64);
+        .filter(|w| *w > 0.0)
+        .and_then(|w| Duration::try_from_secs_f64(w).ok());
     (limit, window)
 }
 
@@ -116,14 +116,15 @@ pub fn parse_reset(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     } else {
         number
     };
-    Some(Duration::from_secs_f64(secs.max(0.0)))
+    // `try_`: a value beyond what a Duration holds (1e30) is junk, and must not panic the call.
+    Duration::try_from_secs_f64(secs.max(0.0)).ok()
 }
 
 /// `Retry-After`: delay-seconds (decimals tolerated) or an HTTP date.
 pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        return Duration::try_from_secs_f64(secs).ok();
     }
     let at = DateTime::parse_from_rfc2822(value).ok()?.with_timezone(&Utc);
     Some((at - now).to_std().unwrap_or(Duration::ZERO))
@@ -232,6 +233,25 @@ mod tests {
             .replace("+0000", "GMT");
         let dated = RateHeaders::parse(&headers(&[("Retry-After", &date)]), now());
         assert_eq!(dated.retry_after, Some(Duration::from_secs(20)));
+    }
+
+    #[test]
+    fn values_too_large_for_a_duration_are_ignored_instead_of_panicking() {
+        // Found by fuzzing (fuzz/ rate_headers): these panicked in Duration::from_secs_f64.
+        let parsed = RateHeaders::parse(
+            &headers(&[
+                ("Retry-After", "1570000030700000300005"),
+                ("X-RateLimit-Reset", "1e30"),
+                ("RateLimit-Policy", "10;w=1e300"),
+            ]),
+            now(),
+        );
+        assert_eq!(parsed.retry_after, None);
+        assert_eq!(parsed.reset, None);
+        assert_eq!(parsed.window, None);
+        assert_eq!(parsed.limit, Some(10));
+        assert_eq!(parse_retry_after("-1", now()), None);
+        assert_eq!(parse_retry_after("NaN", now()), None);
     }
 
     #[test]

@@ -21,7 +21,8 @@
 //!
 //! [`SourceLimiter::observe`] tightens the budget from the answers' headers: a lower
 //! `X-RateLimit-Limit` applies from the next call, `remaining = 0` with a reset blocks until the
-//! reset, and [`SourceLimiter::block_for`] holds every caller back after a `Retry-After`. Every
+//! reset when the log itself still has room (someone else spends the budget; when the log is
+//! full it already waits past the reset), and [`SourceLimiter::block_for`] holds every caller back after a `Retry-After`. Every
 //! such wait has a floor ([`MIN_WAIT`]) so a `Retry-After: 0` cannot turn into a busy loop.
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -107,6 +108,23 @@ impl State {
         window + window.mul_f64(SAFETY_MARGIN)
     }
 
+    /// Whether the log holds as many calls as the budget allows. Then "nothing remaining" from
+    /// the upstream says nothing new: every call it counted in its current window frees a full
+    /// window (plus margin) after it ended, so after that window opened, and so after its reset;
+    /// while its reset, rounded up to whole seconds, would keep the budget idle for up to a
+    /// second per window. With room in the log, someone else spends the budget, and the reset is
+    /// the best there is to go by.
+    fn is_full(&self, now: Instant) -> bool {
+        let (calls, _) = self.budget();
+        let span = self.span();
+        let counted = self
+            .log
+            .iter()
+            .filter(|slot| !slot.done || slot.at + span > now)
+            .count();
+        counted >= calls as usize
+    }
+
     fn decide(&mut self, now: Instant) -> Decision {
         if let Some(until) = self.blocked_until {
             if until > now {
@@ -189,6 +207,44 @@ impl SourceLimiter {
         }
     }
 
+    /// A limiter allowing `share` of `limit` (at least one call per window): what a process keeps
+    /// to when it cannot reach the budget it shares with other processes.
+    pub fn scaled(limit: RateLimit, share: f64) -> SourceLimiter {
+        let share = if share.is_finite() {
+            share.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let calls = (f64::from(limit.calls) * share).floor() as u32;
+        SourceLimiter::new(RateLimit {
+            calls: calls.max(1),
+            per_ms: limit.per_ms,
+        })
+    }
+
+    /// Counts calls that ended at `ends` (made under another budget) as if they had gone through
+    /// this limiter, so switching budgets cannot put a second full budget into one window.
+    pub fn record_finished(&self, ends: &[Instant]) {
+        if ends.is_empty() {
+            return;
+        }
+        let mut state = lock(&self.inner.state);
+        for at in ends {
+            let id = state.next_id;
+            state.next_id += 1;
+            state.log.push(Slot {
+                id,
+                at: *at,
+                done: true,
+            });
+        }
+    }
+
+    /// How long a finished call keeps counting: the window in force plus the safety margin.
+    pub fn span(&self) -> Duration {
+        lock(&self.inner.state).span()
+    }
+
     /// Waits for a slot. Fails at once when the slot would come after `deadline`.
     pub async fn acquire(&self, deadline: Option<Instant>) -> Result<Permit, DeadlineReached> {
         loop {
@@ -245,6 +301,7 @@ impl SourceLimiter {
         }
         if headers.remaining == Some(0)
             && let Some(reset) = headers.reset
+            && !state.is_full(now)
         {
             extend_block(&mut state, now + reset.max(MIN_WAIT));
         }
@@ -352,6 +409,23 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_scaled_limiter_allows_its_share_and_counts_calls_made_elsewhere() {
+        let window = Duration::from_secs(1);
+        let half = SourceLimiter::scaled(limit(10, window), 0.5);
+        assert_eq!(half.budget(), (5, window));
+        assert_eq!(SourceLimiter::scaled(limit(1, window), 0.5).budget(), (1, window));
+        // Three calls that just ended under another budget leave two of the five.
+        half.record_finished(&[Instant::now(); 3]);
+        let start = Instant::now();
+        for _ in 0..2 {
+            drop(half.acquire(None).await.expect("no deadline"));
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        drop(half.acquire(None).await.expect("no deadline"));
+        assert!(start.elapsed() >= window, "the sixth call in a window waits");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_lower_announced_limit_applies_from_the_next_call() {
         let window = Duration::from_secs(1);
         let limiter = SourceLimiter::new(limit(20, window));
@@ -392,6 +466,29 @@ mod tests {
         let start = Instant::now();
         drop(limiter.acquire(None).await.expect("no deadline"));
         assert_eq!(start.elapsed(), MIN_WAIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_remaining_after_our_own_full_budget_waits_for_the_log_not_the_rounded_reset() {
+        let window = Duration::from_millis(1000);
+        let limiter = SourceLimiter::new(limit(3, window));
+        for _ in 0..3 {
+            drop(limiter.acquire(None).await.expect("no deadline"));
+            tokio::time::advance(Duration::from_millis(100)).await;
+        }
+        // The third answer: nothing left, reset "1 s" (0.8 s rounded up to whole seconds).
+        limiter.observe(&RateHeaders {
+            remaining: Some(0),
+            reset: Some(Duration::from_secs(1)),
+            ..RateHeaders::default()
+        });
+        let start = Instant::now();
+        drop(limiter.acquire(None).await.expect("no deadline"));
+        // The first call frees one window and margin after it ended, 0.3 s ago.
+        assert_eq!(
+            start.elapsed(),
+            window + window.mul_f64(SAFETY_MARGIN) - Duration::from_millis(300)
+        );
     }
 
     #[tokio::test(start_paused = true)]

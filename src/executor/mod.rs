@@ -9,6 +9,8 @@
 //!
 //! - This file: the public types datasets and the runner use, and the attempt loop.
 //! - [`limiter`]: the per-source sliding-log rate limiter, shared by every job of a source.
+//! - [`shared_budget`]: the same budget shared by every process on the database (replicas,
+//!   backfills), on top of the in-process limiter.
 //! - [`headers`]: `X-RateLimit-*`, `RateLimit-*` and `Retry-After` parsing.
 //! - [`classify`]: what an answer means; every retry decision is made there.
 //! - `instruments`: metrics and the per-run [`CallFigures`].
@@ -20,6 +22,7 @@ pub mod classify;
 pub mod headers;
 mod instruments;
 pub mod limiter;
+pub mod shared_budget;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -40,7 +43,8 @@ use crate::auth::{AuthRegistry, Credential, SourceAuth};
 use crate::config::{HttpUrl, Settings, SourceSettings};
 use classify::{GraphqlClass, GraphqlError, Verdict};
 use headers::RateHeaders;
-use limiter::{MIN_WAIT, SourceLimiter};
+use limiter::MIN_WAIT;
+use shared_budget::{BudgetDatabase, RateBudget};
 
 /// How long establishing a connection may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,6 +55,10 @@ pub const MAX_ATTEMPTS: u32 = 6;
 /// The first backoff; each retry doubles it, up to [`BACKOFF_MAX`]. Jitter takes 0–50 % off.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(500);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// The largest answer body read (after decompression). A full Retarus page of 10,000 records is
+/// about 20 MB; anything far beyond that is a broken upstream (or a gzip bomb) and would otherwise
+/// be held in memory whole.
+pub const MAX_BODY_BYTES: usize = 128 * 1024 * 1024;
 
 /// Which GraphQL service of a source a query goes to (Altrata has several; others have one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -208,6 +216,8 @@ pub struct ExecutorOptions {
     pub max_attempts: u32,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Bodies longer than this are refused (see [`MAX_BODY_BYTES`]).
+    pub max_body_bytes: usize,
 }
 
 impl Default for ExecutorOptions {
@@ -218,6 +228,7 @@ impl Default for ExecutorOptions {
             max_attempts: MAX_ATTEMPTS,
             backoff_base: BACKOFF_BASE,
             backoff_max: BACKOFF_MAX,
+            max_body_bytes: MAX_BODY_BYTES,
         }
     }
 }
@@ -226,7 +237,8 @@ impl Default for ExecutorOptions {
 struct Source {
     settings: SourceSettings,
     auth: Option<Arc<SourceAuth>>,
-    limiter: SourceLimiter,
+    /// This process's limiter, plus the budget shared through the database when there is one.
+    limiter: RateBudget,
     /// Altrata's `x-api-key`, sent on every GraphQL call.
     api_key: Option<SecretString>,
     /// Set when the upstream said the daily quota is spent; calls fail fast until then. Every
@@ -257,11 +269,34 @@ impl Executor {
         Executor::with_options(settings, auth, ExecutorOptions::default())
     }
 
-    /// Like [`Executor::new`], with other timeouts or retry budget.
+    /// Like [`Executor::new`], with other timeouts or retry budget. Each source's rate limit is
+    /// this process's alone: for tests and tools; the service uses [`Executor::with_shared_budget`].
     pub fn with_options(
         settings: Arc<Settings>,
         auth: AuthRegistry,
         options: ExecutorOptions,
+    ) -> anyhow::Result<Executor> {
+        Executor::build(settings, auth, options, None)
+    }
+
+    /// Like [`Executor::with_options`], with each source's rate budget shared by every process
+    /// on `pool`'s database; `instance` is this process's `etl.instances` row.
+    pub fn with_shared_budget(
+        settings: Arc<Settings>,
+        auth: AuthRegistry,
+        options: ExecutorOptions,
+        pool: sqlx::PgPool,
+        instance: uuid::Uuid,
+    ) -> anyhow::Result<Executor> {
+        let database = BudgetDatabase::new(pool, instance, settings.rate_budget.fallback_share);
+        Executor::build(settings, auth, options, Some(database))
+    }
+
+    fn build(
+        settings: Arc<Settings>,
+        auth: AuthRegistry,
+        options: ExecutorOptions,
+        budget: Option<BudgetDatabase>,
     ) -> anyhow::Result<Executor> {
         use anyhow::Context as _;
         let http = reqwest::Client::builder()
@@ -284,7 +319,15 @@ impl Executor {
                 let entry = Source {
                     settings: source.clone(),
                     auth: auth.get(name).cloned(),
-                    limiter: SourceLimiter::new(source.rate_limit()),
+                    limiter: match &budget {
+                        Some(database) => RateBudget::shared(
+                            name,
+                            source.rate_limit(),
+                            options.request_timeout,
+                            database.clone(),
+                        ),
+                        None => RateBudget::local(source.rate_limit()),
+                    },
                     api_key,
                     quota_spent_until: Mutex::new(None),
                     throttled_ms_total: AtomicU64::new(0),
@@ -307,11 +350,38 @@ impl Executor {
         scope: &ScopeHeader,
         variables: Q::Variables,
     ) -> Result<GraphqlOutcome<Q::ResponseData>, CallError> {
+        let body = serde_json::to_vec(&Q::build_query(variables))
+            .map_err(|e| fatal(call, format!("could not encode the query: {e}")))?;
+        self.post_graphql(call, service, scope, body).await
+    }
+
+    /// Runs one GraphQL query given as text, answering untyped JSON: for queries that have no
+    /// `graphql_client` type, such as the introspection query of `schema pull` (the schema it
+    /// fetches is what those types are generated from). Same auth, limit and retries as `execute`.
+    pub async fn execute_raw(
+        &self,
+        call: &CallContext,
+        service: Service,
+        scope: &ScopeHeader,
+        query: &str,
+        variables: serde_json::Value,
+    ) -> Result<GraphqlOutcome<serde_json::Value>, CallError> {
+        let body = serde_json::to_vec(&serde_json::json!({ "query": query, "variables": variables }))
+            .map_err(|e| fatal(call, format!("could not encode the query: {e}")))?;
+        self.post_graphql(call, service, scope, body).await
+    }
+
+    /// POSTs an encoded GraphQL request body to the source's `service` and decodes the answer.
+    async fn post_graphql<T: DeserializeOwned>(
+        &self,
+        call: &CallContext,
+        service: Service,
+        scope: &ScopeHeader,
+        body: Vec<u8>,
+    ) -> Result<GraphqlOutcome<T>, CallError> {
         let source = self.source(call)?;
         let endpoint = graphql_endpoint(&source.settings, service)
             .ok_or_else(|| fatal(call, format!("this source has no GraphQL service {service:?}")))?;
-        let body = serde_json::to_vec(&Q::build_query(variables))
-            .map_err(|e| fatal(call, format!("could not encode the query: {e}")))?;
         let outgoing = Outgoing {
             method: reqwest::Method::POST,
             url: endpoint.url().clone(),
@@ -319,8 +389,7 @@ impl Executor {
             body: Some(Bytes::from(body)),
             scope,
         };
-        self.run(call, &source, outgoing, decode_graphql::<Q::ResponseData>)
-            .await
+        self.run(call, &source, outgoing, decode_graphql::<T>).await
     }
 
     /// One REST GET (Retently), `path` relative to the source's `base_url`.
@@ -550,7 +619,7 @@ impl Executor {
             Ok(response) => {
                 let status = response.status();
                 let headers = RateHeaders::parse(response.headers(), Utc::now());
-                let body = response.bytes().await;
+                let body = read_body(response, self.options.max_body_bytes).await;
                 Ok((status, headers, body))
             }
             Err(e) => Err(e),
@@ -559,7 +628,26 @@ impl Executor {
         drop(permit);
 
         let (status, rate, body) = match answer {
-            Ok((status, rate, Ok(body))) => (status, rate, body),
+            Ok((status, rate, Ok(Body::Complete(body)))) => (status, rate, body),
+            Ok((status, rate, Ok(Body::TooLarge))) => {
+                source.limiter.observe(&rate);
+                // Retrying would fetch the same oversized answer again.
+                let verdict = Verdict::Fatal {
+                    cause: format!(
+                        "HTTP {}: the answer is larger than {} bytes; it was not read",
+                        status.as_u16(),
+                        self.options.max_body_bytes
+                    ),
+                };
+                instruments::call(
+                    &call.figures,
+                    &call.source,
+                    instruments::status_class(Some(status.as_u16())),
+                    verdict.outcome(),
+                    self.options.max_body_bytes,
+                );
+                return Err(Attempt::Verdict(verdict));
+            }
             Ok((status, rate, Err(e))) => {
                 source.limiter.observe(&rate);
                 let verdict = classify::transport(&e);
@@ -611,6 +699,28 @@ impl Executor {
         let jitter = rand::rng().random_range(0.0..=0.5);
         full.mul_f64(1.0 - jitter).max(MIN_WAIT.min(full))
     }
+}
+
+/// A body read up to the size limit.
+enum Body {
+    Complete(Bytes),
+    TooLarge,
+}
+
+/// Reads the answer's body chunk by chunk, stopping as soon as it exceeds `max` bytes (the
+/// announced length is checked first, so an honest oversized answer is not read at all).
+async fn read_body(mut response: reqwest::Response, max: usize) -> Result<Body, reqwest::Error> {
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Ok(Body::TooLarge);
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > max {
+            return Ok(Body::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Body::Complete(body.freeze()))
 }
 
 /// How one attempt ended without a value.

@@ -1,0 +1,454 @@
+//! Database outages, on a private embedded PostgreSQL server that the tests stop and start (the
+//! shared server other tests use is never touched): a refresh whose rotated token cannot be
+//! stored keeps it in memory and pauses the source instead of refreshing again, and the service
+//! binary rides out an outage — it stays up, `/readyz` says not-ready meanwhile, the runs the
+//! outage hit are recorded as failed when the database is back, and the next scheduled runs
+//! succeed with the Roubler refresh chain intact.
+//!
+//! The service test stops the database for `OUTAGE_SECONDS` (default 10, to keep `cargo test`
+//! short); `scripts/outage.sh` runs it with the full 30 s.
+
+mod support;
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use reporting_etl::auth::{self, AuthError};
+use reporting_etl::store::{self, EmbeddedPostgres};
+use sandbox::faults::FaultPlan;
+use sandbox::{Sandbox, SandboxOptions};
+use sqlx::PgPool;
+
+/// A private server in its own directory, started and stopped only by this test.
+struct PrivateDb {
+    dir: tempfile::TempDir,
+    server: Option<EmbeddedPostgres>,
+    url: String,
+}
+
+impl PrivateDb {
+    async fn start() -> PrivateDb {
+        let dir = support::shared_tempdir();
+        let path = dir.path().to_path_buf();
+        let server = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&path))
+            .await
+            .unwrap()
+            .expect("start a private PostgreSQL server");
+        let url = server.url();
+        PrivateDb {
+            dir,
+            server: Some(server),
+            url,
+        }
+    }
+
+    /// Starts the stopped server again on the same data directory (and so the same port).
+    async fn restart(&mut self) {
+        let path = self.dir.path().to_path_buf();
+        let server = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&path))
+            .await
+            .unwrap()
+            .expect("restart the private server");
+        assert_eq!(server.url(), self.url, "the server came back on another port");
+        self.server = Some(server);
+    }
+
+    async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            stop(server).await;
+        }
+    }
+}
+
+async fn stop(mut server: EmbeddedPostgres) {
+    tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap()
+        .expect("stop the private server");
+}
+
+async fn seed_roubler(pool: &PgPool, sandbox: &Sandbox, expired: bool) {
+    let grant = sandbox.roubler.grant_tokens();
+    let lifetime = if expired { -1.0 } else { grant.expires_in as f64 };
+    sqlx::query(
+        "INSERT INTO etl.tokens (source, flow, access_token, access_expires_at, refresh_token,
+                                 refresh_token_encrypted, version, chain_started_at, last_refresh_at)
+         VALUES ('roubler', 'authorization_code', $1, now() + make_interval(secs => $2), $3, false, 1, now(), now())",
+    )
+    .bind(&grant.access_token)
+    .bind(lifetime)
+    .bind(grant.refresh_token.clone().unwrap_or_default().into_bytes())
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// A token endpoint in front of the sandbox's that stops the database the first time it is
+/// asked, before forwarding: the vendor rotates the refresh token, the service cannot store it.
+#[derive(Clone)]
+struct Proxy {
+    upstream: String,
+    http: reqwest::Client,
+    stop_on_first: Arc<Mutex<Option<EmbeddedPostgres>>>,
+}
+
+async fn proxy_token(State(proxy): State<Proxy>, headers: HeaderMap, body: Bytes) -> Response {
+    let server = proxy.stop_on_first.lock().unwrap().take();
+    if let Some(server) = server {
+        stop(server).await;
+    }
+    let mut request = proxy.http.post(&proxy.upstream).body(body.to_vec());
+    for name in [header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT] {
+        if let Some(value) = headers.get(&name) {
+            request = request.header(name.as_str(), value.as_bytes());
+        }
+    }
+    let answer = request.send().await.unwrap();
+    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap();
+    let content_type = answer
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_owned();
+    let bytes = answer.bytes().await.unwrap();
+    (status, [(header::CONTENT_TYPE, content_type)], bytes.to_vec()).into_response()
+}
+
+async fn serve_proxy(proxy: Proxy) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new()
+        .route("/token", axum::routing::post(proxy_token))
+        .with_state(proxy);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}/token")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rotated_refresh_token_that_cannot_be_stored_is_held_in_memory_and_the_source_pauses_until_it_is() {
+    let mut db = PrivateDb::start().await;
+    let pool = store::connect(&db.url, 4).await.unwrap();
+    store::migrate(&pool).await.unwrap();
+    let mut options = SandboxOptions::default();
+    options.roubler.access_token_lifetime = Duration::from_secs(3);
+    let sandbox = Sandbox::start(options).await.unwrap();
+    seed_roubler(&pool, &sandbox, true).await;
+
+    let proxy_url = serve_proxy(Proxy {
+        upstream: sandbox.roubler.token_url.clone(),
+        http: reqwest::Client::new(),
+        stop_on_first: Arc::new(Mutex::new(db.server.take())),
+    })
+    .await;
+    let text = support::sandbox_config(&sandbox, &db.url, "").replace(
+        &format!("token_url = \"{}\"", sandbox.roubler.token_url),
+        &format!("token_url = \"{proxy_url}\""),
+    );
+    let (settings, _file) = support::load_config(&text);
+    let registry = auth::build(&settings, pool.clone());
+    let roubler = registry["roubler"].clone();
+
+    // The refresh happens; the database goes away before the rotated token is committed.
+    let credential = roubler
+        .credential()
+        .await
+        .expect("the new access token is used although it could not be stored");
+    let auth::Credential::Bearer(token) = &credential else {
+        panic!("Roubler uses bearer tokens")
+    };
+    assert!(sandbox.roubler.auth.access_token_is_valid(token.secret()));
+    assert!(roubler.has_pending_tokens().await);
+    assert_eq!(sandbox.roubler.counts().refreshes, 1);
+    // While it lasts, the in-memory token is handed out without the database.
+    assert_eq!(roubler.credential().await.unwrap(), credential);
+
+    // Used up while the database is still down: paused, and nothing is refreshed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let paused = roubler.credential().await.unwrap_err();
+    assert!(matches!(paused, AuthError::Storage { .. }), "{paused}");
+    assert!(paused.is_retryable());
+    assert!(paused.to_string().contains("paused"), "{paused}");
+    assert!(roubler.has_pending_tokens().await);
+    assert_eq!(
+        sandbox.roubler.counts().refreshes,
+        1,
+        "a refresh was sent while the rotated token waited to be stored"
+    );
+
+    // Back: the held tokens are stored first, then the chain continues from the new token.
+    db.restart().await;
+    let renewed = roubler
+        .credential()
+        .await
+        .expect("renews after the database is back");
+    assert_ne!(renewed, credential);
+    assert!(!roubler.has_pending_tokens().await);
+    let counts = sandbox.roubler.counts();
+    assert_eq!(counts.refreshes, 2, "{counts:?}");
+    assert_eq!(counts.reused_refresh_tokens, 0, "{counts:?}");
+    assert_eq!(counts.revoked_chains, 0, "{counts:?}");
+    assert_eq!(counts.token_errors, 0, "{counts:?}");
+    let (status,): (String,) = sqlx::query_as("SELECT status FROM etl.tokens WHERE source = 'roubler'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "ok");
+    pool.close().await;
+    db.stop().await;
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn get_status(http: &reqwest::Client, url: &str) -> Option<u16> {
+    http.get(url).send().await.ok().map(|r| r.status().as_u16())
+}
+
+async fn succeeded_since(pool: &PgPool, job: &str, since: DateTime<Utc>) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM etl.runs WHERE job = $1 AND status = 'succeeded' AND started_at > $2",
+    )
+    .bind(job)
+    .bind(since)
+    .fetch_one(pool)
+    .await
+    .unwrap_or((0,));
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_service_rides_out_a_database_outage_records_the_failed_runs_and_resumes_its_schedules() {
+    let outage = Duration::from_secs(
+        std::env::var("OUTAGE_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10),
+    );
+    let mut db = PrivateDb::start().await;
+    let pool = store::connect(&db.url, 2).await.unwrap();
+    store::migrate(&pool).await.unwrap();
+    let mut options = SandboxOptions::default();
+    // Refreshes fall due every couple of seconds, so several fall into the outage.
+    options.roubler.access_token_lifetime = Duration::from_secs(4);
+    let sandbox = Sandbox::start(options).await.unwrap();
+    seed_roubler(&pool, &sandbox, false).await;
+
+    let port = free_port();
+    let jobs = "
+[jobs.fax]
+source = \"retarus\"
+dataset = \"fax_out_udr\"
+schedule = \"*/2 * * * * *\"
+lookback_minutes = 0
+
+[jobs.locations]
+source = \"roubler\"
+dataset = \"locations\"
+schedule = \"1/2 * * * * *\"
+";
+    let extra = format!("{jobs}\n[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_grace_secs = 15\n");
+    let (_, file) = support::load_config(&support::sandbox_config(&sandbox, &db.url, &extra));
+    let logs = tempfile::NamedTempFile::new().unwrap();
+    let mut child = tokio::process::Command::from(support::binary())
+        .args(["run", "--config"])
+        .arg(file.path())
+        .stdout(Stdio::null())
+        .stderr(logs.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(logs.path()).unwrap_or_default();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+
+    // Running normally first.
+    let began = Utc::now() - chrono::Duration::seconds(1);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while succeeded_since(&pool, "fax", began).await < 2
+        || succeeded_since(&pool, "locations", began).await < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled runs before the outage:\n{}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(get_status(&http, &format!("{base}/readyz")).await, Some(200));
+    let refreshes_before = sandbox.roubler.counts().refreshes;
+
+    // Slow Roubler calls, so the database can go while a run is mid-window (its record says
+    // `running` and its load transaction is open).
+    sandbox.roubler.faults.set(FaultPlan {
+        latency: Duration::from_secs(2),
+        ..Default::default()
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let in_flight = loop {
+        let running: Option<(i64,)> =
+            sqlx::query_as("SELECT id FROM etl.runs WHERE job = 'locations' AND status = 'running' LIMIT 1")
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
+        if let Some((id,)) = running {
+            break id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no run in flight to interrupt:\n{}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    pool.close().await;
+    db.stop().await;
+    let stopped_at = Instant::now();
+    let mut readyz = Vec::new();
+    while stopped_at.elapsed() < outage {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the service died in the outage:\n{}",
+            log()
+        );
+        assert_eq!(get_status(&http, &format!("{base}/healthz")).await, Some(200));
+        readyz.push(get_status(&http, &format!("{base}/readyz")).await);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    db.restart().await;
+    let restarted = Utc::now();
+    sandbox.roubler.faults.clear();
+    assert!(
+        readyz.contains(&Some(503)),
+        "/readyz never said not-ready during the outage: {readyz:?}"
+    );
+    assert!(
+        readyz.iter().all(|s| *s == Some(503)),
+        "/readyz did not answer 503 promptly throughout the outage: {readyz:?}"
+    );
+
+    // Back: the next scheduled runs succeed and /readyz recovers.
+    let pool = store::connect(&db.url, 2).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while succeeded_since(&pool, "fax", restarted).await < 2
+        || succeeded_since(&pool, "locations", restarted).await < 2
+        || get_status(&http, &format!("{base}/readyz")).await != Some(200)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no successful runs after the outage:\n{}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Give the outcomes the database missed a moment to be written by the runs that followed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let left_running: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, job FROM etl.runs WHERE status = 'running' AND started_at < $1")
+            .bind(restarted)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let failed: Vec<(String, String)> =
+        sqlx::query_as("SELECT job, coalesce(error, '') FROM etl.runs WHERE status = 'failed' ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let (in_flight_status, in_flight_error): (String, Option<String>) =
+        sqlx::query_as("SELECT status, error FROM etl.runs WHERE id = $1")
+            .bind(in_flight)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let counts = sandbox.roubler.counts();
+    let logs_now = log();
+    println!("run {in_flight}, in flight when the database went: {in_flight_status} ({in_flight_error:?})");
+    println!(
+        "outage of {} s: /readyz {readyz:?}; {} failed run records; roubler refreshes {} before, {} after (reused {}, revoked {})",
+        outage.as_secs(),
+        failed.len(),
+        refreshes_before,
+        counts.refreshes,
+        counts.reused_refresh_tokens,
+        counts.revoked_chains
+    );
+    for (job, error) in &failed {
+        println!("  failed {job}: {error}");
+    }
+    assert!(
+        left_running.is_empty(),
+        "runs left running: {left_running:?}\n{logs_now}"
+    );
+    assert_eq!(in_flight_status, "failed", "{in_flight_error:?}\n{logs_now}");
+    assert!(
+        !failed.is_empty(),
+        "the outage left no failed run record:\n{logs_now}"
+    );
+    assert!(
+        logs_now.contains("database is back") || logs_now.contains("could not start"),
+        "the outage's failures were not logged:\n{logs_now}"
+    );
+    assert_eq!(counts.reused_refresh_tokens, 0);
+    assert_eq!(counts.revoked_chains, 0);
+    assert!(
+        counts.refreshes > refreshes_before,
+        "the chain did not move on: {counts:?}"
+    );
+    let (status,): (String,) = sqlx::query_as("SELECT status FROM etl.tokens WHERE source = 'roubler'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "ok");
+
+    // Every fax record of the loaded span is in the table exactly once.
+    let (first, last): (DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(
+        "SELECT min(window_start), max(window_end) FROM etl.runs WHERE job = 'fax' AND status = 'succeeded'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let expected: usize = sandbox
+        .retarus
+        .customer_ids
+        .iter()
+        .map(|c| {
+            sandbox
+                .retarus
+                .records(sandbox::retarus::RetarusReport::FaxOut, c, first, last)
+                .len()
+        })
+        .sum();
+    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM retarus.fax_out_udr")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows as usize, expected);
+
+    let pid = child.id().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("stops within the grace period")
+        .unwrap();
+    assert!(status.success(), "{}", log());
+    pool.close().await;
+    db.stop().await;
+}
