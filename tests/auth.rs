@@ -409,7 +409,8 @@ async fn a_process_killed_during_refresh_leaves_a_working_chain_or_a_clear_reaut
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let delay = rand::rng().random_range(0..120);
+        // A debug `auth refresh` takes about 100–300 ms end to end: spread the kills across all of it.
+        let delay = rand::rng().random_range(0..400);
         tokio::time::sleep(Duration::from_millis(delay)).await;
         let _ = child.start_kill(); // SIGKILL
         let _ = child.wait().await;
