@@ -76,8 +76,9 @@ pub struct Writer {
     stage: String,
     key_index: Vec<usize>,
     copy_statement: String,
-    own_statement: String,
     upsert_statement: String,
+    /// Replaces rows this load wrote on an earlier page; only run when a page repeats some.
+    refresh_statement: String,
     /// Distinct rows this load wrote so far.
     pub rows: i64,
     /// Pages (or unpaged calls) read so far.
@@ -131,20 +132,34 @@ impl Writer {
             ])
             .collect::<Vec<_>>()
             .join(", ");
+        let refresh = spec
+            .columns
+            .iter()
+            .filter(|c| !spec.key.contains(c))
+            .map(|c| format!("{c} = s.{c}"))
+            .chain(["_loaded_at = now()".to_owned()])
+            .collect::<Vec<_>>()
+            .join(", ");
         Ok(Writer {
             spec,
             source: source.to_owned(),
             run_id,
             copy_statement: format!("COPY pg_temp.{stage} ({columns}) FROM STDIN"),
-            own_statement: format!(
-                "SELECT count(*) FROM {} t JOIN pg_temp.{stage} s ON {on_key} WHERE t._run_id = $1",
-                spec.table
-            ),
+            // Rows this very load already wrote (seen again on a later page) are left to
+            // `refresh_statement`, so what this statement reports is exactly the new rows. The
+            // previous way, counting them first with a join of the staging table against the
+            // target, let the planner (the staging table has no statistics) hash-join against a
+            // sequential scan of the whole target on every page: quadratic in the load's size.
             upsert_statement: format!(
-                "INSERT INTO {} ({columns}) SELECT {columns} FROM pg_temp.{stage} \
-                 ON CONFLICT ({}) DO UPDATE SET {updates}",
+                "INSERT INTO {} AS t ({columns}) SELECT {columns} FROM pg_temp.{stage} \
+                 ON CONFLICT ({}) DO UPDATE SET {updates} \
+                 WHERE t._run_id IS DISTINCT FROM EXCLUDED._run_id",
                 spec.table,
                 key.join(", ")
+            ),
+            refresh_statement: format!(
+                "UPDATE {} t SET {refresh} FROM pg_temp.{stage} s WHERE {on_key} AND t._run_id = $1",
+                spec.table
             ),
             stage,
             key_index,
@@ -235,17 +250,21 @@ impl Writer {
         copy.finish()
             .await
             .with_context(|| format!("copying a page into the staging table of {table}"))?;
-        let own: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(self.own_statement.clone()))
-            .bind(self.run_id)
-            .fetch_one(&mut *tx)
-            .await
-            .with_context(|| format!("counting rows of {table} this load already wrote"))?;
         let done = sqlx::query(sqlx::AssertSqlSafe(self.upsert_statement.clone()))
             .execute(&mut *tx)
             .await
             .with_context(|| format!("writing a page into {table}"))?;
-        // Rows already written by this very load (seen on an earlier page) are replaced, not new.
-        self.rows += i64::try_from(done.rows_affected()).unwrap_or(i64::MAX) - own;
+        // Every staged row was inserted or replaced except those this load already wrote (seen
+        // on an earlier page): those are replaced now, and are not new rows.
+        let written = i64::try_from(done.rows_affected()).unwrap_or(i64::MAX);
+        if written < i64::try_from(rows.len()).unwrap_or(i64::MAX) {
+            sqlx::query(sqlx::AssertSqlSafe(self.refresh_statement.clone()))
+                .bind(self.run_id)
+                .execute(&mut *tx)
+                .await
+                .with_context(|| format!("replacing rows of {table} an earlier page of this load wrote"))?;
+        }
+        self.rows += written;
         Ok(())
     }
 
