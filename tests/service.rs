@@ -190,10 +190,8 @@ async fn two_service_processes_on_one_database_load_each_window_once() {
     assert!(duplicates.is_empty(), "windows loaded twice: {duplicates:?}");
     let runs = runs_by_status(&db, "fax").await;
     assert!(runs.iter().any(|(s, n)| s == "succeeded" && *n >= 2), "{runs:?}");
-    assert!(
-        runs.iter().any(|(s, _)| s == "skipped"),
-        "the second replica skipped fires the first held: {runs:?}"
-    );
+    // Whether the replicas' fires overlap (one skips) or follow each other (the second finds the
+    // watermark moved) depends on timing; either way no window may be loaded twice (above).
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
