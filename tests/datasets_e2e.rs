@@ -126,17 +126,7 @@ impl Harness {
         let (settings, file) = support::load_config(&config(&sandbox, &db.url));
         // Roubler needs a human consent once; seed its refresh chain as `auth login` would.
         let grant = sandbox.roubler.grant_tokens();
-        sqlx::query(
-            "INSERT INTO etl.tokens (source, flow, access_token, access_expires_at, refresh_token,
-                                     refresh_token_encrypted, version, chain_started_at, last_refresh_at)
-             VALUES ('roubler', 'authorization_code', $1, now() + make_interval(secs => $2), $3, false, 1, now(), now())",
-        )
-        .bind(&grant.access_token)
-        .bind(grant.expires_in as f64)
-        .bind(grant.refresh_token.clone().unwrap_or_default().into_bytes())
-        .execute(&db.pool)
-        .await
-        .unwrap();
+        support::seed_refresh_chain(&db.pool, "roubler", &grant, grant.expires_in as f64).await;
         let settings = Arc::new(settings);
         let auth = reporting_etl::auth::build(&settings, db.pool.clone());
         let exec = Executor::with_options(

@@ -76,17 +76,7 @@ async fn stop(mut server: EmbeddedPostgres) {
 async fn seed_roubler(pool: &PgPool, sandbox: &Sandbox, expired: bool) {
     let grant = sandbox.roubler.grant_tokens();
     let lifetime = if expired { -1.0 } else { grant.expires_in as f64 };
-    sqlx::query(
-        "INSERT INTO etl.tokens (source, flow, access_token, access_expires_at, refresh_token,
-                                 refresh_token_encrypted, version, chain_started_at, last_refresh_at)
-         VALUES ('roubler', 'authorization_code', $1, now() + make_interval(secs => $2), $3, false, 1, now(), now())",
-    )
-    .bind(&grant.access_token)
-    .bind(lifetime)
-    .bind(grant.refresh_token.clone().unwrap_or_default().into_bytes())
-    .execute(pool)
-    .await
-    .unwrap();
+    support::seed_refresh_chain(pool, "roubler", &grant, lifetime).await;
 }
 
 /// A token endpoint in front of the sandbox's that stops the database the first time it is

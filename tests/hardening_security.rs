@@ -422,16 +422,7 @@ async fn no_secret_appears_in_anything_the_binary_prints_even_at_trace_level() {
     assert_ne!(url, db.url, "the test database URL has the expected shape");
     // Roubler's consent, with an access token already expired so the run must rotate the chain.
     let grant = sandbox.roubler.grant_tokens();
-    sqlx::query(
-        "INSERT INTO etl.tokens (source, flow, access_token, access_expires_at, refresh_token,
-                                 refresh_token_encrypted, version, chain_started_at, last_refresh_at)
-         VALUES ('roubler', 'authorization_code', $1, now() - interval '1 minute', $2, false, 1, now(), now())",
-    )
-    .bind(&grant.access_token)
-    .bind(grant.refresh_token.clone().unwrap_or_default().into_bytes())
-    .execute(&db.pool)
-    .await
-    .unwrap();
+    support::seed_refresh_chain(&db.pool, "roubler", &grant, -60.0).await;
     let jobs = "\n[jobs.fax]\nsource = \"retarus\"\ndataset = \"fax_out_udr\"\nschedule = \"0 0 * * * *\"\n\
                 [jobs.staff]\nsource = \"roubler\"\ndataset = \"employees\"\nschedule = \"0 0 * * * *\"\n\
                 [jobs.people]\nsource = \"altrata\"\ndataset = \"profiles\"\nschedule = \"0 0 * * * *\"\n\

@@ -45,17 +45,7 @@ async fn world(limit: u32, companies: u32) -> World {
     let sandbox = Sandbox::start(options).await.unwrap();
     let db = TestDb::new().await;
     let grant = sandbox.roubler.grant_tokens();
-    sqlx::query(
-        "INSERT INTO etl.tokens (source, flow, access_token, access_expires_at, refresh_token,
-                                 refresh_token_encrypted, version, chain_started_at, last_refresh_at)
-         VALUES ('roubler', 'authorization_code', $1, now() + make_interval(secs => $2), $3, false, 1, now(), now())",
-    )
-    .bind(&grant.access_token)
-    .bind(grant.expires_in as f64)
-    .bind(grant.refresh_token.clone().unwrap_or_default().into_bytes())
-    .execute(&db.pool)
-    .await
-    .unwrap();
+    support::seed_refresh_chain(&db.pool, "roubler", &grant, grant.expires_in as f64).await;
     let companies = sandbox
         .roubler
         .companies()

@@ -26,17 +26,7 @@ async fn harness() -> Harness {
     let (_, config) = support::load_config(&support::sandbox_config(&sandbox, &db.url, ""));
     // Roubler needs a person's consent once; seed its refresh chain as `auth login` would.
     let grant = sandbox.roubler.grant_tokens();
-    sqlx::query(
-        "INSERT INTO etl.tokens (source, flow, access_token, access_expires_at, refresh_token,
-                                 refresh_token_encrypted, version, chain_started_at, last_refresh_at)
-         VALUES ('roubler', 'authorization_code', $1, now() + make_interval(secs => $2), $3, false, 1, now(), now())",
-    )
-    .bind(&grant.access_token)
-    .bind(grant.expires_in as f64)
-    .bind(grant.refresh_token.clone().unwrap_or_default().into_bytes())
-    .execute(&db.pool)
-    .await
-    .expect("seed roubler tokens");
+    support::seed_refresh_chain(&db.pool, "roubler", &grant, grant.expires_in as f64).await;
     Harness {
         _sandbox: sandbox,
         _db: db,

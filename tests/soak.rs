@@ -158,18 +158,7 @@ async fn a_compressed_day_with_faults_and_short_tokens_loses_nothing_and_stays_b
         ("roubler", sandbox.roubler.grant_tokens()),
         ("retently", sandbox.retently.grant_tokens()),
     ] {
-        sqlx::query(
-            "INSERT INTO etl.tokens (source, flow, access_token, access_expires_at, refresh_token,
-                                     refresh_token_encrypted, version, chain_started_at, last_refresh_at)
-             VALUES ($1, 'authorization_code', $2, now() + make_interval(secs => $3), $4, false, 1, now(), now())",
-        )
-        .bind(source)
-        .bind(&grant.access_token)
-        .bind(grant.expires_in as f64)
-        .bind(grant.refresh_token.clone().unwrap_or_default().into_bytes())
-        .execute(&probe)
-        .await
-        .unwrap();
+        support::seed_refresh_chain(&probe, source, &grant, grant.expires_in as f64).await;
     }
 
     // Retently through OAuth (a second rotating chain) instead of its static key.

@@ -138,3 +138,25 @@ pub fn load_config(text: &str) -> (reporting_etl::config::Settings, tempfile::Na
     .expect("the sandbox configuration is valid");
     (settings, file)
 }
+
+/// Stores an authorization-code grant in `etl.tokens` as `auth login` would (refresh token
+/// unencrypted), with the access token valid for `lifetime_secs` (negative: already expired).
+pub async fn seed_refresh_chain(
+    pool: &PgPool,
+    source: &str,
+    grant: &sandbox::authcode::TokenGrant,
+    lifetime_secs: f64,
+) {
+    sqlx::query(
+        "INSERT INTO etl.tokens (source, flow, access_token, access_expires_at, refresh_token,
+                                 refresh_token_encrypted, version, chain_started_at, last_refresh_at)
+         VALUES ($1, 'authorization_code', $2, now() + make_interval(secs => $3), $4, false, 1, now(), now())",
+    )
+    .bind(source)
+    .bind(&grant.access_token)
+    .bind(lifetime_secs)
+    .bind(grant.refresh_token.clone().unwrap_or_default().into_bytes())
+    .execute(pool)
+    .await
+    .expect("seed the refresh chain");
+}
