@@ -4,7 +4,7 @@
 //!
 //! Each "process" is an executor with its own connection pool, its own `etl.instances` row and
 //! its own in-process limiter, so it shares nothing with the others but the database, as real
-//! processes do (tests/replicas.rs runs real ones). A plain `main` (`harness = false`); the work
+//! processes do (tests/it/replicas.rs runs real ones). A plain `main` (`harness = false`); the work
 //! is bounded by the limit, not by CPU: `cargo bench --profile dev --bench budget`. Knobs:
 //! `BENCH_CALLS` in total per run (default 300), `BENCH_LIMIT` per window (default 20),
 //! `BENCH_WINDOW_MS` (default 1000), `BENCH_TASKS` per process (default 4).

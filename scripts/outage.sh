@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OUTAGE_SECONDS="${OUTAGE_SECONDS:-30}"
-exec cargo test --test hardening_outage -- --nocapture "$@"
+exec cargo test --test it hardening_outage:: -- --nocapture "$@"

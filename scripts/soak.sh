@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SOAK_SECONDS="${SOAK_SECONDS:-600}"
-exec cargo test --test soak -- --ignored --nocapture "$@"
+exec cargo test --test it soak:: -- --ignored --nocapture "$@"

@@ -27,7 +27,7 @@ pub async fn generate(pool: &PgPool) -> Result<String> {
     .await
     .context("listing tables")?;
     let mut out = String::from(
-        "# Data dictionary\n\nGenerated from the database by `cargo test --test dictionary` \
+        "# Data dictionary\n\nGenerated from the database by `cargo test --test it dictionary` \
          (set `UPDATE_DATA_DICTIONARY=1` to rewrite it). Do not edit by hand.\n",
     );
     let mut current_schema = String::new();

@@ -9,7 +9,7 @@
 //! and no run left `running`. Ignored by default (it takes minutes): run it with
 //! `scripts/soak.sh`.
 
-mod support;
+use crate::support;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -349,7 +349,7 @@ async fn a_compressed_day_with_faults_and_short_tokens_loses_nothing_and_stays_b
         ));
     }
     // Loaded, but not compared record by record here (local-day and by-start-time windows are
-    // covered exactly in tests/datasets_e2e.rs): these must at least hold rows.
+    // covered exactly in tests/it/datasets_e2e.rs): these must at least hold rows.
     let mut loaded_only = Vec::new();
     for table in [
         "roubler.location_sales",

@@ -4,7 +4,7 @@
 //! on its own); a rerun must leave identical tables; upstream edits and deletions must show up
 //! after re-extraction; and a window that fails part-way must leave the previous rows intact.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

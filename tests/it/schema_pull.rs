@@ -4,7 +4,7 @@
 //! against the real vendor changes a file only where the real schema differs. Unknown and
 //! non-GraphQL sources must fail with a clear message.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! processes, Altrata's new-token-kills-old, Roubler's single-use refresh chain across restarts
 //! and kills, `auth login` both ways, and no secret in any output.
 
-mod support;
+use crate::support;
 
 use std::process::Stdio;
 use std::sync::Arc;

@@ -6,7 +6,7 @@
 //! Queries are written out by hand (`GraphQLQuery` implemented directly) so these tests depend
 //! only on the executor, not on the datasets being built alongside it.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

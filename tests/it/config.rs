@@ -1,7 +1,7 @@
 //! Configuration loading as a user meets it: files, environment overrides, and errors that name
 //! the key and the bad value.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::io::Write;

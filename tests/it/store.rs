@@ -1,7 +1,7 @@
 //! The store against real PostgreSQL: migrations, run records, dead-process sweeps and the
 //! embedded default server.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

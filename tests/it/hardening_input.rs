@@ -11,7 +11,7 @@
 //! the window's previous rows exactly as they were (the load runs in one transaction, as in the
 //! runner).
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -4,7 +4,7 @@
 //! than the limit into any window, get no 429, load complete data, and use the budget well. A
 //! process that loses the database keeps to its fallback share of the limit.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! The committed data dictionary matches what the migrations create: a migration that changes a
 //! table without regenerating `docs/data-dictionary.md` fails here.
 
-mod support;
+use crate::support;
 
 use reporting_etl::store::dictionary;
 

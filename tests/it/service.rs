@@ -2,7 +2,7 @@
 //! PostgreSQL — scheduled runs, no overlaps, two replicas, SIGTERM, `--once` backfills and
 //! `/metrics`.
 
-mod support;
+use crate::support;
 
 use std::process::Stdio;
 use std::time::Duration;

@@ -8,7 +8,7 @@
 //! The service test stops the database for `OUTAGE_SECONDS` (default 10, to keep `cargo test`
 //! short); `scripts/outage.sh` runs it with the full 30 s.
 
-mod support;
+use crate::support;
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};

@@ -3,7 +3,7 @@
 //! replace/upsert semantics against real PostgreSQL. End-to-end loads from the sandbox are in
 //! `tests/datasets_e2e.rs`.
 
-mod support;
+use crate::support;
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;

@@ -4,7 +4,7 @@
 //! `deploy/least-privilege.sql`, and no secret in anything the binary prints even at
 //! `RUST_LOG=trace`.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -1,0 +1,20 @@
+//! The integration tests, one binary: every module runs the real library or binary against real
+//! PostgreSQL and the sandbox upstreams over loopback. One binary links the crate once, and
+//! `support` is compiled once for all of them.
+
+mod support;
+
+mod auth;
+mod config;
+mod datasets;
+mod datasets_e2e;
+mod dictionary;
+mod executor;
+mod hardening_input;
+mod hardening_outage;
+mod hardening_security;
+mod replicas;
+mod schema_pull;
+mod service;
+mod soak;
+mod store;
