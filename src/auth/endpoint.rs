@@ -250,3 +250,275 @@ fn truncate(text: &str, max: usize) -> String {
         None => text.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Each vendor's dialect on the wire, and how answers are read, against a loopback server
+    //! that records the raw request and answers with a canned response.
+
+    use super::*;
+    use base64::Engine as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One request as the server received it.
+    struct Seen {
+        request_line: String,
+        headers: Vec<(String, String)>,
+        body: String,
+    }
+
+    impl Seen {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+
+        fn form(&self) -> Vec<(String, String)> {
+            url::form_urlencoded::parse(self.body.as_bytes())
+                .into_owned()
+                .collect()
+        }
+    }
+
+    /// Serves one request with `status` and `body`; returns the token URL and what was received.
+    async fn serve_once(status: u16, body: &'static str) -> (HttpUrl, tokio::task::JoinHandle<Seen>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = HttpUrl::parse(&format!("http://{}/oauth/token", listener.local_addr().unwrap())).unwrap();
+        let seen = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut raw = Vec::new();
+            let mut buffer = [0u8; 4096];
+            let (head, body_start) = loop {
+                let read = stream.read(&mut buffer).await.unwrap();
+                assert!(read > 0, "the client closed before sending a request");
+                raw.extend_from_slice(&buffer[..read]);
+                if let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break (String::from_utf8(raw[..at].to_vec()).unwrap(), at + 4);
+                }
+            };
+            let mut lines = head.lines();
+            let request_line = lines.next().unwrap().to_owned();
+            let headers: Vec<(String, String)> = lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+                .collect();
+            let length: usize = headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                .map_or(0, |(_, v)| v.parse().unwrap());
+            while raw.len() < body_start + length {
+                let read = stream.read(&mut buffer).await.unwrap();
+                raw.extend_from_slice(&buffer[..read]);
+            }
+            let answer = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(answer.as_bytes()).await.unwrap();
+            Seen {
+                request_line,
+                headers,
+                body: String::from_utf8(raw[body_start..body_start + length].to_vec()).unwrap(),
+            }
+        });
+        (url, seen)
+    }
+
+    const TOKEN: &str =
+        r#"{"access_token":"at-1","expires_in":300,"refresh_token":"rt-1","token_type":"bearer"}"#;
+
+    fn secret(value: &str) -> SecretString {
+        SecretString::from(value.to_owned())
+    }
+
+    fn basic(user: &str, password: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        )
+    }
+
+    async fn exchange(
+        status: u16,
+        answer: &'static str,
+        auth: &ClientAuth,
+        grant: Grant<'_>,
+    ) -> (Result<Issued, EndpointError>, Seen) {
+        let (url, seen) = serve_once(status, answer).await;
+        let result = request(&token_client(), &url, auth, grant).await;
+        (result, seen.await.unwrap())
+    }
+
+    fn retarus() -> ClientAuth {
+        ClientAuth::FormWithScope {
+            client_id: "etl".into(),
+            secret: secret("s3cret"),
+        }
+    }
+
+    #[tokio::test]
+    async fn retarus_sends_client_credentials_and_scope_openid_in_the_form_body() {
+        let (issued, seen) = exchange(200, TOKEN, &retarus(), Grant::ClientCredentials).await;
+        assert_eq!(seen.request_line, "POST /oauth/token HTTP/1.1");
+        assert_eq!(seen.header("authorization"), None);
+        assert_eq!(seen.header("accept"), Some("application/json"));
+        assert_eq!(
+            seen.form(),
+            [
+                ("grant_type".into(), "client_credentials".into()),
+                ("client_id".into(), "etl".into()),
+                ("client_secret".into(), "s3cret".into()),
+                ("scope".into(), "openid".into()),
+            ]
+        );
+        let issued = issued.unwrap();
+        assert_eq!(issued.access_token.secret(), "at-1");
+        assert_eq!(issued.refresh_token.unwrap().secret(), "rt-1");
+    }
+
+    #[tokio::test]
+    async fn altrata_sends_the_grant_in_the_query_with_basic_auth_and_the_api_key_and_no_body() {
+        let auth = ClientAuth::AltrataBasic {
+            username: "svc".into(),
+            password: secret("pw"),
+            api_key: secret("key-1"),
+        };
+        let (issued, seen) = exchange(200, TOKEN, &auth, Grant::ClientCredentials).await;
+        assert_eq!(
+            seen.request_line,
+            "POST /oauth/token?grant_type=client_credentials HTTP/1.1"
+        );
+        assert_eq!(seen.header("authorization"), Some(basic("svc", "pw").as_str()));
+        assert_eq!(seen.header("x-api-key"), Some("key-1"));
+        assert_eq!(seen.body, "");
+        assert!(issued.is_ok());
+    }
+
+    #[tokio::test]
+    async fn roubler_refreshes_with_client_secret_basic_and_only_the_grant_in_the_body() {
+        let auth = ClientAuth::Basic {
+            client_id: "roubler-client".into(),
+            secret: secret("hydra"),
+        };
+        let refresh = RefreshToken::new("rt-0");
+        let (issued, seen) = exchange(200, TOKEN, &auth, Grant::Refresh(&refresh)).await;
+        assert_eq!(
+            seen.header("authorization"),
+            Some(basic("roubler-client", "hydra").as_str())
+        );
+        assert_eq!(
+            seen.form(),
+            [
+                ("grant_type".into(), "refresh_token".into()),
+                ("refresh_token".into(), "rt-0".into()),
+            ]
+        );
+        assert_eq!(issued.unwrap().refresh_token.unwrap().secret(), "rt-1");
+    }
+
+    #[tokio::test]
+    async fn retently_exchanges_a_code_with_pkce_and_the_client_in_the_form_body() {
+        let auth = ClientAuth::Form {
+            client_id: "ret".into(),
+            secret: secret("ret-secret"),
+        };
+        let grant = Grant::Code {
+            code: "c0de",
+            redirect_uri: "http://127.0.0.1:8788/callback",
+            verifier: Some("v3rifier"),
+        };
+        let (issued, seen) = exchange(200, TOKEN, &auth, grant).await;
+        assert_eq!(seen.header("authorization"), None);
+        assert_eq!(
+            seen.form(),
+            [
+                ("grant_type".into(), "authorization_code".into()),
+                ("code".into(), "c0de".into()),
+                ("redirect_uri".into(), "http://127.0.0.1:8788/callback".into()),
+                ("code_verifier".into(), "v3rifier".into()),
+                ("client_id".into(), "ret".into()),
+                ("client_secret".into(), "ret-secret".into()),
+            ]
+        );
+        assert!(issued.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_lifetime_given_as_a_string_or_missing_is_read_and_an_empty_refresh_token_is_none() {
+        let before = Utc::now();
+        let as_string = r#"{"access_token":"a","expires_in":"120","refresh_token":""}"#;
+        let issued = exchange(200, as_string, &retarus(), Grant::ClientCredentials)
+            .await
+            .0
+            .unwrap();
+        let lifetime = issued.expires_at - before;
+        assert!((119..=121).contains(&lifetime.num_seconds()), "{lifetime}");
+        assert!(issued.refresh_token.is_none());
+
+        // RFC 6749 §5.1: expires_in is RECOMMENDED; without it we assume an hour.
+        let missing = r#"{"access_token":"a"}"#;
+        let issued = exchange(200, missing, &retarus(), Grant::ClientCredentials)
+            .await
+            .0
+            .unwrap();
+        let lifetime = issued.expires_at - before;
+        assert!((3599..=3601).contains(&lifetime.num_seconds()), "{lifetime}");
+    }
+
+    #[tokio::test]
+    async fn an_oauth_error_is_a_refusal_with_the_vendors_code_and_description() {
+        let answer =
+            r#"{"error":"invalid_grant","error_description":"The refresh token has been used already."}"#;
+        let refresh = RefreshToken::new("rt-used");
+        let error = exchange(400, answer, &retarus(), Grant::Refresh(&refresh))
+            .await
+            .0
+            .err()
+            .unwrap();
+        assert!(error.is_invalid_grant());
+        assert_eq!(
+            error.reason(),
+            "HTTP 400 invalid_grant: The refresh token has been used already."
+        );
+        // Altrata's gateway says `message` instead of `error_description`.
+        let answer = r#"{"message":"Unauthorized"}"#;
+        let error = exchange(401, answer, &retarus(), Grant::ClientCredentials)
+            .await
+            .0
+            .err()
+            .unwrap();
+        assert!(!error.is_invalid_grant());
+        assert_eq!(error.reason(), "HTTP 401 error: Unauthorized");
+    }
+
+    #[tokio::test]
+    async fn server_errors_rate_limits_redirects_and_garbage_are_unavailable_not_refusals() {
+        for (status, body) in [
+            (503, "{}"),
+            (429, "{}"),
+            (302, ""),
+            (200, "<html>maintenance</html>"),
+            (200, r#"{"access_token":""}"#),
+        ] {
+            let error = exchange(status, body, &retarus(), Grant::ClientCredentials)
+                .await
+                .0
+                .err()
+                .unwrap_or_else(|| panic!("HTTP {status} {body} was accepted"));
+            assert!(
+                matches!(error, EndpointError::Unavailable(_)),
+                "HTTP {status} {body}: {}",
+                error.reason()
+            );
+            assert!(!error.reason().contains("s3cret"), "{}", error.reason());
+        }
+    }
+
+    #[test]
+    fn long_descriptions_are_cut_on_a_character_boundary() {
+        assert_eq!(truncate("äöü", 2), "äö…");
+        assert_eq!(truncate("short", 200), "short");
+    }
+}

@@ -318,3 +318,97 @@ async fn exchange_and_store(
         .map_err(|e| anyhow!("storing tokens: {e}"))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(text: &str) -> HttpUrl {
+        HttpUrl::parse(text).unwrap()
+    }
+
+    fn param(url: &Url, name: &str) -> Option<String> {
+        url.query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+
+    #[test]
+    fn the_authorize_url_carries_state_and_an_s256_challenge_of_the_verifier() {
+        let (authorize, state, verifier) = authorize_attempt(
+            &url("https://auth.example/oauth2/auth?prompt=consent"),
+            &url("http://127.0.0.1:8788/callback"),
+            "client-1",
+            true,
+            Some("offline_access openid"),
+        );
+        let verifier = verifier.expect("PKCE asked for");
+        assert_eq!(param(&authorize, "prompt").as_deref(), Some("consent"));
+        assert_eq!(param(&authorize, "response_type").as_deref(), Some("code"));
+        assert_eq!(param(&authorize, "client_id").as_deref(), Some("client-1"));
+        assert_eq!(
+            param(&authorize, "redirect_uri").as_deref(),
+            Some("http://127.0.0.1:8788/callback")
+        );
+        assert_eq!(
+            param(&authorize, "scope").as_deref(),
+            Some("offline_access openid")
+        );
+        assert_eq!(param(&authorize, "state"), Some(state.clone()));
+        // RFC 7636 §4.1: 43–128 characters; §4.2: S256 is BASE64URL(SHA256(verifier)).
+        assert!((43..=128).contains(&verifier.len()), "{verifier}");
+        assert_eq!(
+            param(&authorize, "code_challenge"),
+            Some(URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())))
+        );
+        assert_eq!(
+            param(&authorize, "code_challenge_method").as_deref(),
+            Some("S256")
+        );
+        let (_, other_state, _) = authorize_attempt(
+            &url("https://auth.example/oauth2/auth"),
+            &url("http://127.0.0.1:8788/callback"),
+            "client-1",
+            false,
+            None,
+        );
+        assert_ne!(state, other_state, "every attempt has its own state");
+    }
+
+    #[test]
+    fn without_pkce_or_scope_neither_is_sent() {
+        let (authorize, _, verifier) = authorize_attempt(
+            &url("https://auth.example/authorize"),
+            &url("http://127.0.0.1:8788/callback"),
+            "c",
+            false,
+            None,
+        );
+        assert!(verifier.is_none());
+        assert_eq!(param(&authorize, "code_challenge"), None);
+        assert_eq!(param(&authorize, "scope"), None);
+    }
+
+    #[test]
+    fn a_redirect_gives_its_code_only_with_the_attempts_state() {
+        let good = Url::parse("http://127.0.0.1:8788/callback?code=abc&state=s1").unwrap();
+        assert_eq!(check_redirect(&good, "s1").unwrap(), "abc");
+        let forged = Url::parse("http://127.0.0.1:8788/callback?code=abc&state=other").unwrap();
+        let error = check_redirect(&forged, "s1").unwrap_err().to_string();
+        assert!(error.contains("state does not match"), "{error}");
+        assert!(!error.contains("abc"), "the code leaked into the error: {error}");
+        let stateless = Url::parse("http://127.0.0.1:8788/callback?code=abc").unwrap();
+        assert!(check_redirect(&stateless, "s1").is_err());
+        let codeless = Url::parse("http://127.0.0.1:8788/callback?state=s1").unwrap();
+        assert!(check_redirect(&codeless, "s1").is_err());
+        let refused = Url::parse(
+            "http://127.0.0.1:8788/callback?error=access_denied&error_description=The+user+said+no&state=s1",
+        )
+        .unwrap();
+        let error = check_redirect(&refused, "s1").unwrap_err().to_string();
+        assert!(
+            error.contains("access_denied") && error.contains("The user said no"),
+            "{error}"
+        );
+    }
+}

@@ -631,3 +631,35 @@ pub async fn status(settings: &Settings, pool: PgPool) -> anyhow::Result<Vec<Sta
     }
     Ok(rows)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_renewal_margin_is_the_configured_one_but_never_more_than_a_fifth_of_the_lifetime() {
+        let margin = Duration::from_secs(60);
+        assert_eq!(
+            scaled_margin(margin, chrono::Duration::hours(1)),
+            chrono::Duration::seconds(60)
+        );
+        // A 100 s token would be renewed at once with a 60 s margin (plus half): 20 s instead.
+        assert_eq!(
+            scaled_margin(margin, chrono::Duration::seconds(100)),
+            chrono::Duration::seconds(20)
+        );
+        assert_eq!(
+            scaled_margin(margin, chrono::Duration::seconds(-5)),
+            chrono::Duration::zero()
+        );
+    }
+
+    #[test]
+    fn a_cached_token_is_used_until_one_and_a_half_margins_before_it_expires() {
+        let expires = Utc::now();
+        assert_eq!(
+            use_until(expires, chrono::Duration::seconds(20)),
+            expires - chrono::Duration::seconds(30)
+        );
+    }
+}

@@ -72,3 +72,29 @@ impl Credential {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_a_token() {
+        let access = AccessToken::new("at-very-secret");
+        let refresh = RefreshToken::new("rt-very-secret");
+        let printed = format!(
+            "{access:?} {refresh:?} {:?} {:?}",
+            Credential::Bearer(access.clone()),
+            Credential::ApiKey(access.clone())
+        );
+        assert!(!printed.contains("very-secret"), "{printed}");
+        assert!(printed.contains("[redacted]"), "{printed}");
+    }
+
+    #[test]
+    fn the_authorization_header_follows_each_scheme() {
+        let token = AccessToken::new("abc");
+        assert_eq!(Credential::Bearer(token.clone()).authorization(), "Bearer abc");
+        // Retently's static key scheme, as its API documents it.
+        assert_eq!(Credential::ApiKey(token).authorization(), "api_key=abc");
+    }
+}

@@ -47,20 +47,48 @@ mod tests {
     }
 
     #[test]
-    fn a_berlin_job_in_the_skipped_spring_hour_fires_once_that_day() {
+    fn a_berlin_job_in_the_skipped_spring_hour_fires_once_that_day_at_the_first_valid_instant() {
         let (schedule, zone) = berlin_0230();
-        // 2026-03-29: clocks jump from 02:00 CET to 03:00 CEST; 02:30 does not exist.
+        // 2026-03-29: clocks jump from 02:00 CET to 03:00 CEST; 02:30 does not exist. The module
+        // promises the next valid instant: 03:00 CEST, which is 01:00Z.
         let before = Utc.with_ymd_and_hms(2026, 3, 28, 12, 0, 0).unwrap();
         let fire = next_fire(&schedule, zone, before).unwrap();
+        assert_eq!(fire, Utc.with_ymd_and_hms(2026, 3, 29, 1, 0, 0).unwrap());
         let next = next_fire(&schedule, zone, fire).unwrap();
-        assert!(
-            fire >= Utc.with_ymd_and_hms(2026, 3, 29, 0, 0, 0).unwrap(),
-            "{fire}"
-        );
-        assert!(
-            fire < Utc.with_ymd_and_hms(2026, 3, 29, 2, 0, 0).unwrap(),
-            "{fire}"
-        );
         assert_eq!(next, Utc.with_ymd_and_hms(2026, 3, 30, 0, 30, 0).unwrap()); // 02:30 CEST
+    }
+
+    /// Day-of-month and day-of-week restricted together must BOTH match (the README documents
+    /// this; classic Vixie cron would fire on either).
+    #[test]
+    fn day_of_month_and_day_of_week_together_fire_only_on_days_matching_both() {
+        let schedule = CronSchedule::parse("0 0 9 13 * FRI").unwrap();
+        let mut after = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let mut fires = Vec::new();
+        for _ in 0..3 {
+            after = next_fire(&schedule, TimeZone::parse("UTC").unwrap(), after).unwrap();
+            fires.push(after);
+        }
+        // The Fridays the 13th of 2026; not every 13th, not every Friday.
+        assert_eq!(
+            fires,
+            [
+                Utc.with_ymd_and_hms(2026, 2, 13, 9, 0, 0).unwrap(),
+                Utc.with_ymd_and_hms(2026, 3, 13, 9, 0, 0).unwrap(),
+                Utc.with_ymd_and_hms(2026, 11, 13, 9, 0, 0).unwrap(),
+            ]
+        );
+    }
+
+    #[test]
+    fn day_of_month_alone_or_day_of_week_alone_fires_on_every_matching_day() {
+        let utc = TimeZone::parse("UTC").unwrap();
+        let start = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let thirteenth = CronSchedule::parse("0 0 9 13 * *").unwrap();
+        let first = next_fire(&thirteenth, utc, start).unwrap();
+        assert_eq!(first, Utc.with_ymd_and_hms(2026, 1, 13, 9, 0, 0).unwrap()); // a Tuesday
+        let friday = CronSchedule::parse("0 0 9 * * FRI").unwrap();
+        let first = next_fire(&friday, utc, start).unwrap();
+        assert_eq!(first, Utc.with_ymd_and_hms(2026, 1, 2, 9, 0, 0).unwrap()); // the 2nd
     }
 }

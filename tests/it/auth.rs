@@ -393,15 +393,67 @@ async fn two_hundred_roubler_refreshes_across_process_restarts_keep_the_chain_al
     assert_no_secrets(&outputs, &secrets);
 }
 
+/// Where a SIGKILL landed in one `auth refresh`, judged from what the sandbox and the database saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum KillLanded {
+    /// The sandbox granted no refresh: the old refresh token is still unused and stored.
+    BeforeTheRefreshWasSent,
+    /// The sandbox granted a refresh and the new tokens were stored.
+    AfterTheNewTokensWereStored,
+    /// The sandbox granted a refresh (using up the single-use refresh token) but the process died
+    /// before storing the new one. Roubler's refresh tokens are single-use without grace, so no
+    /// client can avoid losing the chain here: the only honest outcome is a clear re-authorise error.
+    BetweenTheGrantAndTheStore,
+}
+
+/// When the test sends SIGKILL to an `auth refresh`.
+#[derive(Debug, Clone, Copy)]
+enum KillAt {
+    /// Right after spawning: before it can have sent anything.
+    Once,
+    /// Once the sandbox granted the refresh, its answer held back: the rotated token is in flight.
+    AfterTheGrant,
+    /// Once the new tokens are in `etl.tokens`.
+    AfterTheStore,
+    /// After a random delay, spread over a whole refresh.
+    After(Duration),
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_process_killed_during_refresh_leaves_a_working_chain_or_a_clear_reauthorise_error() {
+async fn a_process_killed_during_refresh_breaks_the_chain_only_when_killed_between_grant_and_store() {
     let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
     let db = TestDb::new().await;
-    let (_, file) = login_config(&sandbox, &db, "");
+    let (text, _) = login_config(&sandbox, &db, "");
+    // The processes under test name their connections, so the test can wait for PostgreSQL to
+    // have finished with a killed one (a COMMIT it sent may still be applied after the kill).
+    let text = text.replace(
+        &format!("url = \"{}\"", db.url),
+        &format!("url = \"{}?application_name=refresh_under_test\"", db.url),
+    );
+    let (_, file) = support::load_config(&text);
     let (ok, output) = cli_login(file.path(), false, None).await;
     assert!(ok, "{output}");
-    let (mut working, mut reauthorise) = (0, 0);
-    for _ in 0..50 {
+    // How long a whole refresh takes here and now, to spread random kills over all of it.
+    let started = Instant::now();
+    assert!(cli_refresh(file.path()).await.status.success());
+    let refresh_takes = started.elapsed();
+
+    let mut kills = Vec::new();
+    for _ in 0..5 {
+        kills.extend([KillAt::Once, KillAt::AfterTheGrant, KillAt::AfterTheStore]);
+    }
+    for _ in 0..15 {
+        kills.push(KillAt::After(
+            refresh_takes.mul_f64(rand::rng().random_range(0.0..1.2)),
+        ));
+    }
+    let mut landed = std::collections::HashMap::<KillLanded, usize>::new();
+    for (kill, at) in kills.iter().copied().enumerate() {
+        let refresh_before = stored_tokens(&db, "roubler").await.unwrap().1;
+        let refreshes_before = sandbox.roubler.counts().refreshes;
+        sandbox
+            .roubler
+            .hold_granted_answers(matches!(at, KillAt::AfterTheGrant));
         let mut child = tokio::process::Command::from(support::binary())
             .args(["auth", "refresh", "roubler", "--config"])
             .arg(file.path())
@@ -409,32 +461,96 @@ async fn a_process_killed_during_refresh_leaves_a_working_chain_or_a_clear_reaut
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        // A debug `auth refresh` takes about 100–300 ms end to end: spread the kills across all of it.
-        let delay = rand::rng().random_range(0..400);
-        tokio::time::sleep(Duration::from_millis(delay)).await;
+        match at {
+            KillAt::Once => {}
+            KillAt::AfterTheGrant => {
+                support::wait_until("the refresh to be granted", Duration::from_secs(30), || async {
+                    sandbox.roubler.counts().refreshes > refreshes_before
+                })
+                .await;
+            }
+            KillAt::AfterTheStore => {
+                support::wait_until("the new tokens to be stored", Duration::from_secs(30), || async {
+                    stored_tokens(&db, "roubler").await.unwrap().1 != refresh_before
+                })
+                .await;
+            }
+            // Not a wait for an event: the randomness of the moment is the point.
+            KillAt::After(delay) => tokio::time::sleep(delay).await,
+        }
         let _ = child.start_kill(); // SIGKILL
         let _ = child.wait().await;
+        sandbox.roubler.hold_granted_answers(false);
+        support::wait_until(
+            "the killed process's connections to close",
+            Duration::from_secs(30),
+            || async {
+                let open: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'refresh_under_test'",
+                )
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+                open == 0
+            },
+        )
+        .await;
+
+        let granted = sandbox.roubler.counts().refreshes - refreshes_before;
+        let stored = stored_tokens(&db, "roubler").await.unwrap().1 != refresh_before;
+        let case = match (granted, stored) {
+            (0, false) => KillLanded::BeforeTheRefreshWasSent,
+            (1, true) => KillLanded::AfterTheNewTokensWereStored,
+            (1, false) => KillLanded::BetweenTheGrantAndTheStore,
+            other => panic!(
+                "kill {kill} ({at:?}): impossible outcome (refreshes granted, tokens stored) = {other:?}"
+            ),
+        };
+        let expected = match at {
+            KillAt::Once => Some(KillLanded::BeforeTheRefreshWasSent),
+            KillAt::AfterTheGrant => Some(KillLanded::BetweenTheGrantAndTheStore),
+            KillAt::AfterTheStore => Some(KillLanded::AfterTheNewTokensWereStored),
+            KillAt::After(_) => None,
+        };
+        assert!(
+            expected.is_none_or(|e| e == case),
+            "kill {kill} ({at:?}) landed {case:?}"
+        );
+        *landed.entry(case).or_default() += 1;
 
         let after = cli_refresh(file.path()).await;
         let stderr = String::from_utf8_lossy(&after.stderr);
-        if after.status.success() {
-            working += 1;
-        } else {
+        if case == KillLanded::BetweenTheGrantAndTheStore {
+            assert!(
+                !after.status.success(),
+                "kill {kill}: a used-up refresh token worked"
+            );
             assert!(
                 stderr.contains("re-authorise with `reporting-etl auth login roubler`"),
-                "unclear failure: {stderr}"
+                "kill {kill}: unclear failure: {stderr}"
             );
-            reauthorise += 1;
             let (ok, output) = cli_login(file.path(), false, None).await;
             assert!(ok, "{output}");
+        } else {
+            assert!(
+                after.status.success(),
+                "kill {kill} ({at:?}) landed {case:?}, yet the chain broke: {stderr}"
+            );
         }
     }
     let counts = sandbox.roubler.counts();
     println!(
-        "roubler kill test: 50 kills → {working} working chains, {reauthorise} clear re-authorise errors; sandbox saw {} refreshes, {} reused tokens",
-        counts.refreshes, counts.reused_refresh_tokens
+        "roubler kill test: a refresh takes {refresh_takes:.2?}; {} kills landed {landed:?}; sandbox saw {} refreshes, {} reused tokens",
+        kills.len(),
+        counts.refreshes,
+        counts.reused_refresh_tokens
     );
-    assert_eq!(working + reauthorise, 50);
+    // Only a kill between grant and store may break the chain, and each one that did shows up as
+    // exactly one reuse of a used-up token (the next refresh): nothing else was ever reused.
+    assert_eq!(
+        counts.reused_refresh_tokens as usize,
+        landed[&KillLanded::BetweenTheGrantAndTheStore]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

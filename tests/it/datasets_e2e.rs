@@ -541,24 +541,23 @@ async fn a_retarus_window_failing_part_way_leaves_the_previous_rows_intact() {
         .retarus
         .edits
         .delete(records[0]["faxId"].as_str().unwrap());
-    // After two more pages, every call fails (beyond the executor's retries).
+    // Two pages come through, then the third fails on both of the executor's attempts.
     let base = h.sandbox.retarus.graphql_calls();
-    let retarus = h.sandbox.retarus.clone();
-    let watcher = tokio::spawn(async move {
-        while retarus.graphql_calls() < base + 2 {
-            tokio::time::sleep(StdDuration::from_micros(200)).await;
-        }
-        retarus.faults.set(sandbox::faults::FaultPlan {
-            server_error_rate: 1.0,
-            ..Default::default()
-        });
-    });
+    let failure = || sandbox::faults::RawAnswer::new(500, "upstream broke");
+    h.sandbox
+        .retarus
+        .faults
+        .script_after(2, vec![failure(), failure()]);
     let error = h
         .load(SourceKind::Retarus, "fax_out_udr", &scope, Some(window), small())
         .await
         .expect_err("the reload fails");
-    watcher.await.unwrap();
-    h.sandbox.retarus.faults.clear();
+    assert_eq!(h.sandbox.retarus.faults.scripted_remaining(), 0);
+    assert_eq!(
+        h.sandbox.retarus.graphql_calls(),
+        base + 4,
+        "two pages, then two attempts at the third"
+    );
     let text = format!("{error:#}");
     assert!(
         text.contains("fetching page")
@@ -567,8 +566,8 @@ async fn a_retarus_window_failing_part_way_leaves_the_previous_rows_intact() {
         "{text}"
     );
     assert!(
-        !text.contains("fetching page 1 "),
-        "failed after the first page: {text}"
+        text.contains("fetching page 3 of retarus.fax_out_udr"),
+        "failed on the third page: {text}"
     );
     assert_eq!(h.rows("retarus.fax_out_udr", "ORDER BY fax_id").await, before);
 }

@@ -163,23 +163,8 @@ fn rate_limit(source: &str, calls: u32, per_ms: u64) -> String {
     format!("\n[sources.{source}.rate_limit]\ncalls = {calls}\nper_ms = {per_ms}\n")
 }
 
-/// The most calls in any half-open window `[t, t + window)` among `times`.
-fn max_in_any_window(mut times: Vec<tokio::time::Instant>, window: Duration) -> usize {
-    times.sort();
-    let (mut best, mut first) = (0, 0);
-    for (last, at) in times.iter().enumerate() {
-        while at.duration_since(times[first]) >= window {
-            first += 1;
-        }
-        best = best.max(last + 1 - first);
-    }
-    best
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn ten_tasks_making_500_calls_under_an_enforced_limit_get_no_429_and_finish_near_the_ideal_time() {
-    /// Allowed distance from the ideal time (see the assertion).
-    const SLACK: f64 = 0.35;
+async fn ten_tasks_making_500_calls_under_an_enforced_limit_get_no_429_and_never_exceed_it() {
     const LIMIT: u32 = 25;
     const WINDOW: Duration = Duration::from_secs(1);
     const CALLS: usize = 500;
@@ -238,15 +223,8 @@ async fn ten_tasks_making_500_calls_under_an_enforced_limit_get_no_429_and_finis
     assert_eq!(sent, CALLS);
     assert_eq!(call.figures.calls(), CALLS as i64);
     assert_eq!(call.figures.retries(), 0);
-    // The figure is 10 % (seen: 3 % on a quiet machine; printed above and measured by
-    // benches/rate_limit.rs). The test allows more so a busy CI machine cannot make it flake, and
-    // still fails a limiter that leaves the budget idle.
-    let off = (elapsed.as_secs_f64() - ideal.as_secs_f64()).abs() / ideal.as_secs_f64();
-    assert!(
-        off <= SLACK,
-        "{elapsed:?} is {:.1} % off the ideal {ideal:?}",
-        off * 100.0
-    );
+    // How close the run came to the ideal time is an efficiency figure, not a property: it is
+    // printed above and measured by `benches/rate_limit.rs` (target: within 10 %).
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -290,7 +268,7 @@ async fn a_limit_lowered_by_the_upstream_mid_run_is_obeyed_from_the_next_call() 
         .filter(|c| c.at >= lowered_at)
         .map(|c| c.at)
         .collect();
-    let busiest_after = max_in_any_window(after.clone(), WINDOW);
+    let busiest_after = support::max_in_any_window(after.clone(), WINDOW);
     let refused = h.sandbox.roubler.rate_limited_responses();
     println!(
         "limit 25 → 10 per {WINDOW:?} after 40 calls: 60 more calls in {elapsed:.2?}, busiest window since {busiest_after}, 429s {refused}"
@@ -304,8 +282,8 @@ async fn a_limit_lowered_by_the_upstream_mid_run_is_obeyed_from_the_next_call() 
         busiest_after <= 10,
         "{busiest_after} calls in one window after the limit went down"
     );
-    // 60 calls at 10 per second: six windows; the budget is used, not left idle.
-    assert!(elapsed <= Duration::from_secs(8), "{elapsed:?}");
+    // How fast the 60 calls went (ideal: six windows) is an efficiency figure, printed above;
+    // `benches/rate_limit.rs` measures the limiter's efficiency.
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -634,8 +612,8 @@ async fn the_runs_deadline_stops_retrying_and_names_the_last_cause() {
         server_error_rate: 1.0,
         ..FaultPlan::default()
     });
-    let call = CallContext::new("retently", "feedback")
-        .with_deadline(tokio::time::Instant::now() + Duration::from_millis(400));
+    const DEADLINE: Duration = Duration::from_millis(400);
+    let call = CallContext::new("retently", "feedback").with_deadline(tokio::time::Instant::now() + DEADLINE);
     let started = std::time::Instant::now();
     let error = h
         .executor
@@ -649,9 +627,11 @@ async fn the_runs_deadline_stops_retrying_and_names_the_last_cause() {
         message.starts_with("retently.feedback:") && message.contains("HTTP 5"),
         "{message}"
     );
+    // Backoffs of 100 ms within a 400 ms deadline leave room for at most five attempts (a busy
+    // machine makes fewer); without the deadline it would make 1000.
+    let attempts = h.sandbox.retently.faults.counts().total();
     assert!(
-        started.elapsed() < Duration::from_millis(600),
-        "{:?}",
-        started.elapsed()
+        (1..=5).contains(&attempts),
+        "{attempts} attempts within {DEADLINE:?}"
     );
 }

@@ -161,9 +161,14 @@ async fn a_rotated_refresh_token_that_cannot_be_stored_is_held_in_memory_and_the
     // While it lasts, the in-memory token is handed out without the database.
     assert_eq!(roubler.credential().await.unwrap(), credential);
 
-    // Used up while the database is still down: paused, and nothing is refreshed.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let paused = roubler.credential().await.unwrap_err();
+    // Used up while the database is still down: paused, and nothing is refreshed. Waits for the
+    // held token's lifetime to run out, asking as a caller would.
+    let paused = support::wait_for(
+        "the held access token to be used up",
+        Duration::from_secs(30),
+        || async { roubler.credential().await.err() },
+    )
+    .await;
     assert!(matches!(paused, AuthError::Storage { .. }), "{paused}");
     assert!(paused.is_retryable());
     assert!(paused.to_string().contains("paused"), "{paused}");
@@ -346,14 +351,23 @@ schedule = \"1/2 * * * * *\"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    // Give the outcomes the database missed a moment to be written by the runs that followed.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let left_running: Vec<(i64, String)> =
-        sqlx::query_as("SELECT id, job FROM etl.runs WHERE status = 'running' AND started_at < $1")
-            .bind(restarted)
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+    // The outcomes the database missed are written by the runs that follow: wait for them.
+    let left_running = || async {
+        sqlx::query_as::<_, (i64, String)>(
+            "SELECT id, job FROM etl.runs WHERE status = 'running' AND started_at < $1",
+        )
+        .bind(restarted)
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    support::wait_until(
+        "the missed outcomes to be written",
+        Duration::from_secs(30),
+        || async { left_running().await.is_empty() },
+    )
+    .await;
+    let left_running = left_running().await;
     let failed: Vec<(String, String)> =
         sqlx::query_as("SELECT job, coalesce(error, '') FROM etl.runs WHERE status = 'failed' ORDER BY id")
             .fetch_all(&pool)

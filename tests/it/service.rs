@@ -59,6 +59,39 @@ fn sigterm(child: &tokio::process::Child) {
         .unwrap();
 }
 
+/// `reporting-etl run` as a subprocess, its log in a file (an unread pipe could fill up and
+/// block the service).
+struct Service {
+    child: tokio::process::Child,
+    log: tempfile::NamedTempFile,
+}
+
+impl Service {
+    fn start(config: &std::path::Path) -> Service {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = tokio::process::Command::from(support::binary())
+            .args(["run", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        Service { child, log }
+    }
+
+    /// SIGTERM; the service must exit 0 within its grace period. Returns its log.
+    async fn stop(mut self) -> String {
+        sigterm(&self.child);
+        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("exits within the grace period")
+            .unwrap();
+        let log = std::fs::read_to_string(self.log.path()).unwrap();
+        assert!(status.success(), "{log}");
+        log
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_scheduled_service_runs_its_job_repeatedly_and_stops_cleanly_on_sigterm() {
     let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
@@ -66,14 +99,12 @@ async fn a_scheduled_service_runs_its_job_repeatedly_and_stops_cleanly_on_sigter
     let port = free_port();
     let extra = format!("{}{}", fax_job(EVERY_TWO_SECONDS), server_section(port));
     let file = config_file(&support::sandbox_config(&sandbox, &db.url, &extra));
-    let mut child = tokio::process::Command::from(support::binary())
-        .args(["run", "--config"])
-        .arg(file.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(9)).await;
+    let service = Service::start(file.path());
+    // Three fires of the two-customer job: six succeeded run records.
+    support::wait_until("three scheduled fires", Duration::from_secs(60), || async {
+        support::count_runs(&db.pool, "fax", "succeeded").await >= 6
+    })
+    .await;
 
     let health = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
         .await
@@ -93,22 +124,13 @@ async fn a_scheduled_service_runs_its_job_repeatedly_and_stops_cleanly_on_sigter
         .unwrap();
     let succeeded_after = succeeded_runs(&db).await;
 
-    sigterm(&child);
-    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .expect("exits within the grace period")
-        .unwrap();
-    let mut stderr = String::new();
-    tokio::io::AsyncReadExt::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr)
-        .await
-        .unwrap();
-    assert!(status.success(), "{stderr}");
+    let stderr = service.stop().await;
 
     let runs = runs_by_status(&db, "fax").await;
     let succeeded = runs.iter().find(|(s, _)| s == "succeeded").map_or(0, |(_, n)| *n);
     assert!(
-        succeeded >= 3,
-        "expected several scheduled runs: {runs:?}\n{stderr}"
+        succeeded >= 6,
+        "expected three scheduled fires of two scopes: {runs:?}\n{stderr}"
     );
     assert!(runs.iter().all(|(s, _)| s != "running"), "{runs:?}");
     // Every record the sandbox has for the loaded span is in the table exactly once.
@@ -151,32 +173,21 @@ async fn a_scheduled_service_runs_its_job_repeatedly_and_stops_cleanly_on_sigter
 async fn two_service_processes_on_one_database_load_each_window_once() {
     let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
     let db = TestDb::new().await;
-    let mut children = Vec::new();
+    let mut services = Vec::new();
     let mut files = Vec::new();
     for _ in 0..2 {
         let extra = format!("{}{}", fax_job(EVERY_TWO_SECONDS), server_section(free_port()));
         let file = config_file(&support::sandbox_config(&sandbox, &db.url, &extra));
-        children.push(
-            tokio::process::Command::from(support::binary())
-                .args(["run", "--config"])
-                .arg(file.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        services.push(Service::start(file.path()));
         files.push(file);
     }
-    tokio::time::sleep(Duration::from_secs(9)).await;
-    for child in &children {
-        sigterm(child);
-    }
-    for child in &mut children {
-        let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(status.success());
+    // Two fires' worth of windows, whichever replica loaded them.
+    support::wait_until("two scheduled fires", Duration::from_secs(60), || async {
+        support::count_runs(&db.pool, "fax", "succeeded").await >= 4
+    })
+    .await;
+    for service in services {
+        service.stop().await;
     }
     // The same window is never loaded twice: succeeded runs have distinct windows per scope.
     let duplicates: Vec<(String, chrono::DateTime<chrono::Utc>, i64)> = sqlx::query_as(
@@ -189,7 +200,7 @@ async fn two_service_processes_on_one_database_load_each_window_once() {
     .unwrap();
     assert!(duplicates.is_empty(), "windows loaded twice: {duplicates:?}");
     let runs = runs_by_status(&db, "fax").await;
-    assert!(runs.iter().any(|(s, n)| s == "succeeded" && *n >= 2), "{runs:?}");
+    assert!(runs.iter().any(|(s, n)| s == "succeeded" && *n >= 4), "{runs:?}");
     // Whether the replicas' fires overlap (one skips) or follow each other (the second finds the
     // watermark moved) depends on timing; either way no window may be loaded twice (above).
 }
@@ -252,16 +263,10 @@ async fn a_backfill_killed_half_way_resumes_and_ends_identical_to_an_uninterrupt
         .spawn()
         .unwrap();
     // Wait until some windows are in, then kill.
-    for _ in 0..100 {
-        let (done,): (i64,) = sqlx::query_as("SELECT count(*) FROM etl.runs WHERE status = 'succeeded'")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-        if done >= 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::wait_until("a first backfilled window", Duration::from_secs(60), || async {
+        support::count_runs(&db.pool, "fax", "succeeded").await >= 1
+    })
+    .await;
     child.start_kill().unwrap();
     child.wait().await.unwrap();
     sandbox.retarus.faults.clear();
@@ -333,17 +338,16 @@ async fn sigterm_during_a_slow_extraction_rolls_the_window_back_and_the_next_onc
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait for the first window to start.
-    for _ in 0..100 {
-        let (running,): (i64,) = sqlx::query_as("SELECT count(*) FROM etl.runs WHERE status = 'running'")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap_or((0,));
-        if running > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Wait for the first window to start (the service creates the schema first: a query may
+    // fail until then).
+    support::wait_until("the first window to start", Duration::from_secs(60), || async {
+        let running: Result<i64, _> =
+            sqlx::query_scalar("SELECT count(*) FROM etl.runs WHERE status = 'running'")
+                .fetch_one(&db.pool)
+                .await;
+        running.is_ok_and(|running| running > 0)
+    })
+    .await;
     let signalled = std::time::Instant::now();
     sigterm(&child);
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
@@ -422,19 +426,14 @@ async fn a_job_still_running_at_its_next_fire_is_skipped_not_doubled() {
         latency: Duration::from_millis(2500),
         ..Default::default()
     });
-    let mut child = tokio::process::Command::from(support::binary())
-        .args(["run", "--config"])
-        .arg(file.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(9)).await;
-    sigterm(&child);
-    tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let service = Service::start(file.path());
+    support::wait_until(
+        "a fire during a run to be skipped",
+        Duration::from_secs(60),
+        || async { support::count_runs(&db.pool, "fax", "skipped").await >= 1 },
+    )
+    .await;
+    service.stop().await;
     let runs = runs_by_status(&db, "fax").await;
     let skipped = runs.iter().find(|(s, _)| s == "skipped").map_or(0, |(_, n)| *n);
     assert!(skipped >= 1, "{runs:?}");
@@ -448,4 +447,139 @@ async fn a_job_still_running_at_its_next_fire_is_skipped_not_doubled() {
     .await
     .unwrap();
     assert_eq!(overlaps, 0, "runs of one job overlapped: {runs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fire_while_another_process_holds_the_job_lock_is_recorded_skipped_and_loads_nothing() {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let db = TestDb::new().await;
+    // The test plays the other replica: it holds the job's advisory lock, exactly as a process
+    // running `fax` would, on a session of its own.
+    let mut other_replica = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap();
+    let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1, hashtext('fax'))")
+        .bind(reporting_etl::store::locks::JOB_LOCK_CLASS)
+        .fetch_one(&mut other_replica)
+        .await
+        .unwrap();
+    assert!(locked);
+    let extra = format!("{}{}", fax_job(EVERY_TWO_SECONDS), server_section(free_port()));
+    let file = config_file(&support::sandbox_config(&sandbox, &db.url, &extra));
+    let service = Service::start(file.path());
+    support::wait_until("two fires to be skipped", Duration::from_secs(60), || async {
+        support::count_runs(&db.pool, "fax", "skipped").await >= 2
+    })
+    .await;
+    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM retarus.fax_out_udr")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "a skipped fire loaded rows");
+    let runs = runs_by_status(&db, "fax").await;
+    assert_eq!(
+        runs.len(),
+        1,
+        "only skipped runs while the lock is held: {runs:?}"
+    );
+    let reasons: Vec<(String, String)> =
+        sqlx::query_as("SELECT trigger, error FROM etl.runs WHERE job = 'fax' AND status = 'skipped'")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert!(
+        reasons
+            .iter()
+            .all(|(trigger, reason)| trigger == "schedule" && reason == "another process is running this job"),
+        "{reasons:?}"
+    );
+
+    // The other replica finishes: the next fire runs.
+    sqlx::Connection::close(other_replica).await.unwrap();
+    support::wait_until(
+        "a fire after the lock is released to load",
+        Duration::from_secs(60),
+        || async { support::count_runs(&db.pool, "fax", "succeeded").await >= 2 },
+    )
+    .await;
+    service.stop().await;
+}
+
+async fn readyz(port: u16) -> (u16, String) {
+    let answer = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .unwrap();
+    (answer.status().as_u16(), answer.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readyz_answers_503_naming_a_source_that_needs_reauthorisation_until_it_is_reauthorised() {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let db = TestDb::new().await;
+    let grant = sandbox.roubler.grant_tokens();
+    support::seed_refresh_chain(&db.pool, "roubler", &grant, grant.expires_in as f64).await;
+    let port = free_port();
+    let extra = format!(
+        "\n[jobs.locations]\nsource = \"roubler\"\ndataset = \"locations\"\nschedule = \"{EVERY_TWO_SECONDS}\"\n{}",
+        server_section(port)
+    );
+    let file = config_file(&support::sandbox_config(&sandbox, &db.url, &extra));
+    let service = Service::start(file.path());
+    support::wait_until(
+        "a first run of the Roubler job",
+        Duration::from_secs(60),
+        || async { support::count_runs(&db.pool, "locations", "succeeded").await >= 1 },
+    )
+    .await;
+    assert_eq!(readyz(port).await.0, 200);
+
+    // The vendor revokes the authorisation: the next refresh is refused for good.
+    sandbox.roubler.revoke_all();
+    sandbox.roubler.expire_access_tokens();
+    let (status, body) = support::wait_for("/readyz to say not ready", Duration::from_secs(60), || async {
+        let answer = readyz(port).await;
+        (answer.0 != 200).then_some(answer)
+    })
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("re-authorise roubler with `reporting-etl auth login`"),
+        "{body}"
+    );
+    // The run that met the refusal records why (the token's status is written before the run
+    // record is finished, so /readyz may say it first).
+    support::wait_until("the failed run's record", Duration::from_secs(30), || async {
+        let failed: Vec<String> =
+            sqlx::query_scalar("SELECT error FROM etl.runs WHERE job = 'locations' AND status = 'failed'")
+                .fetch_all(&db.pool)
+                .await
+                .unwrap();
+        failed
+            .iter()
+            .any(|error| error.contains("re-authorise with `reporting-etl auth login roubler`"))
+    })
+    .await;
+
+    // A person re-authorises (as `auth login` stores it): ready again, and the job loads again.
+    sqlx::query("DELETE FROM etl.tokens WHERE source = 'roubler'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let grant = sandbox.roubler.grant_tokens();
+    support::seed_refresh_chain(&db.pool, "roubler", &grant, grant.expires_in as f64).await;
+    let succeeded = support::count_runs(&db.pool, "locations", "succeeded").await;
+    support::wait_until("/readyz to say ready again", Duration::from_secs(60), || async {
+        readyz(port).await.0 == 200
+    })
+    .await;
+    support::wait_until(
+        "a run after re-authorisation",
+        Duration::from_secs(60),
+        || async { support::count_runs(&db.pool, "locations", "succeeded").await > succeeded },
+    )
+    .await;
+    let stderr = service.stop().await;
+    for secret in [&grant.access_token, &sandbox.roubler.client_secret] {
+        assert!(!stderr.contains(secret.as_str()), "a secret appeared in the logs");
+    }
 }

@@ -121,6 +121,7 @@ pub struct RoublerHandle {
     /// The `/graphql` rate limiter and call log.
     pub rate: RateLimiter,
     token_endpoint_down: Arc<AtomicBool>,
+    hold_granted_answers: tokio::sync::watch::Sender<bool>,
     world: Arc<model::World>,
 }
 
@@ -170,11 +171,13 @@ pub async fn start(options: &SandboxOptions) -> std::io::Result<(RoublerHandle, 
     let faults = Faults::new(options.seed ^ 0x726f_75626c6572);
     let rate = RateLimiter::new(o.rate_limit, o.rate_window, o.rate_mode);
     let token_endpoint_down = Arc::new(AtomicBool::new(false));
+    let hold_granted_answers = tokio::sync::watch::Sender::new(false);
     let oauth_state = oauth::OAuthState {
         auth: auth.clone(),
         redirect_uris: Arc::new(o.redirect_uris.clone()),
         allow_loopback_redirects: o.allow_loopback_redirects,
         token_endpoint_down: token_endpoint_down.clone(),
+        hold_granted_answers: hold_granted_answers.clone(),
     };
     let api = ApiState {
         auth: auth.clone(),
@@ -220,6 +223,7 @@ pub async fn start(options: &SandboxOptions) -> std::io::Result<(RoublerHandle, 
         auth,
         rate,
         token_endpoint_down,
+        hold_granted_answers,
         world,
     };
     Ok((handle, guard))
@@ -308,6 +312,13 @@ impl RoublerHandle {
     /// Makes the token endpoint answer 503 (`true`) or work again (`false`).
     pub fn set_token_endpoint_down(&self, down: bool) {
         self.token_endpoint_down.store(down, Ordering::SeqCst);
+    }
+
+    /// Holds back (`true`) or releases (`false`) the answers of granted token requests: with it
+    /// on, a refresh is granted (the old refresh token used up, [`AuthCounts::refreshes`]
+    /// counted) but its answer waits — the moment a crashing client loses a rotated token.
+    pub fn hold_granted_answers(&self, hold: bool) {
+        self.hold_granted_answers.send_replace(hold);
     }
 
     /// Expires every access token issued so far (refresh tokens keep working).

@@ -23,6 +23,10 @@ pub struct OAuthState {
     /// Also accept any `http://` loopback redirect (localhost, 127.0.0.1, [::1]) on any port/path.
     pub allow_loopback_redirects: bool,
     pub token_endpoint_down: Arc<AtomicBool>,
+    /// While `true`, a granted token answer is held back (the grant has happened: a refresh
+    /// token is used up) until it turns `false`. Tests use it to kill a client at exactly that
+    /// moment.
+    pub hold_granted_answers: tokio::sync::watch::Sender<bool>,
 }
 
 /// Scopes the sandbox client may ask for (Hydra refuses others with `invalid_scope`).
@@ -241,6 +245,9 @@ pub async fn token(State(state): State<OAuthState>, headers: HeaderMap, body: By
     };
     match result {
         Ok(grant) => {
+            let mut released = state.hold_granted_answers.subscribe();
+            // Err only when the sender is gone, i.e. the server is shutting down: answer then.
+            let _ = released.wait_for(|held| !held).await;
             let mut body = serde_json::json!({
                 "access_token": grant.access_token,
                 "token_type": "bearer",

@@ -160,3 +160,60 @@ pub async fn seed_refresh_chain(
     .await
     .expect("seed the refresh chain");
 }
+
+/// Waits until `condition` (a database query, a sandbox counter, a log file…) holds, checking
+/// every 20 ms; panics naming `what` after `timeout`. Tests wait on the event they depend on
+/// instead of sleeping for a time that is long enough on an idle machine only.
+pub async fn wait_until<F, Fut>(what: &str, timeout: std::time::Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    wait_for(what, timeout, || {
+        let holds = condition();
+        async move { holds.await.then_some(()) }
+    })
+    .await
+}
+
+/// Like [`wait_until`], for a condition that yields what it found (`Some`) once it holds.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: std::time::Duration, mut found: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = found().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs of `job` in `etl.runs` with `status`.
+pub async fn count_runs(pool: &PgPool, job: &str, status: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM etl.runs WHERE job = $1 AND status = $2")
+        .bind(job)
+        .bind(status)
+        .fetch_one(pool)
+        .await
+        .expect("count runs")
+}
+
+/// The most calls in any half-open window `[t, t + window)` among `times`.
+pub fn max_in_any_window(mut times: Vec<tokio::time::Instant>, window: std::time::Duration) -> usize {
+    times.sort();
+    let (mut best, mut first) = (0, 0);
+    for (last, at) in times.iter().enumerate() {
+        while at.duration_since(times[first]) >= window {
+            first += 1;
+        }
+        best = best.max(last + 1 - first);
+    }
+    best
+}
