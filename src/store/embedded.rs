@@ -75,7 +75,7 @@ impl EmbeddedPostgres {
         };
         fs::write(&port_file, server.port.to_string())?;
         let log = data_dir.join("postgres.log");
-        let options = format!("-p {} -h 127.0.0.1 -k {}", server.port, cluster.display());
+        let options = server.server_options();
         let output = server.pg(
             "pg_ctl",
             [
@@ -153,6 +153,48 @@ impl EmbeddedPostgres {
             );
         }
         Ok(())
+    }
+
+    /// Restarts the server as an operator's `pg_ctl restart -m fast` does: every session ends
+    /// at once, the data and the port stay. Only for a server this process started.
+    pub fn restart_fast(&self) -> Result<()> {
+        if !self.owned {
+            bail!("only a server this process started can be restarted");
+        }
+        let cluster = self.data_dir.join("cluster");
+        let log = self.data_dir.join("postgres.log");
+        let options = self.server_options();
+        let output = self.pg(
+            "pg_ctl",
+            [
+                OsStr::new("-D"),
+                cluster.as_os_str(),
+                OsStr::new("-l"),
+                log.as_os_str(),
+                OsStr::new("-o"),
+                OsStr::new(&options),
+                OsStr::new("-m"),
+                OsStr::new("fast"),
+                OsStr::new("-w"),
+                OsStr::new("restart"),
+            ],
+        )?;
+        if !output.status.success() {
+            bail!(
+                "restarting the embedded PostgreSQL server failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// `postgres` options: our port, loopback only, the socket inside the cluster directory.
+    fn server_options(&self) -> String {
+        format!(
+            "-p {} -h 127.0.0.1 -k {}",
+            self.port,
+            self.data_dir.join("cluster").display()
+        )
     }
 
     /// Leaves the server running after this process exits (tests share one server this way).
