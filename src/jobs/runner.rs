@@ -38,8 +38,9 @@ use crate::store::runs::{self, Finished, NewRun, RunFigures, RunStatus, Trigger}
 use crate::store::{is_connection_error, watermarks};
 
 /// How long a fire waits for an unreachable database (connection errors while taking its lock
-/// or writing its records) before it gives up and is recorded as failed.
-pub const START_GRACE: Duration = Duration::from_secs(30);
+/// or writing its records) before it gives up and is recorded as failed: a restart takes
+/// seconds, and an outage of half a minute still ends in a run rather than a failure.
+pub const START_GRACE: Duration = Duration::from_secs(60);
 
 /// Longest pause between two attempts while the database is unreachable.
 const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(2);

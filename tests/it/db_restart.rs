@@ -296,16 +296,7 @@ async fn rows_against_sandbox(
 ) -> (i64, usize) {
     let mut expected = 0;
     for customer in &sandbox.retarus.customer_ids {
-        let span: (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = sqlx::query_as(
-            "SELECT min(window_start), max(window_end) FROM etl.runs
-             WHERE job = $1 AND scope = $2 AND status = 'succeeded'",
-        )
-        .bind(job)
-        .bind(customer)
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        if let (Some(first), Some(last)) = span {
+        if let Some((first, last)) = crate::soak::span(pool, job, customer).await {
             expected += sandbox.retarus.records(report, customer, first, last).len();
         }
     }
@@ -313,40 +304,60 @@ async fn rows_against_sandbox(
     (rows, expected)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_fast_restart_mid_run_never_lets_two_processes_into_one_jobs_window() {
-    let mut db = PrivateDb::start().await;
-    let pool = migrated_with_status_audit(&db.url).await;
+/// A private database (with the status audit), slow sandbox answers, and the service running job
+/// `fax` (every 2 s, one window per customer) plus `more_jobs`.
+struct Scene {
+    db: PrivateDb,
+    sandbox: Sandbox,
+    config: tempfile::NamedTempFile,
+    service: Service,
+}
+
+/// A [`Scene`] whose sandbox answers after `latency`, the service just started.
+async fn scene(latency: Duration, more_jobs: &str) -> Scene {
+    let db = PrivateDb::start().await;
+    migrated_with_status_audit(&db.url).await.close().await;
     let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
-    // Slow answers: every window of the job (one per customer) is in flight for a while.
     sandbox.retarus.faults.set(FaultPlan {
-        latency: Duration::from_millis(700),
+        latency,
         ..Default::default()
     });
     let extra = format!(
-        "{}\n[server]\nlisten = \"127.0.0.1:{}\"\nshutdown_grace_secs = 10\n",
+        "{}{more_jobs}\n[server]\nlisten = \"127.0.0.1:{}\"\nshutdown_grace_secs = 10\n",
         job("fax", "fax_out_udr", "*/2 * * * * *"),
         free_port()
     );
     let (_, config) = support::load_config(&support::sandbox_config(&sandbox, &db.url, &extra));
-    let mut service = Service::start(config.path());
-    wait_for(
-        &pool,
-        "SELECT count(*) FROM etl.runs WHERE job = 'fax' AND status = 'succeeded'",
-        1,
-        Duration::from_secs(60),
-        &mut service,
-    )
-    .await;
-    wait_for(
-        &pool,
-        "SELECT count(*) FROM etl.runs WHERE job = 'fax' AND status = 'running'",
-        1,
-        Duration::from_secs(30),
-        &mut service,
-    )
-    .await;
+    let service = Service::start(config.path());
+    Scene {
+        db,
+        sandbox,
+        config,
+        service,
+    }
+}
+
+/// A [`Scene`] with slow answers (every window in flight for a while), once a `fax` window has
+/// loaded and another is in flight.
+async fn service_mid_fax_window(more_jobs: &str) -> Scene {
+    let mut scene = scene(Duration::from_millis(700), more_jobs).await;
+    let pool = reconnect(&scene.db.url).await;
+    for (status, within) in [("succeeded", 60), ("running", 30)] {
+        let sql = format!("SELECT count(*) FROM etl.runs WHERE job = 'fax' AND status = '{status}'");
+        wait_for(&pool, &sql, 1, Duration::from_secs(within), &mut scene.service).await;
+    }
     pool.close().await;
+    scene
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fast_restart_mid_run_never_lets_two_processes_into_one_jobs_window() {
+    let Scene {
+        mut db,
+        sandbox: _sandbox,
+        config,
+        mut service,
+    } = service_mid_fax_window("").await;
 
     // Mid-window: restart, then a second process asks for the same job at once.
     let restarted_at = Utc::now();
@@ -412,39 +423,13 @@ async fn after_an_outage_mid_run_nothing_declares_the_live_service_dead_and_its_
             .and_then(|s| s.parse().ok())
             .unwrap_or(5),
     );
-    let mut db = PrivateDb::start().await;
-    let pool = migrated_with_status_audit(&db.url).await;
-    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
-    sandbox.retarus.faults.set(FaultPlan {
-        latency: Duration::from_millis(700),
-        ..Default::default()
-    });
     // `sms` is only for the second process: its schedule is once a year.
-    let extra = format!(
-        "{}{}\n[server]\nlisten = \"127.0.0.1:{}\"\nshutdown_grace_secs = 10\n",
-        job("fax", "fax_out_udr", "*/2 * * * * *"),
-        job("sms", "sms_out_udr", "0 0 0 1 1 *"),
-        free_port()
-    );
-    let (_, config) = support::load_config(&support::sandbox_config(&sandbox, &db.url, &extra));
-    let mut service = Service::start(config.path());
-    wait_for(
-        &pool,
-        "SELECT count(*) FROM etl.runs WHERE job = 'fax' AND status = 'succeeded'",
-        1,
-        Duration::from_secs(60),
-        &mut service,
-    )
-    .await;
-    wait_for(
-        &pool,
-        "SELECT count(*) FROM etl.runs WHERE job = 'fax' AND status = 'running'",
-        1,
-        Duration::from_secs(30),
-        &mut service,
-    )
-    .await;
-    pool.close().await;
+    let Scene {
+        mut db,
+        sandbox,
+        config,
+        mut service,
+    } = service_mid_fax_window(&job("sms", "sms_out_udr", "0 0 0 1 1 *")).await;
 
     db.stop().await;
     let stopped = Instant::now();
@@ -589,22 +574,16 @@ async fn soak_with_a_database_restart_every_two_minutes() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
-    let mut db = PrivateDb::start().await;
-    let pool = migrated_with_status_audit(&db.url).await;
-    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
-    sandbox.retarus.faults.set(FaultPlan {
-        latency: Duration::from_millis(200),
-        ..Default::default()
-    });
-    let extra = format!(
-        "{}{}\n[server]\nlisten = \"127.0.0.1:{}\"\nshutdown_grace_secs = 10\n",
-        job("fax", "fax_out_udr", "*/2 * * * * *"),
-        job("sms", "sms_out_udr", "*/3 * * * * *"),
-        free_port()
-    );
-    let (_, config) = support::load_config(&support::sandbox_config(&sandbox, &db.url, &extra));
-    let mut service = Service::start(config.path());
-    pool.close().await;
+    let Scene {
+        mut db,
+        sandbox,
+        config: _config,
+        mut service,
+    } = scene(
+        Duration::from_millis(200),
+        &job("sms", "sms_out_udr", "*/3 * * * * *"),
+    )
+    .await;
     let began = Instant::now();
     let mut restarts = 0;
     while began.elapsed() < Duration::from_secs(minutes * 60) {
