@@ -10,7 +10,9 @@
 //! Shutdown: no new runs start; running windows get `server.shutdown_grace_secs` to commit;
 //! then they are dropped (their transactions roll back) and recorded as `interrupted`.
 //!
-//! A database outage stops nothing here: the timers need no database, runs fail and are recorded
+//! A database restart does not make this process look dead: its liveness lock and job locks are
+//! re-taken on fresh connections when the database answers (see [`crate::store::instance`] and
+//! [`crate::jobs::runner`]). A database outage stops nothing here: the timers need no database, runs fail and are recorded
 //! when it returns (see [`crate::jobs::runner`]), `/readyz` answers "not ready" within
 //! [`READYZ_TIMEOUT`] instead of waiting for the pool, and a shutdown during an outage still exits
 //! cleanly, logging what it could not record.
@@ -37,6 +39,7 @@ use crate::cli::run::Engine;
 use crate::config::Settings;
 use crate::jobs::runner::Runner;
 use crate::jobs::schedule::next_fire;
+use crate::store::instance::LIVENESS_GRACE;
 use crate::store::runs::Trigger;
 
 /// How long `/readyz` waits for the database before answering "not ready" (a probe must get an
@@ -87,11 +90,16 @@ pub async fn run(settings: Settings) -> Result<ExitCode> {
         scheduled += 1;
     }
     scheduler.start().await.context("starting the scheduler")?;
+    // Runs of processes that died while this one runs are found by a periodic sweep (a dead
+    // process counts as dead only after the liveness grace period, so one sweep at start-up
+    // would miss a process killed just before).
+    let sweeper = tokio::spawn(sweep_periodically(engine.runner.clone()));
     tracing::info!(jobs = scheduled, listen = %settings.server.listen, "Service running.");
 
     wait_for_signal().await;
     tracing::info!("Shutting down: no new runs; waiting for running windows to commit.");
     context.stopping.cancel();
+    sweeper.abort();
     let _ = scheduler.shutdown().await;
     context.tasks.close();
     let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
@@ -168,6 +176,14 @@ fn schedule_next(
         scheduler.add(one_shot).await.context("adding a timer")?;
         Ok(())
     })
+}
+
+/// Sweeps dead processes' runs every [`LIVENESS_GRACE`] (the runner sweeps once before its first job).
+async fn sweep_periodically(runner: Arc<Runner>) {
+    loop {
+        tokio::time::sleep(LIVENESS_GRACE).await;
+        runner.sweep_dead_instances().await;
+    }
 }
 
 async fn wait_for_signal() {

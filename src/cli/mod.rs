@@ -19,7 +19,7 @@ use crate::config::{ConfigSource, LogFormat, Settings, SourceSettings};
 use crate::datasets;
 use crate::executor::shared_budget;
 use crate::jobs::schedule;
-use crate::store::{self, Store, runs};
+use crate::store::{self, Database, runs};
 use table::Table;
 
 /// Extracts reporting data from vendor APIs (Retarus, Roubler, Altrata, Retently) on cron
@@ -143,14 +143,14 @@ async fn run_command(command: Command, settings: Settings) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
-            let store = Store::open(&settings.database, "migrate").await?;
+            let store = Database::open(&settings.database).await?;
             let applied = store::MIGRATOR.iter().count();
             println!("Database is at migration {applied} of {applied}.");
             store.close().await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Runs { job, limit } => {
-            let store = Store::open(&settings.database, "runs").await?;
+            let store = Database::open(&settings.database).await?;
             let rows = runs::recent(store.pool(), job.as_deref(), limit).await?;
             print!("{}", runs_table(&rows));
             let usage = shared_budget::usage(store.pool(), limit).await?;
@@ -159,7 +159,7 @@ async fn run_command(command: Command, settings: Settings) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Jobs => {
-            let store = Store::open(&settings.database, "jobs").await?;
+            let store = Database::open(&settings.database).await?;
             let last = runs::last_outcomes(store.pool()).await?;
             store.close().await?;
             print!("{}", jobs_table(&settings, &last));
@@ -179,7 +179,8 @@ async fn run_command(command: Command, settings: Settings) -> Result<ExitCode> {
 }
 
 async fn auth_command(command: AuthCommand, settings: Settings) -> Result<ExitCode> {
-    let store = Store::open(&settings.database, "auth").await?;
+    // Runs no jobs: not registered as a process, and never sweeps others' runs.
+    let store = Database::open(&settings.database).await?;
     let result = match command {
         AuthCommand::Login { source } => {
             let mut stdout = std::io::stdout();

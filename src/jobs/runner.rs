@@ -3,7 +3,15 @@
 //!
 //! A job never runs twice at once: in-process through [`Runner::running`], across processes
 //! through a PostgreSQL advisory lock held for the job's duration. A second trigger meanwhile is
-//! recorded as `skipped`.
+//! recorded as `skipped`. The lock lives in a database session, which a database restart ends
+//! while the job runs on: a window whose lock is lost stops at once and rolls back (recorded
+//! `interrupted`), a load checks the lock inside its transaction before committing, and the next
+//! window re-takes the lock — or, if another process has the job meanwhile, leaves it to that
+//! process. Every window logs when it enters and leaves the job's lock ("Entered the job's
+//! window." / "Left the job's window."), so overlaps would show in the logs.
+//!
+//! Starting a run waits out a database that is restarting: connection errors while taking the
+//! lock or writing the run record are retried with backoff for up to [`START_GRACE`].
 //!
 //! A database outage must not lose a run's outcome nor stop anything: outcomes the database
 //! cannot take when they happen (a run left `running`, a fire that could not even create its
@@ -12,7 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -24,9 +32,33 @@ use crate::config::{Settings, SourceSettings};
 use crate::datasets::{self, DatasetInfo, LoadRequest, ScopeTarget, Window};
 use crate::executor::{CallContext, CallFigures, Executor};
 use crate::jobs::window;
-use crate::store::locks::JobLocks;
-use crate::store::runs::{self, NewRun, RunFigures, RunStatus, Trigger};
-use crate::store::watermarks;
+use crate::store::instance;
+use crate::store::locks::{self, HeldLock, JobLocks};
+use crate::store::runs::{self, Finished, NewRun, RunFigures, RunStatus, Trigger};
+use crate::store::{is_connection_error, watermarks};
+
+/// How long a fire waits for an unreachable database (connection errors while taking its lock
+/// or writing its records) before it gives up and is recorded as failed: a restart takes
+/// seconds, and an outage of half a minute still ends in a run rather than a failure.
+pub const START_GRACE: Duration = Duration::from_secs(60);
+
+/// Longest pause between two attempts while the database is unreachable.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Why a window stopped when its job's lock was lost mid-window.
+#[derive(Debug)]
+struct JobLockLost;
+
+impl std::fmt::Display for JobLockLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "interrupted: the job's lock was lost mid-window (its database session ended, e.g. in a \
+             database restart); the window was rolled back so no two processes load it at once",
+        )
+    }
+}
+
+impl std::error::Error for JobLockLost {}
 
 /// What happened to one window (or to a job that could not start).
 #[derive(Debug, Clone)]
@@ -62,6 +94,8 @@ pub struct Runner {
     /// Outcomes waiting for the database. Shared by every job task; locked only to push entries
     /// or take them all (never across an await).
     unrecorded: Mutex<Unrecorded>,
+    /// Whether this process has swept dead processes' runs yet (before its first job).
+    swept: std::sync::atomic::AtomicBool,
 }
 
 /// At most this many failed runs wait to be recorded; beyond it they are only logged (memory
@@ -71,8 +105,8 @@ const MAX_UNRECORDED_RUNS: usize = 1000;
 /// Run outcomes the database could not take when they happened.
 #[derive(Default)]
 struct Unrecorded {
-    /// Runs whose record is still `running`: the failure to write into it.
-    finishes: Vec<(i64, RunFigures, String)>,
+    /// Runs whose record is still `running`: the outcome to write into it.
+    finishes: Vec<(i64, RunStatus, RunFigures, String)>,
     /// Fires that could not create a record at all, one entry per job (so this is bounded by the
     /// configuration).
     missed: BTreeMap<String, MissedFires>,
@@ -118,6 +152,40 @@ impl Runner {
             running: Mutex::new(HashSet::new()),
             progress: None,
             unrecorded: Mutex::new(Unrecorded::default()),
+            swept: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Marks runs of dead processes `interrupted` (see [`instance::sweep_dead_instances`]). Only
+    /// processes that run jobs sweep: once before their first job, and the service periodically.
+    pub async fn sweep_dead_instances(&self) {
+        match instance::sweep_dead_instances(&self.pool, self.instance).await {
+            Ok(0) => {}
+            Ok(runs) => tracing::warn!(runs, "Marked runs of processes that died mid-run as interrupted."),
+            Err(error) => tracing::warn!(error = %format!("{error:#}"),
+                "Could not sweep runs of dead processes; the next sweep tries again."),
+        }
+    }
+
+    /// Retries `attempt` while it fails because the database is unreachable, with backoff, for up
+    /// to [`START_GRACE`]; any other outcome (and the last failure) is returned as it is.
+    async fn retry_while_unreachable<T, F, Fut>(&self, job: &str, what: &str, mut attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let deadline = Instant::now() + START_GRACE;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match attempt().await {
+                Err(error) if is_connection_error(&error) && Instant::now() + backoff < deadline => {
+                    tracing::info!(job, error = %format!("{error:#}"),
+                        "Database unreachable while {what}; retrying until it answers.");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_RETRY_BACKOFF);
+                }
+                outcome => return outcome,
+            }
         }
     }
 
@@ -157,7 +225,13 @@ impl Runner {
             return skip("the previous run of this job is still going").await;
         }
         let _in_process = Unlock { runner: self, job };
-        let lock = match self.lock_across_processes(job).await {
+        if !self.swept.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.sweep_dead_instances().await;
+        }
+        let lock = match self
+            .retry_while_unreachable(job, "taking the job lock", || self.lock_across_processes(job))
+            .await
+        {
             Ok(Some(lock)) => lock,
             Ok(None) => return skip("another process is running this job").await,
             Err(error) => {
@@ -175,6 +249,7 @@ impl Runner {
                 trigger,
                 backfill,
                 cancel,
+                &lock,
             )
             .await;
         drop(lock); // returning the connection to the pool ends the session lock below
@@ -192,11 +267,11 @@ impl Runner {
         let mut written = 0;
         let mut finishes = finishes.into_iter();
         let mut failed_on = None;
-        for (run_id, figures, message) in finishes.by_ref() {
-            match runs::finish(&self.pool, run_id, RunStatus::Failed, &figures, Some(&message)).await {
-                Ok(()) => written += 1,
+        for (run_id, status, figures, message) in finishes.by_ref() {
+            match runs::finish(&self.pool, run_id, status, &figures, Some(&message)).await {
+                Ok(_) => written += 1,
                 Err(error) => {
-                    failed_on = Some(((run_id, figures, message), error));
+                    failed_on = Some(((run_id, status, figures, message), error));
                     break;
                 }
             }
@@ -224,7 +299,7 @@ impl Runner {
                             runs::finish(&self.pool, run_id, RunStatus::Failed, &figures, Some(&message))
                                 .await
                         {
-                            failed_on = Some(((run_id, figures, message), error));
+                            failed_on = Some(((run_id, RunStatus::Failed, figures, message), error));
                             break;
                         }
                         written += 1;
@@ -256,13 +331,22 @@ impl Runner {
         self.unrecorded.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A run record that says `running` could not be finished: keep its failure for later.
-    fn unfinished(&self, run_id: i64, figures: RunFigures, message: &str, error: &anyhow::Error) {
-        tracing::error!(run_id, error = %format!("{error:#}"),
-            "Could not record a failed run; it will be recorded when the database is back.");
+    /// A run record that says `running` could not be finished: keep its outcome for later.
+    fn unfinished(
+        &self,
+        run_id: i64,
+        status: RunStatus,
+        figures: RunFigures,
+        message: &str,
+        error: &anyhow::Error,
+    ) {
+        tracing::error!(run_id, status = status.as_str(), error = %format!("{error:#}"),
+            "Could not record a run's outcome; it will be recorded when the database is back.");
         let mut unrecorded = self.lock_unrecorded();
         if unrecorded.finishes.len() < MAX_UNRECORDED_RUNS {
-            unrecorded.finishes.push((run_id, figures, message.to_owned()));
+            unrecorded
+                .finishes
+                .push((run_id, status, figures, message.to_owned()));
         }
     }
 
@@ -299,6 +383,7 @@ impl Runner {
         trigger: Trigger,
         backfill: Option<(NaiveDate, NaiveDate)>,
         cancel: &CancellationToken,
+        lock: &JobLock,
     ) -> Vec<WindowReport> {
         let (job_settings, _) = self.settings.job(job).expect("checked by run_job");
         let discovery = call_context(source_name, dataset.name, Arc::new(CallFigures::default()));
@@ -335,7 +420,12 @@ impl Runner {
             let range = match backfill {
                 Some((from, to)) => window::backfill_range(dataset, from, to, now),
                 None => {
-                    let mark = match watermarks::get(&self.pool, job, &key).await {
+                    let mark = match self
+                        .retry_while_unreachable(job, "reading the watermark", || {
+                            watermarks::get(&self.pool, job, &key)
+                        })
+                        .await
+                    {
                         Ok(mark) => mark,
                         Err(error) => {
                             reports.push(
@@ -392,6 +482,7 @@ impl Runner {
                         window,
                         trigger,
                         backfill.is_none(),
+                        lock,
                     )
                     .await;
                 let failed = report.status != RunStatus::Succeeded;
@@ -406,7 +497,9 @@ impl Runner {
         reports
     }
 
-    /// Loads one scope × window: data, run record and watermark in one transaction.
+    /// Loads one scope × window: data, run record and watermark in one transaction, inside the
+    /// job's lock (re-taken first if its session was lost; the window stops and rolls back if
+    /// the lock is lost while it runs).
     #[allow(clippy::too_many_arguments)]
     async fn run_window(
         &self,
@@ -418,6 +511,7 @@ impl Runner {
         window: Option<Window>,
         trigger: Trigger,
         moves_watermark: bool,
+        lock: &JobLock,
     ) -> WindowReport {
         let key = scope.key();
         let bounds = window.as_ref().map(|w| (w.start, w.end));
@@ -430,7 +524,12 @@ impl Runner {
             trigger,
         };
         let started = Instant::now();
-        let run_id = match runs::start(&self.pool, self.instance, &new_run).await {
+        let run_id = match self
+            .retry_while_unreachable(job, "recording the run", || {
+                runs::start(&self.pool, self.instance, &new_run)
+            })
+            .await
+        {
             Ok(id) => id,
             Err(error) => {
                 let message = format!("{error:#}");
@@ -438,9 +537,32 @@ impl Runner {
                 return failed_job(job, dataset.name, message);
             }
         };
+        let report = |status, rows, calls: i32, error: Option<String>| WindowReport {
+            run_id: Some(run_id),
+            job: job.into(),
+            dataset: dataset.name.into(),
+            scope: key.clone(),
+            window: bounds,
+            status,
+            rows,
+            calls: calls.into(),
+            seconds: started.elapsed().as_secs_f64(),
+            error,
+        };
+        let held = match self.ensure_lock(job, lock).await {
+            Ok(held) => held,
+            Err(message) => {
+                tracing::warn!(job, scope = %key, run_id, reason = %message, "Window not loaded.");
+                self.finish_or_keep(run_id, RunStatus::Interrupted, RunFigures::default(), &message)
+                    .await;
+                return report(RunStatus::Interrupted, 0, 0, Some(message));
+            }
+        };
         let figures = Arc::new(CallFigures::default());
         let call = call_context(source_name, dataset.name, figures.clone());
-        let outcome: Result<RunFigures> = async {
+        tracing::info!(job, scope = %key, run_id, window_start = ?bounds.map(|b| b.0),
+            lock_session = held.backend_pid, "Entered the job's window.");
+        let load = async {
             let _slot = self
                 .window_slots
                 .acquire()
@@ -458,55 +580,90 @@ impl Runner {
             };
             let loaded = datasets::load(&self.executor, &mut tx, &request).await?;
             let run_figures = run_figures(&figures, loaded.rows, loaded.pages, loaded.warnings);
-            runs::finish(&mut *tx, run_id, RunStatus::Succeeded, &run_figures, None).await?;
+            // The lock lives on another session: make sure it is still ours right before committing.
+            if !locks::still_held(&mut *tx, job, held).await? {
+                return Err(JobLockLost.into());
+            }
+            if let Finished::AlreadyFinal(status) =
+                runs::finish(&mut *tx, run_id, RunStatus::Succeeded, &run_figures, None).await?
+            {
+                anyhow::bail!("run {run_id} was recorded as {status} meanwhile; its window was rolled back");
+            }
             if moves_watermark && let Some((_, end)) = bounds {
                 watermarks::advance(&mut tx, job, &key, end, run_id).await?;
             }
             tx.commit().await.context("committing the window")?;
-            Ok(run_figures)
-        }
-        .await;
+            Ok::<RunFigures, anyhow::Error>(run_figures)
+        };
+        // A lost lock session stops the load at once: dropping it rolls its transaction back.
+        let outcome = tokio::select! {
+            biased; // a load that finished wins over a loss noticed in the same instant
+            outcome = load => outcome,
+            () = self.job_locks.lost(held) => Err(JobLockLost.into()),
+        };
+        tracing::info!(job, scope = %key, run_id, "Left the job's window.");
         let seconds = started.elapsed().as_secs_f64();
         record_metrics(job, dataset.name, &key, outcome.as_ref().ok());
         match outcome {
             Ok(done) => {
                 tracing::info!(job, dataset = dataset.name, scope = %key, rows = done.rows_written,
                     calls = done.upstream_calls, seconds, "Window loaded.");
-                WindowReport {
-                    run_id: Some(run_id),
-                    job: job.into(),
-                    dataset: dataset.name.into(),
-                    scope: key,
-                    window: bounds,
-                    status: RunStatus::Succeeded,
-                    rows: done.rows_written,
-                    calls: done.upstream_calls.into(),
-                    seconds,
-                    error: None,
-                }
+                report(RunStatus::Succeeded, done.rows_written, done.upstream_calls, None)
             }
             Err(error) => {
+                let lock_lost = error.downcast_ref::<JobLockLost>().is_some();
+                let status = if lock_lost {
+                    RunStatus::Interrupted
+                } else {
+                    RunStatus::Failed
+                };
                 let message = format!("{error:#}");
-                tracing::warn!(job, dataset = dataset.name, scope = %key, error = %message, "Window failed; its previous rows are unchanged.");
-                let failed = run_figures(&figures, 0, 0, Vec::new());
-                if let Err(record) =
-                    runs::finish(&self.pool, run_id, RunStatus::Failed, &failed, Some(&message)).await
-                {
-                    self.unfinished(run_id, failed.clone(), &message, &record);
-                }
-                WindowReport {
-                    run_id: Some(run_id),
-                    job: job.into(),
-                    dataset: dataset.name.into(),
-                    scope: key,
-                    window: bounds,
-                    status: RunStatus::Failed,
-                    rows: 0,
-                    calls: failed.upstream_calls.into(),
-                    seconds,
-                    error: Some(message),
-                }
+                tracing::warn!(job, dataset = dataset.name, scope = %key, status = status.as_str(),
+                    error = %message, "Window did not load; its previous rows are unchanged.");
+                let unloaded = run_figures(&figures, 0, 0, Vec::new());
+                let calls = unloaded.upstream_calls;
+                self.finish_or_keep(run_id, status, unloaded, &message).await;
+                report(status, 0, calls, Some(message))
             }
+        }
+    }
+
+    /// The job's lock, as held now: re-taken first if the session that took it was lost.
+    /// `Err` says why the window must not run (another process has the job now, or the database
+    /// did not answer within [`START_GRACE`]).
+    async fn ensure_lock(&self, job: &str, lock: &JobLock) -> Result<HeldLock, String> {
+        let held = lock.held();
+        if self.job_locks.is_current(held) {
+            return Ok(held);
+        }
+        let retaken = self
+            .retry_while_unreachable(job, "re-taking the job lock", || self.job_locks.try_lock(job))
+            .await;
+        match retaken {
+            Ok(Some(held)) => {
+                tracing::warn!(
+                    job,
+                    lock_session = held.backend_pid,
+                    "Re-took the job's lock after its database session was lost."
+                );
+                *lock.held.lock().unwrap_or_else(|e| e.into_inner()) = held;
+                Ok(held)
+            }
+            Ok(None) => Err(
+                "interrupted: the job's lock was lost (its database session ended) and another \
+                 process holds it now; this window is left to that process"
+                    .into(),
+            ),
+            Err(error) => Err(format!(
+                "interrupted: the job's lock was lost and could not be re-taken: {error:#}"
+            )),
+        }
+    }
+
+    /// Moves a `running` record to its outcome, or keeps the outcome for when the database is back.
+    async fn finish_or_keep(&self, run_id: i64, status: RunStatus, figures: RunFigures, message: &str) {
+        if let Err(error) = runs::finish(&self.pool, run_id, status, &figures, Some(message)).await {
+            self.unfinished(run_id, status, figures, message, &error);
         }
     }
 
@@ -566,12 +723,8 @@ impl Runner {
         };
         let run_id = match runs::start(&self.pool, self.instance, &run).await {
             Ok(id) => {
-                let figures = RunFigures::default();
-                if let Err(error) =
-                    runs::finish(&self.pool, id, RunStatus::Failed, &figures, Some(message)).await
-                {
-                    self.unfinished(id, figures, message, &error);
-                }
+                self.finish_or_keep(id, RunStatus::Failed, RunFigures::default(), message)
+                    .await;
                 Some(id)
             }
             Err(error) => {
@@ -609,10 +762,11 @@ impl Runner {
 
     /// Takes the job's advisory lock; `None` if another process holds it.
     async fn lock_across_processes(&self, job: &str) -> Result<Option<JobLock>> {
-        let locked = self.job_locks.try_lock(job).await?;
-        Ok(locked.then(|| JobLock {
+        let held = self.job_locks.try_lock(job).await?;
+        Ok(held.map(|held| JobLock {
             locks: self.job_locks.clone(),
             job: job.to_owned(),
+            held: Mutex::new(held),
         }))
     }
 }
@@ -637,13 +791,22 @@ impl Drop for Unlock<'_> {
 struct JobLock {
     locks: Arc<JobLocks>,
     job: String,
+    /// The session holding it; replaced when the lock is re-taken after a lost session.
+    held: Mutex<HeldLock>,
+}
+
+impl JobLock {
+    fn held(&self) -> HeldLock {
+        *self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Drop for JobLock {
     fn drop(&mut self) {
         let locks = self.locks.clone();
         let job = std::mem::take(&mut self.job);
-        tokio::spawn(async move { locks.unlock(&job).await });
+        let held = self.held();
+        tokio::spawn(async move { locks.unlock(&job, held).await });
     }
 }
 

@@ -75,22 +75,7 @@ impl EmbeddedPostgres {
         };
         fs::write(&port_file, server.port.to_string())?;
         let log = data_dir.join("postgres.log");
-        let options = format!("-p {} -h 127.0.0.1 -k {}", server.port, cluster.display());
-        let output = server.pg(
-            "pg_ctl",
-            [
-                OsStr::new("-D"),
-                cluster.as_os_str(),
-                OsStr::new("-l"),
-                log.as_os_str(),
-                OsStr::new("-o"),
-                OsStr::new(&options),
-                OsStr::new("-w"),
-                OsStr::new("-t"),
-                OsStr::new("60"),
-                OsStr::new("start"),
-            ],
-        )?;
+        let output = server.pg_ctl_serving(["-t", "60", "start"])?;
         if !output.status.success() {
             let tail = fs::read_to_string(&log).unwrap_or_default();
             let tail: Vec<&str> = tail.lines().rev().take(10).collect();
@@ -153,6 +138,41 @@ impl EmbeddedPostgres {
             );
         }
         Ok(())
+    }
+
+    /// Restarts the server as an operator's `pg_ctl restart -m fast` does: every session ends
+    /// at once, the data and the port stay. Only for a server this process started.
+    pub fn restart_fast(&self) -> Result<()> {
+        if !self.owned {
+            bail!("only a server this process started can be restarted");
+        }
+        let output = self.pg_ctl_serving(["-m", "fast", "restart"])?;
+        if !output.status.success() {
+            bail!(
+                "restarting the embedded PostgreSQL server failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// `pg_ctl -D <cluster> -l <log> -o <options> -w <action...>` for an action that (re)starts
+    /// the server: our port, loopback only, the socket inside the cluster directory.
+    fn pg_ctl_serving<const N: usize>(&self, action: [&str; N]) -> Result<Output> {
+        let cluster = self.data_dir.join("cluster");
+        let log = self.data_dir.join("postgres.log");
+        let options = format!("-p {} -h 127.0.0.1 -k {}", self.port, cluster.display());
+        let mut args = vec![
+            OsStr::new("-D"),
+            cluster.as_os_str(),
+            OsStr::new("-l"),
+            log.as_os_str(),
+            OsStr::new("-o"),
+            OsStr::new(&options),
+            OsStr::new("-w"),
+        ];
+        args.extend(action.iter().map(OsStr::new));
+        self.pg("pg_ctl", args)
     }
 
     /// Leaves the server running after this process exits (tests share one server this way).

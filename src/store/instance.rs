@@ -1,38 +1,51 @@
-//! This process's row in `etl.instances`, and the sweep that recognises dead processes.
+//! This process's row in `etl.instances`, its liveness, and the sweep that recognises dead
+//! processes.
 //!
 //! A live process holds a session-level advisory lock `(INSTANCE_LOCK_CLASS, lock_key)` on a
-//! dedicated connection for as long as it runs. When the process dies, PostgreSQL drops the
-//! session and the lock with it, so "can I take that lock?" answers "is that process gone?"
-//! exactly, without heartbeats or timeouts.
+//! dedicated connection and beats `etl.instances.heartbeat_at` on that same connection every
+//! [`HEARTBEAT_INTERVAL`]. A database restart ends the session and frees the lock although the
+//! process lives on, so the lock alone cannot tell "dead" from "disconnected": the keeper
+//! ([`Instance::keep_alive`]) re-takes the lock on a fresh connection as soon as the database
+//! answers again, and a sweep marks a process dead only when its lock is free *and* its heartbeat
+//! is older than [`LIVENESS_GRACE`] — counted from the database's own start at the earliest, so
+//! every process gets a full grace period to reconnect after a restart.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::Mutex;
 use uuid::Uuid;
 
 /// First key of instance advisory locks ("ETL\0").
 pub const INSTANCE_LOCK_CLASS: i32 = 0x4554_4c00;
 
+/// How often a live process confirms its lock and beats its heartbeat.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How long a process may go without a heartbeat (its lock free) before a sweep takes it for
+/// dead. Six missed beats: far longer than a reconnect takes once the database answers.
+pub const LIVENESS_GRACE: Duration = Duration::from_secs(30);
+
+/// Longest wait between reconnect attempts while the database is away.
+const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
+
 /// This process, as the database knows it.
 pub struct Instance {
     id: Uuid,
-    /// Holds the liveness lock; never used for anything else, so it is never returned to a pool.
-    _lock_connection: PgConnection,
+    lock_key: i32,
+    url: String,
+    /// Holds the liveness lock and beats the heartbeat; never used for anything else, so it is
+    /// never returned to a pool. `None` while the database is away.
+    lock_connection: Mutex<Option<PgConnection>>,
 }
 
 impl Instance {
     /// Inserts this process's row and takes its liveness lock.
-    pub async fn register(pool: &PgPool, url: &str, command: &str) -> Result<Instance> {
+    pub async fn register(pool: &PgPool, url: &str, command: &str) -> Result<Arc<Instance>> {
         let id = Uuid::new_v4();
         let lock_key = i32::from_be_bytes(id.as_bytes()[..4].try_into().expect("4 bytes"));
-        let mut lock_connection = PgConnection::connect(url)
-            .await
-            .context("opening the instance lock connection")?;
-        sqlx::query("SELECT pg_advisory_lock($1, $2)")
-            .bind(INSTANCE_LOCK_CLASS)
-            .bind(lock_key)
-            .execute(&mut lock_connection)
-            .await
-            .context("taking the instance lock")?;
         let hostname = hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_else(|_| "unknown".into());
@@ -49,35 +62,115 @@ impl Instance {
         .execute(pool)
         .await
         .context("registering this process in etl.instances")?;
-        Ok(Instance {
+        let instance = Instance {
             id,
-            _lock_connection: lock_connection,
-        })
+            lock_key,
+            url: url.to_owned(),
+            lock_connection: Mutex::new(None),
+        };
+        instance.beat().await.context("taking the instance lock")?;
+        Ok(Arc::new(instance))
     }
 
     pub fn id(&self) -> Uuid {
         self.id
     }
 
-    /// Records a clean stop. The lock goes with the connection when `self` drops.
+    /// Confirms the liveness lock and beats the heartbeat, first (re)connecting and (re)taking
+    /// the lock if the session is gone. An error leaves no connection behind, so the next beat
+    /// starts afresh.
+    pub async fn beat(&self) -> Result<()> {
+        let mut slot = self.lock_connection.lock().await;
+        let result = self.beat_on(&mut slot).await;
+        if result.is_err() {
+            *slot = None;
+        }
+        result
+    }
+
+    async fn beat_on(&self, slot: &mut Option<PgConnection>) -> Result<()> {
+        if slot.is_none() {
+            let mut connection = PgConnection::connect(&self.url)
+                .await
+                .context("opening the instance lock connection")?;
+            // Not the blocking form: a sweeper probes this lock for an instant, and a beat must
+            // never hang behind it (the next beat simply tries again).
+            let (taken,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1, $2)")
+                .bind(INSTANCE_LOCK_CLASS)
+                .bind(self.lock_key)
+                .fetch_one(&mut connection)
+                .await
+                .context("taking the instance lock")?;
+            anyhow::ensure!(
+                taken,
+                "the instance lock is held by another session (a sweep probing it)"
+            );
+            *slot = Some(connection);
+        }
+        let connection = slot.as_mut().expect("connected above");
+        sqlx::query("UPDATE etl.instances SET heartbeat_at = now() WHERE id = $1")
+            .bind(self.id)
+            .execute(connection)
+            .await
+            .context("beating the heartbeat")?;
+        Ok(())
+    }
+
+    /// Beats every [`HEARTBEAT_INTERVAL`] for as long as it runs; after a lost session, retries
+    /// with backoff until the database answers and the lock is re-taken. Spawned by the store
+    /// and aborted when it closes.
+    pub async fn keep_alive(self: Arc<Instance>) {
+        let mut lost = false;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let wait = if lost { backoff } else { HEARTBEAT_INTERVAL };
+            tokio::time::sleep(wait).await;
+            match self.beat().await {
+                Ok(()) if lost => {
+                    tracing::info!("Database reachable again: re-took this process's liveness lock.");
+                    lost = false;
+                    backoff = Duration::from_millis(100);
+                }
+                Ok(()) => {}
+                Err(error) if !lost => {
+                    tracing::warn!(error = %format!("{error:#}"),
+                        "Lost this process's liveness session; re-taking it as soon as the database answers.");
+                    lost = true;
+                }
+                Err(_) => backoff = (backoff * 2).min(MAX_RECONNECT_BACKOFF),
+            }
+        }
+    }
+
+    /// Records a clean stop and ends the liveness session.
     pub async fn mark_stopped(&self, pool: &PgPool) -> Result<()> {
-        sqlx::query("UPDATE etl.instances SET stopped_at = now() WHERE id = $1")
+        let marked = sqlx::query("UPDATE etl.instances SET stopped_at = now() WHERE id = $1")
             .bind(self.id)
             .execute(pool)
             .await
-            .context("marking this process stopped")?;
-        Ok(())
+            .context("marking this process stopped");
+        if let Some(connection) = self.lock_connection.lock().await.take() {
+            let _ = connection.close().await;
+        }
+        marked.map(drop)
     }
 }
 
-/// Marks `running` runs of every dead process `interrupted`; returns how many runs it marked.
+/// Marks `running` runs of every dead process `interrupted` and the process stopped; returns how
+/// many runs it marked. Dead means: its liveness lock is free *and* its heartbeat is older than
+/// [`LIVENESS_GRACE`] (counted from the database's start at the earliest). Only processes that
+/// run jobs sweep; read-only commands never do.
 pub async fn sweep_dead_instances(pool: &PgPool, me: Uuid) -> Result<u64> {
+    let grace = LIVENESS_GRACE.as_secs_f64();
     let candidates: Vec<(Uuid, i32, String, i32)> = sqlx::query_as(
         "SELECT id, lock_key, hostname, pid FROM etl.instances
-         WHERE stopped_at IS NULL AND id <> $1
-            OR id IN (SELECT DISTINCT instance_id FROM etl.runs WHERE status = 'running' AND instance_id <> $1)",
+         WHERE id <> $1
+           AND (stopped_at IS NULL
+                OR id IN (SELECT DISTINCT instance_id FROM etl.runs WHERE status = 'running'))
+           AND greatest(heartbeat_at, pg_postmaster_start_time()) < now() - make_interval(secs => $2)",
     )
     .bind(me)
+    .bind(grace)
     .fetch_all(pool)
     .await
     .context("listing other processes")?;
@@ -92,27 +185,40 @@ pub async fn sweep_dead_instances(pool: &PgPool, me: Uuid) -> Result<u64> {
         if !free {
             continue; // alive
         }
-        sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+        // While we hold its lock the process cannot re-take it, so it cannot beat either: the
+        // staleness checked again inside these statements is final.
+        let swept: Result<u64> = async {
+            let result = sqlx::query(
+                "UPDATE etl.runs SET status = 'interrupted', finished_at = now(), error = $2
+                 WHERE instance_id = $1 AND status = 'running'
+                   AND EXISTS (SELECT 1 FROM etl.instances WHERE id = $1
+                       AND greatest(heartbeat_at, pg_postmaster_start_time()) < now() - make_interval(secs => $3))",
+            )
+            .bind(id)
+            .bind(format!(
+                "interrupted: the process running it (host {hostname}, pid {pid}) stopped before the run finished; nothing of it was committed"
+            ))
+            .bind(grace)
+            .execute(&mut *connection)
+            .await?;
+            sqlx::query(
+                "UPDATE etl.instances SET stopped_at = COALESCE(stopped_at, now())
+                 WHERE id = $1 AND greatest(heartbeat_at, pg_postmaster_start_time()) < now() - make_interval(secs => $2)",
+            )
+            .bind(id)
+            .bind(grace)
+            .execute(&mut *connection)
+            .await?;
+            Ok(result.rows_affected())
+        }
+        .await;
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1, $2)")
             .bind(INSTANCE_LOCK_CLASS)
             .bind(lock_key)
             .execute(&mut *connection)
-            .await?;
-        let result = sqlx::query(
-            "UPDATE etl.runs SET status = 'interrupted', finished_at = now(),
-                    error = $2
-             WHERE instance_id = $1 AND status = 'running'",
-        )
-        .bind(id)
-        .bind(format!(
-            "interrupted: the process running it (host {hostname}, pid {pid}) stopped before the run finished; nothing of it was committed"
-        ))
-        .execute(&mut *connection)
-        .await?;
-        sqlx::query("UPDATE etl.instances SET stopped_at = COALESCE(stopped_at, now()) WHERE id = $1")
-            .bind(id)
-            .execute(&mut *connection)
-            .await?;
-        marked += result.rows_affected();
+            .await;
+        marked += swept?;
+        unlocked?;
     }
     Ok(marked)
 }

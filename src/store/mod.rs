@@ -1,9 +1,11 @@
 //! The store: the PostgreSQL pool, embedded migrations, this process's instance record, and the
 //! service's own tables (`etl.runs`, `etl.tokens`, `etl.watermarks`).
 //!
-//! [`Store::open`] is the one way in: it connects to `database.url` or starts the embedded
-//! default server, applies migrations, registers this process, and marks runs left `running`
-//! by dead processes as `interrupted`.
+//! Two ways in, both connecting to `database.url` (or starting the embedded default server) and
+//! applying migrations: [`Store::open`] also registers this process and keeps it alive (commands
+//! that run jobs or hold tokens); [`Database::open`] does not, so commands that only read
+//! (`runs`, `jobs`, `auth status`) change no other process's records. Only processes that run
+//! jobs sweep dead processes' runs (see [`instance::sweep_dead_instances`]).
 
 pub mod dictionary;
 pub mod embedded;
@@ -12,6 +14,7 @@ pub mod locks;
 pub mod runs;
 pub mod watermarks;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -26,82 +29,127 @@ pub use instance::Instance;
 /// Migrations compiled into the binary (`migrations/`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
-/// An open database with this process registered in it.
-pub struct Store {
+/// An open database this process is not registered in.
+pub struct Database {
     pool: PgPool,
-    instance: Instance,
-    /// Advisory locks of the jobs this process runs (one dedicated session).
-    job_locks: std::sync::Arc<locks::JobLocks>,
-    /// The private server when no URL is configured; stopped by [`Store::close`].
+    url: String,
+    /// The private server when no URL is configured; stopped by [`Database::close`].
     embedded: Option<EmbeddedPostgres>,
 }
 
-impl Store {
-    /// Connects (or starts the embedded server), migrates, registers this process and sweeps runs
-    /// of dead processes. `command` is recorded on the instance row (e.g. `run`, `run --once`).
-    pub async fn open(settings: &DatabaseSettings, command: &str) -> Result<Store> {
+impl Database {
+    /// Connects (or starts the embedded server) and migrates.
+    pub async fn open(settings: &DatabaseSettings) -> Result<Database> {
         let (url, embedded) = database_url(settings).await?;
         let pool = connect(&url, settings.pool_size).await?;
         migrate(&pool).await?;
-        let instance = Instance::register(&pool, &url, command).await?;
-        let swept = instance::sweep_dead_instances(&pool, instance.id()).await?;
-        if swept > 0 {
-            tracing::warn!(
-                runs = swept,
-                "Marked runs of processes that died mid-run as interrupted."
-            );
-        }
-        Ok(Store {
-            pool,
-            instance,
-            job_locks: std::sync::Arc::new(locks::JobLocks::new(&url)),
-            embedded,
-        })
+        Ok(Database { pool, url, embedded })
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 
-    pub fn instance(&self) -> &Instance {
-        &self.instance
+    /// Closes the pool and stops an embedded server we started.
+    pub async fn close(mut self) -> Result<()> {
+        self.shut_down().await
     }
 
-    pub fn job_locks(&self) -> std::sync::Arc<locks::JobLocks> {
-        self.job_locks.clone()
-    }
-
-    /// The embedded server, when one is in use.
-    pub fn embedded(&self) -> Option<&EmbeddedPostgres> {
-        self.embedded.as_ref()
-    }
-
-    /// Leaves an embedded server this process started running after [`Store::close`] (the demo
-    /// does, so a person can connect with psql afterwards).
-    pub fn keep_embedded_running(&mut self) {
-        if let Some(server) = self.embedded.as_mut() {
-            server.keep_running();
-        }
-    }
-
-    /// Marks this process stopped, closes the pool and stops an embedded server we started.
-    pub async fn close(self) -> Result<()> {
-        let Store {
-            pool,
-            instance,
-            embedded,
-            job_locks,
-        } = self;
-        drop(job_locks);
-        instance.mark_stopped(&pool).await?;
-        pool.close().await;
-        if let Some(mut server) = embedded {
+    async fn shut_down(&mut self) -> Result<()> {
+        self.pool.close().await;
+        if let Some(mut server) = self.embedded.take() {
             tokio::task::spawn_blocking(move || server.stop())
                 .await
                 .context("stopping the embedded server")??;
         }
         Ok(())
     }
+}
+
+/// An open database with this process registered in it and kept alive.
+pub struct Store {
+    database: Database,
+    instance: Arc<Instance>,
+    /// The liveness keeper (heartbeat, lock re-taken after a database restart) and the job-lock
+    /// watch; aborted when the store closes or drops.
+    background: [tokio::task::JoinHandle<()>; 2],
+    /// Advisory locks of the jobs this process runs (one dedicated session).
+    job_locks: Arc<locks::JobLocks>,
+}
+
+impl Store {
+    /// Connects (or starts the embedded server), migrates, registers this process and starts its
+    /// liveness keeper. `command` is recorded on the instance row (e.g. `run`, `run --once`).
+    pub async fn open(settings: &DatabaseSettings, command: &str) -> Result<Store> {
+        let database = Database::open(settings).await?;
+        let instance = Instance::register(&database.pool, &database.url, command).await?;
+        let job_locks = Arc::new(locks::JobLocks::new(&database.url));
+        let background = [
+            tokio::spawn(instance.clone().keep_alive()),
+            tokio::spawn(job_locks.clone().watch()),
+        ];
+        Ok(Store {
+            database,
+            instance,
+            background,
+            job_locks,
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.database.pool
+    }
+
+    pub fn instance(&self) -> &Instance {
+        &self.instance
+    }
+
+    pub fn job_locks(&self) -> Arc<locks::JobLocks> {
+        self.job_locks.clone()
+    }
+
+    /// The embedded server, when one is in use.
+    pub fn embedded(&self) -> Option<&EmbeddedPostgres> {
+        self.database.embedded.as_ref()
+    }
+
+    /// Leaves an embedded server this process started running after [`Store::close`] (the demo
+    /// does, so a person can connect with psql afterwards).
+    pub fn keep_embedded_running(&mut self) {
+        if let Some(server) = self.database.embedded.as_mut() {
+            server.keep_running();
+        }
+    }
+
+    /// Marks this process stopped, closes the pool and stops an embedded server we started.
+    pub async fn close(mut self) -> Result<()> {
+        self.background.iter().for_each(|task| task.abort());
+        let stopped = self.instance.mark_stopped(&self.database.pool).await;
+        self.database.shut_down().await?;
+        stopped
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.background.iter().for_each(|task| task.abort());
+    }
+}
+
+/// Whether an error chain says the database connection broke or could not be made (the server
+/// is down, restarting or unreachable) — worth retrying once it answers — rather than that the
+/// database refused what we asked.
+pub fn is_connection_error(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|cause| match cause.downcast_ref::<sqlx::Error>() {
+            Some(sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut) => true,
+            Some(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
+                // 08: connection exception; 57P01-57P03: admin shutdown, crash shutdown, cannot connect now.
+                code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
+            }),
+            _ => cause.downcast_ref::<std::io::Error>().is_some(),
+        })
 }
 
 /// The configured URL, or the embedded server's (started on demand).

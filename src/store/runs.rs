@@ -122,19 +122,38 @@ async fn insert(
     Ok(id)
 }
 
-/// Ends a run with its figures. Pass the data transaction to commit both together.
+/// What [`finish`] did to a run record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finished {
+    /// The record moved from `running` to the given outcome.
+    Recorded,
+    /// The record was final already (another process marked it, e.g. `interrupted` by a sweep);
+    /// it was left as it was. Holds the status it keeps.
+    AlreadyFinal(String),
+}
+
+/// Ends a `running` run with its figures. Pass the data transaction to commit both together.
+///
+/// Status only moves `running → {succeeded, failed, interrupted}`: the guard is in the SQL, so a
+/// record another process already made final is never overwritten (that is logged, and reported
+/// as [`Finished::AlreadyFinal`] so a load can roll back instead of committing under it).
 pub async fn finish<'e>(
     executor: impl PgExecutor<'e>,
     id: i64,
     status: RunStatus,
     figures: &RunFigures,
     error: Option<&str>,
-) -> Result<()> {
-    sqlx::query(
-        "UPDATE etl.runs
-         SET status = $2, finished_at = clock_timestamp(), rows_written = $3, pages = $4, upstream_calls = $5,
-             retries = $6, throttled_ms = $7, warnings = $8, error = $9
-         WHERE id = $1",
+) -> Result<Finished> {
+    // One statement (it may run inside the caller's transaction): the outer SELECT sees the row
+    // as it was before the guarded UPDATE, so it names the status a refused update kept.
+    let (recorded, current): (bool, Option<String>) = sqlx::query_as(
+        "WITH updated AS (
+             UPDATE etl.runs
+             SET status = $2, finished_at = clock_timestamp(), rows_written = $3, pages = $4,
+                 upstream_calls = $5, retries = $6, throttled_ms = $7, warnings = $8, error = $9
+             WHERE id = $1 AND status = 'running'
+             RETURNING id)
+         SELECT EXISTS (SELECT 1 FROM updated), (SELECT status FROM etl.runs WHERE id = $1)",
     )
     .bind(id)
     .bind(status.as_str())
@@ -145,10 +164,20 @@ pub async fn finish<'e>(
     .bind(figures.throttled_ms)
     .bind(figures.warnings_text())
     .bind(error)
-    .execute(executor)
+    .fetch_one(executor)
     .await
     .with_context(|| format!("recording the outcome of run {id}"))?;
-    Ok(())
+    if recorded {
+        return Ok(Finished::Recorded);
+    }
+    let current = current.unwrap_or_else(|| "missing".into());
+    tracing::warn!(
+        run_id = id,
+        kept = %current,
+        refused = status.as_str(),
+        "Run record is final already; not overwriting it."
+    );
+    Ok(Finished::AlreadyFinal(current))
 }
 
 /// One row of `reporting-etl runs`.

@@ -8,6 +8,7 @@ mod auth;
 mod config;
 mod datasets;
 mod datasets_e2e;
+mod db_restart;
 mod dictionary;
 mod executor;
 mod hardening_input;

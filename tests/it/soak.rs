@@ -89,7 +89,7 @@ async fn service_connections(probe: &PgPool, database: &str) -> i64 {
 }
 
 /// `[first window start, last window end)` of the succeeded runs of one job and scope.
-async fn span(pool: &PgPool, job: &str, scope: &str) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+pub(crate) async fn span(pool: &PgPool, job: &str, scope: &str) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
     let (start, end): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = sqlx::query_as(
         "SELECT min(window_start), max(window_end) FROM etl.runs
          WHERE job = $1 AND scope = $2 AND status = 'succeeded'",

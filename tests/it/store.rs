@@ -1,13 +1,14 @@
-//! The store against real PostgreSQL: migrations, run records, dead-process sweeps and the
-//! embedded default server.
+//! The store against real PostgreSQL: migrations, run records (status moves once), liveness and
+//! dead-process sweeps, and the embedded default server.
 
 use crate::support;
 
 use std::process::Command;
 
 use reporting_etl::config::DatabaseSettings;
+use reporting_etl::store::instance;
 use reporting_etl::store::instance::INSTANCE_LOCK_CLASS;
-use reporting_etl::store::runs::{self, NewRun, RunFigures, RunStatus, Trigger};
+use reporting_etl::store::runs::{self, Finished, NewRun, RunFigures, RunStatus, Trigger};
 use reporting_etl::store::{self, EmbeddedPostgres, Store};
 use secrecy::SecretString;
 use sqlx::{Connection, PgConnection};
@@ -161,13 +162,53 @@ async fn a_failed_run_keeps_its_error_and_shows_in_freshness() {
 }
 
 #[tokio::test]
-async fn a_running_run_of_a_dead_process_becomes_interrupted_at_start_up() {
+async fn a_final_run_record_is_never_overwritten() {
+    let db = TestDb::new().await;
+    let store = Store::open(&settings_for(&db.url), "test").await.unwrap();
+    let id = runs::start(store.pool(), store.instance().id(), &fax_run(true))
+        .await
+        .unwrap();
+    // Another process marked it interrupted; the late `succeeded` must not replace that.
+    sqlx::query("UPDATE etl.runs SET status = 'interrupted', error = 'swept' WHERE id = $1")
+        .bind(id)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let figures = RunFigures {
+        rows_written: 5,
+        ..Default::default()
+    };
+    let finished = runs::finish(store.pool(), id, RunStatus::Succeeded, &figures, None)
+        .await
+        .unwrap();
+    assert_eq!(finished, Finished::AlreadyFinal("interrupted".into()));
+    let run = runs::get(store.pool(), id).await.unwrap();
+    assert_eq!(
+        (run.status.as_str(), run.error.as_deref(), run.rows_written),
+        ("interrupted", Some("swept"), 0)
+    );
+    // A `running` record moves once.
+    let other = runs::start(store.pool(), store.instance().id(), &fax_run(false))
+        .await
+        .unwrap();
+    let finished = runs::finish(store.pool(), other, RunStatus::Failed, &figures, Some("boom"))
+        .await
+        .unwrap();
+    assert_eq!(finished, Finished::Recorded);
+    let again = runs::finish(store.pool(), other, RunStatus::Succeeded, &figures, None)
+        .await
+        .unwrap();
+    assert_eq!(again, Finished::AlreadyFinal("failed".into()));
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_running_run_of_a_dead_process_is_swept_only_once_its_heartbeat_is_stale() {
     let db = TestDb::new().await;
     // A process that registered, started a run and died: its liveness lock is gone.
     let dead = Store::open(&settings_for(&db.url), "run").await.unwrap();
-    let orphan = runs::start(dead.pool(), dead.instance().id(), &fax_run(true))
-        .await
-        .unwrap();
+    let dead_id = dead.instance().id();
+    let orphan = runs::start(dead.pool(), dead_id, &fax_run(true)).await.unwrap();
     drop(dead); // the lock connection closes, as when the process is killed
 
     // A process that is still alive keeps its running run.
@@ -176,17 +217,106 @@ async fn a_running_run_of_a_dead_process_becomes_interrupted_at_start_up() {
         .await
         .unwrap();
 
-    let restarted = Store::open(&settings_for(&db.url), "run").await.unwrap();
-    let orphan = runs::get(restarted.pool(), orphan).await.unwrap();
+    let sweeper = Store::open(&settings_for(&db.url), "run").await.unwrap();
+    let me = sweeper.instance().id();
+    // Lock free but heartbeat fresh: it may be a live process reconnecting after a restart.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        instance::sweep_dead_instances(sweeper.pool(), me).await.unwrap(),
+        0
+    );
+    assert_eq!(runs::get(sweeper.pool(), orphan).await.unwrap().status, "running");
+
+    // Its heartbeat older than the grace period: now it is provably gone.
+    sqlx::query("UPDATE etl.instances SET heartbeat_at = now() - interval '1 hour' WHERE id = $1")
+        .bind(dead_id)
+        .execute(sweeper.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        instance::sweep_dead_instances(sweeper.pool(), me).await.unwrap(),
+        1
+    );
+    let orphan = runs::get(sweeper.pool(), orphan).await.unwrap();
     assert_eq!(orphan.status, "interrupted");
     assert!(orphan.error.unwrap().contains("stopped before the run finished"));
     assert!(orphan.finished_at.is_some());
     assert_eq!(
-        runs::get(restarted.pool(), live_run).await.unwrap().status,
+        runs::get(sweeper.pool(), live_run).await.unwrap().status,
         "running"
     );
-    restarted.close().await.unwrap();
+    // A live process with a stale heartbeat but its lock held is not touched either.
+    sqlx::query("UPDATE etl.instances SET heartbeat_at = now() - interval '1 hour' WHERE id = $1")
+        .bind(alive.instance().id())
+        .execute(sweeper.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        instance::sweep_dead_instances(sweeper.pool(), me).await.unwrap(),
+        0
+    );
+    let (stopped,): (Option<chrono::DateTime<chrono::Utc>>,) =
+        sqlx::query_as("SELECT stopped_at FROM etl.instances WHERE id = $1")
+            .bind(alive.instance().id())
+            .fetch_one(sweeper.pool())
+            .await
+            .unwrap();
+    assert_eq!(stopped, None);
+    sweeper.close().await.unwrap();
     alive.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_process_whose_liveness_session_ends_retakes_its_lock_and_beats_on() {
+    let db = TestDb::new().await;
+    let store = Store::open(&settings_for(&db.url), "run").await.unwrap();
+    let id = store.instance().id();
+    let (lock_key, first_beat): (i32, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as("SELECT lock_key, heartbeat_at FROM etl.instances WHERE id = $1")
+            .bind(id)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    // End the session holding the lock, as a database restart would.
+    let holder = |pool: sqlx::PgPool| async move {
+        let row: Option<(i32,)> = sqlx::query_as(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
+             AND classid = $1::oid AND objid = $2::oid AND objsubid = 2",
+        )
+        .bind(INSTANCE_LOCK_CLASS)
+        .bind(lock_key)
+        .fetch_optional(&pool)
+        .await
+        .unwrap();
+        row.map(|(pid,)| pid)
+    };
+    let old_session = holder(store.pool().clone()).await.expect("the lock is held");
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(old_session)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + instance::HEARTBEAT_INTERVAL * 3;
+    let new_session = loop {
+        if let Some(pid) = holder(store.pool().clone()).await
+            && pid != old_session
+        {
+            break pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "the lock was not re-taken");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let (beat,): (chrono::DateTime<chrono::Utc>,) =
+        sqlx::query_as("SELECT heartbeat_at FROM etl.instances WHERE id = $1")
+            .bind(id)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    println!("lock re-taken by session {new_session} (was {old_session}); heartbeat {first_beat} → {beat}");
+    assert!(beat > first_beat);
+    store.close().await.unwrap();
+    // A clean stop ends the liveness session.
+    assert_eq!(holder(db.pool.clone()).await, None);
 }
 
 #[tokio::test]
@@ -250,17 +380,23 @@ fn the_embedded_default_survives_a_process_restart_and_stops_cleanly() {
 
     let mut server = EmbeddedPostgres::start(&data_dir).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let instances: i64 = runtime.block_on(async {
+    let (migrations, instances): (i64, i64) = runtime.block_on(async {
         let pool = store::connect(&server.url(), 1).await.unwrap();
-        let (count,): (i64,) =
-            sqlx::query_as("SELECT count(*) FROM etl.instances WHERE command IN ('migrate', 'runs')")
-                .fetch_one(&pool)
-                .await
-                .unwrap();
+        let counts = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM _sqlx_migrations), (SELECT count(*) FROM etl.instances)",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
         pool.close().await;
-        count
+        counts
     });
-    assert_eq!(instances, 2, "both processes are recorded in the kept data");
+    assert_eq!(
+        migrations as usize,
+        store::MIGRATOR.iter().count(),
+        "the schema is kept"
+    );
+    assert_eq!(instances, 0, "commands that run no jobs register no process");
     server.stop().unwrap();
     assert!(!server_running(&data_dir));
 }
