@@ -576,6 +576,8 @@ fn flow_for(source: &SourceSettings) -> Flow {
 pub struct StatusRow {
     pub source: String,
     pub flow: &'static str,
+    /// Whether a run could authenticate with what is stored (`auth status` exits 1 otherwise).
+    pub usable: bool,
     pub state: String,
     pub expires_at: Option<DateTime<Utc>>,
     pub last_refresh_at: Option<DateTime<Utc>>,
@@ -595,6 +597,7 @@ pub async fn status(settings: &Settings, pool: PgPool) -> anyhow::Result<Vec<Sta
                 rows.push(StatusRow {
                     source: name.clone(),
                     flow: flow.name(),
+                    usable: false,
                     state: format!("unreadable: {reason}"),
                     expires_at: None,
                     last_refresh_at: None,
@@ -604,24 +607,30 @@ pub async fn status(settings: &Settings, pool: PgPool) -> anyhow::Result<Vec<Sta
                 continue;
             }
         };
-        let state = match (&flow, &stored) {
-            (Flow::StaticKey(_), _) => "static API key".to_owned(),
-            (_, Some(s)) if s.status == "reauthorize" => format!(
-                "re-authorise with `reporting-etl auth login {name}` ({})",
-                s.status_reason.as_deref().unwrap_or("refused")
+        let (usable, state) = match (&flow, &stored) {
+            (Flow::StaticKey(_), _) => (true, "static API key".to_owned()),
+            (_, Some(s)) if s.status == "reauthorize" => (
+                false,
+                format!(
+                    "re-authorise with `reporting-etl auth login {name}` ({})",
+                    s.status_reason.as_deref().unwrap_or("refused")
+                ),
             ),
-            (Flow::RefreshChain { .. }, Some(s)) if s.refresh_token.is_none() => {
-                format!("not authorised: run `reporting-etl auth login {name}`")
-            }
-            (Flow::RefreshChain { .. }, None) => {
-                format!("not authorised: run `reporting-etl auth login {name}`")
-            }
-            (_, None) => "no token yet (fetched on first use)".to_owned(),
-            (_, Some(_)) => "ok".to_owned(),
+            (Flow::RefreshChain { .. }, Some(s)) if s.refresh_token.is_none() => (
+                false,
+                format!("not authorised: run `reporting-etl auth login {name}`"),
+            ),
+            (Flow::RefreshChain { .. }, None) => (
+                false,
+                format!("not authorised: run `reporting-etl auth login {name}`"),
+            ),
+            (_, None) => (true, "no token yet (fetched on first use)".to_owned()),
+            (_, Some(_)) => (true, "ok".to_owned()),
         };
         rows.push(StatusRow {
             source: name.clone(),
             flow: flow.name(),
+            usable,
             state,
             expires_at: stored.as_ref().and_then(|s| s.access_expires_at),
             last_refresh_at: stored.as_ref().and_then(|s| s.last_refresh_at),

@@ -54,8 +54,8 @@ pub enum Command {
         /// Only runs of this job.
         #[arg(long)]
         job: Option<String>,
-        /// How many runs to show.
-        #[arg(long, default_value_t = 20)]
+        /// How many runs to show (1 to 10000).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=10_000))]
         limit: i64,
     },
     /// Show the configured jobs with their next fire time (local and UTC) and last outcome.
@@ -131,10 +131,20 @@ pub async fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            if error.downcast_ref::<InvalidArguments>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
+
+/// Arguments that name something not configured or that contradict each other (`--job nosuch`,
+/// `--from` after `--to`): exit code 2, like a bad configuration, before anything runs.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidArguments(pub String);
 
 async fn run_command(command: Command, settings: Settings) -> Result<ExitCode> {
     match command {
@@ -193,13 +203,27 @@ async fn auth_command(command: AuthCommand, settings: Settings) -> Result<ExitCo
             )
             .await
         }
-        AuthCommand::Status => auth::status(&settings, store.pool().clone()).await.map(|rows| {
-            print!("{}", auth_status_table(&rows));
-        }),
+        AuthCommand::Status => match auth::status(&settings, store.pool().clone()).await {
+            Ok(rows) => {
+                print!("{}", auth_status_table(&rows));
+                let unusable: Vec<&str> = rows
+                    .iter()
+                    .filter(|row| !row.usable)
+                    .map(|row| row.source.as_str())
+                    .collect();
+                if !unusable.is_empty() {
+                    eprintln!("error: not usable now: {}", unusable.join(", "));
+                    store.close().await?;
+                    return Ok(ExitCode::FAILURE);
+                }
+                Ok(())
+            }
+            Err(error) => Err(error),
+        },
         AuthCommand::Refresh { source } => {
             let registry = auth::build(&settings, store.pool().clone());
             match registry.get(&source) {
-                None => Err(anyhow::anyhow!("`{source}` is not a configured source")),
+                None => Err(InvalidArguments(format!("`{source}` is not a configured source")).into()),
                 Some(provider) => provider.renew_now().await.map_err(Into::into).map(|_| {
                     println!("Renewed the token of `{source}`.");
                 }),

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use std::io::IsTerminal;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use tokio_util::sync::CancellationToken;
 
-use super::RunArgs;
 use super::table::Table;
+use super::{InvalidArguments, RunArgs};
 use crate::auth;
 use crate::config::Settings;
 use crate::executor::{Executor, ExecutorOptions};
@@ -67,7 +67,9 @@ impl Engine {
 pub async fn once(args: RunArgs, settings: Settings) -> Result<ExitCode> {
     let jobs = select_jobs(&settings, &args.jobs)?;
     let backfill = match (args.from, args.to) {
-        (Some(from), Some(to)) if from >= to => bail!("--from {from} must be before --to {to}"),
+        (Some(from), Some(to)) if from >= to => {
+            return Err(InvalidArguments(format!("--from {from} must be before --to {to}")).into());
+        }
         (Some(from), Some(to)) => Some((from, to)),
         _ => None,
     };
@@ -157,7 +159,11 @@ pub fn select_jobs(settings: &Settings, names: &[String]) -> Result<Vec<String>>
     for name in names {
         if !settings.jobs.contains_key(name) {
             let known: Vec<&str> = settings.jobs.keys().map(String::as_str).collect();
-            bail!("--job {name}: no such job (configured: {})", known.join(", "));
+            return Err(InvalidArguments(format!(
+                "--job {name}: no such job (configured: {})",
+                known.join(", ")
+            ))
+            .into());
         }
     }
     Ok(names.to_vec())

@@ -31,7 +31,7 @@ pub struct JobSettings {
     #[serde(default, deserialize_with = "super::values::optional_date")]
     pub start: Option<NaiveDate>,
     /// Set to false to keep a job configured but not scheduled.
-    #[serde(default = "default_true")]
+    #[serde(default = "default_true", deserialize_with = "super::values::strict_bool")]
     pub enabled: bool,
 }
 

@@ -2,12 +2,16 @@
 //! parsed into typed settings and validated once, at load time.
 //!
 //! Every problem found is reported with the key it sits at and the offending value (never a
-//! secret's value), and all problems are reported together so a fix takes one round.
+//! secret's value: every message passes through one redaction rule, `redact`), and all problems
+//! are reported together so a fix takes one round. Every number and date has bounds that keep the
+//! arithmetic done with it in range; a bad value exits 2 before anything runs.
 //!
 //! The file is `--config PATH`, else `$REPORTING_ETL_CONFIG`, else `./reporting-etl.toml`; only
 //! the last may be missing (the environment alone can configure everything).
 
+mod input;
 mod job;
+mod redact;
 mod source;
 mod values;
 
@@ -15,8 +19,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, TimeDelta, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+
+use redact::Redactor;
 
 pub use job::{JobSettings, Scope, WindowPolicyName};
 pub use source::{
@@ -143,7 +150,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecuritySettings {
-    /// Key that encrypts refresh tokens at rest (any string; a 256-bit key is derived from it).
+    /// Key that encrypts refresh tokens at rest: 32 random bytes as 64 hex digits or base64
+    /// (see [`token_key_bytes`]).
     pub token_key: Option<SecretString>,
     pub token_key_file: Option<PathBuf>,
 }
@@ -217,10 +225,11 @@ impl ConfigSource {
         ConfigSource { path, env: None }
     }
 
-    fn env_var(&self, name: &str) -> Option<String> {
+    /// A variable of the environment; a path need not be UTF-8.
+    fn env_var(&self, name: &str) -> Option<std::ffi::OsString> {
         match &self.env {
-            Some(map) => map.get(name).cloned(),
-            None => std::env::var(name).ok(),
+            Some(map) => map.get(name).cloned().map(Into::into),
+            None => std::env::var_os(name),
         }
     }
 
@@ -244,49 +253,60 @@ impl Settings {
             file: Some(file.clone()),
             problems,
         };
-        if required && !file.exists() {
-            return Err(fail(vec![Problem {
-                key: "--config".into(),
-                message: format!("`{}` does not exist", file.display()),
-            }]));
-        }
+        let text = input::read_file(&file, required).map_err(|problem| fail(vec![problem]))?;
+        let env = match &source.env {
+            Some(map) => map.clone(),
+            None => input::process_environment().map_err(fail)?,
+        };
         let environment = config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
             .separator("__")
-            .source(source.env.clone().map(|map| map.into_iter().collect()));
-        let builder = config::Config::builder()
-            .add_source(
-                config::File::from(file.as_path())
-                    .format(config::FileFormat::Toml)
-                    .required(required),
-            )
-            .add_source(environment);
-        Settings::build(builder, Some(file.clone()))
+            .source(Some(env.into_iter().collect()));
+        let mut builder = config::Config::builder();
+        if let Some(text) = &text {
+            input::check_toml(text).map_err(|problem| fail(vec![problem]))?;
+            builder = builder.add_source(config::File::from_str(text, config::FileFormat::Toml));
+        }
+        Settings::build(builder.add_source(environment), Some(file.clone()))
     }
 
     /// Parses and validates configuration text as if it were the whole file, without the
     /// environment: for tools and the fuzz targets (`fuzz/`), which must not depend on files.
     pub fn from_toml_str(text: &str) -> Result<Settings, ConfigError> {
+        let fail = |problem| ConfigError {
+            file: None,
+            problems: vec![problem],
+        };
+        input::check_toml(text).map_err(fail)?;
         let builder =
             config::Config::builder().add_source(config::File::from_str(text, config::FileFormat::Toml));
         Settings::build(builder, None)
     }
 
-    /// Layers, deserialises and validates what `builder` holds; `file` names it in errors.
+    /// Layers, deserialises and validates what `builder` holds; `file` names it in errors. Every
+    /// message passes through one [`Redactor`] that has seen every secret value.
     fn build(
         builder: config::ConfigBuilder<config::builder::DefaultState>,
         file: Option<PathBuf>,
     ) -> Result<Settings, ConfigError> {
-        let fail = |problems| ConfigError {
+        let mut redactor = Redactor::default();
+        let fail = |problems: Vec<Problem>| ConfigError {
             file: file.clone(),
             problems,
         };
-        let layered = builder.build().map_err(|e| {
+        // A problem reported by another crate, which may quote anything it read.
+        let foreign = |redactor: &Redactor, key: String, message: &str| {
             fail(vec![Problem {
-                key: "(file)".into(),
-                message: e.to_string(),
+                message: redactor.clean_foreign(&key, message),
+                key,
             }])
-        })?;
+        };
+        let layered = builder
+            .build()
+            .map_err(|e| foreign(&redactor, "(file)".into(), &clean_serde_message(&e.to_string())))?;
+        if let Ok(tree) = layered.clone().try_deserialize::<config::Value>() {
+            redactor.remember_tree(&tree, "");
+        }
         let mut settings: Settings = serde_path_to_error::deserialize(layered).map_err(|e| {
             let mut key = e.path().to_string();
             let mut message = clean_serde_message(&e.inner().to_string());
@@ -296,37 +316,55 @@ impl Settings {
                 key = format!("{key}.{path}");
                 message = rest.to_owned();
             }
-            fail(vec![Problem {
-                key: if key == "." { "(top level)".into() } else { key },
-                message,
-            }])
+            let key = if key == "." { "(top level)".into() } else { key };
+            foreign(&redactor, key, &message)
         })?;
-        let problems = settings.validate();
+        let problems = settings.validate(&mut redactor, Utc::now());
         if problems.is_empty() {
             Ok(settings)
         } else {
-            Err(fail(problems))
+            Err(fail(
+                problems
+                    .into_iter()
+                    .map(|p| Problem {
+                        message: redactor.clean(&p.message),
+                        key: p.key,
+                    })
+                    .collect(),
+            ))
         }
     }
 
-    /// Cross-field checks and `*_file` secrets. Returns every problem found.
-    fn validate(&mut self) -> Vec<Problem> {
+    /// Ranges, shapes, cross-field checks and `*_file` secrets, as of `now`. Returns every
+    /// problem found; secret values met on the way are given to `redactor`.
+    fn validate(&mut self, redactor: &mut Redactor, now: DateTime<Utc>) -> Vec<Problem> {
         let mut problems = Problems::default();
 
-        if let Err(message) = resolve_secret(&mut self.database.url, &self.database.url_file, false) {
+        problems.check_secret(
+            "database.url",
+            &mut self.database.url,
+            &self.database.url_file,
+            false,
+            redactor,
+        );
+        if let Some(url) = &self.database.url
+            && let Err(message) = check_database_url(url.expose_secret())
+        {
             problems.add("database.url", message);
         }
-        if let Some(url) = &self.database.url {
-            let url = url.expose_secret();
-            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                // The URL may embed a password: quote only its scheme.
-                let scheme = url.split(':').next().unwrap_or_default();
-                problems.add(
-                    "database.url",
-                    format!("must start with postgres:// or postgresql:// (got scheme `{scheme}`)"),
-                );
-            }
-        }
+        problems.in_range(
+            "database.pool_size",
+            self.database.pool_size,
+            bounds::POOL_SIZE,
+            "connections",
+        );
+        problems.non_empty("database.data_dir", &self.database.data_dir.to_string_lossy());
+        problems.in_range(
+            "server.shutdown_grace_secs",
+            self.server.shutdown_grace_secs,
+            bounds::SHUTDOWN_GRACE_SECS,
+            "seconds",
+        );
         let share = self.rate_budget.fallback_share;
         if !(share > 0.0 && share <= 1.0) {
             problems.add(
@@ -336,21 +374,26 @@ impl Settings {
                 ),
             );
         }
-        if self.database.pool_size == 0 {
-            problems.add("database.pool_size", "`0` is not a pool size; use 1 or more");
-        }
-        if let Err(message) =
-            resolve_secret(&mut self.security.token_key, &self.security.token_key_file, false)
+        if problems.check_secret(
+            "security.token_key",
+            &mut self.security.token_key,
+            &self.security.token_key_file,
+            false,
+            redactor,
+        ) && let Some(key) = &self.security.token_key
+            && let Err(message) = token_key_bytes(key.expose_secret())
         {
             problems.add("security.token_key", message);
         }
-        if let Some(level) = &self.log.level
-            && tracing_subscriber::EnvFilter::try_new(level).is_err()
-        {
-            problems.add(
-                "log.level",
-                format!("`{level}` is not a tracing filter (e.g. \"info\")"),
-            );
+        if let Some(level) = &self.log.level {
+            if level.trim().is_empty() {
+                problems.add("log.level", "is empty; use a tracing filter such as \"info\"");
+            } else if tracing_subscriber::EnvFilter::try_new(level).is_err() {
+                problems.add(
+                    "log.level",
+                    format!("`{level}` is not a tracing filter (e.g. \"info\")"),
+                );
+            }
         }
 
         for (name, source) in &mut self.sources {
@@ -374,27 +417,18 @@ impl Settings {
                 }
             }
             let limit = source.rate_limit();
-            if limit.calls == 0 || limit.per_ms == 0 {
-                problems.add(
-                    at("rate_limit"),
-                    format!(
-                        "`{} calls per {} ms` allows nothing; both must be above 0",
-                        limit.calls, limit.per_ms
-                    ),
-                );
-            }
-            let secret =
-                |key: &str, value: &mut Option<SecretString>, file: &Option<PathBuf>, required: bool| {
-                    resolve_secret(value, file, required).map_err(|message| (at(key), message))
-                };
+            problems.in_range(&at("rate_limit.calls"), limit.calls, bounds::RATE_CALLS, "calls");
+            problems.in_range(&at("rate_limit.per_ms"), limit.per_ms, bounds::RATE_PER_MS, "ms");
             match source {
                 SourceSettings::Retarus(s) => {
-                    problems.check(secret(
-                        "client_secret",
+                    problems.non_empty(&at("client_id"), &s.client_id);
+                    problems.check_secret(
+                        &at("client_secret"),
                         &mut s.client_secret,
                         &s.client_secret_file,
                         true,
-                    ));
+                        redactor,
+                    );
                     if s.customer_ids.is_empty() {
                         problems.add(
                             at("customer_ids"),
@@ -403,25 +437,32 @@ impl Settings {
                     }
                 }
                 SourceSettings::Roubler(s) => {
-                    problems.check(secret(
-                        "client_secret",
+                    problems.non_empty(&at("client_id"), &s.client_id);
+                    problems.check_secret(
+                        &at("client_secret"),
                         &mut s.client_secret,
                         &s.client_secret_file,
                         true,
-                    ));
+                        redactor,
+                    );
                 }
                 SourceSettings::Altrata(s) => {
-                    problems.check(secret("password", &mut s.password, &s.password_file, true));
-                    problems.check(secret("api_key", &mut s.api_key, &s.api_key_file, true));
+                    problems.non_empty(&at("username"), &s.username);
+                    problems.check_secret(&at("password"), &mut s.password, &s.password_file, true, redactor);
+                    problems.check_secret(&at("api_key"), &mut s.api_key, &s.api_key_file, true, redactor);
                 }
                 SourceSettings::Retently(s) => {
-                    problems.check(secret("api_key", &mut s.api_key, &s.api_key_file, false));
-                    problems.check(secret(
-                        "client_secret",
+                    problems.check_secret(&at("api_key"), &mut s.api_key, &s.api_key_file, false, redactor);
+                    problems.check_secret(
+                        &at("client_secret"),
                         &mut s.client_secret,
                         &s.client_secret_file,
                         false,
-                    ));
+                        redactor,
+                    );
+                    if let Some(client_id) = &s.client_id {
+                        problems.non_empty(&at("client_id"), client_id);
+                    }
                     let oauth = s.client_id.is_some() && s.client_secret.is_some();
                     if s.api_key.is_none() && !oauth {
                         problems.add(
@@ -440,6 +481,30 @@ impl Settings {
                     format!("jobs.{name}"),
                     format!("`{name}` is not a valid job name (use a-z, 0-9, _ and -)"),
                 );
+            }
+            if let Err(message) = fires_within_a_year(job, now) {
+                problems.add(at("schedule"), message);
+            }
+            problems.in_range(
+                &at("lookback_minutes"),
+                job.lookback_minutes,
+                bounds::LOOKBACK_MINUTES,
+                "minutes",
+            );
+            if let Some(days) = job.trailing_days {
+                problems.in_range(&at("trailing_days"), days, bounds::TRAILING_DAYS, "days");
+            }
+            if let Some(start) = job.start {
+                let today = now.date_naive();
+                if start < bounds::earliest_start() || start > today {
+                    problems.add(
+                        at("start"),
+                        format!(
+                            "`{start}` is out of range; use a date from {} to today ({today})",
+                            bounds::earliest_start()
+                        ),
+                    );
+                }
             }
             let Some(source) = self.sources.get(&job.source) else {
                 let known = self.sources.keys().cloned().collect::<Vec<_>>().join(", ");
@@ -476,7 +541,7 @@ impl Settings {
                     ),
                 );
             }
-            if policy == WindowPolicyName::Trailing && job.trailing_days.unwrap_or(0) == 0 {
+            if policy == WindowPolicyName::Trailing && job.trailing_days.is_none() {
                 problems.add(
                     at("trailing_days"),
                     "is required (1 or more) for a trailing window",
@@ -493,6 +558,30 @@ impl Settings {
     }
 }
 
+/// Bounds of the numeric and date keys. They keep every date and duration computed from the
+/// configuration far inside chrono's and tokio's range (no overflow, no panic), and refuse values
+/// that can only be mistakes.
+pub mod bounds {
+    use std::ops::RangeInclusive;
+
+    pub const POOL_SIZE: RangeInclusive<u32> = 1..=1000;
+    pub const SHUTDOWN_GRACE_SECS: RangeInclusive<u64> = 0..=3600;
+    pub const RATE_CALLS: RangeInclusive<u32> = 1..=1_000_000;
+    /// Up to one day per period.
+    pub const RATE_PER_MS: RangeInclusive<u64> = 1..=86_400_000;
+    /// Up to 365 days.
+    pub const LOOKBACK_MINUTES: RangeInclusive<u32> = 0..=525_600;
+    /// Up to ten years, the longest history any vendor keeps.
+    pub const TRAILING_DAYS: RangeInclusive<u32> = 1..=3650;
+    /// A schedule must fire within this many days of any moment.
+    pub const SCHEDULE_HORIZON_DAYS: i64 = 366;
+
+    /// The earliest `start` of a job (no vendor has data from before).
+    pub fn earliest_start() -> chrono::NaiveDate {
+        chrono::NaiveDate::from_ymd_opt(2000, 1, 1).expect("a valid date")
+    }
+}
+
 /// Problems collected by [`Settings::validate`].
 #[derive(Default)]
 struct Problems(Vec<Problem>);
@@ -505,9 +594,51 @@ impl Problems {
         });
     }
 
-    fn check(&mut self, result: Result<(), (String, String)>) {
-        if let Err((key, message)) = result {
-            self.add(key, message);
+    fn in_range<T: PartialOrd + fmt::Display>(
+        &mut self,
+        key: &str,
+        value: T,
+        range: std::ops::RangeInclusive<T>,
+        unit: &str,
+    ) {
+        if !range.contains(&value) {
+            self.add(
+                key,
+                format!(
+                    "`{value}` is out of range; use {} to {} {unit}",
+                    range.start(),
+                    range.end()
+                ),
+            );
+        }
+    }
+
+    fn non_empty(&mut self, key: &str, value: &str) {
+        if value.trim().is_empty() {
+            self.add(key, "is empty; give a value");
+        }
+    }
+
+    /// Resolves a secret (see [`resolve_secret`]), remembering its value for redaction.
+    /// Returns whether it is usable (present or absent, but not broken).
+    fn check_secret(
+        &mut self,
+        key: &str,
+        value: &mut Option<SecretString>,
+        file: &Option<PathBuf>,
+        required: bool,
+        redactor: &mut Redactor,
+    ) -> bool {
+        let result = resolve_secret(value, file, required);
+        if let Some(value) = value {
+            redactor.remember(value.expose_secret());
+        }
+        match result {
+            Ok(()) => true,
+            Err(message) => {
+                self.add(key, message);
+                false
+            }
         }
     }
 }
@@ -519,32 +650,132 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
-/// Fills `value` from `file` when given. Exactly one of the two may be set; `required` demands one.
+/// A schedule that never fires, or fires less than once a year, is a mistake (`0 0 0 30 2 *`).
+fn fires_within_a_year(job: &JobSettings, now: DateTime<Utc>) -> Result<(), String> {
+    let expression = job.schedule.expression();
+    let local = now.with_timezone(&job.time_zone.0);
+    match job.schedule.cron().find_next_occurrence(&local, false) {
+        Ok(next) if next.with_timezone(&Utc) - now <= TimeDelta::days(bounds::SCHEDULE_HORIZON_DAYS) => {
+            Ok(())
+        }
+        Ok(next) => Err(format!(
+            "`{expression}` next fires on {}, more than a year from now; a schedule must fire at least once a year",
+            next.date_naive()
+        )),
+        Err(_) => Err(format!(
+            "`{expression}` never fires (no date matches all its fields)"
+        )),
+    }
+}
+
+/// `security.token_key`: 32 bytes, written as 64 hex digits or as base64 (`openssl rand
+/// -base64 32`). The cipher key is derived from the text by SHA-256 (see `auth::store`).
+pub fn token_key_bytes(text: &str) -> Result<[u8; 32], String> {
+    use base64::Engine;
+    const HINT: &str = "must be 32 random bytes written as 64 hex digits or as base64 \
+                        (e.g. the output of `openssl rand -base64 32`)";
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(format!("is empty; it {HINT}"));
+    }
+    let decoded = if text.len().is_multiple_of(2) && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        (0..text.len() / 2)
+            .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .ok()
+    } else {
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(text))
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(text))
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text))
+            .ok()
+    };
+    match decoded {
+        Some(bytes) => <[u8; 32]>::try_from(bytes.as_slice())
+            .map_err(|_| format!("decodes to {} bytes, not 32; it {HINT}", bytes.len())),
+        None => Err(format!("is neither hex nor base64; it {HINT}")),
+    }
+}
+
+/// `database.url` must be a PostgreSQL URL that connects as written. The value is a secret (it
+/// may embed a password): messages quote only a scheme, and only when it looks like one.
+fn check_database_url(value: &str) -> Result<(), String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err("is empty; give a postgres:// URL or leave it out for the embedded server".into());
+    }
+    let scheme = value
+        .split_once("://")
+        .map(|(scheme, _)| scheme)
+        .filter(|s| (1..=16).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '+'));
+    let url = url::Url::parse(value).map_err(|e| format!("is not a postgres:// URL ({e})"))?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err(match scheme {
+            // Unquoted: the key is a secret's, whose messages keep no quoted text.
+            Some(scheme) => format!("must start with postgres:// or postgresql:// (got scheme {scheme})"),
+            None => "must start with postgres:// or postgresql://".into(),
+        });
+    }
+    value
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .map(|_| ())
+        .map_err(|e| {
+            // sqlx wraps its message twice in "error with configuration: ".
+            let message = e.to_string();
+            let message = message
+                .rsplit("error with configuration: ")
+                .next()
+                .unwrap_or_default();
+            // sqlx quotes parts of the URL, which is a secret.
+            format!(
+                "is not a PostgreSQL connection URL: {}",
+                redact::drop_quoted(message)
+            )
+        })
+}
+
+/// Fills `value` from `file` when given. Exactly one of the two may be set; `required` demands
+/// one. An empty value is refused either way.
 fn resolve_secret(
     value: &mut Option<SecretString>,
     file: &Option<PathBuf>,
     required: bool,
 ) -> Result<(), String> {
-    match (value.is_some(), file) {
-        (true, Some(path)) => Err(format!(
+    match (value.as_ref(), file) {
+        (Some(_), Some(path)) => Err(format!(
             "is set both inline and as a file (`{}`); keep one",
             path.display()
         )),
-        (false, Some(path)) => {
+        (None, Some(path)) => {
             let contents = read_secret_file(path)?;
             *value = Some(SecretString::from(contents));
             Ok(())
         }
-        (false, None) if required => Err("is missing (set it, or `<key>_file` to a file holding it)".into()),
+        (Some(inline), None) if inline.expose_secret().trim().is_empty() => {
+            Err("is empty; give the value, or `<key>_file` naming a file holding it".into())
+        }
+        (None, None) if required => Err("is missing (set it, or `<key>_file` to a file holding it)".into()),
         _ => Ok(()),
     }
 }
 
+/// A secret file's contents without the trailing newline. Errors name the file, never its text.
 fn read_secret_file(path: &Path) -> Result<String, String> {
-    let contents = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read secret file `{}`: {e}", path.display()))?;
+    if path.is_dir() {
+        return Err(format!("secret file `{}` is a directory", path.display()));
+    }
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("cannot read secret file `{}`: {e}", path.display()))?;
+    let contents = String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "secret file `{}` is not UTF-8 (byte {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })?;
     let trimmed = contents.trim_end_matches(['\n', '\r']);
-    if trimmed.is_empty() {
+    if trimmed.trim().is_empty() {
         return Err(format!("secret file `{}` is empty", path.display()));
     }
     Ok(trimmed.to_owned())

@@ -1,6 +1,6 @@
 //! Source settings: one configured upstream account (its kind, endpoints, credentials, limits).
 //!
-//! Defaults are the vendors' documented production endpoints (see `shared/upstreams/README.md`),
+//! Defaults are the vendors' documented production endpoints,
 //! so a real deployment usually sets only credentials and scope.
 
 use std::path::PathBuf;
@@ -100,7 +100,7 @@ pub struct RetarusSettings {
     pub customer_ids: Vec<String>,
     pub rate_limit: Option<RateLimit>,
     /// Allow plain `http://` endpoints (the sandbox); production endpoints are https.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::values::strict_bool")]
     pub allow_http: bool,
 }
 
@@ -132,7 +132,7 @@ pub struct RoublerSettings {
     #[serde(default = "default_redirect_uri")]
     pub redirect_uri: HttpUrl,
     pub rate_limit: Option<RateLimit>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::values::strict_bool")]
     pub allow_http: bool,
 }
 
@@ -164,7 +164,7 @@ pub struct AltrataSettings {
     #[serde(default, deserialize_with = "string_list")]
     pub watch_ids: Vec<String>,
     pub rate_limit: Option<RateLimit>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::values::strict_bool")]
     pub allow_http: bool,
 }
 
@@ -198,7 +198,7 @@ pub struct RetentlySettings {
     #[serde(default = "default_redirect_uri")]
     pub redirect_uri: HttpUrl,
     pub rate_limit: Option<RateLimit>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::values::strict_bool")]
     pub allow_http: bool,
 }
 

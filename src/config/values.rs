@@ -10,16 +10,26 @@ use croner::parser::{CronParser, Seconds};
 use serde::{Deserialize, Deserializer};
 use url::Url;
 
+use super::redact::redact_userinfo;
+
 /// An absolute `http` or `https` URL. Whether plain `http` is allowed is decided per source.
 #[derive(Clone, PartialEq, Eq)]
 pub struct HttpUrl(Url);
 
 impl HttpUrl {
+    /// Refuses user-info (`https://user:pass@host`): credentials have their own keys, and a URL
+    /// is printed by `check` and in errors. Errors quote the value with any user-info redacted.
     pub fn parse(value: &str) -> Result<Self, String> {
-        let url = Url::parse(value).map_err(|e| format!("`{value}` is not a valid URL: {e}"))?;
+        let shown = redact_userinfo(value);
+        let url = Url::parse(value).map_err(|e| format!("`{shown}` is not a valid URL: {e}"))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(format!(
+                "`{shown}` carries credentials (user:password@); put them in their own keys, never in a URL"
+            ));
+        }
         match url.scheme() {
             "http" | "https" if url.host().is_some() => Ok(HttpUrl(url)),
-            _ => Err(format!("`{value}` is not an http(s) URL with a host")),
+            _ => Err(format!("`{shown}` is not an http(s) URL with a host")),
         }
     }
 
@@ -194,6 +204,46 @@ pub fn socket_addr<'de, D: Deserializer<'de>>(deserializer: D) -> Result<std::ne
             "`{value}` is not an IP address with a port (e.g. \"127.0.0.1:9187\")"
         ))
     })
+}
+
+/// A boolean that is a boolean: `true`/`false` in the file, or exactly the text `true`/`false`
+/// in an environment variable. The `config` crate alone would also take `"yes"`, `"on"` or `1`.
+pub fn strict_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    struct BoolVisitor;
+    impl<'de> serde::de::Visitor<'de> for BoolVisitor {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("true or false")
+        }
+        fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<bool, E> {
+            Ok(value)
+        }
+        fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<bool, E> {
+            match value.trim() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(E::custom(format!(
+                    "`{value}` is not a boolean; use true or false"
+                ))),
+            }
+        }
+        fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<bool, E> {
+            Err(E::custom(format!(
+                "`{value}` is not a boolean; use true or false"
+            )))
+        }
+        fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<bool, E> {
+            Err(E::custom(format!(
+                "`{value}` is not a boolean; use true or false"
+            )))
+        }
+        fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<bool, E> {
+            Err(E::custom(format!(
+                "`{value}` is not a boolean; use true or false"
+            )))
+        }
+    }
+    deserializer.deserialize_any(BoolVisitor)
 }
 
 /// An optional calendar date (`2025-01-31`); the error quotes the value, which chrono's does not.

@@ -40,11 +40,20 @@ pub fn run_range(
     let policy = job.window.unwrap_or(dataset.default_window);
     let end = now - CLOSED_DELAY;
     let floor = ceil_minute(now - history_limit(dataset.kind));
+    // Configuration bounds keep these in range; checked anyway, so no value can panic here: a
+    // start before chrono's first instant is before the floor too.
+    let before = |at: DateTime<Utc>, delta: Option<TimeDelta>| {
+        delta
+            .and_then(|delta| at.checked_sub_signed(delta))
+            .unwrap_or(floor)
+    };
     let start = match policy {
         WindowPolicyName::Snapshot => return None,
-        WindowPolicyName::Trailing => now - Duration::days(i64::from(job.trailing_days.unwrap_or(1))),
+        WindowPolicyName::Trailing => {
+            before(now, Duration::try_days(i64::from(job.trailing_days.unwrap_or(1))))
+        }
         WindowPolicyName::Incremental => match watermark {
-            Some(mark) => mark - Duration::minutes(i64::from(job.lookback_minutes)),
+            Some(mark) => before(mark, Duration::try_minutes(i64::from(job.lookback_minutes))),
             None => job
                 .start
                 .map(midnight)
@@ -140,6 +149,20 @@ mod tests {
         job.start = NaiveDate::from_ymd_opt(2026, 1, 1);
         let (start, _) = run_range(&job, fax, None, now()).unwrap();
         assert!(now() - start <= Duration::days(89), "{start}");
+    }
+
+    #[test]
+    fn the_largest_trailing_and_lookback_values_do_not_overflow() {
+        let fax = datasets::find(SourceKind::Retarus, "fax_out_udr").unwrap();
+        let mut job = job(Some(WindowPolicyName::Trailing));
+        job.trailing_days = Some(u32::MAX);
+        let (start, _) = run_range(&job, fax, None, now()).unwrap();
+        assert_eq!(start, now() - Duration::days(89) + Duration::seconds(4));
+        job.window = None;
+        job.lookback_minutes = u32::MAX;
+        let mark = DateTime::<Utc>::MIN_UTC + Duration::days(1);
+        let (start, _) = run_range(&job, fax, Some(mark), now()).unwrap();
+        assert_eq!(start, now() - Duration::days(89) + Duration::seconds(4));
     }
 
     #[test]

@@ -303,7 +303,7 @@ async fn auth_login_works_with_a_pasted_url_and_encrypts_the_refresh_token() {
     let (_, file) = login_config(
         &sandbox,
         &db,
-        "[security]\ntoken_key = \"a-test-key-for-refresh-tokens\"\n",
+        "[security]\ntoken_key = \"YXV0aC10ZXN0LWtleS1mb3ItcmVmcmVzaC10b2tlbnM=\"\n",
     );
     let (ok, output) = cli_login(file.path(), false, None).await;
     assert!(ok, "{output}");

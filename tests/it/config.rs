@@ -1,5 +1,5 @@
 //! Configuration loading as a user meets it: files, environment overrides, and errors that name
-//! the key and the bad value.
+//! the key and the bad value; and a `token_key` that does not open the stored tokens.
 
 use crate::support;
 
@@ -191,8 +191,21 @@ fn several_problems_are_reported_together() {
         .replace("Europe/Berlin", "Mars/Olympus")
         .replace("0 */15 * * * *", "bad");
     let error = load(&broken).unwrap_err();
-    // Deserialisation stops at the first bad value of a job; both are in the same job, so one.
-    assert!(!error.problems.is_empty());
+    // Deserialisation stops at the first bad value of a job; both are in the same job, so one
+    // (which one depends on the order the config crate visits the job's keys).
+    assert_eq!(error.problems.len(), 1, "{error}");
+    let problem = &error.problems[0];
+    match problem.key.as_str() {
+        "jobs.fax.time_zone" => assert_eq!(
+            problem.message,
+            "`Mars/Olympus` is not an IANA time zone name (e.g. \"Europe/Berlin\", \"UTC\")"
+        ),
+        "jobs.fax.schedule" => assert_eq!(
+            problem.message,
+            "`bad` has 1 fields; a schedule needs 6 (seconds first), e.g. \"0 30 2 * * *\""
+        ),
+        other => panic!("unexpected key `{other}`: {error}"),
+    }
     let broken = VALID
         .replace("customer_ids = [\"99999\"]", "customer_ids = []")
         .replace("source = \"retarus\"", "source = \"nope\"");
@@ -328,4 +341,116 @@ fn a_missing_config_file_named_on_the_command_line_is_an_error() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("/nonexistent/etl.toml"), "{stderr}");
+}
+
+/// Two valid token keys (32 bytes each, base64).
+const KEY_ONE: &str = "Y29uZmlnLXRlc3Qta2V5LW51bWJlci1vbmUtMzJieXQ=";
+const KEY_TWO: &str = "Y29uZmlnLXRlc3Qta2V5LW51bWJlci10d28tMzJieXQ=";
+
+#[test]
+fn a_token_key_is_32_bytes_in_hex_or_base64() {
+    let with_key = |key: &str| {
+        VALID.replace(
+            "[database]",
+            &format!("[security]\ntoken_key = \"{key}\"\n\n[database]"),
+        )
+    };
+    assert!(load(&with_key(KEY_ONE)).is_ok());
+    assert!(load(&with_key(&"ab".repeat(32))).is_ok());
+    let (problem_key, message) = only_problem(load(&with_key("")));
+    assert_eq!(
+        (problem_key.as_str(), message.as_str()),
+        (
+            "security.token_key",
+            "is empty; give the value, or `<key>_file` naming a file holding it"
+        )
+    );
+    for (key, says) in [
+        ("short", "is neither hex nor base64"),
+        ("MDEyMzQ1Njc4OWFiY2RlZg==", "decodes to 16 bytes, not 32"),
+        (&"ab".repeat(33), "decodes to 33 bytes, not 32"),
+    ] {
+        let (problem_key, message) = only_problem(load(&with_key(key)));
+        assert_eq!(problem_key, "security.token_key");
+        assert!(
+            message.starts_with(says) && message.contains("openssl rand -base64 32"),
+            "{message}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_token_key_is_a_clear_error_and_auth_status_fails() {
+    use reporting_etl::auth::store::{NewTokens, TokenStore};
+    use reporting_etl::auth::{AccessToken, RefreshToken};
+
+    let db = support::TestDb::new().await;
+    // A refresh chain stored encrypted under the first key, as `auth login` would.
+    let store = TokenStore::new(db.pool.clone(), Some(&KEY_ONE.to_owned().into()));
+    let (lock, _) = store.lock("roubler", "authorization_code").await.unwrap();
+    lock.save(
+        NewTokens {
+            access_token: &AccessToken::new("access-token-1"),
+            access_expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
+            refresh_token: Some(&RefreshToken::new("refresh-token-secret-1")),
+        },
+        true,
+    )
+    .await
+    .unwrap();
+    let config = |key: &str| {
+        write(&VALID.replace(
+            "[database]\npool_size = 4",
+            &format!(
+                "[database]\nurl = \"{}\"\npool_size = 4\n\n[security]\ntoken_key = \"{key}\"",
+                db.url
+            ),
+        ))
+    };
+    // The exit code and everything printed, of the binary run with `args` on `file`.
+    let cli = |args: &[&str], file: &tempfile::NamedTempFile| {
+        let output = support::binary()
+            .args(args)
+            .arg("--config")
+            .arg(file.path())
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.code(), all)
+    };
+
+    let (code, all) = cli(&["auth", "status"], &config(KEY_ONE));
+    assert_eq!(code, Some(0), "{all}");
+    assert!(all.contains("roubler") && all.contains("ok"), "{all}");
+
+    let wrong = config(KEY_TWO);
+    let (code, all) = cli(&["auth", "status"], &wrong);
+    assert_eq!(code, Some(1), "{all}");
+    assert!(
+        all.contains("does not decrypt with security.token_key (wrong key?)")
+            && all.contains("not usable now: roubler"),
+        "{all}"
+    );
+    let (code, refresh_all) = cli(&["auth", "refresh", "roubler"], &wrong);
+    assert_eq!(code, Some(1), "{refresh_all}");
+    assert!(
+        refresh_all.contains("does not decrypt with security.token_key"),
+        "{refresh_all}"
+    );
+    for secret in [
+        "refresh-token-secret-1",
+        "access-token-1",
+        KEY_ONE,
+        KEY_TWO,
+        "roubler-secret-xyz",
+    ] {
+        assert!(
+            !all.contains(secret) && !refresh_all.contains(secret),
+            "`{secret}` printed"
+        );
+    }
 }

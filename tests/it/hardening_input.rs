@@ -35,7 +35,7 @@ use support::TestDb;
 
 /// Secrets of [`BASE`]: no error message may contain them.
 const SECRETS: &[&str] = &[
-    "token-key-secret-4711",
+    "aGFyZGVuaW5nLXRva2VuLWtleS00NzExLTMyYnl0ZXM=",
     "retarus-secret-000123",
     "roubler-secret-xyz",
     "altrata-password-777",
@@ -57,7 +57,7 @@ format = "human"
 level = "info"
 
 [security]
-token_key = "token-key-secret-4711"
+token_key = "aGFyZGVuaW5nLXRva2VuLWtleS00NzExLTMyYnl0ZXM="
 
 [sources.retarus]
 kind = "retarus"
@@ -464,8 +464,8 @@ fn config_cases(empty: &std::path::Path, full: &std::path::Path) -> Vec<ConfigCa
                 "customer_ids = [\"99999\"]",
                 "customer_ids = [\"99999\"]\nrate_limit = { calls = 0, per_ms = 1000 }",
             ),
-            "sources.retarus.rate_limit",
-            &["0 calls"],
+            "sources.retarus.rate_limit.calls",
+            &["`0` is out of range"],
         ),
         case(
             "a negative rate-limit period",
@@ -508,7 +508,7 @@ fn config_cases(empty: &std::path::Path, full: &std::path::Path) -> Vec<ConfigCa
                 "time_zone = \"Europe/Berlin\"\nwindow = \"trailing\"\ntrailing_days = 0",
             ),
             "jobs.fax.trailing_days",
-            &["required"],
+            &["`0` is out of range"],
         ),
         case(
             "an incremental window on a snapshot dataset",
@@ -546,8 +546,8 @@ fn config_cases(empty: &std::path::Path, full: &std::path::Path) -> Vec<ConfigCa
         case(
             "a TOML syntax error",
             edit("pool_size = 4", "pool_size = "),
-            "(file)",
-            &["line"],
+            "database.pool_size",
+            &["line 3"],
         ),
     ]
 }

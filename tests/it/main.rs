@@ -14,6 +14,7 @@ mod executor;
 mod hardening_input;
 mod hardening_outage;
 mod hardening_security;
+mod hostile_config;
 mod replicas;
 mod schema_pull;
 mod service;
