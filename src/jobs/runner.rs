@@ -611,13 +611,18 @@ impl Runner {
                 report(RunStatus::Succeeded, done.rows_written, done.upstream_calls, None)
             }
             Err(error) => {
-                let lock_lost = error.downcast_ref::<JobLockLost>().is_some();
-                let status = if lock_lost {
-                    RunStatus::Interrupted
+                // Cut off from the database (its lock session or its load connection, whichever
+                // noticed first): interrupted, not failed — nothing is wrong with the window.
+                let (status, message) = if error.downcast_ref::<JobLockLost>().is_some() {
+                    (RunStatus::Interrupted, format!("{error:#}"))
+                } else if is_connection_error(&error) {
+                    let message = format!(
+                        "interrupted: the database connection was lost mid-window; nothing of it was committed: {error:#}"
+                    );
+                    (RunStatus::Interrupted, message)
                 } else {
-                    RunStatus::Failed
+                    (RunStatus::Failed, format!("{error:#}"))
                 };
-                let message = format!("{error:#}");
                 tracing::warn!(job, dataset = dataset.name, scope = %key, status = status.as_str(),
                     error = %message, "Window did not load; its previous rows are unchanged.");
                 let unloaded = run_figures(&figures, 0, 0, Vec::new());

@@ -125,7 +125,15 @@ impl Instance {
         loop {
             let wait = if lost { backoff } else { HEARTBEAT_INTERVAL };
             tokio::time::sleep(wait).await;
-            match self.beat().await {
+            // A beat that hangs (a silent connection) must not stop the next ones.
+            let beat = match tokio::time::timeout(HEARTBEAT_INTERVAL, self.beat()).await {
+                Ok(beat) => beat,
+                Err(_) => {
+                    self.lock_connection.lock().await.take();
+                    Err(anyhow::anyhow!("no answer within {HEARTBEAT_INTERVAL:?}"))
+                }
+            };
+            match beat {
                 Ok(()) if lost => {
                     tracing::info!("Database reachable again: re-took this process's liveness lock.");
                     lost = false;

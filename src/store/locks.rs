@@ -24,6 +24,9 @@ pub const JOB_LOCK_CLASS: i32 = 0x4554_4c01;
 /// going away — long before the database is back and another process could take the lock.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 
+/// How long a probe of the lock session may take before the session counts as lost.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// This process's job locks.
 pub struct JobLocks {
     url: String,
@@ -132,11 +135,21 @@ impl JobLocks {
             let Some(session) = guard.as_mut() else {
                 continue;
             };
-            if let Err(error) = sqlx::query("SELECT 1").execute(&mut session.connection).await {
-                tracing::warn!(error = %error,
-                    "Lost the job-lock session (database restart?): running windows roll back and re-take their job's lock.");
-                self.session_lost(&mut guard);
-            }
+            // A connection that went silent (no reset, e.g. a dropped network path) counts as lost
+            // too: a probe must not hang while jobs wait for this session.
+            let probe = tokio::time::timeout(
+                PROBE_TIMEOUT,
+                sqlx::query("SELECT 1").execute(&mut session.connection),
+            )
+            .await;
+            let failure = match probe {
+                Ok(Ok(_)) => continue,
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!("no answer within {PROBE_TIMEOUT:?}"),
+            };
+            tracing::warn!(error = %failure,
+                "Lost the job-lock session (database restart?): running windows roll back and re-take their job's lock.");
+            self.session_lost(&mut guard);
         }
     }
 

@@ -148,7 +148,7 @@ pub fn is_connection_error(error: &anyhow::Error) -> bool {
                 // 08: connection exception; 57P01-57P03: admin shutdown, crash shutdown, cannot connect now.
                 code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
             }),
-            _ => cause.downcast_ref::<std::io::Error>().is_some(),
+            _ => false,
         })
 }
 

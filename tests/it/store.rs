@@ -296,24 +296,33 @@ async fn a_process_whose_liveness_session_ends_retakes_its_lock_and_beats_on() {
         .execute(store.pool())
         .await
         .unwrap();
+    // Within a few beats: the lock is held by a new session and the heartbeat moved on.
+    let beat_now = |pool: sqlx::PgPool| async move {
+        let (beat,): (chrono::DateTime<chrono::Utc>,) =
+            sqlx::query_as("SELECT heartbeat_at FROM etl.instances WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        beat
+    };
     let deadline = std::time::Instant::now() + instance::HEARTBEAT_INTERVAL * 3;
-    let new_session = loop {
-        if let Some(pid) = holder(store.pool().clone()).await
+    let (new_session, beat) = loop {
+        let session = holder(store.pool().clone()).await;
+        let beat = beat_now(store.pool().clone()).await;
+        if let Some(pid) = session
             && pid != old_session
+            && beat > first_beat
         {
-            break pid;
+            break (pid, beat);
         }
-        assert!(std::time::Instant::now() < deadline, "the lock was not re-taken");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock was not re-taken (holder {session:?}, heartbeat {beat})"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
-    let (beat,): (chrono::DateTime<chrono::Utc>,) =
-        sqlx::query_as("SELECT heartbeat_at FROM etl.instances WHERE id = $1")
-            .bind(id)
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
     println!("lock re-taken by session {new_session} (was {old_session}); heartbeat {first_beat} → {beat}");
-    assert!(beat > first_beat);
     store.close().await.unwrap();
     // A clean stop ends the liveness session.
     assert_eq!(holder(db.pool.clone()).await, None);
