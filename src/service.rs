@@ -190,11 +190,12 @@ async fn wait_for_signal() {
     let _ = ctrl_c.await;
 }
 
-/// Marks this process's unfinished runs `interrupted` (their transactions rolled back).
-async fn interrupt_running(pool: &PgPool, instance: uuid::Uuid) -> Result<u64> {
+/// Marks this process's unfinished runs `interrupted` (their transactions rolled back); also
+/// used by an interrupted `run --once`.
+pub(crate) async fn interrupt_running(pool: &PgPool, instance: uuid::Uuid) -> Result<u64> {
     let result = sqlx::query(
         "UPDATE etl.runs SET status = 'interrupted', finished_at = now(),
-                error = 'interrupted: the service shut down before the window committed; nothing of it was written'
+                error = 'interrupted: the process was stopped before the window committed; nothing of it was written'
          WHERE instance_id = $1 AND status = 'running'",
     )
     .bind(instance)

@@ -1,5 +1,11 @@
 //! Logging: `tracing` with a human format on a terminal and JSON lines when asked, filtered by
 //! `RUST_LOG`, else `log.level` from the config, else `info`.
+//!
+//! Without `RUST_LOG`, the database driver and the scheduler library log only warnings: sqlx
+//! turns every PostgreSQL NOTICE into an info event (`relation "_sqlx_migrations" already
+//! exists, skipping` on every start) and tokio-cron-scheduler announces each timer it creates.
+//! Our own events are one line per window and per notable event. `RUST_LOG` (e.g.
+//! `RUST_LOG=info,sqlx=debug`) replaces the whole filter when that chatter is wanted.
 
 use std::io::IsTerminal;
 
@@ -11,8 +17,8 @@ use crate::config::LogFormat;
 /// Installs the global subscriber. Logs go to stderr so command output on stdout stays clean.
 pub fn init(format: LogFormat, level: Option<&str>) {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level.unwrap_or("info")))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .or_else(|_| EnvFilter::try_new(configured_filter(level.unwrap_or("info"))))
+        .unwrap_or_else(|_| EnvFilter::new(configured_filter("info")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -30,4 +36,36 @@ pub fn init(format: LogFormat, level: Option<&str>) {
     };
     // A second init (tests) keeps the first subscriber; that is fine.
     drop(installed);
+}
+
+/// Libraries whose info events are chatter to an operator (see the module docs).
+const QUIET_LIBRARIES: &[&str] = &["sqlx", "tokio_cron_scheduler"];
+
+/// The filter for `log.level`: that level for us, warnings only from [`QUIET_LIBRARIES`]. A
+/// level naming targets itself (`info,sqlx=debug`) keeps what it says about them.
+fn configured_filter(level: &str) -> String {
+    let mut filter = level.to_owned();
+    for library in QUIET_LIBRARIES {
+        if !level.contains(library) {
+            filter.push_str(&format!(",{library}=warn"));
+        }
+    }
+    filter
+}
+
+#[cfg(test)]
+mod tests {
+    use super::configured_filter;
+
+    #[test]
+    fn libraries_log_warnings_only_unless_the_level_names_them() {
+        assert_eq!(
+            configured_filter("info"),
+            "info,sqlx=warn,tokio_cron_scheduler=warn"
+        );
+        assert_eq!(
+            configured_filter("debug,sqlx=debug"),
+            "debug,sqlx=debug,tokio_cron_scheduler=warn"
+        );
+    }
 }

@@ -13,6 +13,7 @@ mod executor;
 mod hardening_input;
 mod hardening_outage;
 mod hardening_security;
+mod operator;
 mod replicas;
 mod schema_pull;
 mod service;

@@ -1,0 +1,215 @@
+//! The operator's day with the real binary: Ctrl-C on a backfill, the progress display on a
+//! terminal, the shipped dashboard and dbt sources against what the service really exports.
+
+use crate::support;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use sandbox::{Sandbox, SandboxOptions};
+use support::TestDb;
+
+fn fax_job() -> String {
+    "\n[jobs.fax]\nsource = \"retarus\"\ndataset = \"fax_out_udr\"\nschedule = \"0 0 0 * * *\"\nscope = \"all\"\n"
+        .to_owned()
+}
+
+fn signal(child: &tokio::process::Child, name: &str) {
+    let pid = child.id().expect("running");
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+async fn count(db: &TestDb, sql: &str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ctrl_c_on_a_backfill_rolls_back_the_open_window_prints_the_summary_and_exits_130() {
+    let sandbox = Sandbox::start(SandboxOptions {
+        records_per_day: 20,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let db = TestDb::new().await;
+    let grace_secs = 2;
+    let extra = format!("{}\n[server]\nshutdown_grace_secs = {grace_secs}\n", fax_job());
+    let (_, file) = support::load_config(&support::sandbox_config(&sandbox, &db.url, &extra));
+    let today = chrono::Utc::now().date_naive();
+    let from = (today - chrono::Duration::days(120)).to_string();
+    let to = today.to_string();
+    let backfill = |stdout: Stdio| {
+        tokio::process::Command::from(support::binary())
+            .args([
+                "run", "--once", "--job", "fax", "--from", &from, "--to", &to, "--config",
+            ])
+            .arg(file.path())
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    // The first answer is served at once, every later one takes far longer than the grace
+    // period: the second window is loading when the signal arrives and cannot commit in time.
+    sandbox.retarus.faults.set(sandbox::faults::FaultPlan {
+        latency: Duration::from_secs(60),
+        ..Default::default()
+    });
+    sandbox.retarus.faults.script_after(1, Vec::new());
+    let mut child = backfill(Stdio::piped());
+    for _ in 0..500 {
+        let in_flight = count(
+            &db,
+            "SELECT count(*) FILTER (WHERE status = 'succeeded') * count(*) FILTER (WHERE status = 'running') FROM etl.runs",
+        )
+        .await;
+        if in_flight > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let committed = count(&db, "SELECT count(*) FROM etl.runs WHERE status = 'succeeded'").await;
+    let rows_before = count(&db, "SELECT count(*) FROM retarus.fax_out_udr").await;
+    assert!(
+        committed >= 1 && rows_before > 0,
+        "{committed} windows, {rows_before} rows"
+    );
+
+    let signalled = Instant::now();
+    signal(&child, "INT");
+    let status = tokio::time::timeout(Duration::from_secs(grace_secs + 8), child.wait())
+        .await
+        .expect("run --once exits after SIGINT")
+        .unwrap();
+    let stopped_after = signalled.elapsed();
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout)
+        .await
+        .unwrap();
+    tokio::io::AsyncReadExt::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr)
+        .await
+        .unwrap();
+    println!("stopped {stopped_after:?} after SIGINT (grace {grace_secs} s)\n{stdout}");
+    assert_eq!(status.code(), Some(130), "{stdout}\n{stderr}");
+    assert!(
+        stopped_after >= Duration::from_secs(grace_secs) - Duration::from_millis(100)
+            && stopped_after < Duration::from_secs(grace_secs + 5),
+        "stopped {stopped_after:?} after SIGINT with a {grace_secs} s grace period"
+    );
+    // The summary names every window this process touched, the rolled-back one as interrupted.
+    assert!(stdout.contains("window(s)"), "no summary:\n{stdout}");
+    assert!(stdout.contains("1 interrupted (rolled back)"), "{stdout}");
+    assert!(stderr.contains("SIGINT"), "{stderr}");
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM etl.runs WHERE status = 'running'").await,
+        0
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM etl.runs WHERE status = 'interrupted'").await,
+        1
+    );
+    // Nothing committed before the signal was lost, and nothing of the open window is visible.
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM etl.runs WHERE status = 'succeeded'").await,
+        committed
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM retarus.fax_out_udr").await,
+        rows_before
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT coalesce(sum(rows_written), 0)::bigint FROM etl.runs WHERE status = 'succeeded'"
+        )
+        .await,
+        rows_before
+    );
+
+    // Re-running resumes: the committed windows are not loaded again, the rest are.
+    sandbox.retarus.faults.clear();
+    let resumed = backfill(Stdio::piped()).wait_with_output().await.unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM (SELECT window_start FROM etl.runs WHERE status = 'succeeded'
+                                   GROUP BY scope, window_start, window_end HAVING count(*) > 1) doubled"
+        )
+        .await,
+        0,
+        "a window committed before the interrupt was loaded again"
+    );
+    let expected = support::expected_fax_rows(&sandbox, &db.pool).await;
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM retarus.fax_out_udr").await as usize,
+        expected
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commands_and_the_scheduler_log_no_driver_or_scheduler_chatter_at_info() {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let db = TestDb::new().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let extra = format!(
+        "\n[jobs.fax]\nsource = \"retarus\"\ndataset = \"fax_out_udr\"\nschedule = \"*/2 * * * * *\"\nscope = \"all\"\n\n[server]\nlisten = \"127.0.0.1:{port}\"\n"
+    );
+    let (_, file) = support::load_config(&support::sandbox_config(&sandbox, &db.url, &extra));
+
+    // The migrations are applied already: PostgreSQL answers "already exists, skipping".
+    let migrate = support::binary()
+        .args(["migrate", "--config"])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&migrate.stderr);
+    assert!(migrate.status.success(), "{stderr}");
+    assert!(!stderr.contains("already exists"), "driver chatter:\n{stderr}");
+
+    let child = tokio::process::Command::from(support::binary())
+        .args(["run", "--config"])
+        .arg(file.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..300 {
+        if count(&db, "SELECT count(*) FROM etl.runs WHERE status = 'succeeded'").await >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal(&child, "TERM");
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("the service stops")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let windows = count(&db, "SELECT count(*) FROM etl.runs WHERE status = 'succeeded'").await;
+    assert!(windows >= 2, "{stderr}");
+    for chatter in ["Job creator", "already exists", "_sqlx_migrations"] {
+        assert!(!stderr.contains(chatter), "`{chatter}` at info:\n{stderr}");
+    }
+    // One line per loaded window (every window of every fire is logged once).
+    let loaded = stderr.lines().filter(|l| l.contains("Window loaded.")).count();
+    assert_eq!(loaded as i64, windows, "{stderr}");
+}
