@@ -86,6 +86,10 @@ pub async fn run(settings: Settings) -> Result<ExitCode> {
         }
         scheduled += 1;
     }
+    crate::jobs::freshness::publish_expected_intervals(&settings);
+    if let Err(error) = crate::jobs::freshness::publish_recorded_successes(engine.store.pool()).await {
+        tracing::warn!(error = %format!("{error:#}"), "Could not read the last successes for /metrics.");
+    }
     scheduler.start().await.context("starting the scheduler")?;
     tracing::info!(jobs = scheduled, listen = %settings.server.listen, "Service running.");
 
@@ -267,6 +271,11 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(state): State<HttpState>) -> impl IntoResponse {
+    // Token states change in other processes too (`auth login`): read them at every scrape.
+    let reauthorization = crate::jobs::freshness::publish_reauthorization(&state.pool);
+    if let Ok(Err(error)) = tokio::time::timeout(READYZ_TIMEOUT, reauthorization).await {
+        tracing::debug!(error = %format!("{error:#}"), "Could not read token states for /metrics.");
+    }
     match &state.metrics {
         Some(handle) => (
             StatusCode::OK,

@@ -659,7 +659,7 @@ fn record_metrics(job: &str, dataset: &str, scope: &str, succeeded: Option<&RunF
     if let Some(figures) = succeeded {
         metrics::counter!("reporting_etl_rows_written_total", "job" => job.to_owned(), "dataset" => dataset.to_owned())
             .increment(figures.rows_written.max(0) as u64);
-        metrics::gauge!("reporting_etl_last_success_timestamp_seconds", "job" => job.to_owned(), "scope" => scope.to_owned())
+        metrics::gauge!(crate::jobs::freshness::LAST_SUCCESS, "job" => job.to_owned(), "scope" => scope.to_owned())
             .set(Utc::now().timestamp() as f64);
     }
 }
