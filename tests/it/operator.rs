@@ -213,3 +213,107 @@ async fn commands_and_the_scheduler_log_no_driver_or_scheduler_chatter_at_info()
     let loaded = stderr.lines().filter(|l| l.contains("Window loaded.")).count();
     assert_eq!(loaded as i64, windows, "{stderr}");
 }
+
+/// The dbt executable: `DBT_BIN`, else the virtualenv `.ci/run` creates in `target/dbt-venv`.
+fn dbt_binary() -> std::path::PathBuf {
+    let path = std::env::var_os("DBT_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dbt-venv/bin/dbt"));
+    assert!(
+        path.exists(),
+        "dbt not found at {}: run .ci/run (it creates target/dbt-venv) or set DBT_BIN",
+        path.display()
+    );
+    path
+}
+
+fn dbt_source_freshness(project: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(dbt_binary())
+        .args(["source", "freshness", "--project-dir"])
+        .arg(project)
+        .arg("--profiles-dir")
+        .arg(project)
+        .env("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+        .env("DO_NOT_TRACK", "1")
+        .output()
+        .expect("run dbt")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dbt_source_freshness_passes_on_the_generated_sources_and_fails_when_data_goes_stale() {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let db = TestDb::new().await;
+    let (_, file) = support::load_config(&support::sandbox_config(&sandbox, &db.url, &fax_job()));
+    let once = support::binary()
+        .args(["run", "--once", "--config"])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(once.status.success(), "{}", String::from_utf8_lossy(&once.stderr));
+    assert!(count(&db, "SELECT count(*) FROM retarus.fax_out_udr").await > 0);
+
+    let project = tempfile::tempdir().unwrap();
+    std::fs::create_dir(project.path().join("models")).unwrap();
+    let sources = project.path().join("models/sources.yml");
+    let written = support::binary()
+        .args(["dbt", "sources", "--out"])
+        .arg(&sources)
+        .arg("--config")
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(
+        written.status.success(),
+        "{}",
+        String::from_utf8_lossy(&written.stderr)
+    );
+    let yaml = std::fs::read_to_string(&sources).unwrap();
+    // Descriptions come from the COMMENTs; the daily job allows two days, then four.
+    assert!(yaml.contains("When this row was last written."), "{yaml}");
+    assert!(
+        yaml.contains("warn_after: {count: 2880, period: minute}")
+            && yaml.contains("error_after: {count: 5760, period: minute}"),
+        "{yaml}"
+    );
+
+    let options: sqlx::postgres::PgConnectOptions = db.url.parse().unwrap();
+    std::fs::write(
+        project.path().join("dbt_project.yml"),
+        "name: reporting_etl_check\nversion: \"1.0\"\nconfig-version: 2\nprofile: reporting_etl\n",
+    )
+    .unwrap();
+    std::fs::write(
+        project.path().join("profiles.yml"),
+        format!(
+            "reporting_etl:\n  target: test\n  outputs:\n    test:\n      type: postgres\n      host: \"{}\"\n      port: {}\n      user: \"{}\"\n      password: \"\"\n      dbname: \"{}\"\n      schema: analytics\n      threads: 1\n",
+            options.get_host(),
+            options.get_port(),
+            options.get_username(),
+            options.get_database().unwrap()
+        ),
+    )
+    .unwrap();
+
+    let fresh = dbt_source_freshness(project.path());
+    let fresh_log = String::from_utf8_lossy(&fresh.stdout);
+    println!("{fresh_log}");
+    assert!(
+        fresh.status.success(),
+        "{fresh_log}{}",
+        String::from_utf8_lossy(&fresh.stderr)
+    );
+    assert!(fresh_log.contains("retarus.fax_out_udr"), "{fresh_log}");
+
+    // Five days without a load: past the four-day error limit of a daily job.
+    sqlx::query("UPDATE retarus.fax_out_udr SET _loaded_at = now() - interval '5 days'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let stale = dbt_source_freshness(project.path());
+    let stale_log = String::from_utf8_lossy(&stale.stdout);
+    assert!(
+        !stale.status.success(),
+        "dbt accepted 5-day-old data:\n{stale_log}"
+    );
+    assert!(stale_log.contains("ERROR STALE"), "{stale_log}");
+}
