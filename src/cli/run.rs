@@ -290,40 +290,63 @@ async fn runs_of_instance(pool: &sqlx::PgPool, instance: uuid::Uuid) -> Result<V
         .collect())
 }
 
-/// Redraws one status line on stderr: windows done of planned, rows, calls, elapsed and ETA.
+/// One progress bar per job (windows done of planned, rows, calls, failures, ETA), drawn by the
+/// tracing-indicatif layer below the log lines (see `crate::telemetry`).
 async fn draw_progress(mut events: tokio::sync::mpsc::UnboundedReceiver<Progress>) {
-    use std::io::Write;
-    let started = std::time::Instant::now();
-    let (mut planned, mut done, mut failed, mut rows, mut calls) = (0usize, 0usize, 0usize, 0i64, 0i64);
-    while let Some(event) = events.recv().await {
-        match event {
-            Progress::Planned(windows) => planned += windows,
-            Progress::Finished(report) => {
-                done += 1;
-                failed += usize::from(report.status == RunStatus::Failed);
-                rows += report.rows;
-                calls += report.calls;
-            }
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        let eta = if done > 0 && planned > done {
-            format!("ETA {:.0}s", elapsed / done as f64 * (planned - done) as f64)
-        } else {
-            "ETA –".into()
-        };
-        let mut stderr = std::io::stderr().lock();
-        let _ = write!(
-            stderr,
-            "\r\x1b[2K[{done}/{planned} windows{}] {rows} rows · {calls} calls · {elapsed:.0}s · {eta}",
-            if failed > 0 {
-                format!(", {failed} failed")
-            } else {
-                String::new()
-            }
-        );
-        let _ = stderr.flush();
+    use tracing_indicatif::span_ext::IndicatifSpanExt;
+    struct Bar {
+        span: tracing::Span,
+        rows: i64,
+        calls: i64,
+        failed: usize,
     }
-    eprintln!();
+    let style = indicatif::ProgressStyle::with_template(
+        "{span_fields:12} {wide_bar} {pos}/{len} windows · {msg} · {elapsed} · ETA {eta}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    let mut bars: std::collections::BTreeMap<String, Bar> = std::collections::BTreeMap::new();
+    fn bar<'a>(
+        bars: &'a mut std::collections::BTreeMap<String, Bar>,
+        style: &indicatif::ProgressStyle,
+        job: &str,
+    ) -> &'a mut Bar {
+        bars.entry(job.to_owned()).or_insert_with(|| {
+            let span = tracing::info_span!("job", job, indicatif.pb_show = tracing::field::Empty);
+            span.pb_set_style(style);
+            span.pb_set_length(0);
+            span.pb_start();
+            Bar {
+                span,
+                rows: 0,
+                calls: 0,
+                failed: 0,
+            }
+        })
+    }
+    while let Some(event) = events.recv().await {
+        let job = match event {
+            Progress::Planned { job, windows } => {
+                bar(&mut bars, &style, &job).span.pb_inc_length(windows as u64);
+                job
+            }
+            Progress::Finished(report) => {
+                let bar = bar(&mut bars, &style, &report.job);
+                bar.rows += report.rows;
+                bar.calls += report.calls;
+                bar.failed += usize::from(report.status == RunStatus::Failed);
+                bar.span.pb_inc(1);
+                report.job
+            }
+        };
+        let bar = bar(&mut bars, &style, &job);
+        let failed = if bar.failed > 0 {
+            format!(" · {} failed", bar.failed)
+        } else {
+            String::new()
+        };
+        bar.span
+            .pb_set_message(&format!("{} rows · {} calls{failed}", bar.rows, bar.calls));
+    }
 }
 
 /// The named jobs (all enabled ones when none are named); an unknown name is an error.

@@ -92,8 +92,8 @@ struct MissedFires {
 /// Progress events of a run, for a progress display.
 #[derive(Debug, Clone)]
 pub enum Progress {
-    /// This many windows are about to be loaded (for one job and scope).
-    Planned(usize),
+    /// This many windows of this job are about to be loaded (for one of its scopes).
+    Planned { job: String, windows: usize },
     /// One window ended.
     Finished(WindowReport),
 }
@@ -377,7 +377,10 @@ impl Runner {
                 .into_iter()
                 .filter(|w| w.as_ref().is_none_or(|w| !done.contains(&(w.start, w.end))))
                 .collect();
-            self.report_progress(Progress::Planned(windows.len()));
+            self.report_progress(Progress::Planned {
+                job: job.to_owned(),
+                windows: windows.len(),
+            });
             for window in windows {
                 if cancel.is_cancelled() {
                     return reports;

@@ -317,3 +317,89 @@ async fn dbt_source_freshness_passes_on_the_generated_sources_and_fails_when_dat
     );
     assert!(stale_log.contains("ERROR STALE"), "{stale_log}");
 }
+
+/// Terminal output with escape sequences removed; each line as the terminal leaves it (the text
+/// after its last carriage return, since `\r` goes back to the start of the line).
+fn visible_lines(raw: &str) -> Vec<String> {
+    let mut plain = String::new();
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                // A CSI sequence ends with a byte in @..~.
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            } else {
+                chars.next();
+            }
+            continue;
+        }
+        plain.push(c);
+    }
+    plain
+        .split('\n')
+        .map(|line| {
+            line.rsplit('\r')
+                .find(|part| !part.trim().is_empty())
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_a_terminal_progress_bars_never_split_a_log_line() {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let db = TestDb::new().await;
+    let extra = format!(
+        "{}\n[jobs.fax_in]\nsource = \"retarus\"\ndataset = \"fax_in_udr\"\nschedule = \"0 0 0 * * *\"\nscope = \"all\"\n",
+        fax_job()
+    );
+    let (_, file) = support::load_config(&support::sandbox_config(&sandbox, &db.url, &extra));
+    // Slow answers keep the bars on screen while windows log their lines.
+    sandbox.retarus.faults.set(sandbox::faults::FaultPlan {
+        latency: Duration::from_millis(300),
+        ..Default::default()
+    });
+    let today = chrono::Utc::now().date_naive();
+    let command = format!(
+        "stty cols 150 rows 40; exec {} run --once --from {} --to {today} --config {}",
+        env!("CARGO_BIN_EXE_reporting-etl"),
+        today - chrono::Duration::days(120),
+        file.path().display()
+    );
+    // `script` runs the command on a pseudo-terminal and copies everything it draws to stdout.
+    let mut script = std::process::Command::new("script");
+    script
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .env("TERM", "xterm-256color")
+        .env_remove("RUST_LOG");
+    let output = tokio::task::spawn_blocking(move || script.output().unwrap())
+        .await
+        .unwrap();
+    let raw = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{raw}");
+    assert!(raw.contains(" windows · "), "no progress bar was drawn:\n{raw}");
+
+    let lines = visible_lines(&raw);
+    println!("{}", lines.join("\n"));
+    let windows = count(&db, "SELECT count(*) FROM etl.runs WHERE status = 'succeeded'").await;
+    let logged: Vec<&String> = lines.iter().filter(|l| l.contains("Window loaded.")).collect();
+    assert!(windows >= 4, "{windows} windows");
+    assert_eq!(logged.len() as i64, windows, "{raw}");
+    for line in logged {
+        // Whole: starts with its timestamp, ends with its last field, holds one event.
+        assert!(
+            line.starts_with(&today.format("%Y-").to_string())
+                && line.matches("Window loaded.").count() == 1
+                && line.contains(" seconds="),
+            "a log line was split or overwritten by the progress display: {line:?}\nin:\n{raw}"
+        );
+    }
+    // Only the bars' own lines are left besides logs and the summary table.
+    assert!(lines.iter().any(|l| l.contains("window(s)")), "{raw}");
+}
