@@ -161,10 +161,8 @@ async fn ctrl_c_on_a_backfill_rolls_back_the_open_window_prints_the_summary_and_
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn commands_and_the_scheduler_log_no_driver_or_scheduler_chatter_at_info() {
-    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
-    let db = TestDb::new().await;
+/// A fax job firing every two seconds and a `[server]` on a free port (returned too).
+fn every_two_seconds_fax_job() -> (u16, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -173,6 +171,32 @@ async fn commands_and_the_scheduler_log_no_driver_or_scheduler_chatter_at_info()
     let extra = format!(
         "\n[jobs.fax]\nsource = \"retarus\"\ndataset = \"fax_out_udr\"\nschedule = \"*/2 * * * * *\"\nscope = \"all\"\n\n[server]\nlisten = \"127.0.0.1:{port}\"\n"
     );
+    (port, extra)
+}
+
+/// Starts the service (`run`) with its stderr piped and waits until two windows succeeded.
+async fn service_with_two_windows_in(db: &TestDb, config: &std::path::Path) -> tokio::process::Child {
+    let child = tokio::process::Command::from(support::binary())
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..300 {
+        if count(db, "SELECT count(*) FROM etl.runs WHERE status = 'succeeded'").await >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commands_and_the_scheduler_log_no_driver_or_scheduler_chatter_at_info() {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let db = TestDb::new().await;
+    let (_, extra) = every_two_seconds_fax_job();
     let (_, file) = support::load_config(&support::sandbox_config(&sandbox, &db.url, &extra));
 
     // The migrations are applied already: PostgreSQL answers "already exists, skipping".
@@ -185,19 +209,7 @@ async fn commands_and_the_scheduler_log_no_driver_or_scheduler_chatter_at_info()
     assert!(migrate.status.success(), "{stderr}");
     assert!(!stderr.contains("already exists"), "driver chatter:\n{stderr}");
 
-    let child = tokio::process::Command::from(support::binary())
-        .args(["run", "--config"])
-        .arg(file.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    for _ in 0..300 {
-        if count(&db, "SELECT count(*) FROM etl.runs WHERE status = 'succeeded'").await >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let child = service_with_two_windows_in(&db, file.path()).await;
     signal(&child, "TERM");
     let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
         .await
@@ -402,4 +414,73 @@ async fn on_a_terminal_progress_bars_never_split_a_log_line() {
     }
     // Only the bars' own lines are left besides logs and the summary table.
     assert!(lines.iter().any(|l| l.contains("window(s)")), "{raw}");
+}
+
+/// The service's metric names (`reporting_etl_…`) a PromQL text mentions.
+fn metric_names(promql: &str) -> Vec<String> {
+    promql
+        .match_indices("reporting_etl_")
+        .map(|(at, _)| {
+            promql[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_dashboard_and_alerts_query_only_metrics_the_service_exports() {
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/grafana/reporting-etl.json"
+        ))
+        .unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let mut wanted = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            wanted.extend(metric_names(target["expr"].as_str().expect("expr")));
+        }
+    }
+    assert!(wanted.len() >= 8, "{wanted:?}");
+    // The alert rules too.
+    let alerts = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/prometheus/alerts.yml"
+    ))
+    .unwrap();
+    wanted.extend(metric_names(&alerts));
+
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let db = TestDb::new().await;
+    let (port, extra) = every_two_seconds_fax_job();
+    let (_, file) = support::load_config(&support::sandbox_config(&sandbox, &db.url, &extra));
+    // One throttled answer, so the 429 and wait series exist as they would in production.
+    sandbox.retarus.faults.script(vec![
+        sandbox::faults::RawAnswer::new(429, "slow down").header("retry-after", "1"),
+    ]);
+    let child = service_with_two_windows_in(&db, file.path()).await;
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    signal(&child, "TERM");
+    let output = child.wait_with_output().await.unwrap();
+    let exported: std::collections::BTreeSet<String> = metrics
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .filter_map(|line| line.split(['{', ' ']).next())
+        .map(str::to_owned)
+        .collect();
+    let missing: Vec<&String> = wanted.difference(&exported).collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries {missing:?}, which /metrics does not export:\n{metrics}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
