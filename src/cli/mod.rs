@@ -116,10 +116,11 @@ pub struct RunArgs {
     /// With --once: only this job (repeat for several). Default: every job.
     #[arg(long = "job", value_name = "NAME", requires = "once")]
     pub jobs: Vec<String>,
-    /// With --once: backfill from this UTC date (inclusive), in the vendor's legal window sizes.
+    /// With --once: backfill from this date (inclusive; 00:00 UTC, and for local-day datasets such as
+    /// Roubler location_sales each location's own local day), in the vendor's legal window sizes.
     #[arg(long, value_name = "DATE", requires_all = ["once", "to"])]
     pub from: Option<NaiveDate>,
-    /// With --once: backfill up to this UTC date (exclusive).
+    /// With --once: backfill up to this date (exclusive), read the same way as --from.
     #[arg(long, value_name = "DATE", requires_all = ["once", "from"])]
     pub to: Option<NaiveDate>,
 }
