@@ -89,6 +89,10 @@ pub async fn run(settings: Settings) -> Result<ExitCode> {
         }
         scheduled += 1;
     }
+    crate::jobs::freshness::publish_expected_intervals(&settings);
+    if let Err(error) = crate::jobs::freshness::publish_recorded_successes(engine.store.pool()).await {
+        tracing::warn!(error = %format!("{error:#}"), "Could not read the last successes for /metrics.");
+    }
     scheduler.start().await.context("starting the scheduler")?;
     // Runs of processes that died while this one runs are found by a periodic sweep (a dead
     // process counts as dead only after the liveness grace period, so one sweep at start-up
@@ -206,11 +210,12 @@ async fn wait_for_signal() {
     let _ = ctrl_c.await;
 }
 
-/// Marks this process's unfinished runs `interrupted` (their transactions rolled back).
-async fn interrupt_running(pool: &PgPool, instance: uuid::Uuid) -> Result<u64> {
+/// Marks this process's unfinished runs `interrupted` (their transactions rolled back); also
+/// used by an interrupted `run --once`.
+pub(crate) async fn interrupt_running(pool: &PgPool, instance: uuid::Uuid) -> Result<u64> {
     let result = sqlx::query(
         "UPDATE etl.runs SET status = 'interrupted', finished_at = now(),
-                error = 'interrupted: the service shut down before the window committed; nothing of it was written'
+                error = 'interrupted: the process was stopped before the window committed; nothing of it was written'
          WHERE instance_id = $1 AND status = 'running'",
     )
     .bind(instance)
@@ -282,6 +287,11 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(state): State<HttpState>) -> impl IntoResponse {
+    // Token states change in other processes too (`auth login`): read them at every scrape.
+    let reauthorization = crate::jobs::freshness::publish_reauthorization(&state.pool);
+    if let Ok(Err(error)) = tokio::time::timeout(READYZ_TIMEOUT, reauthorization).await {
+        tracing::debug!(error = %format!("{error:#}"), "Could not read token states for /metrics.");
+    }
     match &state.metrics {
         Some(handle) => (
             StatusCode::OK,

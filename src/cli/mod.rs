@@ -3,6 +3,7 @@
 //! Commands print their results on stdout and log on stderr. Exit codes: 0 success, 1 a command
 //! failed (e.g. a window failed), 2 the configuration or the arguments are invalid.
 
+pub mod dbt;
 pub(crate) mod run;
 pub mod schema;
 pub(crate) mod table;
@@ -69,6 +70,16 @@ pub enum Command {
     /// Work with the vendors' GraphQL schemas (the files the typed queries are checked against).
     #[command(subcommand)]
     Schema(SchemaCommand),
+    /// Files for analysts' dbt projects.
+    #[command(subcommand)]
+    Dbt(DbtCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbtCommand {
+    /// Write a dbt sources.yml for the vendor schemas: every table and column with its
+    /// description, `_loaded_at` as loaded_at_field, and freshness limits from the jobs' schedules.
+    Sources(dbt::SourcesArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,10 +116,11 @@ pub struct RunArgs {
     /// With --once: only this job (repeat for several). Default: every job.
     #[arg(long = "job", value_name = "NAME", requires = "once")]
     pub jobs: Vec<String>,
-    /// With --once: backfill from this UTC date (inclusive), in the vendor's legal window sizes.
+    /// With --once: backfill from this date (inclusive; 00:00 UTC, and for local-day datasets such as
+    /// Roubler location_sales each location's own local day), in the vendor's legal window sizes.
     #[arg(long, value_name = "DATE", requires_all = ["once", "to"])]
     pub from: Option<NaiveDate>,
-    /// With --once: backfill up to this UTC date (exclusive).
+    /// With --once: backfill up to this date (exclusive), read the same way as --from.
     #[arg(long, value_name = "DATE", requires_all = ["once", "from"])]
     pub to: Option<NaiveDate>,
 }
@@ -177,6 +189,7 @@ async fn run_command(command: Command, settings: Settings) -> Result<ExitCode> {
         }
         Command::Auth(command) => auth_command(command, settings).await,
         Command::Schema(SchemaCommand::Pull(args)) => schema::pull(args, settings).await,
+        Command::Dbt(DbtCommand::Sources(args)) => dbt::sources(args, settings).await,
         #[cfg(feature = "sandbox")]
         Command::Demo => crate::demo::run(settings).await,
         #[cfg(not(feature = "sandbox"))]

@@ -1,12 +1,13 @@
 //! `run --once` (and backfills): wire store, auth, executor and runner together, run the
 //! selected jobs, print a summary table, exit non-zero if any window failed.
 
-use std::process::ExitCode;
-use std::sync::Arc;
-
 use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::table::Table;
@@ -64,6 +65,11 @@ impl Engine {
 }
 
 /// `run --once [--job NAME]... [--from DATE --to DATE]`
+///
+/// SIGINT or SIGTERM stops it like the service stops: no new windows start, running ones get
+/// `server.shutdown_grace_secs` to commit, the rest roll back and are recorded `interrupted`,
+/// the summary is printed and the exit code is 130 (SIGINT) or 143 (SIGTERM). A second signal
+/// exits at once; the runs it leaves `running` are marked `interrupted` by the next start.
 pub async fn once(args: RunArgs, settings: Settings) -> Result<ExitCode> {
     let jobs = select_jobs(&settings, &args.jobs)?;
     let backfill = match (args.from, args.to) {
@@ -78,6 +84,7 @@ pub async fn once(args: RunArgs, settings: Settings) -> Result<ExitCode> {
     } else {
         Trigger::Once
     };
+    let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
     // A progress line on a terminal; plain log lines (one per window) otherwise.
     let (progress, display) = if std::io::stderr().is_terminal() {
         let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
@@ -86,22 +93,50 @@ pub async fn once(args: RunArgs, settings: Settings) -> Result<ExitCode> {
         (None, None)
     };
     let engine = Engine::start_with(Arc::new(settings), "run --once", progress).await?;
-    let cancel = CancellationToken::new();
-    let stop = cancel.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::warn!("Interrupted: finishing the current windows, starting no new ones.");
-            stop.cancel();
-        }
-    });
-    let reports = runner::run_once(engine.runner.clone(), jobs, trigger, backfill, cancel).await;
+    let stopping = CancellationToken::new();
+    let abort = CancellationToken::new();
+    let signalled = Arc::new(OnceLock::new());
+    tokio::spawn(watch_signals(
+        grace,
+        stopping.clone(),
+        abort.clone(),
+        signalled.clone(),
+    ));
+    let outcome =
+        runner::run_once_until(engine.runner.clone(), jobs, trigger, backfill, stopping, abort).await;
     let Engine { store, runner } = engine;
+    let mut reports = outcome.reports;
+    if outcome.aborted {
+        // Failures the database missed first, so they are not overwritten as `interrupted`.
+        runner.record_unrecorded().await;
+        match crate::service::interrupt_running(store.pool(), store.instance().id()).await {
+            Ok(runs) => tracing::warn!(
+                runs,
+                "Rolled back the unfinished windows and recorded them as interrupted."
+            ),
+            Err(error) => tracing::warn!(error = %format!("{error:#}"),
+                "Could not record the unfinished windows; the next start marks them interrupted."),
+        }
+        // The dropped jobs' reports went with them: the run records are the whole story.
+        match runs_of_instance(store.pool(), store.instance().id()).await {
+            Ok(recorded) => reports = recorded,
+            Err(error) => tracing::warn!(error = %format!("{error:#}"),
+                "Could not read this run's records; the summary shows only the jobs that ended."),
+        }
+    }
     drop(runner); // closes the progress channel
     if let Some(display) = display {
         let _ = display.await;
     }
     print!("{}", summary(&reports));
     store.close().await?;
+    if let Some(signal) = signalled.get() {
+        eprintln!(
+            "Stopped by {}: run the same command again to load what is missing.",
+            signal.name()
+        );
+        return Ok(ExitCode::from(signal.exit_code()));
+    }
     let failed = reports.iter().filter(|r| r.status == RunStatus::Failed).count();
     if failed > 0 {
         eprintln!("{failed} window(s) failed; see the ERROR column and `reporting-etl runs`.");
@@ -110,40 +145,210 @@ pub async fn once(args: RunArgs, settings: Settings) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Redraws one status line on stderr: windows done of planned, rows, calls, elapsed and ETA.
-async fn draw_progress(mut events: tokio::sync::mpsc::UnboundedReceiver<Progress>) {
-    use std::io::Write;
-    let started = std::time::Instant::now();
-    let (mut planned, mut done, mut failed, mut rows, mut calls) = (0usize, 0usize, 0usize, 0i64, 0i64);
-    while let Some(event) = events.recv().await {
-        match event {
-            Progress::Planned(windows) => planned += windows,
-            Progress::Finished(report) => {
-                done += 1;
-                failed += usize::from(report.status == RunStatus::Failed);
-                rows += report.rows;
-                calls += report.calls;
-            }
+/// A signal that stops `run --once`.
+#[derive(Debug, Clone, Copy)]
+enum StopSignal {
+    Interrupt,
+    Terminate,
+}
+
+impl StopSignal {
+    fn name(self) -> &'static str {
+        match self {
+            StopSignal::Interrupt => "SIGINT",
+            StopSignal::Terminate => "SIGTERM",
         }
-        let elapsed = started.elapsed().as_secs_f64();
-        let eta = if done > 0 && planned > done {
-            format!("ETA {:.0}s", elapsed / done as f64 * (planned - done) as f64)
-        } else {
-            "ETA –".into()
-        };
-        let mut stderr = std::io::stderr().lock();
-        let _ = write!(
-            stderr,
-            "\r\x1b[2K[{done}/{planned} windows{}] {rows} rows · {calls} calls · {elapsed:.0}s · {eta}",
-            if failed > 0 {
-                format!(", {failed} failed")
-            } else {
-                String::new()
-            }
-        );
-        let _ = stderr.flush();
     }
-    eprintln!();
+
+    /// The shell's convention: 128 + the signal's number.
+    fn exit_code(self) -> u8 {
+        match self {
+            StopSignal::Interrupt => 130,
+            StopSignal::Terminate => 143,
+        }
+    }
+}
+
+/// First signal: record it, stop starting windows, and after `grace` abort the running ones.
+/// A second signal exits the process at once.
+async fn watch_signals(
+    grace: Duration,
+    stopping: CancellationToken,
+    abort: CancellationToken,
+    signalled: Arc<OnceLock<StopSignal>>,
+) {
+    let mut signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(error) => {
+            tracing::warn!(error = %error, "Cannot catch SIGINT/SIGTERM; an interrupt stops this run at once.");
+            return;
+        }
+    };
+    let first = signals.next().await;
+    let _ = signalled.set(first);
+    tracing::warn!(
+        signal = first.name(),
+        grace_secs = grace.as_secs(),
+        "Interrupted: starting no new windows; running ones may commit within the grace period. Interrupt again to stop at once."
+    );
+    stopping.cancel();
+    tokio::select! {
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(grace_secs = grace.as_secs(), "Grace period over: rolling back the windows still running.");
+            abort.cancel();
+        }
+        second = signals.next() => exit_now(second),
+    }
+    exit_now(signals.next().await);
+}
+
+/// The second signal: no summary, no records; the next start marks this process's runs
+/// `interrupted` (their transactions roll back when the connections close).
+fn exit_now(signal: StopSignal) -> ! {
+    eprintln!(
+        "\n{} again: stopping at once. Unfinished windows roll back; the next start records them as interrupted.",
+        signal.name()
+    );
+    std::process::exit(signal.exit_code().into())
+}
+
+/// SIGINT and SIGTERM listeners.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn next(&mut self) -> StopSignal {
+        tokio::select! {
+            _ = self.interrupt.recv() => StopSignal::Interrupt,
+            _ = self.terminate.recv() => StopSignal::Terminate,
+        }
+    }
+}
+
+/// A stored run status (`etl.runs.status`) back as a [`RunStatus`].
+fn run_status(stored: &str) -> RunStatus {
+    [
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::Interrupted,
+        RunStatus::Skipped,
+    ]
+    .into_iter()
+    .find(|status| status.as_str() == stored)
+    .unwrap_or(RunStatus::Failed)
+}
+
+/// Every run this process recorded, as window reports (after an abort dropped the jobs' own).
+async fn runs_of_instance(pool: &sqlx::PgPool, instance: uuid::Uuid) -> Result<Vec<WindowReport>> {
+    type Row = (
+        i64,
+        String,
+        String,
+        String,
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+        String,
+        i64,
+        i32,
+        f64,
+        Option<String>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, job, dataset, scope, window_start, window_end, status, rows_written, upstream_calls,
+                extract(epoch FROM coalesce(finished_at, now()) - started_at)::float8, error
+         FROM etl.runs WHERE instance_id = $1 ORDER BY id",
+    )
+    .bind(instance)
+    .fetch_all(pool)
+    .await
+    .context("reading this process's run records")?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(id, job, dataset, scope, start, end, status, rows, calls, seconds, error)| WindowReport {
+                run_id: Some(id),
+                job,
+                dataset,
+                scope,
+                window: start.zip(end),
+                status: run_status(&status),
+                rows,
+                calls: calls.into(),
+                seconds,
+                error,
+            },
+        )
+        .collect())
+}
+
+/// One progress bar per job (windows done of planned, rows, calls, failures, ETA), drawn by the
+/// tracing-indicatif layer below the log lines (see `crate::telemetry`).
+async fn draw_progress(mut events: tokio::sync::mpsc::UnboundedReceiver<Progress>) {
+    use tracing_indicatif::span_ext::IndicatifSpanExt;
+    struct Bar {
+        span: tracing::Span,
+        rows: i64,
+        calls: i64,
+        failed: usize,
+    }
+    let style = indicatif::ProgressStyle::with_template(
+        "{span_fields:12} {wide_bar} {pos}/{len} windows · {msg} · {elapsed} · ETA {eta}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    let mut bars: std::collections::BTreeMap<String, Bar> = std::collections::BTreeMap::new();
+    fn bar<'a>(
+        bars: &'a mut std::collections::BTreeMap<String, Bar>,
+        style: &indicatif::ProgressStyle,
+        job: &str,
+    ) -> &'a mut Bar {
+        bars.entry(job.to_owned()).or_insert_with(|| {
+            let span = tracing::info_span!("job", job, indicatif.pb_show = tracing::field::Empty);
+            span.pb_set_style(style);
+            span.pb_set_length(0);
+            span.pb_start();
+            Bar {
+                span,
+                rows: 0,
+                calls: 0,
+                failed: 0,
+            }
+        })
+    }
+    while let Some(event) = events.recv().await {
+        let job = match event {
+            Progress::Planned { job, windows } => {
+                bar(&mut bars, &style, &job).span.pb_inc_length(windows as u64);
+                job
+            }
+            Progress::Finished(report) => {
+                let bar = bar(&mut bars, &style, &report.job);
+                bar.rows += report.rows;
+                bar.calls += report.calls;
+                bar.failed += usize::from(report.status == RunStatus::Failed);
+                bar.span.pb_inc(1);
+                report.job
+            }
+        };
+        let bar = bar(&mut bars, &style, &job);
+        let failed = if bar.failed > 0 {
+            format!(" · {} failed", bar.failed)
+        } else {
+            String::new()
+        };
+        bar.span
+            .pb_set_message(&format!("{} rows · {} calls{failed}", bar.rows, bar.calls));
+    }
 }
 
 /// The named jobs (all enabled ones when none are named); an unknown name is an error.
@@ -199,8 +404,17 @@ pub fn summary(reports: &[WindowReport]) -> String {
     }
     let rows: i64 = reports.iter().map(|r| r.rows).sum();
     let failed = reports.iter().filter(|r| r.status == RunStatus::Failed).count();
+    let interrupted = reports
+        .iter()
+        .filter(|r| r.status == RunStatus::Interrupted)
+        .count();
+    let interrupted = if interrupted > 0 {
+        format!(", {interrupted} interrupted (rolled back)")
+    } else {
+        String::new()
+    };
     format!(
-        "{}\n{} window(s), {} row(s) written, {} failed.\n",
+        "{}\n{} window(s), {} row(s) written, {} failed{interrupted}.\n",
         table.render(),
         reports.len(),
         rows,

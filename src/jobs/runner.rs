@@ -126,8 +126,8 @@ struct MissedFires {
 /// Progress events of a run, for a progress display.
 #[derive(Debug, Clone)]
 pub enum Progress {
-    /// This many windows are about to be loaded (for one job and scope).
-    Planned(usize),
+    /// This many windows of this job are about to be loaded (for one of its scopes).
+    Planned { job: String, windows: usize },
     /// One window ended.
     Finished(WindowReport),
 }
@@ -467,7 +467,10 @@ impl Runner {
                 .into_iter()
                 .filter(|w| w.as_ref().is_none_or(|w| !done.contains(&(w.start, w.end))))
                 .collect();
-            self.report_progress(Progress::Planned(windows.len()));
+            self.report_progress(Progress::Planned {
+                job: job.to_owned(),
+                windows: windows.len(),
+            });
             for window in windows {
                 if cancel.is_cancelled() {
                     return reports;
@@ -827,7 +830,7 @@ fn record_metrics(job: &str, dataset: &str, scope: &str, succeeded: Option<&RunF
     if let Some(figures) = succeeded {
         metrics::counter!("reporting_etl_rows_written_total", "job" => job.to_owned(), "dataset" => dataset.to_owned())
             .increment(figures.rows_written.max(0) as u64);
-        metrics::gauge!("reporting_etl_last_success_timestamp_seconds", "job" => job.to_owned(), "scope" => scope.to_owned())
+        metrics::gauge!(crate::jobs::freshness::LAST_SUCCESS, "job" => job.to_owned(), "scope" => scope.to_owned())
             .set(Utc::now().timestamp() as f64);
     }
 }
@@ -871,6 +874,31 @@ pub async fn run_once(
     backfill: Option<(NaiveDate, NaiveDate)>,
     cancel: CancellationToken,
 ) -> Vec<WindowReport> {
+    run_once_until(runner, jobs, trigger, backfill, cancel, CancellationToken::new())
+        .await
+        .reports
+}
+
+/// What [`run_once_until`] finished.
+pub struct OnceOutcome {
+    /// Reports of every job that ran to its end (all of them unless `aborted`).
+    pub reports: Vec<WindowReport>,
+    /// The abort token fired: unfinished jobs were dropped, their open windows rolled back and
+    /// their run records left `running` for the caller to mark `interrupted`.
+    pub aborted: bool,
+}
+
+/// [`run_once`] with two stops: `stopping` lets running windows finish but starts no new ones;
+/// `abort` drops every job task at once (their transactions roll back) and returns when all of
+/// them are gone, so no window can commit after it returned.
+pub async fn run_once_until(
+    runner: Arc<Runner>,
+    jobs: Vec<String>,
+    trigger: Trigger,
+    backfill: Option<(NaiveDate, NaiveDate)>,
+    stopping: CancellationToken,
+    abort: CancellationToken,
+) -> OnceOutcome {
     let mut by_source: HashMap<String, Vec<String>> = HashMap::new();
     for job in jobs {
         let source = runner
@@ -881,30 +909,35 @@ pub async fn run_once(
             .unwrap_or_default();
         by_source.entry(source).or_default().push(job);
     }
-    let tasks: Vec<_> = by_source
-        .into_values()
-        .map(|jobs| {
-            let runner = runner.clone();
-            let cancel = cancel.clone();
-            tokio::spawn(async move {
-                let mut reports = Vec::new();
-                for job in jobs {
-                    reports.extend(runner.run_job(&job, trigger, backfill, &cancel).await);
-                }
-                reports
-            })
-        })
-        .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for jobs in by_source.into_values() {
+        let runner = runner.clone();
+        let stopping = stopping.clone();
+        tasks.spawn(async move {
+            let mut reports = Vec::new();
+            for job in jobs {
+                reports.extend(runner.run_job(&job, trigger, backfill, &stopping).await);
+            }
+            reports
+        });
+    }
     let mut reports = Vec::new();
-    for task in tasks {
-        match task.await {
-            Ok(done) => reports.extend(done),
-            Err(error) => reports.push(failed_job(
-                "?",
-                "",
-                anyhow!("a job task failed: {error}").to_string(),
-            )),
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => match joined {
+                None => return OnceOutcome { reports, aborted: false },
+                Some(Ok(done)) => reports.extend(done),
+                Some(Err(error)) => reports.push(failed_job(
+                    "?",
+                    "",
+                    anyhow!("a job task failed: {error}").to_string(),
+                )),
+            },
+            () = abort.cancelled() => {
+                // Aborts every task and waits until each is dropped (transactions rolled back).
+                tasks.shutdown().await;
+                return OnceOutcome { reports, aborted: true };
+            }
         }
     }
-    reports
 }

@@ -41,24 +41,16 @@ pub async fn generate(pool: &PgPool) -> Result<String> {
             "\n### `{schema}.{table}` ({kind})\n\n{}\n\n",
             comment.unwrap_or_default()
         );
-        let columns: Vec<(String, String, bool, bool, Option<String>)> = sqlx::query_as(
-            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,
-                    COALESCE(a.attnum = ANY(i.indkey), false),
-                    col_description(c.oid, a.attnum)
-             FROM pg_class c
-             JOIN pg_namespace n ON n.oid = c.relnamespace
-             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-             LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
-             WHERE n.nspname = $1 AND c.relname = $2
-             ORDER BY a.attnum",
-        )
-        .bind(&schema)
-        .bind(&table)
-        .fetch_all(pool)
-        .await
-        .with_context(|| format!("listing columns of {schema}.{table}"))?;
+        let columns = columns(pool, &schema, &table).await?;
         out.push_str("| column | type | null | key | meaning |\n|---|---|---|---|---|\n");
-        for (name, data_type, nullable, key, comment) in columns {
+        for Column {
+            name,
+            data_type,
+            nullable,
+            key,
+            comment,
+        } in columns
+        {
             let _ = writeln!(
                 out,
                 "| `{name}` | {data_type} | {} | {} | {} |",
@@ -69,4 +61,35 @@ pub async fn generate(pool: &PgPool) -> Result<String> {
         }
     }
     Ok(out)
+}
+
+/// One column of a table, as the catalog describes it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Column {
+    pub name: String,
+    pub data_type: String,
+    pub nullable: bool,
+    /// Part of the primary key.
+    pub key: bool,
+    pub comment: Option<String>,
+}
+
+/// The columns of `schema.table` in table order (also read by `dbt sources`).
+pub async fn columns(pool: &PgPool, schema: &str, table: &str) -> Result<Vec<Column>> {
+    sqlx::query_as(
+        "SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS data_type,
+                NOT a.attnotnull AS nullable, COALESCE(a.attnum = ANY(i.indkey), false) AS key,
+                col_description(c.oid, a.attnum) AS comment
+         FROM pg_class c
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+         LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
+         WHERE n.nspname = $1 AND c.relname = $2
+         ORDER BY a.attnum",
+    )
+    .bind(schema)
+    .bind(table)
+    .fetch_all(pool)
+    .await
+    .with_context(|| format!("listing columns of {schema}.{table}"))
 }

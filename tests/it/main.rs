@@ -15,6 +15,7 @@ mod hardening_input;
 mod hardening_outage;
 mod hardening_security;
 mod hostile_config;
+mod operator;
 mod replicas;
 mod schema_pull;
 mod service;

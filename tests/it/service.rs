@@ -134,20 +134,7 @@ async fn a_scheduled_service_runs_its_job_repeatedly_and_stops_cleanly_on_sigter
     );
     assert!(runs.iter().all(|(s, _)| s != "running"), "{runs:?}");
     // Every record the sandbox has for the loaded span is in the table exactly once.
-    let (first, last): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
-        "SELECT min(window_start), max(window_end) FROM etl.runs WHERE job = 'fax' AND status = 'succeeded'",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
-    let expected = sandbox
-        .retarus
-        .records(sandbox::retarus::RetarusReport::FaxOut, "99999", first, last)
-        .len()
-        + sandbox
-            .retarus
-            .records(sandbox::retarus::RetarusReport::FaxOut, "88888", first, last)
-            .len();
+    let expected = support::expected_fax_rows(&sandbox, &db.pool).await;
     let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM retarus.fax_out_udr")
         .fetch_one(&db.pool)
         .await
@@ -383,21 +370,7 @@ async fn sigterm_during_a_slow_extraction_rolls_the_window_back_and_the_next_onc
         .output()
         .unwrap();
     assert!(once.status.success(), "{}", String::from_utf8_lossy(&once.stderr));
-    let (first, last): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
-        "SELECT min(window_start), max(window_end) FROM etl.runs WHERE job = 'fax' AND status = 'succeeded'",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
-    let expected: usize = ["99999", "88888"]
-        .iter()
-        .map(|customer| {
-            sandbox
-                .retarus
-                .records(sandbox::retarus::RetarusReport::FaxOut, customer, first, last)
-                .len()
-        })
-        .sum();
+    let expected = support::expected_fax_rows(&sandbox, &db.pool).await;
     let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM retarus.fax_out_udr")
         .fetch_one(&db.pool)
         .await

@@ -217,3 +217,23 @@ pub fn max_in_any_window(mut times: Vec<tokio::time::Instant>, window: std::time
     }
     best
 }
+
+/// Fax records the sandbox holds for both of its customers over the span the job's succeeded
+/// runs cover: what `retarus.fax_out_udr` must contain once those windows are loaded.
+pub async fn expected_fax_rows(sandbox: &sandbox::Sandbox, pool: &PgPool) -> usize {
+    let (first, last): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+        "SELECT min(window_start), max(window_end) FROM etl.runs WHERE job = 'fax' AND status = 'succeeded'",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("succeeded fax windows");
+    ["99999", "88888"]
+        .iter()
+        .map(|customer| {
+            sandbox
+                .retarus
+                .records(sandbox::retarus::RetarusReport::FaxOut, customer, first, last)
+                .len()
+        })
+        .sum()
+}
