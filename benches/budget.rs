@@ -9,7 +9,7 @@
 //! `BENCH_CALLS` in total per run (default 300), `BENCH_LIMIT` per window (default 20),
 //! `BENCH_WINDOW_MS` (default 1000), `BENCH_TASKS` per process (default 4).
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use std::sync::Arc;

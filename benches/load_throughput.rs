@@ -23,7 +23,7 @@
 //! A size is loaded the way a backfill loads it: one window of whole days (at most 40, within
 //! Retarus's 45-day limit), one transaction, 10,000-record pages.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use std::io::BufRead;

@@ -7,7 +7,7 @@
 //! --bench rate_limit`. Knobs: `BENCH_CALLS` (default 2000), `BENCH_LIMIT` calls per window
 //! (default 100), `BENCH_WINDOW_MS` (default 1000), `BENCH_TASKS` (default 16).
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use std::sync::Arc;
