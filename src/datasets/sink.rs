@@ -405,3 +405,60 @@ async fn check_primary_key(tx: &mut PgConnection, spec: &TableSpec) -> anyhow::R
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datasets::rows::Cell;
+
+    static SPEC: TableSpec = TableSpec {
+        table: "test.records",
+        columns: &["id", "value"],
+        key: &["id"],
+        scope_column: None,
+        window_column: None,
+    };
+
+    fn page(ids: &[&str]) -> Vec<Row> {
+        ids.iter()
+            .map(|id| vec![Cell::from(*id), Cell::from("v")])
+            .collect()
+    }
+
+    #[test]
+    fn pages_cycling_with_period_two_or_three_are_refused_and_drift_is_not() {
+        for period in [2usize, 3] {
+            let pages = [page(&["a1", "a2"]), page(&["b1", "b2"]), page(&["c1", "c2"])];
+            let mut seen = SeenInLoad::default();
+            for (n, rows) in pages.iter().cycle().take(period).enumerate() {
+                seen.check_records(&SPEC, rows.iter())
+                    .unwrap_or_else(|e| panic!("page {n} is new: {e}"));
+            }
+            let again = seen.check_records(&SPEC, pages[0].iter());
+            assert!(
+                again.is_err_and(|e| e.to_string().contains("cycling")),
+                "period {period}"
+            );
+        }
+        // Offset drift: a page that overlaps an earlier one but brings new records is fine.
+        let mut seen = SeenInLoad::default();
+        seen.check_records(&SPEC, page(&["a1", "a2"]).iter())
+            .expect("new");
+        seen.check_records(&SPEC, page(&["a2", "a3"]).iter())
+            .expect("overlap with new");
+    }
+
+    #[test]
+    fn a_cursor_seen_before_and_a_total_that_disagrees_are_refused() {
+        let mut seen = SeenInLoad::default();
+        seen.check_position("cursor", "A").expect("new");
+        seen.check_position("cursor", "B").expect("new");
+        assert!(seen.check_position("cursor", "A").is_err());
+        seen.check_records(&SPEC, page(&["a1", "a2"]).iter())
+            .expect("new");
+        seen.check_total(Some(2)).expect("agrees");
+        seen.check_total(None).expect("nothing announced");
+        let error = seen.check_total(Some(9300)).expect_err("disagrees");
+        assert!(error.to_string().contains("announced 9300"), "{error}");
+    }
+}

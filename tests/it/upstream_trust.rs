@@ -20,7 +20,7 @@ use crate::support::{self, TestDb};
 struct Harness {
     sandbox: Sandbox,
     executor: Executor,
-    db: TestDb,
+    _db: TestDb,
     _file: tempfile::NamedTempFile,
 }
 
@@ -35,7 +35,7 @@ async fn harness(options: SandboxOptions, extra: &str, executor_options: Executo
     Harness {
         sandbox,
         executor,
-        db,
+        _db: db,
         _file: file,
     }
 }
@@ -327,5 +327,44 @@ async fn a_vendor_window_longer_than_configured_is_learned_and_the_eleventh_call
     assert!(
         learned_window >= Duration::from_secs(119) && learned_window <= Duration::from_secs(122),
         "{learned_window:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roubler_client_secret_with_reserved_characters_is_form_encoded_for_basic_auth() {
+    const SECRET: &str = "s3cr+t/%2F: =";
+    let mut options = SandboxOptions::default();
+    options.roubler.client_secret = SECRET.into();
+    let sandbox = Sandbox::start(options).await.expect("sandbox");
+    let db = TestDb::new().await;
+    let (settings, _file) = support::load_config(&support::sandbox_config(&sandbox, &db.url, ""));
+    // An expired access token: the first call must renew it at the token endpoint (Basic auth).
+    support::seed_refresh_chain(&db.pool, "roubler", &sandbox.roubler.grant_tokens(), -60.0).await;
+    let executor = Executor::with_options(
+        Arc::new(settings.clone()),
+        auth::build(&settings, db.pool.clone()),
+        ExecutorOptions::default(),
+    )
+    .expect("executor");
+    let h = Harness {
+        sandbox,
+        executor,
+        _db: db,
+        _file: _file,
+    };
+    let call = CallContext::new("roubler", "locations");
+    let data = locations(&h, &call)
+        .await
+        .expect("renewed with the encoded secret");
+    assert!(
+        data["locations"].as_array().is_some_and(|l| !l.is_empty()),
+        "{data}"
+    );
+    let counts = h.sandbox.roubler.counts();
+    assert_eq!(counts.refreshes, 1, "{counts:?}");
+    assert_eq!(counts.token_errors, 0, "{counts:?}");
+    assert_eq!(
+        counts.expired_access_used, 0,
+        "the expired token was never sent: {counts:?}"
     );
 }
