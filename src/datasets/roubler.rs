@@ -524,8 +524,7 @@ async fn load_sales(
     Ok(figures)
 }
 
-/// A break list as JSON, in the vendor's field names, timestamps as the vendor writes them. A
-/// shift's breaks have no documented `id`: `None` leaves the key out rather than storing null.
+/// A break list as JSON, in the vendor's field names, timestamps as the vendor writes them.
 fn breaks_json(
     breaks: impl IntoIterator<Item = (Option<String>, Option<DateTime>, Option<DateTime>, Option<bool>)>,
 ) -> Value {
@@ -533,15 +532,12 @@ fn breaks_json(
         breaks
             .into_iter()
             .map(|(id, start, end, subtracts)| {
-                let mut entry = json!({
+                json!({
+                    "id": id,
                     "startTime": start.as_ref().map(instant_text),
                     "endTime": end.as_ref().map(instant_text),
                     "subtracts": subtracts,
-                });
-                if let (Some(id), Some(object)) = (id, entry.as_object_mut()) {
-                    object.insert("id".into(), Value::String(id));
-                }
-                entry
+                })
             })
             .collect(),
     )
@@ -687,7 +683,7 @@ async fn load_shifts(
                 breaks_json(
                     b.into_iter()
                         .flatten()
-                        .map(|b| (None, b.start_time, b.end_time, b.subtracts)),
+                        .map(|b| (b.id, b.start_time, b.end_time, b.subtracts)),
                 )
             });
             let (employee_id, employee_name) = s.employee.map_or((None, None), |e| (e.id, e.full_name));

@@ -21,4 +21,3 @@ mod schema_pull;
 mod service;
 mod soak;
 mod store;
-mod upstream_trust;
