@@ -896,7 +896,9 @@ fn numeric_or_date_value() -> impl Strategy<Value = (&'static str, String)> {
         (-300_000i32..300_000, 1u32..=12, 1u32..=31)
             .prop_map(|(y, m, d)| format!("\"{y:04}-{m:02}-{d:02}\"")),
         (0i32..=9999, 1u32..=12, 1u32..=28).prop_map(|(y, m, d)| format!("{y:04}-{m:02}-{d:02}")),
-        "\"[ -~]{0,12}\"",
+        // Any printable text as a well-formed TOML string (`"` and `\` escaped): a value of the
+        // wrong type, not broken TOML, which has no key to name.
+        "[ -~]{0,12}".prop_map(|text| format!("{text:?}")),
     ];
     (key, literal)
 }
