@@ -3,7 +3,7 @@
 //! GraphQL services on one loopback server: events (`/events/v1/graphql`) and profile
 //! (`/profile/v1/graphql`).
 //!
-//! What it reproduces from `shared/upstreams/README.md` §3: `{"message":"Unauthorized"}` 401s for
+//! What it reproduces from `docs/vendors/altrata.md`: `{"message":"Unauthorized"}` 401s for
 //! superseded, expired or unknown tokens (superseded ones counted apart, so tests can prove the
 //! service never fights itself for the token); 2 requests per second (burst 2) per service and
 //! credential, answered `429 {"message":"Too Many Requests"}`; an optional daily quota answered

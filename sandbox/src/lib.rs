@@ -4,7 +4,7 @@
 //! `x-api-key`, where a new token kills the previous one) and Retently (REST + OAuth or API key).
 //!
 //! The sandbox deliberately does **not** depend on the service crate: the service cannot pass its
-//! tests by agreeing with itself. Everything it does follows `shared/upstreams/README.md` and the
+//! tests by agreeing with itself. Everything it does follows `docs/vendors/` and the
 //! vendors' own authentication documents.
 //!
 //! # Layout

@@ -1,7 +1,7 @@
 //! Retarus "External Reporting Service" stand-in: a Keycloak-style client-credentials token
 //! endpoint and the reporting GraphQL API with its six UDR reports.
 //!
-//! What it enforces, because the vendor documents it (`shared/upstreams/README.md` §1): bearer
+//! What it enforces, because the vendor documents it (`docs/vendors/retarus.md`): bearer
 //! tokens on every GraphQL call (401 otherwise), at most 45 days per `datePeriod`, no data older
 //! than 90 days before the real clock, `size` at most 10,000, a half-open `[from, to)` window on
 //! each report's filter timestamp, and page-number paging with `hasMoreElements`. Guesses

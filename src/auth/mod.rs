@@ -4,7 +4,7 @@
 //! the only place that talks to token endpoints ([`endpoint`]). The executor calls
 //! [`SourceAuth::credential`] before each upstream call and [`SourceAuth::rejected`] after a 401.
 //!
-//! The rules every flow follows (see `shared/LESSONS.md`):
+//! The rules every flow follows (see `docs/lessons.md`):
 //! - one refresh at a time per source: in-process through [`SourceAuth::cache`], across processes
 //!   through the row lock of `etl.tokens`; whoever waited re-reads before refreshing;
 //! - a rotated refresh token is committed before the new access token is used — unless the

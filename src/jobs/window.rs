@@ -26,7 +26,7 @@ fn default_first_run(kind: SourceKind) -> Duration {
 }
 
 /// Only closed windows are read: offset paging over a window still receiving records can skip
-/// or repeat rows (see `shared/upstreams/README.md`).
+/// or repeat rows (see `docs/vendors/retarus.md`, "Inferred by us").
 pub const CLOSED_DELAY: TimeDelta = TimeDelta::minutes(5);
 
 /// The overall range a run of `job` covers now, or `None` for snapshots. Datasets then split it

@@ -1,5 +1,5 @@
 //! Roubler's GraphQL schema: the object types (field names and types follow
-//! `shared/upstreams/roubler.sketch.graphql`, itself rebuilt from the developer.roubler.com
+//! `schemas/roubler.graphql` (see `docs/vendors/roubler.md`, "Queries"), itself rebuilt from the developer.roubler.com
 //! examples) and the `Query` root whose resolvers read the generated world.
 //!
 //! Every field is nullable, as in the sketch: the real nullability is unknown, and a nullable
