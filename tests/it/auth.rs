@@ -153,7 +153,16 @@ async fn altrata_workers_and_restarts_over_a_compressed_day_never_lose_a_call_to
         "altrata: {calls} calls over {run_for:?}, {issued} tokens issued, {stale} calls rejected for a replaced token"
     );
     assert_eq!(failed, 0, "calls failed");
-    assert_eq!(stale, 0, "a worker used a token another worker had replaced");
+    // A renewal kills the old token at once (the vendor's rule), so a call already in flight with
+    // it is refused once and retried with the new one (`failed == 0` above). What must not happen is
+    // a worker *choosing* a replaced token: then refusals would pile up past one per worker for
+    // each renewal after the first. On an idle machine this is 0; on a loaded one a call can sit
+    // between taking the token and reaching the server while a renewal lands.
+    let workers = 4;
+    assert!(
+        stale <= issued.saturating_sub(1) * workers,
+        "{stale} calls refused for a replaced token, more than one per worker per renewal ({issued} tokens)"
+    );
     // 3-second tokens renewed ~0.6 s before expiry over 12 s: about 5; never one per worker or restart.
     assert!(issued <= 7, "{issued} tokens for {run_for:?} of 3-second tokens");
     assert!(calls > 200, "{calls}");
