@@ -11,74 +11,18 @@
 //! database every two minutes under a running service:
 //! `cargo test --test it db_restart::soak -- --ignored --nocapture`.
 
-use crate::support::{self, TestDb};
+use crate::support::{self, PrivateDb, TestDb};
 
 use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use reporting_etl::store::{self, EmbeddedPostgres};
+use reporting_etl::store;
 use sandbox::faults::FaultPlan;
 use sandbox::retarus::RetarusReport;
 use sandbox::{Sandbox, SandboxOptions};
 use sqlx::PgPool;
-
-/// A private server in its own directory, stopped, started and restarted only by this test.
-struct PrivateDb {
-    dir: tempfile::TempDir,
-    server: Option<EmbeddedPostgres>,
-    url: String,
-}
-
-impl PrivateDb {
-    async fn start() -> PrivateDb {
-        let dir = support::shared_tempdir();
-        let server = start_server(dir.path().to_path_buf()).await;
-        let url = server.url();
-        PrivateDb {
-            dir,
-            server: Some(server),
-            url,
-        }
-    }
-
-    /// Stops the server (fast shutdown: every session ends).
-    async fn stop(&mut self) {
-        if let Some(mut server) = self.server.take() {
-            tokio::task::spawn_blocking(move || server.stop())
-                .await
-                .unwrap()
-                .expect("stop the private server");
-        }
-    }
-
-    /// Starts the stopped server again on the same data directory and port.
-    async fn start_again(&mut self) {
-        let server = start_server(self.dir.path().to_path_buf()).await;
-        assert_eq!(server.url(), self.url, "the server came back on another port");
-        self.server = Some(server);
-    }
-
-    /// `pg_ctl restart -m fast`.
-    async fn restart_fast(&mut self) {
-        let server = self.server.take().expect("running");
-        let server = tokio::task::spawn_blocking(move || {
-            server.restart_fast().expect("restart the private server");
-            server
-        })
-        .await
-        .unwrap();
-        self.server = Some(server);
-    }
-}
-
-async fn start_server(dir: std::path::PathBuf) -> EmbeddedPostgres {
-    tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir))
-        .await
-        .unwrap()
-        .expect("start a private PostgreSQL server")
-}
 
 /// A migrated database with an audit trigger recording every status change of `etl.runs`.
 async fn migrated_with_status_audit(url: &str) -> PgPool {

@@ -25,54 +25,6 @@ use sandbox::faults::FaultPlan;
 use sandbox::{Sandbox, SandboxOptions};
 use sqlx::PgPool;
 
-/// A private server in its own directory, started and stopped only by this test.
-struct PrivateDb {
-    dir: tempfile::TempDir,
-    server: Option<EmbeddedPostgres>,
-    url: String,
-}
-
-impl PrivateDb {
-    async fn start() -> PrivateDb {
-        let dir = support::shared_tempdir();
-        let path = dir.path().to_path_buf();
-        let server = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&path))
-            .await
-            .unwrap()
-            .expect("start a private PostgreSQL server");
-        let url = server.url();
-        PrivateDb {
-            dir,
-            server: Some(server),
-            url,
-        }
-    }
-
-    /// Starts the stopped server again on the same data directory (and so the same port).
-    async fn restart(&mut self) {
-        let path = self.dir.path().to_path_buf();
-        let server = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&path))
-            .await
-            .unwrap()
-            .expect("restart the private server");
-        assert_eq!(server.url(), self.url, "the server came back on another port");
-        self.server = Some(server);
-    }
-
-    async fn stop(&mut self) {
-        if let Some(server) = self.server.take() {
-            stop(server).await;
-        }
-    }
-}
-
-async fn stop(mut server: EmbeddedPostgres) {
-    tokio::task::spawn_blocking(move || server.stop())
-        .await
-        .unwrap()
-        .expect("stop the private server");
-}
-
 async fn seed_roubler(pool: &PgPool, sandbox: &Sandbox, expired: bool) {
     let grant = sandbox.roubler.grant_tokens();
     let lifetime = if expired { -1.0 } else { grant.expires_in as f64 };
@@ -91,7 +43,7 @@ struct Proxy {
 async fn proxy_token(State(proxy): State<Proxy>, headers: HeaderMap, body: Bytes) -> Response {
     let server = proxy.stop_on_first.lock().unwrap().take();
     if let Some(server) = server {
-        stop(server).await;
+        support::stop_server(server).await;
     }
     let mut request = proxy.http.post(&proxy.upstream).body(body.to_vec());
     for name in [header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT] {
@@ -125,7 +77,7 @@ async fn serve_proxy(proxy: Proxy) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rotated_refresh_token_that_cannot_be_stored_is_held_in_memory_and_the_source_pauses_until_it_is() {
-    let mut db = PrivateDb::start().await;
+    let mut db = support::PrivateDb::start().await;
     let pool = store::connect(&db.url, 4).await.unwrap();
     store::migrate(&pool).await.unwrap();
     let mut options = SandboxOptions::default();
@@ -180,7 +132,7 @@ async fn a_rotated_refresh_token_that_cannot_be_stored_is_held_in_memory_and_the
     );
 
     // Back: the held tokens are stored first, then the chain continues from the new token.
-    db.restart().await;
+    db.start_again().await;
     let renewed = roubler
         .credential()
         .await
@@ -233,7 +185,7 @@ async fn the_service_rides_out_a_database_outage_records_the_failed_runs_and_res
             .and_then(|s| s.parse().ok())
             .unwrap_or(10),
     );
-    let mut db = PrivateDb::start().await;
+    let mut db = support::PrivateDb::start().await;
     let pool = store::connect(&db.url, 2).await.unwrap();
     store::migrate(&pool).await.unwrap();
     let mut options = SandboxOptions::default();
@@ -325,7 +277,7 @@ schedule = \"1/2 * * * * *\"
         readyz.push(get_status(&http, &format!("{base}/readyz")).await);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    db.restart().await;
+    db.start_again().await;
     let restarted = Utc::now();
     sandbox.roubler.faults.clear();
     assert!(

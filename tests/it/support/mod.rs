@@ -237,3 +237,65 @@ pub async fn expected_fax_rows(sandbox: &sandbox::Sandbox, pool: &PgPool) -> usi
         })
         .sum()
 }
+
+/// A private server in its own directory, stopped, started and restarted only by this test.
+pub struct PrivateDb {
+    pub dir: tempfile::TempDir,
+    pub server: Option<EmbeddedPostgres>,
+    pub url: String,
+}
+
+impl PrivateDb {
+    pub async fn start() -> PrivateDb {
+        let dir = shared_tempdir();
+        let server = start_server(dir.path().to_path_buf()).await;
+        let url = server.url();
+        PrivateDb {
+            dir,
+            server: Some(server),
+            url,
+        }
+    }
+
+    /// Stops the server (fast shutdown: every session ends).
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            stop_server(server).await;
+        }
+    }
+
+    /// Starts the stopped server again on the same data directory and port.
+    pub async fn start_again(&mut self) {
+        let server = start_server(self.dir.path().to_path_buf()).await;
+        assert_eq!(server.url(), self.url, "the server came back on another port");
+        self.server = Some(server);
+    }
+
+    /// `pg_ctl restart -m fast`.
+    pub async fn restart_fast(&mut self) {
+        let server = self.server.take().expect("running");
+        let server = tokio::task::spawn_blocking(move || {
+            server.restart_fast().expect("restart the private server");
+            server
+        })
+        .await
+        .unwrap();
+        self.server = Some(server);
+    }
+}
+
+/// Starts the embedded server on `dir` (off the async threads: it waits for the server).
+async fn start_server(dir: std::path::PathBuf) -> EmbeddedPostgres {
+    tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir))
+        .await
+        .unwrap()
+        .expect("start a private PostgreSQL server")
+}
+
+/// Stops `server` (fast shutdown: every session ends).
+pub async fn stop_server(mut server: EmbeddedPostgres) {
+    tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap()
+        .expect("stop the private server");
+}
