@@ -100,6 +100,12 @@ pub struct AuthCounts {
     pub revoked_chains: u64,
     /// Every refused token request, whatever the reason.
     pub token_errors: u64,
+    /// Data calls made with an access token that had expired (each one a wasted 401 that a
+    /// vendor counts against the client's limit).
+    pub expired_access_used: u64,
+    /// Data calls made with an access token that had been revoked (its refresh token was redeemed
+    /// or its chain revoked): the client raced a refresh.
+    pub revoked_access_used: u64,
 }
 
 /// The store. Shared by the vendor's routes (every token request and every data call takes the
@@ -424,15 +430,21 @@ impl AuthServer {
         Ok(self.mint(store, chain, client_id, &scope))
     }
 
-    /// True when `token` is a live access token.
+    /// True when `token` is a live access token. A data call with an expired or revoked one is
+    /// counted ([`AuthCounts::expired_access_used`], [`AuthCounts::revoked_access_used`]).
     pub fn access_token_is_valid(&self, token: &str) -> bool {
-        let store = self.lock();
+        let mut store = self.lock();
         let Some(entry) = store.access.get(token) else {
             return false;
         };
-        !entry.revoked
-            && Instant::now() < entry.expires
-            && !store.chains.get(&entry.chain).copied().unwrap_or(true)
+        let revoked = entry.revoked || store.chains.get(&entry.chain).copied().unwrap_or(true);
+        let expired = Instant::now() >= entry.expires;
+        if revoked {
+            store.counts.revoked_access_used += 1;
+        } else if expired {
+            store.counts.expired_access_used += 1;
+        }
+        !revoked && !expired
     }
 
     /// Makes every access token issued so far expired (refresh tokens keep working).

@@ -123,6 +123,20 @@ pub fn basic(headers: &HeaderMap) -> Option<(String, String)> {
     Some((user.to_string(), password.to_string()))
 }
 
+/// OAuth client credentials from a Basic header, decoded as RFC 6749 §2.3.1 wants: each part was
+/// form-urlencoded before the two were joined, so `+` is a space and `%2B` a plus.
+pub fn client_basic(headers: &HeaderMap) -> Option<(String, String)> {
+    let (id, secret) = basic(headers)?;
+    Some((form_decode(&id), form_decode(&secret)))
+}
+
+fn form_decode(text: &str) -> String {
+    url::form_urlencoded::parse(format!("x={text}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
 /// Parses a GraphQL-over-HTTP POST body (`{query, variables, operationName}`).
 /// A body that is not such JSON yields the standard error envelope instead of a panic.
 pub fn parse_request(body: &[u8]) -> Result<async_graphql::Request, serde_json::Value> {

@@ -30,6 +30,29 @@ pub enum RateLimitMode {
     Enforcing,
 }
 
+/// How the vendor writes "when the window resets" in `X-RateLimit-Reset` and `Retry-After`.
+/// Vendors disagree; a client must read all three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResetFormat {
+    /// Whole seconds until the reset, rounded up (default).
+    #[default]
+    Seconds,
+    /// The reset instant as Unix epoch seconds, rounded up.
+    EpochSeconds,
+    /// The reset instant as an HTTP date (RFC 9110 IMF-fixdate), rounded up to the second.
+    HttpDate,
+}
+
+/// Which header names carry the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeaderFamily {
+    /// `X-RateLimit-Limit`, `-Remaining`, `-Reset` (default; what Roubler documents).
+    #[default]
+    XRateLimit,
+    /// The IETF draft's `RateLimit-Limit`, `-Remaining`, `-Reset`.
+    Ietf,
+}
+
 /// One request as the vendor saw it.
 #[derive(Debug, Clone, Copy)]
 pub struct CallRecord {
@@ -42,7 +65,7 @@ pub struct CallRecord {
 }
 
 /// What the limiter decided for one call, and the numbers to put in the response headers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub limit: u32,
     /// Calls left in the current window after this one, floored at 0.
@@ -51,6 +74,8 @@ pub struct Decision {
     pub reset_secs: u64,
     /// True when the call must be refused (enforcing mode, over the limit).
     pub blocked: bool,
+    /// The reset as the configured [`ResetFormat`] writes it.
+    pub reset_text: String,
 }
 
 /// Shared by the vendor's middleware (records and decides on every call) and its handle (tests
@@ -70,6 +95,8 @@ struct Window {
     used: u32,
     log: Vec<CallRecord>,
     refused: u64,
+    reset_format: ResetFormat,
+    family: HeaderFamily,
 }
 
 impl RateLimiter {
@@ -83,6 +110,8 @@ impl RateLimiter {
                 used: 0,
                 log: Vec::new(),
                 refused: 0,
+                reset_format: ResetFormat::default(),
+                family: HeaderFamily::default(),
             })),
         }
     }
@@ -118,12 +147,38 @@ impl RateLimiter {
             utc: Utc::now(),
             allowed: !blocked,
         });
+        let reset_at = Utc::now() + chrono::Duration::from_std(left).unwrap_or_default();
+        // Rounded up, as the seconds are: a client going by it never comes back early.
+        let reset_epoch = reset_at.timestamp() + i64::from(reset_at.timestamp_subsec_nanos() > 0);
+        let reset_text = match state.reset_format {
+            ResetFormat::Seconds => reset_secs.to_string(),
+            ResetFormat::EpochSeconds => reset_epoch.to_string(),
+            ResetFormat::HttpDate => DateTime::from_timestamp(reset_epoch, 0)
+                .unwrap_or(reset_at)
+                .format("%a, %d %b %Y %H:%M:%S GMT")
+                .to_string(),
+        };
         Decision {
             limit: state.limit,
             remaining: state.limit.saturating_sub(state.used),
             reset_secs,
             blocked,
+            reset_text,
         }
+    }
+
+    /// How `X-RateLimit-Reset` and `Retry-After` are written from the next call on.
+    pub fn set_reset_format(&self, format: ResetFormat) {
+        self.lock().reset_format = format;
+    }
+
+    /// Which header names carry the limit from the next call on.
+    pub fn set_header_family(&self, family: HeaderFamily) {
+        self.lock().family = family;
+    }
+
+    fn family(&self) -> HeaderFamily {
+        self.lock().family
     }
 
     /// Switches between monitoring and enforcing; takes effect from the next call.
@@ -203,27 +258,35 @@ pub async fn enforce(State(layer): State<RateLimitLayer>, request: Request, next
     let decision = layer.limiter.check();
     let mut response = if decision.blocked {
         let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(layer.refusal.clone())).into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(decision.reset_secs));
+        // Retry-After is delay-seconds or an HTTP date (RFC 9110 §10.2.3), never an epoch.
+        let retry_after = match layer.limiter.lock().reset_format {
+            ResetFormat::HttpDate => decision.reset_text.clone(),
+            _ => decision.reset_secs.to_string(),
+        };
+        if let Ok(value) = HeaderValue::from_str(&retry_after) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
         response
     } else {
         next.run(request).await
     };
     if layer.send_headers {
+        let names = match layer.limiter.family() {
+            HeaderFamily::XRateLimit => ["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"],
+            HeaderFamily::Ietf => ["ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"],
+        };
         let headers = response.headers_mut();
         headers.insert(
-            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderName::from_static(names[0]),
             HeaderValue::from(decision.limit),
         );
         headers.insert(
-            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderName::from_static(names[1]),
             HeaderValue::from(decision.remaining),
         );
-        headers.insert(
-            HeaderName::from_static("x-ratelimit-reset"),
-            HeaderValue::from(decision.reset_secs),
-        );
+        if let Ok(value) = HeaderValue::from_str(&decision.reset_text) {
+            headers.insert(HeaderName::from_static(names[2]), value);
+        }
     }
     response
 }

@@ -669,7 +669,8 @@ async fn token(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> 
     };
     let (client_id, client_secret) = match (form.get("client_id"), form.get("client_secret")) {
         (Some(id), Some(secret)) => (id.clone(), secret.clone()),
-        _ => match gql::basic(&headers) {
+        // Keycloak decodes client_secret_basic per RFC 6749 §2.3.1.
+        _ => match gql::client_basic(&headers) {
             Some(pair) => pair,
             None => {
                 return oauth_error(

@@ -30,6 +30,12 @@ pub enum ClientAuth {
     Form { client_id: String, secret: SecretString },
 }
 
+/// `application/x-www-form-urlencoded` encoding of one value (space as `+`), as RFC 6749
+/// Appendix B specifies for client credentials in a Basic header.
+fn form_urlencode(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
 /// What is being exchanged.
 pub enum Grant<'a> {
     ClientCredentials,
@@ -141,7 +147,14 @@ pub async fn request(
                 .header("x-api-key", api_key.expose_secret());
         }
         ClientAuth::Basic { client_id, secret } => {
-            builder = builder.basic_auth(client_id, Some(secret.expose_secret()));
+            // RFC 6749 §2.3.1: client_secret_basic form-urlencodes id and secret before they are
+            // joined with `:` and base64-encoded; a standards-following server (Hydra) decodes
+            // them, so a secret with `+`, `%`, `/`, `:` or a space fails unless encoded. (Altrata's
+            // Basic above is a plain username and password, as its docs want.)
+            builder = builder.basic_auth(
+                form_urlencode(client_id),
+                Some(form_urlencode(secret.expose_secret())),
+            );
         }
         ClientAuth::Form { client_id, secret } => {
             form.push(("client_id", client_id.clone()));

@@ -206,6 +206,33 @@ impl SourceAuth {
         Ok(())
     }
 
+    /// Whether `sent` has been replaced since it was sent (another job or process renewed the
+    /// token while the call was on its way): then a 401 to it says nothing about the current
+    /// token, and the call is retried with the current one without renewing anything. Looks at
+    /// this process's cache and then at `etl.tokens`; changes neither.
+    pub async fn replaced_since(&self, sent: &Credential) -> bool {
+        if matches!(self.flow, Flow::StaticKey(_)) {
+            return false;
+        }
+        let now = Utc::now();
+        {
+            let slot = self.cache.lock().await;
+            if let Some(current) = &slot.current
+                && now < current.use_until
+                && &current.credential != sent
+            {
+                return true;
+            }
+        }
+        match self.store.read(&self.name).await {
+            Ok(Some(stored)) => self
+                .usable(&stored, now)
+                .is_some_and(|current| &current.credential != sent),
+            // Unknown: treat the 401 as being about the current token (the safe, old way).
+            _ => false,
+        }
+    }
+
     /// Fetches or refreshes now, even if the stored token is still valid (`auth refresh`: proves
     /// the stored authorisation works). Returns when the new token expires.
     pub async fn renew_now(&self) -> Result<DateTime<Utc>, AuthError> {

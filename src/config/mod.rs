@@ -166,11 +166,28 @@ pub struct RateBudgetSettings {
     /// sum within the limit.
     #[serde(default = "RateBudgetSettings::default_fallback_share")]
     pub fallback_share: f64,
+    /// The longest an upstream may make a call wait (`Retry-After`, a reset with nothing
+    /// remaining, a full window), in seconds. A longer demand fails the call instead, and no block
+    /// longer than this is ever kept or stored.
+    #[serde(default = "RateBudgetSettings::default_max_wait_secs")]
+    pub max_wait_secs: u64,
 }
 
 impl RateBudgetSettings {
+    /// The most `max_wait_secs` may be: one day.
+    pub const MAX_WAIT_LIMIT_SECS: u64 = 24 * 3600;
+
     fn default_fallback_share() -> f64 {
         0.5
+    }
+
+    fn default_max_wait_secs() -> u64 {
+        15 * 60
+    }
+
+    /// `max_wait_secs` as a duration.
+    pub fn max_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.max_wait_secs)
     }
 }
 
@@ -178,6 +195,7 @@ impl Default for RateBudgetSettings {
     fn default() -> Self {
         RateBudgetSettings {
             fallback_share: Self::default_fallback_share(),
+            max_wait_secs: Self::default_max_wait_secs(),
         }
     }
 }
@@ -371,6 +389,16 @@ impl Settings {
                 "rate_budget.fallback_share",
                 format!(
                     "`{share}` is not a share of the limit; use a number above 0 and at most 1 (e.g. 0.5)"
+                ),
+            );
+        }
+        let max_wait = self.rate_budget.max_wait_secs;
+        if !(1..=RateBudgetSettings::MAX_WAIT_LIMIT_SECS).contains(&max_wait) {
+            problems.add(
+                "rate_budget.max_wait_secs",
+                format!(
+                    "`{max_wait}` is out of range; use 1 to {} seconds (default 900)",
+                    RateBudgetSettings::MAX_WAIT_LIMIT_SECS
                 ),
             );
         }

@@ -12,7 +12,7 @@ use chrono::Utc;
 use graphql_client::GraphQLQuery;
 
 use super::rows::Row;
-use super::sink::{RepeatedPage, Replace, TableSpec, Writer};
+use super::sink::{Replace, SeenInLoad, TableSpec, Writer};
 use super::{LoadFigures, LoadRequest, ScopeTarget, Tuning};
 use crate::executor::{Executor, ScopeHeader, Service};
 
@@ -612,7 +612,7 @@ async fn load_report<R: Report>(
     let mut warnings = Vec::new();
     let mut untimed = 0usize;
     let mut page = 0i64;
-    let mut repeats = RepeatedPage::default();
+    let mut seen = SeenInLoad::default();
     loop {
         let what = || {
             format!(
@@ -637,12 +637,8 @@ async fn load_report<R: Report>(
             .flatten()
             .map(|record| (R::filter_time(&record).is_some(), R::row(customer, record)))
             .collect();
-        if repeats.check(spec, mapped.iter().map(|(_, row)| row)) {
-            anyhow::bail!(
-                "{}: the page repeats the records of the page before; the upstream ignores paging, so the load stopped",
-                what()
-            );
-        }
+        seen.check_records(spec, mapped.iter().map(|(_, row)| row))
+            .with_context(what)?;
         let mut rows = Vec::with_capacity(fetched);
         for (timed, row) in mapped {
             if !timed {

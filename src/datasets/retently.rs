@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::rows::Row;
-use super::sink::{RepeatedPage, Replace, TableSpec, Writer};
+use super::sink::{Replace, SeenInLoad, TableSpec, Writer};
 use super::{LoadFigures, LoadRequest, Tuning, Window};
 use crate::executor::Executor;
 
@@ -149,6 +149,8 @@ struct Envelope<T> {
 struct ListData {
     page: Option<i64>,
     pages: Option<i64>,
+    /// Records matching the query, over all pages (documented: `"total":1000`).
+    total: Option<i64>,
     #[serde(flatten)]
     rest: Map<String, Value>,
 }
@@ -421,7 +423,8 @@ async fn load_list<T: DeserializeOwned>(
     let mut warnings = Vec::new();
     let (mut undated, mut unnamed) = (0usize, 0usize);
     let mut page = 1i64;
-    let mut repeats = RepeatedPage::default();
+    let mut seen = SeenInLoad::default();
+    let mut total = None;
     loop {
         let mut query = vec![("page", page.to_string()), ("limit", limit.to_string())];
         if let Some(w) = window {
@@ -446,12 +449,8 @@ async fn load_list<T: DeserializeOwned>(
         };
         let fetched = records.len();
         let mapped: Vec<(Option<DateTime<Utc>>, Row)> = records.into_iter().flatten().map(&map).collect();
-        if repeats.check(spec, mapped.iter().map(|(_, row)| row)) {
-            anyhow::bail!(
-                "{}: the page repeats the records of the page before; the upstream ignores paging, so the load stopped",
-                what()
-            );
-        }
+        seen.check_records(spec, mapped.iter().map(|(_, row)| row))
+            .with_context(what)?;
         let mut rows = Vec::with_capacity(fetched);
         for (created, row) in mapped {
             if matches!(row.first(), Some(super::rows::Cell::Text(None)) | None) {
@@ -474,10 +473,18 @@ async fn load_list<T: DeserializeOwned>(
         writer.write(tx, rows).await.with_context(what)?;
         let pages = data.pages.unwrap_or(1);
         let current = data.page.unwrap_or(page);
+        seen.check_position("page", &current.to_string())
+            .with_context(what)?;
+        total = data.total.or(total);
         if fetched == 0 || current >= pages {
             break;
         }
         page += 1;
+    }
+    if unnamed == 0 {
+        // Records without an id cannot be told apart, so the count is only exact without them.
+        seen.check_total(total)
+            .with_context(|| format!("loading retently.{}", request.dataset.name))?;
     }
     if undated > 0 {
         warnings.push(format!(

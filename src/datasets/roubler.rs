@@ -524,7 +524,8 @@ async fn load_sales(
     Ok(figures)
 }
 
-/// A break list as JSON, in the vendor's field names, timestamps as the vendor writes them.
+/// A break list as JSON, in the vendor's field names, timestamps as the vendor writes them. A
+/// shift's breaks have no documented `id`: `None` leaves the key out rather than storing null.
 fn breaks_json(
     breaks: impl IntoIterator<Item = (Option<String>, Option<DateTime>, Option<DateTime>, Option<bool>)>,
 ) -> Value {
@@ -532,12 +533,15 @@ fn breaks_json(
         breaks
             .into_iter()
             .map(|(id, start, end, subtracts)| {
-                json!({
-                    "id": id,
+                let mut entry = json!({
                     "startTime": start.as_ref().map(instant_text),
                     "endTime": end.as_ref().map(instant_text),
                     "subtracts": subtracts,
-                })
+                });
+                if let (Some(id), Some(object)) = (id, entry.as_object_mut()) {
+                    object.insert("id".into(), Value::String(id));
+                }
+                entry
             })
             .collect(),
     )
@@ -683,7 +687,7 @@ async fn load_shifts(
                 breaks_json(
                     b.into_iter()
                         .flatten()
-                        .map(|b| (b.id, b.start_time, b.end_time, b.subtracts)),
+                        .map(|b| (None, b.start_time, b.end_time, b.subtracts)),
                 )
             });
             let (employee_id, employee_name) = s.employee.map_or((None, None), |e| (e.id, e.full_name));

@@ -303,39 +303,76 @@ impl Writer {
     }
 }
 
-/// Notices an upstream that ignores paging: a non-empty page whose records have exactly the keys
-/// of the page before. Without this a loader that asks "is there more?" would ask forever (the
-/// runner sets no deadline), holding the job's lock and re-writing the same rows.
+/// Notices an upstream whose pages lie: a non-empty page made only of records this load already
+/// read (pages cycling A, B, A, B… or A, B, C, A…; a page repeated at once), a cursor or page
+/// number it already answered, and at the end a row count that disagrees with the total the
+/// vendor announced. Comparing with the previous page only let a cycle of period 2 run its course
+/// as a "successful" load that kept 10 rows of 9,300. A page that merely overlaps earlier ones
+/// (offset paging drift) is fine: the writer replaces those records.
 #[derive(Debug, Default)]
-pub struct RepeatedPage {
-    previous: Option<u64>,
+pub struct SeenInLoad {
+    /// A hash of the natural key of every record read in this load.
+    records: std::collections::HashSet<u64>,
+    /// Every cursor or page position the upstream answered with.
+    positions: std::collections::HashSet<String>,
 }
 
-impl RepeatedPage {
-    /// Whether `rows` (every record of the page, skipped ones included) repeats the last page.
-    pub fn check<'a>(&mut self, spec: &TableSpec, rows: impl IntoIterator<Item = &'a Row>) -> bool {
+impl SeenInLoad {
+    /// Refuses `rows` (every record of the page, skipped ones included) when all of them were
+    /// read before in this load; remembers them otherwise.
+    pub fn check_records<'a>(
+        &mut self,
+        spec: &TableSpec,
+        rows: impl IntoIterator<Item = &'a Row>,
+    ) -> anyhow::Result<()> {
         use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        let mut count = 0usize;
-        for row in rows {
-            count += 1;
-            for key in spec.key {
-                let cell = spec
-                    .columns
-                    .iter()
-                    .position(|c| c == key)
-                    .and_then(|i| row.get(i));
-                cell.map(|c| c.key_text()).hash(&mut hasher);
-            }
+        let keys: Vec<u64> = rows
+            .into_iter()
+            .map(|row| {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                for key in spec.key {
+                    let cell = spec
+                        .columns
+                        .iter()
+                        .position(|c| c == key)
+                        .and_then(|i| row.get(i));
+                    cell.map(|c| c.key_text()).hash(&mut hasher);
+                }
+                hasher.finish()
+            })
+            .collect();
+        if !keys.is_empty() && keys.iter().all(|k| self.records.contains(k)) {
+            bail!(
+                "the page holds only records an earlier page of this load already had ({} of them); \
+                 the upstream is cycling through its pages, so the load stopped and nothing of it is kept",
+                keys.len()
+            );
         }
-        if count == 0 {
-            self.previous = None;
-            return false;
+        self.records.extend(keys);
+        Ok(())
+    }
+
+    /// Refuses a cursor or page position (`what` names it in the error) seen before in this load.
+    pub fn check_position(&mut self, what: &str, position: &str) -> anyhow::Result<()> {
+        if !self.positions.insert(format!("{what}\u{1f}{position}")) {
+            bail!(
+                "the upstream answered with {what} `{position}` a second time in this load; \
+                 its paging runs in a circle, so the load stopped and nothing of it is kept"
+            );
         }
-        let fingerprint = hasher.finish();
-        let repeated = self.previous == Some(fingerprint);
-        self.previous = Some(fingerprint);
-        repeated
+        Ok(())
+    }
+
+    /// Refuses a load whose distinct records disagree with the total the vendor announced.
+    pub fn check_total(&self, announced: Option<i64>) -> anyhow::Result<()> {
+        let read = i64::try_from(self.records.len()).unwrap_or(i64::MAX);
+        match announced {
+            Some(total) if total != read => bail!(
+                "the upstream announced {total} record(s) but its pages held {read} distinct one(s); \
+                 the load is not kept"
+            ),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -366,5 +403,62 @@ async fn check_primary_key(tx: &mut PgConnection, spec: &TableSpec) -> anyhow::R
             actual.unwrap_or_default(),
             expected.join(", ")
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datasets::rows::Cell;
+
+    static SPEC: TableSpec = TableSpec {
+        table: "test.records",
+        columns: &["id", "value"],
+        key: &["id"],
+        scope_column: None,
+        window_column: None,
+    };
+
+    fn page(ids: &[&str]) -> Vec<Row> {
+        ids.iter()
+            .map(|id| vec![Cell::from(*id), Cell::from("v")])
+            .collect()
+    }
+
+    #[test]
+    fn pages_cycling_with_period_two_or_three_are_refused_and_drift_is_not() {
+        for period in [2usize, 3] {
+            let pages = [page(&["a1", "a2"]), page(&["b1", "b2"]), page(&["c1", "c2"])];
+            let mut seen = SeenInLoad::default();
+            for (n, rows) in pages.iter().cycle().take(period).enumerate() {
+                seen.check_records(&SPEC, rows.iter())
+                    .unwrap_or_else(|e| panic!("page {n} is new: {e}"));
+            }
+            let again = seen.check_records(&SPEC, pages[0].iter());
+            assert!(
+                again.is_err_and(|e| e.to_string().contains("cycling")),
+                "period {period}"
+            );
+        }
+        // Offset drift: a page that overlaps an earlier one but brings new records is fine.
+        let mut seen = SeenInLoad::default();
+        seen.check_records(&SPEC, page(&["a1", "a2"]).iter())
+            .expect("new");
+        seen.check_records(&SPEC, page(&["a2", "a3"]).iter())
+            .expect("overlap with new");
+    }
+
+    #[test]
+    fn a_cursor_seen_before_and_a_total_that_disagrees_are_refused() {
+        let mut seen = SeenInLoad::default();
+        seen.check_position("cursor", "A").expect("new");
+        seen.check_position("cursor", "B").expect("new");
+        assert!(seen.check_position("cursor", "A").is_err());
+        seen.check_records(&SPEC, page(&["a1", "a2"]).iter())
+            .expect("new");
+        seen.check_total(Some(2)).expect("agrees");
+        seen.check_total(None).expect("nothing announced");
+        let error = seen.check_total(Some(9300)).expect_err("disagrees");
+        assert!(error.to_string().contains("announced 9300"), "{error}");
     }
 }

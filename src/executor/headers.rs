@@ -77,10 +77,45 @@ impl RateHeaders {
         parsed
     }
 
+    /// The same headers with every wait held to `cap`, and which header asked for more (its name
+    /// and the duration it asked for): a vendor's `Retry-After: 999999999` must neither hold a
+    /// source back for decades nor be silently shortened.
+    pub fn capped(mut self, cap: Duration) -> (RateHeaders, Option<Overlong>) {
+        let mut overlong = None;
+        if let Some(reset) = self.reset
+            && reset > cap
+        {
+            overlong = Some(Overlong {
+                header: "reset",
+                asked: reset,
+            });
+            self.reset = Some(cap);
+        }
+        if let Some(after) = self.retry_after
+            && after > cap
+        {
+            overlong = Some(Overlong {
+                header: "Retry-After",
+                asked: after,
+            });
+            self.retry_after = Some(cap);
+        }
+        (self, overlong)
+    }
+
     /// Whether the answer said anything about the budget at all.
     pub fn is_empty(&self) -> bool {
         *self == RateHeaders::default()
     }
+}
+
+/// A header that asked for a wait longer than the cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overlong {
+    /// `Retry-After` or `reset` (any family's reset field).
+    pub header: &'static str,
+    /// What it asked for (saturated at `Duration::MAX`).
+    pub asked: Duration,
 }
 
 /// `100`, `100, 100;w=60` or `100;w=60`: the first count, and the window of the first policy
@@ -102,9 +137,15 @@ fn first_count(value: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-/// Seconds until reset, or an epoch in seconds or milliseconds; a reset in the past is zero.
+/// Seconds until reset, an epoch in seconds or milliseconds, or an HTTP date; a reset in the
+/// past is zero.
 pub fn parse_reset(value: &str, now: DateTime<Utc>) -> Option<Duration> {
-    let number: f64 = value.trim().parse().ok()?;
+    let Ok(number) = value.trim().parse::<f64>() else {
+        let at = DateTime::parse_from_rfc2822(value.trim())
+            .ok()?
+            .with_timezone(&Utc);
+        return Some((at - now).to_std().unwrap_or(Duration::ZERO));
+    };
     if !number.is_finite() || number < 0.0 {
         return None;
     }
@@ -116,15 +157,21 @@ pub fn parse_reset(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     } else {
         number
     };
-    // `try_`: a value beyond what a Duration holds (1e30) is junk, and must not panic the call.
-    Duration::try_from_secs_f64(secs.max(0.0)).ok()
+    Some(saturating_secs(secs))
 }
 
-/// `Retry-After`: delay-seconds (decimals tolerated) or an HTTP date.
+/// A non-negative number of seconds as a duration; a value beyond what a `Duration` holds (1e30)
+/// saturates, so that the wait cap (not a panic, and not silence) deals with it.
+fn saturating_secs(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(Duration::MAX)
+}
+
+/// `Retry-After`: delay-seconds (decimals tolerated) or an HTTP date. A negative or non-numeric
+/// value is junk (`None`); a huge one saturates (the wait cap refuses it).
 pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs).ok();
+        return (secs.is_finite() && secs >= 0.0).then(|| saturating_secs(secs));
     }
     let at = DateTime::parse_from_rfc2822(value).ok()?.with_timezone(&Utc);
     Some((at - now).to_std().unwrap_or(Duration::ZERO))
@@ -236,8 +283,9 @@ mod tests {
     }
 
     #[test]
-    fn values_too_large_for_a_duration_are_ignored_instead_of_panicking() {
-        // Found by fuzzing (fuzz/ rate_headers): these panicked in Duration::from_secs_f64.
+    fn values_too_large_for_a_duration_saturate_instead_of_panicking() {
+        // Found by fuzzing (fuzz/ rate_headers): these panicked in Duration::from_secs_f64. They
+        // saturate, so the wait cap refuses them loudly instead of the call ignoring them.
         let parsed = RateHeaders::parse(
             &headers(&[
                 ("Retry-After", "1570000030700000300005"),
@@ -246,10 +294,18 @@ mod tests {
             ]),
             now(),
         );
-        assert_eq!(parsed.retry_after, None);
-        assert_eq!(parsed.reset, None);
+        assert_eq!(parsed.retry_after, Some(Duration::MAX));
+        assert_eq!(parsed.reset, Some(Duration::MAX));
         assert_eq!(parsed.window, None);
         assert_eq!(parsed.limit, Some(10));
+        let (capped, overlong) = parsed.capped(Duration::from_secs(900));
+        assert_eq!(capped.retry_after, Some(Duration::from_secs(900)));
+        assert_eq!(capped.reset, Some(Duration::from_secs(900)));
+        assert_eq!(overlong.map(|o| o.header), Some("Retry-After"));
+        assert_eq!(
+            parse_retry_after("10000000000000000000", now()).map(|d| d.as_secs()),
+            Some(10_000_000_000_000_000_000)
+        );
         assert_eq!(parse_retry_after("-1", now()), None);
         assert_eq!(parse_retry_after("NaN", now()), None);
     }

@@ -19,8 +19,9 @@
 //!
 //! # What the upstream says
 //!
-//! [`SourceLimiter::observe`] tightens the budget from the answers' headers: a lower
-//! `X-RateLimit-Limit` applies from the next call, `remaining = 0` with a reset blocks until the
+//! [`SourceLimiter::observe`] takes the budget from the answers' headers: once they tell a limit
+//! and a window (named, or inferred from successive resets, see [`Learned`]) those replace the
+//! configured ones from the next call (a lone lower limit tightens), `remaining = 0` with a reset blocks until the
 //! reset when the log itself still has room (someone else spends the budget; when the log is
 //! full it already waits past the reset), and [`SourceLimiter::block_for`] holds every caller back after a `Retry-After`. Every
 //! such wait has a floor ([`MIN_WAIT`]) so a `Retry-After: 0` cannot turn into a busy loop.
@@ -59,17 +60,80 @@ struct Inner {
 }
 
 struct State {
-    /// From the configuration (or the vendor's default): the most we ever allow.
+    /// From the configuration (or the vendor's default): what applies until the upstream says
+    /// otherwise.
     configured: RateLimit,
-    /// The limit the upstream last announced, when lower than the configured one.
-    announced_limit: Option<u32>,
-    /// The window the upstream last announced (`;w=`), when longer than the configured one.
-    announced_window: Option<Duration>,
+    /// What the upstream's headers taught us about its limit (see [`Learned`]).
+    learned: Learned,
     /// Every call that still counts: in flight, or finished within the last window + margin.
     log: Vec<Slot>,
     /// No call may start before this (a reset with nothing remaining, or a `Retry-After`).
     blocked_until: Option<Instant>,
     next_id: u64,
+}
+
+/// The longest window a header can teach: beyond it a reset is not a window but a block (a daily
+/// quota, a vendor's mistake), which the wait cap deals with.
+pub const MAX_LEARNED_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// The upstream's limit as its headers state it. Headers are the vendor's word: once both a limit
+/// and a window are known they replace the configured budget, in either direction.
+///
+/// The window comes from a `;w=` policy when the vendor names it. Otherwise it is inferred from
+/// successive resets: the first call of a fixed window (`remaining = limit - 1`) is answered with
+/// a reset of (at most a rounding above) the whole window, and every later answer of it with less.
+/// The shortest such "fresh" reset seen is the estimate (rounding only ever adds to it); until one
+/// is seen, the longest reset seen stands in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Learned {
+    pub limit: Option<u32>,
+    /// From `;w=`: the vendor said so, nothing to infer.
+    pub named_window: Option<Duration>,
+    /// The shortest reset announced on the first call of a window.
+    pub fresh_reset: Option<Duration>,
+    /// The longest reset announced on any answer.
+    pub longest_reset: Option<Duration>,
+}
+
+impl Learned {
+    /// The window as far as the headers tell it.
+    pub fn window(&self) -> Option<Duration> {
+        self.named_window
+            .or(self.fresh_reset)
+            .or(self.longest_reset)
+            .filter(|w| !w.is_zero())
+            .map(|w| w.min(MAX_LEARNED_WINDOW))
+    }
+
+    /// Takes in one answer's headers; true when the budget they imply changed.
+    fn learn(&mut self, headers: &RateHeaders) -> bool {
+        let before = *self;
+        if let Some(limit) = headers.limit {
+            self.limit = Some(limit);
+        }
+        if let Some(window) = headers.window {
+            self.named_window = Some(window);
+        }
+        if let Some(reset) = headers.reset.filter(|r| !r.is_zero() && *r <= MAX_LEARNED_WINDOW) {
+            let fresh = matches!((self.limit, headers.remaining), (Some(l), Some(r)) if l >= 1 && r == l - 1);
+            if fresh {
+                self.fresh_reset = Some(self.fresh_reset.map_or(reset, |f| f.min(reset)));
+            }
+            self.longest_reset = Some(self.longest_reset.map_or(reset, |l| l.max(reset)));
+        }
+        self.budget_changed_from(&before)
+    }
+
+    fn budget_changed_from(&self, before: &Learned) -> bool {
+        (self.limit, self.window()) != (before.limit, before.window())
+    }
+}
+
+/// `now + wait`, saturating far in the future instead of panicking on overflow.
+pub fn instant_after(now: Instant, wait: Duration) -> Instant {
+    now.checked_add(wait)
+        .or_else(|| now.checked_add(MAX_LEARNED_WINDOW * 365))
+        .unwrap_or(now)
 }
 
 #[derive(Clone, Copy)]
@@ -90,22 +154,20 @@ enum Decision {
 }
 
 impl State {
-    /// The budget in force: the lower limit and the longer window of configuration and upstream.
+    /// The budget in force: the upstream's limit and window once its headers told both (they
+    /// win over the configuration, either way); a lone announced limit only tightens.
     fn budget(&self) -> (u32, Duration) {
-        let configured_window = self.configured.period();
-        let calls = self
-            .announced_limit
-            .map_or(self.configured.calls, |l| l.min(self.configured.calls))
-            .max(1);
-        let window = self
-            .announced_window
-            .map_or(configured_window, |w| w.max(configured_window));
-        (calls, window)
+        let configured = (self.configured.calls.max(1), self.configured.period());
+        match (self.learned.limit, self.learned.window()) {
+            (Some(limit), Some(window)) => (limit.max(1), window),
+            (Some(limit), None) => (limit.clamp(1, configured.0), configured.1),
+            (None, _) => configured,
+        }
     }
 
     fn span(&self) -> Duration {
         let (_, window) = self.budget();
-        window + window.mul_f64(SAFETY_MARGIN)
+        window.saturating_add(window.mul_f64(SAFETY_MARGIN))
     }
 
     /// Whether the log holds as many calls as the budget allows. Then "nothing remaining" from
@@ -120,7 +182,7 @@ impl State {
         let counted = self
             .log
             .iter()
-            .filter(|slot| !slot.done || slot.at + span > now)
+            .filter(|slot| !slot.done || instant_after(slot.at, span) > now)
             .count();
         counted >= calls as usize
     }
@@ -134,7 +196,8 @@ impl State {
         }
         let (calls, _) = self.budget();
         let span = self.span();
-        self.log.retain(|slot| !slot.done || slot.at + span > now);
+        self.log
+            .retain(|slot| !slot.done || instant_after(slot.at, span) > now);
         let in_flight = self.log.iter().filter(|slot| !slot.done).count();
         if self.log.len() < calls as usize {
             let id = self.next_id;
@@ -155,7 +218,7 @@ impl State {
         finished.sort_unstable_by(|a, b| b.cmp(a));
         let index = calls as usize - in_flight - 1;
         match finished.get(index) {
-            Some(at) => Decision::WaitUntil(*at + span),
+            Some(at) => Decision::WaitUntil(instant_after(*at, span)),
             None => Decision::WaitForCall,
         }
     }
@@ -196,8 +259,7 @@ impl SourceLimiter {
                         calls: limit.calls.max(1),
                         per_ms: limit.per_ms.max(1),
                     },
-                    announced_limit: None,
-                    announced_window: None,
+                    learned: Learned::default(),
                     log: Vec::new(),
                     blocked_until: None,
                     next_id: 0,
@@ -282,39 +344,50 @@ impl SourceLimiter {
         }
     }
 
-    /// Applies what an answer said about the budget. Takes effect from the next call.
+    /// Applies what an answer said about the budget. Takes effect from the next call. Every wait
+    /// in `headers` must already be capped ([`RateHeaders::capped`]).
     pub fn observe(&self, headers: &RateHeaders) {
         let now = Instant::now();
         let mut state = lock(&self.inner.state);
-        if let Some(limit) = headers.limit {
-            // Only ever tighten: a limit above the configured one is the vendor's business; the
-            // configuration is the operator's (lower) promise.
-            state.announced_limit = (limit < state.configured.calls).then_some(limit.max(1));
-            if limit == 0 {
-                // "0 calls allowed": nothing may go until the window resets.
-                let wait = headers.reset.unwrap_or(state.configured.period()).max(MIN_WAIT);
-                extend_block(&mut state, now + wait);
+        let configured = (state.configured.calls, state.configured.period());
+        if state.learned.learn(headers) {
+            let (calls, window) = state.budget();
+            if (calls, window) != configured && state.learned.window().is_some() {
+                tracing::warn!(
+                    calls,
+                    window_ms = window.as_millis() as u64,
+                    configured_calls = configured.0,
+                    configured_window_ms = configured.1.as_millis() as u64,
+                    "The upstream's rate-limit headers disagree with the configured limit; following the headers."
+                );
             }
         }
-        if let Some(window) = headers.window {
-            state.announced_window = (window > state.configured.period()).then_some(window);
+        if headers.limit == Some(0) {
+            // "0 calls allowed": nothing may go until the window resets.
+            let wait = headers.reset.unwrap_or(state.configured.period()).max(MIN_WAIT);
+            extend_block(&mut state, instant_after(now, wait));
         }
         if headers.remaining == Some(0)
             && let Some(reset) = headers.reset
             && !state.is_full(now)
         {
-            extend_block(&mut state, now + reset.max(MIN_WAIT));
+            extend_block(&mut state, instant_after(now, reset.max(MIN_WAIT)));
         }
         drop(state);
         self.inner.changed.notify_waiters();
     }
 
     /// Holds every caller of this source back for `wait` (at least [`MIN_WAIT`]): after a 429
-    /// with `Retry-After`, nobody should knock before then.
+    /// with `Retry-After`, nobody should knock before then. The caller caps `wait`.
     pub fn block_for(&self, wait: Duration) {
-        let until = Instant::now() + wait.max(MIN_WAIT);
+        let until = instant_after(Instant::now(), wait.max(MIN_WAIT));
         extend_block(&mut lock(&self.inner.state), until);
         self.inner.changed.notify_waiters();
+    }
+
+    /// What the upstream's headers taught this limiter so far.
+    pub fn learned(&self) -> Learned {
+        lock(&self.inner.state).learned
     }
 
     /// Calls allowed per window right now (configuration tightened by the upstream's headers).

@@ -33,7 +33,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use graphql_client::GraphQLQuery;
 use rand::Rng;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -59,6 +59,10 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// about 20 MB; anything far beyond that is a broken upstream (or a gzip bomb) and would otherwise
 /// be held in memory whole.
 pub const MAX_BODY_BYTES: usize = 128 * 1024 * 1024;
+
+/// Added to `rate_budget.max_wait_secs` for a call already waiting when a block of the full cap
+/// was set (by another caller's `Retry-After`), so that it is not refused for the grace alone.
+pub const WAIT_CAP_GRACE: Duration = Duration::from_secs(1);
 
 /// Which GraphQL service of a source a query goes to (Altrata has several; others have one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -186,6 +190,14 @@ pub enum CallError {
         attempts: u32,
         message: String,
     },
+    /// The upstream asked for a longer wait than `rate_budget.max_wait_secs`; the message names
+    /// the header and its value. The source is held back for the cap only, so a later run works.
+    #[error("{source_name}.{dataset}: the upstream's wait is beyond the cap: {message}")]
+    WaitCapped {
+        source_name: String,
+        dataset: String,
+        message: String,
+    },
     /// The run's deadline came before the call could succeed.
     #[error("{source_name}.{dataset}: the run's deadline was reached: {message}")]
     DeadlineExceeded {
@@ -202,6 +214,7 @@ impl CallError {
             self,
             CallError::RetriesExhausted { .. }
                 | CallError::DeadlineExceeded { .. }
+                | CallError::WaitCapped { .. }
                 | CallError::QuotaExhausted { .. }
         )
     }
@@ -246,6 +259,16 @@ struct Source {
     quota_spent_until: Mutex<Option<DateTime<Utc>>>,
     /// Running total of throttled time, for the seconds counter.
     throttled_ms_total: AtomicU64,
+    /// `rate_budget.max_wait_secs`: no wait for this source is longer.
+    max_wait: Duration,
+    /// The last time a call of this source hit the wait cap, and why (for `/readyz`).
+    wait_capped: Mutex<Option<(DateTime<Utc>, String)>>,
+}
+
+impl Source {
+    fn note_wait_capped(&self, message: &str) {
+        *self.wait_capped.lock().unwrap_or_else(|e| e.into_inner()) = Some((Utc::now(), message.to_owned()));
+    }
 }
 
 /// What one attempt sends; the body is built once and reused by every attempt.
@@ -324,6 +347,7 @@ impl Executor {
                             name,
                             source.rate_limit(),
                             options.request_timeout,
+                            settings.rate_budget.max_wait(),
                             database.clone(),
                         ),
                         None => RateBudget::local(source.rate_limit()),
@@ -331,6 +355,8 @@ impl Executor {
                     api_key,
                     quota_spent_until: Mutex::new(None),
                     throttled_ms_total: AtomicU64::new(0),
+                    max_wait: settings.rate_budget.max_wait(),
+                    wait_capped: Mutex::new(None),
                 };
                 (name.clone(), Arc::new(entry))
             })
@@ -423,6 +449,30 @@ impl Executor {
         .await
     }
 
+    /// Sources whose calls hit the wait cap within the last `within`, with the reason: an
+    /// upstream demanding more patience than the configuration allows needs a person.
+    pub fn wait_capped_sources(&self, within: Duration) -> Vec<(String, String)> {
+        let since = Utc::now() - chrono::Duration::from_std(within).unwrap_or(chrono::Duration::MAX);
+        let mut capped: Vec<(String, String)> = self
+            .sources
+            .iter()
+            .filter_map(|(name, source)| {
+                let guard = source.wait_capped.lock().unwrap_or_else(|e| e.into_inner());
+                guard
+                    .as_ref()
+                    .filter(|(at, _)| *at >= since)
+                    .map(|(_, why)| (name.clone(), why.clone()))
+            })
+            .collect();
+        capped.sort();
+        capped
+    }
+
+    /// What the upstream's rate-limit headers taught this process about `source`.
+    pub fn learned_limit(&self, source: &str) -> Option<limiter::Learned> {
+        self.sources.get(source).map(|s| s.limiter.learned())
+    }
+
     fn source(&self, call: &CallContext) -> Result<Arc<Source>, CallError> {
         self.sources
             .get(&call.source)
@@ -462,28 +512,29 @@ impl Executor {
                 return Err(deadline(call, "before the call could be sent".into()));
             }
 
-            let (verdict, credential) = match auth.credential().await {
-                Err(e) if e.is_retryable() => (
-                    Verdict::Retry {
-                        cause: e.to_string(),
-                        after: None,
-                    },
-                    None,
-                ),
-                Err(e) => {
+            // The credential is chosen inside the attempt, after the rate-limit wait: a token
+            // taken before it may have been replaced (and revoked) or have expired by then.
+            let (verdict, credential) = match self.attempt(call, source, auth, &outgoing, &decode).await {
+                Ok(value) => return Ok(value),
+                Err((Attempt::Verdict(verdict), credential)) => (verdict, credential),
+                Err((Attempt::Auth(e), _)) => {
                     return Err(CallError::Unauthorized {
                         source_name: call.source.clone(),
                         dataset: call.dataset.clone(),
                         message: e.to_string(),
                     });
                 }
-                Ok(credential) => match self.attempt(call, source, &outgoing, &credential, &decode).await {
-                    Ok(value) => return Ok(value),
-                    Err(Attempt::Verdict(verdict)) => (verdict, Some(credential)),
-                    Err(Attempt::Deadline) => {
-                        return Err(deadline(call, "waiting for the rate limit would pass it".into()));
-                    }
-                },
+                Err((Attempt::Deadline, _)) => {
+                    return Err(deadline(call, "waiting for the rate limit would pass it".into()));
+                }
+                Err((Attempt::WaitCapped(message), _)) => {
+                    source.note_wait_capped(&message);
+                    return Err(CallError::WaitCapped {
+                        source_name: call.source.clone(),
+                        dataset: call.dataset.clone(),
+                        message,
+                    });
+                }
             };
             let secrets = Secrets::new(credential.as_ref(), source.api_key.as_ref());
 
@@ -503,7 +554,24 @@ impl Executor {
                 }
                 Verdict::RefreshAndRetryOnce { cause } => {
                     let cause = secrets.scrub(&cause);
-                    if refreshed || attempt >= max_attempts {
+                    if attempt >= max_attempts {
+                        return Err(CallError::Unauthorized {
+                            source_name: call.source.clone(),
+                            dataset: call.dataset.clone(),
+                            message: format!("{cause} (no attempt left to renew the token)"),
+                        });
+                    }
+                    // Refused a token another job has since replaced: the refusal says nothing
+                    // about the current token, so it is retried without spending the one renewal.
+                    if let Some(sent) = &credential
+                        && auth.replaced_since(sent).await
+                    {
+                        tracing::info!(source = %call.source, dataset = %call.dataset, cause = %cause,
+                            "Upstream refused a token that has since been replaced; retrying with the current one.");
+                        instruments::retry(&call.figures, &call.source);
+                        continue;
+                    }
+                    if refreshed {
                         return Err(CallError::Unauthorized {
                             source_name: call.source.clone(),
                             dataset: call.dataset.clone(),
@@ -537,6 +605,7 @@ impl Executor {
                     let backoff = self.backoff(attempt);
                     // A Retry-After holds back every caller of the source, not just this one; the
                     // next `acquire` waits for it (and counts it as throttling).
+                    // `after` is already held to the wait cap (see `attempt`).
                     let wait = match after {
                         Some(after) => {
                             source.limiter.block_for(after);
@@ -544,7 +613,10 @@ impl Executor {
                         }
                         None => backoff,
                     };
-                    if call.deadline.is_some_and(|d| Instant::now() + wait >= d) {
+                    if call
+                        .deadline
+                        .is_some_and(|d| limiter::instant_after(Instant::now(), wait) >= d)
+                    {
                         return Err(deadline(call, format!("not retrying: {cause}")));
                     }
                     tracing::warn!(source = %call.source, dataset = %call.dataset, attempt, wait_ms = wait.as_millis() as u64,
@@ -558,78 +630,83 @@ impl Executor {
         }
     }
 
-    /// One attempt: a slot, the request, the whole answer, its headers fed to the limiter, and
-    /// either the decoded value or a verdict.
+    /// One attempt: a slot, then the credential current at that moment, the request, the whole
+    /// answer, its headers (waits capped) fed to the limiter, and either the decoded value or a
+    /// verdict, with the credential that was sent.
     async fn attempt<T>(
         &self,
         call: &CallContext,
         source: &Source,
+        auth: &SourceAuth,
         outgoing: &Outgoing<'_>,
-        credential: &Credential,
         decode: &impl Fn(&[u8]) -> Result<T, Verdict>,
-    ) -> Result<T, Attempt> {
-        let mut request = self
-            .http
-            .request(outgoing.method.clone(), outgoing.url.clone())
-            .header(ACCEPT, "application/json");
-        if !outgoing.query.is_empty() {
-            request = request.query(outgoing.query);
-        }
-        let mut authorization = HeaderValue::from_str(&credential.authorization()).map_err(|_| {
-            Attempt::Verdict(Verdict::Fatal {
-                cause: "the credential is not a valid header value".into(),
-            })
-        })?;
-        authorization.set_sensitive(true);
-        request = request.header(AUTHORIZATION, authorization);
-        if let Some(key) = &source.api_key {
-            let mut value = HeaderValue::from_str(key.expose_secret()).map_err(|_| {
-                Attempt::Verdict(Verdict::Fatal {
-                    cause: "the API key is not a valid header value".into(),
-                })
-            })?;
-            value.set_sensitive(true);
-            request = request.header("x-api-key", value);
-        }
-        match outgoing.scope {
-            ScopeHeader::None => {}
-            ScopeHeader::Company(id) => request = request.header("X-Company-ID", id.as_str()),
-            ScopeHeader::Location(id) => request = request.header("X-Location-ID", id.as_str()),
-        }
-        if let Some(body) = &outgoing.body {
-            request = request
-                .header(CONTENT_TYPE, "application/json")
-                .body(body.clone());
-        }
-
+    ) -> Result<T, (Attempt, Option<Credential>)> {
         let started = Instant::now();
-        let permit = source
-            .limiter
-            .acquire(call.deadline)
-            .await
-            .map_err(|_| Attempt::Deadline)?;
+        // No wait for budget may outlast the cap: the earlier of the run's deadline and the cap
+        // (plus a grace: a block of exactly the cap set just after this call began waiting).
+        let capped_at = limiter::instant_after(started, source.max_wait.saturating_add(WAIT_CAP_GRACE));
+        let wait_deadline = call.deadline.map_or(capped_at, |d| d.min(capped_at));
+        let permit = match source.limiter.acquire(Some(wait_deadline)).await {
+            Ok(permit) => permit,
+            Err(_) if call.deadline.is_some_and(|d| d <= capped_at) => return Err((Attempt::Deadline, None)),
+            Err(_) => {
+                return Err((
+                    Attempt::WaitCapped(format!(
+                        "the rate budget would hold this call back longer than rate_budget.max_wait_secs ({} s)",
+                        source.max_wait.as_secs()
+                    )),
+                    None,
+                ));
+            }
+        };
         instruments::throttled(
             &call.figures,
             &call.source,
             started.elapsed(),
             &source.throttled_ms_total,
         );
+        // Chosen now, after the wait: a token read before it may have expired or been replaced
+        // (Hydra revokes the old access token on refresh) while this call waited for its slot.
+        let credential = match auth.credential().await {
+            Ok(credential) => credential,
+            Err(e) if e.is_retryable() => {
+                let verdict = Verdict::Retry {
+                    cause: e.to_string(),
+                    after: None,
+                };
+                return Err((Attempt::Verdict(verdict), None));
+            }
+            Err(e) => return Err((Attempt::Auth(e), None)),
+        };
+        let request = self
+            .request(source, outgoing, &credential)
+            .map_err(|verdict| (Attempt::Verdict(verdict), Some(credential.clone())))?;
 
         let answer = match request.send().await {
             Ok(response) => {
                 let status = response.status();
-                let headers = RateHeaders::parse(response.headers(), Utc::now());
+                let retry_after_text = response.headers().get(RETRY_AFTER).map(|v| {
+                    String::from_utf8_lossy(v.as_bytes())
+                        .chars()
+                        .take(64)
+                        .collect::<String>()
+                });
+                let (headers, overlong) =
+                    RateHeaders::parse(response.headers(), Utc::now()).capped(source.max_wait);
                 let body = read_body(response, self.options.max_body_bytes).await;
-                Ok((status, headers, body))
+                Ok((status, headers, overlong, retry_after_text, body))
             }
             Err(e) => Err(e),
         };
         // The call has ended for the limiter once the answer is in (or failed).
         drop(permit);
+        let failed = |verdict: Verdict| (Attempt::Verdict(verdict), Some(credential.clone()));
 
-        let (status, rate, body) = match answer {
-            Ok((status, rate, Ok(Body::Complete(body)))) => (status, rate, body),
-            Ok((status, rate, Ok(Body::TooLarge))) => {
+        let (status, rate, overlong, retry_after_text, body) = match answer {
+            Ok((status, rate, overlong, text, Ok(Body::Complete(body)))) => {
+                (status, rate, overlong, text, body)
+            }
+            Ok((status, rate, _, _, Ok(Body::TooLarge))) => {
                 source.limiter.observe(&rate);
                 // Retrying would fetch the same oversized answer again.
                 let verdict = Verdict::Fatal {
@@ -646,9 +723,9 @@ impl Executor {
                     verdict.outcome(),
                     self.options.max_body_bytes,
                 );
-                return Err(Attempt::Verdict(verdict));
+                return Err(failed(verdict));
             }
-            Ok((status, rate, Err(e))) => {
+            Ok((status, rate, _, _, Err(e))) => {
                 source.limiter.observe(&rate);
                 let verdict = classify::transport(&e);
                 instruments::call(
@@ -658,7 +735,7 @@ impl Executor {
                     verdict.outcome(),
                     0,
                 );
-                return Err(Attempt::Verdict(verdict));
+                return Err(failed(verdict));
             }
             Err(e) => {
                 let verdict = classify::transport(&e);
@@ -669,7 +746,7 @@ impl Executor {
                     verdict.outcome(),
                     0,
                 );
-                return Err(Attempt::Verdict(verdict));
+                return Err(failed(verdict));
             }
         };
         source.limiter.observe(&rate);
@@ -684,7 +761,78 @@ impl Executor {
             Err(verdict) => verdict.outcome(),
         };
         instruments::call(&call.figures, &call.source, status_label, outcome, body.len());
-        result.map_err(Attempt::Verdict)
+        match result {
+            Ok(value) => Ok(value),
+            // The upstream wants more patience than the cap allows: every caller of the source
+            // is held back for the cap (no longer), and this call fails saying why.
+            Err(Verdict::Retry {
+                cause,
+                after: Some(after),
+            }) if overlong.is_some_and(|o| o.header == "Retry-After") => {
+                source.limiter.block_for(after);
+                Err((
+                    Attempt::WaitCapped(format!(
+                        "{cause}; Retry-After: {} asks for a longer wait than rate_budget.max_wait_secs ({} s); \
+                         the source is held back for {} s only",
+                        retry_after_text.unwrap_or_default(),
+                        source.max_wait.as_secs(),
+                        source.max_wait.as_secs()
+                    )),
+                    Some(credential),
+                ))
+            }
+            Err(Verdict::Retry { cause, after: None })
+                if !status.is_success()
+                    && let Some(text) = retry_after_text =>
+            {
+                let verdict = Verdict::Retry {
+                    cause: format!("{cause} (Retry-After: {text} is no delay or date; backing off instead)"),
+                    after: None,
+                };
+                Err(failed(verdict))
+            }
+            Err(verdict) => Err(failed(verdict)),
+        }
+    }
+
+    /// The request of one attempt: method, URL, query, credential, API key, scope and body.
+    fn request(
+        &self,
+        source: &Source,
+        outgoing: &Outgoing<'_>,
+        credential: &Credential,
+    ) -> Result<reqwest::RequestBuilder, Verdict> {
+        let mut request = self
+            .http
+            .request(outgoing.method.clone(), outgoing.url.clone())
+            .header(ACCEPT, "application/json");
+        if !outgoing.query.is_empty() {
+            request = request.query(outgoing.query);
+        }
+        let mut authorization =
+            HeaderValue::from_str(&credential.authorization()).map_err(|_| Verdict::Fatal {
+                cause: "the credential is not a valid header value".into(),
+            })?;
+        authorization.set_sensitive(true);
+        request = request.header(AUTHORIZATION, authorization);
+        if let Some(key) = &source.api_key {
+            let mut value = HeaderValue::from_str(key.expose_secret()).map_err(|_| Verdict::Fatal {
+                cause: "the API key is not a valid header value".into(),
+            })?;
+            value.set_sensitive(true);
+            request = request.header("x-api-key", value);
+        }
+        match outgoing.scope {
+            ScopeHeader::None => {}
+            ScopeHeader::Company(id) => request = request.header("X-Company-ID", id.as_str()),
+            ScopeHeader::Location(id) => request = request.header("X-Location-ID", id.as_str()),
+        }
+        if let Some(body) = &outgoing.body {
+            request = request
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone());
+        }
+        Ok(request)
     }
 
     /// Exponential backoff with jitter: `base × 2^(attempt-1)`, capped, minus up to half of it
@@ -728,6 +876,10 @@ enum Attempt {
     Verdict(Verdict),
     /// The rate limit would not give a slot before the run's deadline.
     Deadline,
+    /// The upstream (or the budget it taught) asked for a wait beyond `rate_budget.max_wait_secs`.
+    WaitCapped(String),
+    /// No credential could be had, and trying again will not help.
+    Auth(crate::auth::AuthError),
 }
 
 /// GraphQL answer body in any vendor's dialect (see [`classify::GraphqlError`]).

@@ -30,8 +30,9 @@
 //!
 //! # What the upstream says
 //!
-//! Header feedback reaches every process through the row: a lower announced limit and a longer
-//! announced window (`announced_limit`, `announced_window_ms`) apply to all takers, and
+//! Header feedback reaches every process through the row: the limit and window the upstream's
+//! headers taught (`announced_limit`, `announced_window_ms`; they win over the configured ones,
+//! see `limiter::Learned`) apply to all takers, and
 //! `limit = 0` or a `Retry-After` set `blocked_until`, as does `remaining = 0` with a reset when
 //! the shared log still has room (someone outside it spends the budget; a full log already waits
 //! past the upstream's reset, which comes rounded up to whole seconds).
@@ -123,11 +124,13 @@ impl RateBudget {
         source: &str,
         limit: RateLimit,
         request_timeout: Duration,
+        max_wait: Duration,
         database: BudgetDatabase,
     ) -> RateBudget {
         let shared = Shared {
             source: source.to_owned(),
             configured: limit,
+            max_wait,
             lease: request_timeout + LEASE_CUSHION,
             fallback: SourceLimiter::scaled(limit, database.fallback_share),
             database,
@@ -170,13 +173,24 @@ impl RateBudget {
             ..*headers
         });
         shared.fallback.observe(headers);
-        shared.observe(headers);
+        shared.observe(
+            headers,
+            self.local.budget(),
+            self.local.learned().window().is_some(),
+        );
+    }
+
+    /// What the upstream's headers taught this process's limiter.
+    pub fn learned(&self) -> limiter::Learned {
+        self.local.learned()
     }
 
     /// Holds every caller of this source back for `wait` (a `Retry-After`), in every process.
     pub fn block_for(&self, wait: Duration) {
         self.local.block_for(wait);
         if let Some(shared) = &self.shared {
+            // Never stored beyond the cap, whatever the caller passed.
+            let wait = wait.min(shared.max_wait);
             shared.fallback.block_for(wait);
             shared.write_feedback(Feedback {
                 block: Some(wait.max(MIN_WAIT)),
@@ -253,6 +267,8 @@ impl Drop for Slot {
 struct Shared {
     source: String,
     configured: RateLimit,
+    /// `rate_budget.max_wait_secs`: a stored block never reaches further than this from now.
+    max_wait: Duration,
     /// Request timeout plus [`LEASE_CUSHION`]; the window is added in SQL.
     lease: Duration,
     /// `fallback_share` of the configured limit, used while the database is unreachable.
@@ -340,7 +356,7 @@ impl Feedback {
 /// the safety margin, as an interval. `$W` is the configured window in ms, `$F` 1 + margin.
 fn span_sql(window: &str, factor: &str) -> String {
     format!(
-        "make_interval(secs => greatest({window}::bigint, coalesce(b.announced_window_ms, 0)) * {factor}::float8 / 1000.0)"
+        "make_interval(secs => coalesce(b.announced_window_ms, {window}::bigint) * {factor}::float8 / 1000.0)"
     )
 }
 
@@ -493,7 +509,7 @@ impl Shared {
                  WHERE b.source = $1
                    AND (b.blocked_until IS NULL OR b.blocked_until <= now())
                    AND (SELECT count(*) FROM unnest(b.slots) AS t WHERE t > now())
-                       < least($2::integer, coalesce(b.announced_limit, $2::integer))
+                       < coalesce(b.announced_limit, $2::integer)
                  RETURNING b.slots[cardinality(b.slots)] AS lease, b.announced_limit, b.announced_window_ms
              ), counted AS (
                  INSERT INTO etl.rate_budget_usage AS u (source, instance_id, calls, waited_ms)
@@ -523,7 +539,7 @@ impl Shared {
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT CASE WHEN b.blocked_until > now()
                              THEN extract(epoch FROM b.blocked_until - now())::float8 * 1000 END AS blocked_ms,
-                        least($2::integer, coalesce(b.announced_limit, $2::integer)) AS calls,
+                        coalesce(b.announced_limit, $2::integer) AS calls,
                         ARRAY(SELECT extract(epoch FROM least(t, now() + {span}) - now())::float8 * 1000
                               FROM unnest(b.slots) AS t WHERE t > now() ORDER BY 1) AS frees_in_ms,
                         b.announced_limit, b.announced_window_ms
@@ -555,11 +571,16 @@ impl Shared {
         sqlx::query(
             "INSERT INTO etl.rate_budgets (source, calls, window_ms) VALUES ($1, $2, $3)
              ON CONFLICT (source) DO UPDATE
-             SET calls = EXCLUDED.calls, window_ms = EXCLUDED.window_ms, updated_at = now()",
+             SET calls = EXCLUDED.calls, window_ms = EXCLUDED.window_ms, updated_at = now(),
+                 -- A block stored beyond the cap (by an older version, or by hand) is cut back
+                 -- to it: one bad answer must not hold every process back for years.
+                 blocked_until = least(etl.rate_budgets.blocked_until,
+                                       now() + make_interval(secs => $4::float8))",
         )
         .bind(&self.source)
         .bind(self.calls())
         .bind(self.window_ms())
+        .bind(self.max_wait.as_secs_f64())
         .execute(&self.database.pool)
         .await
         .with_context(|| format!("registering {}'s shared rate budget", self.source))?;
@@ -645,26 +666,27 @@ impl Shared {
         state.row_window_ms = window_ms;
     }
 
-    /// Turns an answer's headers into row changes; writes only what differs from the row.
-    fn observe(&self, headers: &RateHeaders) {
+    /// Turns an answer's headers into row changes; writes only what differs from the row. The
+    /// budget the headers taught this process (`learned`: limit and window, and whether a window
+    /// was learned at all) is what every process keeps to; see `SourceLimiter::observe`.
+    fn observe(&self, headers: &RateHeaders, learned: (u32, Duration), window_learned: bool) {
         let mut feedback = Feedback::default();
         {
             let state = self.state();
-            if let Some(limit) = headers.limit {
-                let announced = (limit < self.configured.calls).then_some(limit);
-                if announced != state.row_limit {
-                    feedback.limit = Some(announced);
-                }
-                if limit == 0 {
-                    feedback.block = Some(headers.reset.unwrap_or(self.configured.period()).max(MIN_WAIT));
-                }
+            let (calls, window) = learned;
+            let announced = (calls != self.configured.calls).then_some(calls);
+            if headers.limit.is_some() && announced != state.row_limit {
+                feedback.limit = Some(announced);
             }
-            if let Some(window) = headers.window {
-                let announced = (window > self.configured.period())
-                    .then(|| i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
-                if announced != state.row_window_ms {
-                    feedback.window_ms = Some(announced);
-                }
+            if headers.limit == Some(0) {
+                feedback.block = Some(headers.reset.unwrap_or(self.configured.period()).max(MIN_WAIT));
+            }
+            let announced_window = (window_learned && window != self.configured.period())
+                .then(|| i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
+            if (headers.window.is_some() || headers.reset.is_some())
+                && announced_window != state.row_window_ms
+            {
+                feedback.window_ms = Some(announced_window);
             }
         }
         if headers.remaining == Some(0)
@@ -708,7 +730,7 @@ impl Shared {
                                  clock_timestamp() + make_interval(secs => $6::float8 / 1000.0))
                              WHEN $7::float8 IS NOT NULL
                                   AND (SELECT count(*) FROM unnest(slots) AS t WHERE t > now())
-                                      < least($8::integer, coalesce(announced_limit, $8::integer))
+                                      < coalesce(announced_limit, $8::integer)
                                  THEN greatest(coalesce(blocked_until, '-infinity'),
                                      clock_timestamp() + make_interval(secs => $7::float8 / 1000.0))
                              ELSE blocked_until END,

@@ -21,3 +21,4 @@ mod schema_pull;
 mod service;
 mod soak;
 mod store;
+mod upstream_trust;

@@ -345,6 +345,17 @@ impl RoublerHandle {
         self.rate.set_limit(limit, window);
     }
 
+    /// How the rate-limit headers write the reset (seconds, epoch, HTTP date) and which header
+    /// names they use, from the next call on.
+    pub fn set_rate_headers(
+        &self,
+        format: crate::ratelimit::ResetFormat,
+        family: crate::ratelimit::HeaderFamily,
+    ) {
+        self.rate.set_reset_format(format);
+        self.rate.set_header_family(family);
+    }
+
     /// The most `/graphql` calls in any sliding window of this length.
     pub fn max_calls_in_any_window(&self, window: Duration) -> usize {
         self.rate.max_calls_in_any_window(window)

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use super::schema::{
     Break, Company, CostCentre, Employee, EmployeeRef, EmployeeStatus, LeaveBalance, LeaveRequest, LeaveType,
     Location, LocationRef, LocationSalesDay, LocationTz, PayRule, Person, PositionRef, PositionText, Scope,
-    Shift, Timesheet, User, Viewer, ViewerEmployee, error, list,
+    Shift, ShiftBreak, Timesheet, User, Viewer, ViewerEmployee, error, list,
 };
 use crate::data::{Edits, rng_for};
 use crate::gql::{GqlDate, GqlDateTime};
@@ -573,7 +573,7 @@ impl World {
                     id: id(&record_id),
                     start_time: Some(GqlDateTime(from)),
                     end_time: Some(GqlDateTime(to)),
-                    breaks: list(breaks),
+                    breaks: list(breaks.into_iter().map(ShiftBreak::from)),
                     published: Some(rng.random_bool(0.9)),
                     hours: Some(hours),
                     // An open (unassigned) shift now and then.

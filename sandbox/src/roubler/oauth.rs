@@ -170,14 +170,6 @@ pub async fn authorize(State(state): State<OAuthState>, RawQuery(query): RawQuer
     )
 }
 
-/// Decodes one `client_secret_basic` part (RFC 6749 §2.3.1: form-urlencoded before base64).
-fn form_decode(text: &str) -> String {
-    url::form_urlencoded::parse(format!("x={text}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
-}
-
 /// `POST /oauth2/token`.
 pub async fn token(State(state): State<OAuthState>, headers: HeaderMap, body: Bytes) -> Response {
     if state.token_endpoint_down.load(Ordering::SeqCst) {
@@ -193,8 +185,8 @@ pub async fn token(State(state): State<OAuthState>, headers: HeaderMap, body: By
     let params = form(&body);
     let get = |key: &str| params.get(key).map(String::as_str).filter(|v| !v.is_empty());
 
-    let client = match crate::gql::basic(&headers) {
-        Some((id, secret)) => Some((form_decode(&id), form_decode(&secret))),
+    let client = match crate::gql::client_basic(&headers) {
+        Some((id, secret)) => Some((id, secret)),
         None => match (get("client_id"), get("client_secret")) {
             (Some(id), Some(secret)) => Some((id.to_owned(), secret.to_owned())),
             _ => None,

@@ -202,7 +202,7 @@ pub struct WorkType {
     pub applied_from_id: Option<ID>,
 }
 
-/// A break within a timesheet or shift.
+/// A break within a timesheet.
 #[derive(SimpleObject, Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Break {
@@ -211,6 +211,28 @@ pub struct Break {
     pub end_time: Option<GqlDateTime>,
     /// True when the break is unpaid (subtracted from the hours).
     pub subtracts: Option<bool>,
+}
+
+/// A break within a rostered shift. Roubler's shifts page documents `startTime endTime
+/// subtracts` only (a timesheet's break also has an `id`), so a query asking a shift break for
+/// its `id` is refused, as an API following its docs would.
+#[derive(SimpleObject, Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShiftBreak {
+    pub start_time: Option<GqlDateTime>,
+    pub end_time: Option<GqlDateTime>,
+    /// True when the break is unpaid (subtracted from the hours).
+    pub subtracts: Option<bool>,
+}
+
+impl From<Break> for ShiftBreak {
+    fn from(b: Break) -> Self {
+        ShiftBreak {
+            start_time: b.start_time,
+            end_time: b.end_time,
+            subtracts: b.subtracts,
+        }
+    }
 }
 
 /// Time actually worked by one employee at one location.
@@ -240,7 +262,7 @@ pub struct Shift {
     pub id: Option<ID>,
     pub start_time: Option<GqlDateTime>,
     pub end_time: Option<GqlDateTime>,
-    pub breaks: List<Break>,
+    pub breaks: List<ShiftBreak>,
     pub published: Option<bool>,
     pub hours: Option<f64>,
     pub employee: Option<EmployeeRef>,
