@@ -63,6 +63,10 @@ struct State {
     /// From the configuration (or the vendor's default): what applies until the upstream says
     /// otherwise.
     configured: RateLimit,
+    /// The share of the limit this limiter may spend (1 normally; `fallback_share` for the
+    /// limiter a process falls back to without the shared budget). It applies to a limit the
+    /// headers taught as much as to the configured one.
+    share: f64,
     /// What the upstream's headers taught us about its limit (see [`Learned`]).
     learned: Learned,
     /// Every call that still counts: in flight, or finished within the last window + margin.
@@ -129,6 +133,11 @@ impl Learned {
     }
 }
 
+/// `share` of `calls`, rounded down, but at least one call per window.
+fn scale(calls: u32, share: f64) -> u32 {
+    ((f64::from(calls) * share).floor() as u32).max(1)
+}
+
 /// `now + wait`, saturating far in the future instead of panicking on overflow.
 pub fn instant_after(now: Instant, wait: Duration) -> Instant {
     now.checked_add(wait)
@@ -159,8 +168,8 @@ impl State {
     fn budget(&self) -> (u32, Duration) {
         let configured = (self.configured.calls.max(1), self.configured.period());
         match (self.learned.limit, self.learned.window()) {
-            (Some(limit), Some(window)) => (limit.max(1), window),
-            (Some(limit), None) => (limit.clamp(1, configured.0), configured.1),
+            (Some(limit), Some(window)) => (scale(limit, self.share), window),
+            (Some(limit), None) => (scale(limit, self.share).min(configured.0), configured.1),
             (None, _) => configured,
         }
     }
@@ -252,6 +261,10 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 
 impl SourceLimiter {
     pub fn new(limit: RateLimit) -> SourceLimiter {
+        SourceLimiter::with_share(limit, 1.0)
+    }
+
+    fn with_share(limit: RateLimit, share: f64) -> SourceLimiter {
         SourceLimiter {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
@@ -259,6 +272,7 @@ impl SourceLimiter {
                         calls: limit.calls.max(1),
                         per_ms: limit.per_ms.max(1),
                     },
+                    share,
                     learned: Learned::default(),
                     log: Vec::new(),
                     blocked_until: None,
@@ -277,11 +291,14 @@ impl SourceLimiter {
         } else {
             0.0
         };
-        let calls = (f64::from(limit.calls) * share).floor() as u32;
-        SourceLimiter::new(RateLimit {
-            calls: calls.max(1),
-            per_ms: limit.per_ms,
-        })
+        let calls = scale(limit.calls, share);
+        SourceLimiter::with_share(
+            RateLimit {
+                calls,
+                per_ms: limit.per_ms,
+            },
+            share,
+        )
     }
 
     /// Counts calls that ended at `ends` (made under another budget) as if they had gone through
@@ -352,7 +369,7 @@ impl SourceLimiter {
         let configured = (state.configured.calls, state.configured.period());
         if state.learned.learn(headers) {
             let (calls, window) = state.budget();
-            if (calls, window) != configured && state.learned.window().is_some() {
+            if (calls, window) != configured && state.learned.window().is_some() && state.share >= 1.0 {
                 tracing::warn!(
                     calls,
                     window_ms = window.as_millis() as u64,

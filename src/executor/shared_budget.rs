@@ -574,8 +574,11 @@ impl Shared {
              SET calls = EXCLUDED.calls, window_ms = EXCLUDED.window_ms, updated_at = now(),
                  -- A block stored beyond the cap (by an older version, or by hand) is cut back
                  -- to it: one bad answer must not hold every process back for years.
-                 blocked_until = least(etl.rate_budgets.blocked_until,
-                                       now() + make_interval(secs => $4::float8))",
+                 -- (`least` would skip a NULL and turn no block into a block of the cap.)
+                 blocked_until = CASE
+                     WHEN etl.rate_budgets.blocked_until > now() + make_interval(secs => $4::float8)
+                         THEN now() + make_interval(secs => $4::float8)
+                     ELSE etl.rate_budgets.blocked_until END",
         )
         .bind(&self.source)
         .bind(self.calls())
