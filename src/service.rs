@@ -74,8 +74,12 @@ pub async fn run(settings: Settings) -> Result<ExitCode> {
 
     let http = serve_http(
         settings.server.listen,
-        engine.store.pool().clone(),
-        metrics,
+        HttpState {
+            pool: engine.store.pool().clone(),
+            metrics,
+            executor: engine.runner.executor().clone(),
+            max_wait: settings.rate_budget.max_wait(),
+        },
         context.stopping.clone(),
     )
     .await?;
@@ -237,19 +241,23 @@ pub fn install_metrics() -> Option<PrometheusHandle> {
 struct HttpState {
     pool: PgPool,
     metrics: Option<PrometheusHandle>,
+    /// For sources an upstream told to wait longer than `rate_budget.max_wait_secs`.
+    executor: Arc<crate::executor::Executor>,
+    /// `rate_budget.max_wait_secs`: how long such a source stays "not ready" after the answer
+    /// (no block is kept longer than that).
+    max_wait: Duration,
 }
 
 async fn serve_http(
     listen: std::net::SocketAddr,
-    pool: PgPool,
-    metrics: Option<PrometheusHandle>,
+    state: HttpState,
     stopping: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(HttpState { pool, metrics });
+        .with_state(state);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen} (server.listen)"))?;
@@ -260,29 +268,35 @@ async fn serve_http(
     }))
 }
 
-/// Ready when the database answers and no source waits for a person to re-authorise it.
+/// Ready when the database answers, no source waits for a person to re-authorise it, and no
+/// upstream told a source to wait longer than `rate_budget.max_wait_secs` within that time.
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
     let query = sqlx::query_as::<_, (String,)>(
         "SELECT source FROM etl.tokens WHERE status = 'reauthorize' ORDER BY source",
     )
     .fetch_all(&state.pool);
     let broken = tokio::time::timeout(READYZ_TIMEOUT, query).await;
-    match broken {
-        Err(_) | Ok(Err(_)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: the database is unreachable\n".to_owned(),
-        ),
+    let mut problems = match broken {
+        Err(_) | Ok(Err(_)) => vec!["the database is unreachable".to_owned()],
         Ok(Ok(rows)) if !rows.is_empty() => {
             let names: Vec<String> = rows.into_iter().map(|(name,)| name).collect();
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "not ready: re-authorise {} with `reporting-etl auth login`\n",
-                    names.join(", ")
-                ),
-            )
+            vec![format!(
+                "re-authorise {} with `reporting-etl auth login`",
+                names.join(", ")
+            )]
         }
-        Ok(Ok(_)) => (StatusCode::OK, "ready\n".to_owned()),
+        Ok(Ok(_)) => Vec::new(),
+    };
+    for (source, why) in state.executor.wait_capped_sources(state.max_wait) {
+        problems.push(format!("{source}: {why}"));
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, "ready\n".to_owned())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", problems.join("; ")),
+        )
     }
 }
 

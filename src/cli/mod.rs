@@ -177,6 +177,7 @@ async fn run_command(command: Command, settings: Settings) -> Result<ExitCode> {
             print!("{}", runs_table(&rows));
             let usage = shared_budget::usage(store.pool(), limit).await?;
             print!("{}", budget_table(&usage));
+            print!("{}", limits_table(&shared_budget::limits(store.pool()).await?));
             store.close().await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -422,6 +423,37 @@ fn budget_table(rows: &[shared_budget::UsageRow]) -> String {
     }
     format!(
         "\nRate budget shared by every process on this database:\n{}",
+        table.render()
+    )
+}
+
+/// Each source's limit: configured, and as the upstream's headers announce it when they differ
+/// (the headers win), plus a block in force (a `Retry-After`, an exhausted window).
+fn limits_table(rows: &[shared_budget::LimitRow]) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let per = |calls: i64, window_ms: i64| format!("{calls} per {}s", window_ms as f64 / 1000.0);
+    let mut table = Table::new(["SOURCE", "CONFIGURED", "UPSTREAM ANNOUNCES", "BLOCKED UNTIL"]);
+    for row in rows {
+        let announced = match (row.announced_limit, row.announced_window_ms) {
+            (None, None) => "as configured".to_owned(),
+            (limit, window) => per(
+                i64::from(limit.unwrap_or(row.calls)),
+                window.unwrap_or(row.window_ms),
+            ),
+        };
+        table.row([
+            row.source.clone(),
+            per(i64::from(row.calls), row.window_ms),
+            announced,
+            row.blocked_until
+                .map(|at| at.format("%Y-%m-%d %H:%M:%SZ").to_string())
+                .unwrap_or_else(|| "-".to_owned()),
+        ]);
+    }
+    format!(
+        "\nRate limits (the upstream's headers win over the configuration):\n{}",
         table.render()
     )
 }

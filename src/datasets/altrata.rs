@@ -240,7 +240,6 @@ async fn load_events(
                     ])
                 })
                 .collect();
-            let fetched = rows.len() + skipped;
             writer
                 .write(tx, rows)
                 .await
@@ -254,19 +253,20 @@ async fn load_events(
             let info = response.page_info_response.and_then(|p| p.page_info);
             let (more, cursor) = info.map_or((None, None), |i| (i.has_next_page, i.end_cursor));
             match (more, cursor) {
-                (Some(true), Some(cursor)) if fetched > 0 && !followed.contains(&cursor) => {
+                (Some(true), Some(cursor)) if !followed.contains(&cursor) => {
                     followed.insert(cursor.clone());
                     after = Some(cursor)
                 }
-                (Some(true), _) => {
-                    add_warnings(
-                        &mut warnings,
-                        vec![format!(
-                            "altrata.events for {id}: page {page} said more follow but gave no new cursor (or one already followed); stopped"
-                        )],
-                    );
-                    break;
-                }
+                // Stopping here would keep a partial list as if it were complete (and the
+                // refresh would delete what was not read): the load fails instead.
+                (Some(true), Some(_)) => anyhow::bail!(
+                    "altrata.events for {id}: page {page} points back to a cursor this load already followed; \
+                     the upstream is cycling through its pages, so the load stopped and nothing of it is kept"
+                ),
+                (Some(true), None) => anyhow::bail!(
+                    "altrata.events for {id}: page {page} says more pages follow but gives no cursor to them; \
+                     the load stopped and nothing of it is kept"
+                ),
                 _ => break,
             }
         }

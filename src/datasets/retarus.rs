@@ -652,13 +652,13 @@ async fn load_report<R: Report>(
         writer.write(tx, rows).await.with_context(what)?;
         match more {
             Some(true) if fetched > 0 => page += 1,
-            Some(true) => {
-                warnings.push(format!(
-                    "page {} was empty but said more elements follow; stopped there",
-                    page + 1
-                ));
-                break;
-            }
+            // Stopping would keep part of the window as if it were all of it; following an
+            // empty page could go on for ever. The window fails and keeps its previous rows.
+            Some(true) => anyhow::bail!(
+                "page {} of {} was empty but said more elements follow; the load stopped and nothing of it is kept",
+                page + 1,
+                spec.table
+            ),
             // `None`: the vendor did not say; an absent flag cannot justify another request.
             Some(false) | None => break,
         }

@@ -800,6 +800,29 @@ pub struct UsageRow {
     pub last_call_at: DateTime<Utc>,
 }
 
+/// One source's limit as configured and as the upstream's headers announce it (`runs`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LimitRow {
+    pub source: String,
+    pub calls: i32,
+    pub window_ms: i64,
+    pub announced_limit: Option<i32>,
+    pub announced_window_ms: Option<i64>,
+    pub blocked_until: Option<DateTime<Utc>>,
+}
+
+/// Every source's configured and announced limit, and its block if one is in force.
+pub async fn limits(pool: &PgPool) -> Result<Vec<LimitRow>> {
+    sqlx::query_as(
+        "SELECT source, calls, window_ms, announced_limit, announced_window_ms,
+                CASE WHEN blocked_until > now() THEN blocked_until END AS blocked_until
+         FROM etl.rate_budgets ORDER BY source",
+    )
+    .fetch_all(pool)
+    .await
+    .context("reading the rate budgets")
+}
+
 /// Per source and process, newest activity first: calls made and time spent waiting for budget.
 pub async fn usage(pool: &PgPool, limit: i64) -> Result<Vec<UsageRow>> {
     sqlx::query_as(

@@ -133,6 +133,11 @@ pub enum Progress {
 }
 
 impl Runner {
+    /// The executor every job of this runner calls through (for `/readyz`).
+    pub fn executor(&self) -> &Arc<Executor> {
+        &self.executor
+    }
+
     pub fn new(
         settings: Arc<Settings>,
         pool: PgPool,

@@ -786,6 +786,10 @@ authorize_url = "{}"
 token_url = "{}"
 api_key = "{}"
 {fast}
+
+# A Retry-After beyond this fails the call at once and holds its source for this long only.
+[rate_budget]
+max_wait_secs = 1
 "#,
         retarus.token_url,
         retarus.graphql_url,
@@ -1201,7 +1205,7 @@ fn upstream_cases(anchor: DateTime<Utc>) -> Vec<UpstreamCase> {
             1,
             json(&fax_page(&fax("X1", at, ""), true)),
             Repeated,
-            &["page 3", "repeats the records of the page before"],
+            &["page 3", "an earlier page of this load already had"],
         ),
         // Roubler (GraphQL, one call per window).
         c(
@@ -1358,8 +1362,8 @@ fn upstream_cases(anchor: DateTime<Utc>) -> Vec<UpstreamCase> {
             1,
             RawAnswer::new(429, r#"{"message":"Too Many Requests"}"#)
                 .header("retry-after", "1570000030700000300005"),
-            Retried,
-            &["page 2", "HTTP 429"],
+            Fatal,
+            &["page 2", "Retry-After: 1570000030700000300005", "max_wait_secs"],
         ),
         c(
             "an NPS that is text",
@@ -1377,7 +1381,7 @@ fn upstream_cases(anchor: DateTime<Utc>) -> Vec<UpstreamCase> {
             Repeated,
             &[
                 "page 2 of retently.customers",
-                "repeats the records of the page before",
+                "an earlier page of this load already had",
             ],
         ),
     ]
@@ -1571,7 +1575,7 @@ async fn every_malformed_upstream_answer_fails_its_load_clearly_and_keeps_the_pr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_altrata_cursor_cycle_stops_paging_with_a_warning() {
+async fn an_altrata_cursor_cycle_or_a_missing_cursor_fails_the_load_and_keeps_the_previous_rows() {
     let h = Harness::start().await;
     let target = Target {
         kind: SourceKind::Altrata,
@@ -1579,30 +1583,45 @@ async fn an_altrata_cursor_cycle_stops_paging_with_a_warning() {
         scope: ScopeTarget::WatchList(vec!["1-per-1".into()]),
         window: None,
     };
-    let page = |id: &str, cursor: &str| {
+    h.load(&target).await.expect("baseline load");
+    let before = h.rows(&target).await;
+    assert!(!before.is_empty(), "the baseline loaded events");
+    let page = |id: &str, cursor: Option<&str>| {
+        let cursor = cursor.map_or("null".to_owned(), |c| format!("\"{c}\""));
         json(&format!(
-            r#"{{"data":{{"events":{{"items":[{{"eventId":"{id}"}}],"pageInfoResponse":{{"pageInfo":{{"hasNextPage":true,"endCursor":"{cursor}"}}}}}}}}}}"#
+            r#"{{"data":{{"events":{{"items":[{{"eventId":"{id}"}}],"pageInfoResponse":{{"pageInfo":{{"hasNextPage":true,"endCursor":{cursor}}}}}}}}}}}"#
         ))
     };
-    // A → B → A → B …: without remembering every cursor this pages until the script runs out.
-    let script: Vec<RawAnswer> = (0..10)
-        .map(|i| {
-            if i % 2 == 0 {
-                page(&format!("e{i}"), "cA")
-            } else {
-                page(&format!("e{i}"), "cB")
-            }
-        })
+    // A → B → A: the third page points back to a cursor already followed.
+    let cycle: Vec<RawAnswer> = (0..10)
+        .map(|i| page(&format!("e{i}"), Some(if i % 2 == 0 { "cA" } else { "cB" })))
         .collect();
-    h.sandbox.altrata.faults.script(script);
-    let figures = h.load(&target).await.expect("the load keeps what it read");
-    assert_eq!(h.sandbox.altrata.faults.scripted_remaining(), 7, "{figures:?}");
-    assert_eq!(figures.pages, 3);
-    assert!(
-        figures.warnings.iter().any(|w| w.contains("already followed")),
-        "{:?}",
-        figures.warnings
-    );
+    // "More follow", but no cursor to them.
+    let dangling = vec![page("e0", Some("cA")), page("e1", None)];
+    for (name, script, served, says) in [
+        ("cycle", cycle, 3, "already followed"),
+        ("dangling", dangling, 2, "gives no cursor"),
+    ] {
+        h.sandbox.altrata.faults.script(script.clone());
+        let error = h.load(&target).await.expect_err(name);
+        let left = h.sandbox.altrata.faults.scripted_remaining();
+        h.sandbox.altrata.faults.clear();
+        let text = format!("{error:#}");
+        assert!(
+            text.contains(says) && text.contains("nothing of it is kept"),
+            "{name}: {text}"
+        );
+        assert_eq!(
+            script.len() - left,
+            served,
+            "{name}: pages served before the load stopped"
+        );
+        assert_eq!(
+            h.rows(&target).await,
+            before,
+            "{name}: the previous rows are untouched"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1642,4 +1661,59 @@ async fn records_that_cannot_be_placed_are_skipped_with_a_warning_not_stored() {
         "{:?}",
         figures.warnings
     );
+}
+
+/// Pages that cycle (A, B, A, B… or A, B, C, A…), each saying more follow, once let a load
+/// "succeed" with only the records of one cycle in place of the whole window. Every period is
+/// refused at the first page that repeats an earlier one, and the window keeps its rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_cycling_with_period_two_or_three_fail_the_window_and_keep_its_rows() {
+    let h = Harness::start().await;
+    let target = Target {
+        kind: SourceKind::Retarus,
+        dataset: "fax_out_udr",
+        scope: ScopeTarget::Customer(CUSTOMER.into()),
+        window: Some(Window::new(
+            h.anchor - Duration::days(6),
+            h.anchor - Duration::days(1),
+        )),
+    };
+    h.load(&target).await.expect("baseline load");
+    let before = h.rows(&target).await;
+    assert!(
+        before.len() > 10,
+        "the baseline window holds rows: {}",
+        before.len()
+    );
+    let at = (h.anchor - Duration::days(3)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    for period in [2usize, 3] {
+        let pages: Vec<String> = (0..period)
+            .map(|p| {
+                let records: Vec<String> = (0..5).map(|r| fax(&format!("C{p}-{r}"), &at, "")).collect();
+                fax_page(&records.join(","), true)
+            })
+            .collect();
+        // 40 pages of the cycle, as the defect report scripted them.
+        let script: Vec<RawAnswer> = (0..40).map(|n| json(&pages[n % period])).collect();
+        h.sandbox.retarus.faults.script(script);
+        let error = h.load(&target).await.expect_err("a cycling load fails");
+        let left = h.sandbox.retarus.faults.scripted_remaining();
+        h.sandbox.retarus.faults.clear();
+        let text = format!("{error:#}");
+        assert!(
+            text.contains("an earlier page of this load already had")
+                && text.contains("nothing of it is kept"),
+            "period {period}: {text}"
+        );
+        assert_eq!(
+            40 - left,
+            period + 1,
+            "period {period}: refused at the first repeated page"
+        );
+        assert_eq!(
+            h.rows(&target).await,
+            before,
+            "period {period}: the window keeps its rows"
+        );
+    }
 }

@@ -405,3 +405,92 @@ async fn a_roubler_client_secret_with_reserved_characters_is_form_encoded_for_ba
         "the expired token was never sent: {counts:?}"
     );
 }
+
+/// A running service told to wait 31 years: the window fails naming the header, `/readyz` says
+/// why the source is not ready for as long as the cap holds it, `runs` shows the limits, and the
+/// source is ready again once the cap has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overlong_retry_after_shows_in_readyz_for_the_cap_and_then_clears() {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.expect("sandbox");
+    let db = TestDb::new().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let extra = format!(
+        "\n[rate_budget]\nmax_wait_secs = 4\n[server]\nlisten = \"127.0.0.1:{port}\"\n\
+         [jobs.fax]\nsource = \"retarus\"\ndataset = \"fax_out_udr\"\nschedule = \"*/2 * * * * *\"\n\
+         scope = \"all\"\nlookback_minutes = 0\n"
+    );
+    let (_, file) = support::load_config(&support::sandbox_config(&sandbox, &db.url, &extra));
+    sandbox
+        .retarus
+        .faults
+        .script(vec![too_many_requests("999999999")]);
+    let logs = tempfile::NamedTempFile::new().expect("log file");
+    let mut service = tokio::process::Command::from(support::binary())
+        .args(["run", "--config"])
+        .arg(file.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(logs.reopen().expect("log"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("service starts");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let readyz = || {
+        let http = http.clone();
+        async move {
+            let answer = http
+                .get(format!("http://127.0.0.1:{port}/readyz"))
+                .send()
+                .await
+                .ok()?;
+            Some((answer.status().as_u16(), answer.text().await.unwrap_or_default()))
+        }
+    };
+
+    support::wait_until(
+        "the window told to wait 31 years to fail",
+        Duration::from_secs(30),
+        || {
+            let pool = db.pool.clone();
+            async move { support::count_runs(&pool, "fax", "failed").await == 1 }
+        },
+    )
+    .await;
+    let (status, text) = readyz().await.expect("/readyz answers");
+    assert_eq!(status, 503, "{text}");
+    assert!(
+        text.contains("retarus") && text.contains("Retry-After: 999999999") && text.contains("max_wait_secs"),
+        "{text}"
+    );
+    let runs = support::binary()
+        .args(["runs", "--config"])
+        .arg(file.path())
+        .output()
+        .expect("runs");
+    let shown = String::from_utf8_lossy(&runs.stdout);
+    assert!(
+        shown.contains("Retry-After: 999999999") && shown.contains("Rate limits"),
+        "{shown}"
+    );
+
+    // Held for the cap only: ready again, and the next fires load.
+    support::wait_until("/readyz to be ready again", Duration::from_secs(30), || {
+        let readyz = readyz();
+        async move { matches!(readyz.await, Some((200, _))) }
+    })
+    .await;
+    support::wait_until("a later fire to succeed", Duration::from_secs(30), || {
+        let pool = db.pool.clone();
+        async move { support::count_runs(&pool, "fax", "succeeded").await >= 1 }
+    })
+    .await;
+    let _ = service.start_kill();
+    let _ = service.wait().await;
+    let log = std::fs::read_to_string(logs.path()).unwrap_or_default();
+    assert!(!log.contains("panicked"), "{log}");
+}
