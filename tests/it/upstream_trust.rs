@@ -584,3 +584,66 @@ async fn seven_roubler_jobs_racing_five_second_tokens_never_send_a_dead_token() 
     assert_eq!(counts.revoked_access_used, 0, "{counts:?}");
     assert_eq!(counts.reused_refresh_tokens, 0, "{counts:?}");
 }
+
+/// `s3cr+t/%2F: =` as the client secret of every OAuth flow: Retarus (client credentials, form
+/// body), Roubler (refresh, client_secret_basic form-urlencoded per RFC 6749 §2.3.1) and
+/// Retently (refresh, form body). The sandbox's token endpoints decode per the RFC, so a secret
+/// sent unencoded (or encoded twice) is refused with `invalid_client`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_secret_with_reserved_characters_works_for_every_oauth_flow() {
+    const SECRET: &str = "s3cr+t/%2F: =";
+    let mut options = SandboxOptions::default();
+    options.retarus.clients[0].client_secret = SECRET.into();
+    options.roubler.client_secret = SECRET.into();
+    options.retently.client_secret = SECRET.into();
+    let sandbox = Sandbox::start(options).await.expect("sandbox");
+    let db = TestDb::new().await;
+    // Expired access tokens: Roubler and Retently must renew at their token endpoints.
+    support::seed_refresh_chain(&db.pool, "roubler", &sandbox.roubler.grant_tokens(), -60.0).await;
+    support::seed_refresh_chain(&db.pool, "retently", &sandbox.retently.grant_tokens(), -60.0).await;
+    let jobs = "\n[jobs.fax]\nsource = \"retarus\"\ndataset = \"fax_out_udr\"\nschedule = \"0 0 0 * * *\"\n\
+                \n[jobs.places]\nsource = \"roubler\"\ndataset = \"locations\"\nschedule = \"0 0 0 * * *\"\n\
+                \n[jobs.people]\nsource = \"retently\"\ndataset = \"customers\"\nschedule = \"0 0 0 * * *\"\n";
+    // Retently by OAuth instead of its static API key.
+    let text = support::sandbox_config(&sandbox, &db.url, jobs).replace(
+        &format!("api_key = \"{}\"\n", sandbox.retently.api_key),
+        &format!(
+            "client_id = \"{}\"\nclient_secret = \"{SECRET}\"\n",
+            sandbox.retently.client_id
+        ),
+    );
+    let (_, file) = support::load_config(&text);
+    let today = chrono::Utc::now().date_naive();
+    let (from, to) = ((today - chrono::Days::new(1)).to_string(), today.to_string());
+    let output = tokio::process::Command::from(support::binary())
+        .args(["run", "--once", "--from", &from, "--to", &to, "--config"])
+        .arg(file.path())
+        .output()
+        .await
+        .expect("run");
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{shown}");
+    for job in ["fax", "places", "people"] {
+        assert!(
+            support::count_runs(&db.pool, job, "succeeded").await >= 1,
+            "{job}: {shown}"
+        );
+        assert_eq!(
+            support::count_runs(&db.pool, job, "failed").await,
+            0,
+            "{job}: {shown}"
+        );
+    }
+    assert!(sandbox.retarus.token_requests() >= 1);
+    let (roubler, retently) = (sandbox.roubler.counts(), sandbox.retently.counts());
+    assert!(roubler.refreshes >= 1 && roubler.token_errors == 0, "{roubler:?}");
+    assert!(
+        retently.refreshes >= 1 && retently.token_errors == 0,
+        "{retently:?}"
+    );
+    assert!(!shown.contains(SECRET), "the secret was printed");
+}
