@@ -76,6 +76,9 @@ struct State {
     next_id: u64,
 }
 
+/// How much a reset in whole seconds can exceed the time actually left (it is rounded up).
+const RESET_ROUNDING: Duration = Duration::from_secs(1);
+
 /// The longest window a header can teach: beyond it a reset is not a window but a block (a daily
 /// quota, a vendor's mistake), which the wait cap deals with.
 pub const MAX_LEARNED_WINDOW: Duration = Duration::from_secs(24 * 3600);
@@ -102,9 +105,17 @@ pub struct Learned {
 impl Learned {
     /// The window as far as the headers tell it.
     pub fn window(&self) -> Option<Duration> {
+        // A window that starts with its first call answers that call with the whole window,
+        // but one aligned to the clock answers its first call with whatever is left of it:
+        // the shortest fresh reset alone could then be far too short, which loosens the budget
+        // into 429s. Every reset is at most the window (plus rounding to whole seconds), so
+        // the longest one seen, less that rounding, is a floor that rises to the true window.
+        let inferred = match (self.fresh_reset, self.longest_reset) {
+            (Some(fresh), Some(longest)) => Some(fresh.max(longest.saturating_sub(RESET_ROUNDING))),
+            (fresh, longest) => fresh.or(longest),
+        };
         self.named_window
-            .or(self.fresh_reset)
-            .or(self.longest_reset)
+            .or(inferred)
             .filter(|w| !w.is_zero())
             .map(|w| w.min(MAX_LEARNED_WINDOW))
     }
@@ -440,6 +451,48 @@ mod tests {
             best = best.max(last + 1 - first);
         }
         best
+    }
+
+    fn answer(limit: u32, remaining: u32, reset_secs: u64) -> RateHeaders {
+        RateHeaders {
+            limit: Some(limit),
+            remaining: Some(remaining),
+            reset: Some(Duration::from_secs(reset_secs)),
+            ..RateHeaders::default()
+        }
+    }
+
+    #[test]
+    fn a_window_starting_with_its_first_call_is_learned_from_the_first_answer() {
+        let mut learned = Learned::default();
+        learned.learn(&answer(10, 9, 6));
+        assert_eq!(learned.window(), Some(Duration::from_secs(6)));
+        learned.learn(&answer(10, 8, 5));
+        learned.learn(&answer(10, 7, 4));
+        assert_eq!(learned.window(), Some(Duration::from_secs(6)));
+    }
+
+    #[test]
+    fn a_clock_aligned_window_first_seen_near_its_end_is_not_taken_for_a_short_one() {
+        // 60-second windows on the clock; our first call lands 5 s before a boundary.
+        let mut learned = Learned::default();
+        learned.learn(&answer(10, 9, 5));
+        learned.learn(&answer(10, 8, 4));
+        // The next window's first call, right at its start, tells the whole window.
+        learned.learn(&answer(10, 9, 60));
+        learned.learn(&answer(10, 8, 59));
+        let window = learned.window().expect("a window");
+        assert!(window >= Duration::from_secs(59), "{window:?}");
+    }
+
+    #[test]
+    fn a_named_window_wins_over_inference() {
+        let mut learned = Learned::default();
+        learned.learn(&RateHeaders {
+            window: Some(Duration::from_secs(30)),
+            ..answer(10, 9, 2)
+        });
+        assert_eq!(learned.window(), Some(Duration::from_secs(30)));
     }
 
     #[tokio::test(start_paused = true)]
