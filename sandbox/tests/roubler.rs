@@ -567,7 +567,7 @@ async fn sydney_and_berlin_report_their_own_local_days_for_one_utc_window_across
 }
 
 const TIMESHEETS: &str = "query($s: DateTime!, $e: DateTime!, $l: ID!) { timesheets(startTime: $s, endTime: $e, locationId: $l) { id startTime endTime status hours cost variance workType { id name appliedFromId } breaks { id startTime endTime subtracts } employee { id fullName } position { id text } location { id name timezone } } }";
-const SHIFTS: &str = "query($s: DateTime!, $e: DateTime!, $l: ID!) { shifts(startTime: $s, endTime: $e, locationId: $l) { id startTime endTime breaks { id startTime endTime subtracts } published hours employee { id fullName } position { id text } location { id name } } }";
+const SHIFTS: &str = "query($s: DateTime!, $e: DateTime!, $l: ID!) { shifts(startTime: $s, endTime: $e, locationId: $l) { id startTime endTime breaks { startTime endTime subtracts } published hours employee { id fullName } position { id text } location { id name } } }";
 
 #[tokio::test]
 async fn timesheets_and_shifts_are_served_as_expected_and_edits_apply() {
