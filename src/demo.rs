@@ -12,8 +12,9 @@ use anyhow::{Context, Result, anyhow};
 use chrono::{Duration, Utc};
 use tokio_util::sync::CancellationToken;
 
+use crate::app::Engine;
 use crate::auth;
-use crate::cli::run::{Engine, summary};
+use crate::cli::run::summary;
 use crate::config::{ConfigSource, Settings};
 use crate::datasets::CATALOG;
 use crate::jobs::runner;

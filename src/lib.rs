@@ -10,11 +10,13 @@
 //! - [`executor`]: the one rate-limited, retrying path to every upstream.
 //! - [`datasets`]: what each vendor offers, how it is windowed, and which table it fills.
 //! - [`jobs`]: schedules (fire times in a job's time zone) and, with the runner, runs.
+//! - [`app`]: the composition root wiring store, auth, executor and runner for every command.
 //! - [`service`]: `run`: the scheduler, health and metrics endpoints, graceful shutdown.
 //! - [`store`]: PostgreSQL: pool, migrations, the embedded default server, run records.
 //! - [`cli`]: the command line; [`telemetry`]: logging; `demo`: the one-command tour against
 //!   the in-process sandbox upstreams (default `sandbox` feature).
 
+pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;

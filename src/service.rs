@@ -35,7 +35,7 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cli::run::Engine;
+use crate::app::Engine;
 use crate::config::Settings;
 use crate::jobs::runner::Runner;
 use crate::jobs::schedule::next_fire;

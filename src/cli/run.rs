@@ -1,4 +1,4 @@
-//! `run --once` (and backfills): wire store, auth, executor and runner together, run the
+//! `run --once` (and backfills): build the engine (`crate::app`), run the
 //! selected jobs, print a summary table, exit non-zero if any window failed.
 
 use std::io::IsTerminal;
@@ -12,57 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::table::Table;
 use super::{InvalidArguments, RunArgs};
-use crate::auth;
+use crate::app::Engine;
 use crate::config::Settings;
-use crate::executor::{Executor, ExecutorOptions};
-use crate::jobs::runner::{self, Progress, Runner, WindowReport};
-use crate::store::Store;
+use crate::jobs::runner::{self, Progress, WindowReport};
 use crate::store::runs::{RunStatus, Trigger};
-
-/// The running parts of the service, built once per process.
-pub struct Engine {
-    pub store: Store,
-    pub runner: Arc<Runner>,
-}
-
-impl Engine {
-    /// Opens the store (embedded server when needed), builds auth, the executor and the runner.
-    pub async fn start(settings: Arc<Settings>, command: &str) -> Result<Engine> {
-        Engine::start_with(settings, command, None).await
-    }
-
-    /// Like [`Engine::start`], sending the runner's progress events to `progress`.
-    pub async fn start_with(
-        settings: Arc<Settings>,
-        command: &str,
-        progress: Option<tokio::sync::mpsc::UnboundedSender<Progress>>,
-    ) -> Result<Engine> {
-        let store = Store::open(&settings.database, command).await?;
-        let registry = auth::build(&settings, store.pool().clone());
-        // Every process on this database spends one rate budget per source.
-        let executor = Arc::new(Executor::with_shared_budget(
-            settings.clone(),
-            registry,
-            ExecutorOptions::default(),
-            store.pool().clone(),
-            store.instance().id(),
-        )?);
-        let mut runner = Runner::new(
-            settings,
-            store.pool().clone(),
-            store.instance().id(),
-            executor,
-            store.job_locks(),
-        );
-        if let Some(progress) = progress {
-            runner = runner.with_progress(progress);
-        }
-        Ok(Engine {
-            store,
-            runner: Arc::new(runner),
-        })
-    }
-}
 
 /// `run --once [--job NAME]... [--from DATE --to DATE]`
 ///
