@@ -161,6 +161,7 @@ pub async fn request(
             form.push(("client_secret", secret.expose_secret().to_owned()));
         }
     }
+    super::count_token_request();
     let response = builder
         .header(reqwest::header::ACCEPT, "application/json")
         .form(&form)

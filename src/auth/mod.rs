@@ -34,6 +34,25 @@ use endpoint::{ClientAuth, EndpointError, Grant};
 use store::{NewTokens, StoredToken, TokenStore};
 pub use token::{AccessToken, Credential, RefreshToken};
 
+tokio::task_local! {
+    /// Token-endpoint requests made by the task running [`counting_token_requests`]'s future.
+    static TOKEN_REQUESTS: Arc<std::sync::atomic::AtomicU32>;
+}
+
+/// Runs `future` (typically [`SourceAuth::credential`]) and counts the requests it sent to a
+/// token endpoint, so that a run can be told the token calls it caused. A refresh another caller
+/// made while this one waited for it is that caller's, not counted here.
+pub async fn counting_token_requests<F: std::future::Future>(future: F) -> (F::Output, u32) {
+    let counter = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let output = TOKEN_REQUESTS.scope(counter.clone(), future).await;
+    (output, counter.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Notes one token-endpoint request for the enclosing [`counting_token_requests`], if any.
+fn count_token_request() {
+    let _ = TOKEN_REQUESTS.try_with(|counter| counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+}
+
 /// Why no credential could be produced. The message names the source and never a secret.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AuthError {

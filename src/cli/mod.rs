@@ -460,8 +460,19 @@ fn limits_table(rows: &[shared_budget::LimitRow]) -> String {
 
 fn runs_table(rows: &[runs::RunRow]) -> String {
     let mut table = Table::new([
-        "ID", "JOB", "DATASET", "SCOPE", "WINDOW", "TRIGGER", "STATUS", "ROWS", "CALLS", "RETRIES",
-        "DURATION", "ERROR",
+        "ID",
+        "JOB",
+        "DATASET",
+        "SCOPE",
+        "WINDOW",
+        "TRIGGER",
+        "STATUS",
+        "ROWS",
+        "CALLS",
+        "DATA/DISC/TOKEN/RETRY",
+        "RETRIES",
+        "DURATION",
+        "ERROR",
     ]);
     for run in rows {
         let window = match (run.window_start, run.window_end) {
@@ -491,6 +502,11 @@ fn runs_table(rows: &[runs::RunRow]) -> String {
             run.status.clone(),
             run.rows_written.to_string(),
             run.upstream_calls.to_string(),
+            // What the calls were for; they add up to CALLS (see etl.runs.data_calls …).
+            format!(
+                "{}/{}/{}/{}",
+                run.data_calls, run.discovery_calls, run.token_calls, run.retry_calls
+            ),
             run.retries.to_string(),
             duration,
             run.error.clone().unwrap_or_default(),

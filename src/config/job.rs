@@ -33,6 +33,24 @@ pub struct JobSettings {
     /// Set to false to keep a job configured but not scheduled.
     #[serde(default = "default_true", deserialize_with = "super::values::strict_bool")]
     pub enabled: bool,
+    /// The longest one window may spend loading (upstream calls, their retries and waits, and
+    /// writing); past it the window fails and rolls back. Bounds an upstream that hangs.
+    #[serde(default = "default_window_deadline_secs")]
+    pub window_deadline_secs: u64,
+}
+
+impl JobSettings {
+    /// `window_deadline_secs` as a duration.
+    pub fn window_deadline(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.window_deadline_secs)
+    }
+}
+
+/// Half an hour: a Retarus window of 45 days at 5 calls/s, or a Roubler window behind a full
+/// 100-per-minute budget, takes minutes, while a hanging upstream would hold a window for retries
+/// × request timeout per call.
+fn default_window_deadline_secs() -> u64 {
+    30 * 60
 }
 
 fn default_lookback() -> u32 {

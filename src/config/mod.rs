@@ -447,6 +447,14 @@ impl Settings {
             let limit = source.rate_limit();
             problems.in_range(&at("rate_limit.calls"), limit.calls, bounds::RATE_CALLS, "calls");
             problems.in_range(&at("rate_limit.per_ms"), limit.per_ms, bounds::RATE_PER_MS, "ms");
+            if let SourceSettings::Roubler(s) = source {
+                problems.in_range(
+                    &at("discovery_ttl_secs"),
+                    s.discovery_ttl_secs,
+                    bounds::DISCOVERY_TTL_SECS,
+                    "seconds",
+                );
+            }
             match source {
                 SourceSettings::Retarus(s) => {
                     problems.non_empty(&at("client_id"), &s.client_id);
@@ -518,6 +526,12 @@ impl Settings {
                 job.lookback_minutes,
                 bounds::LOOKBACK_MINUTES,
                 "minutes",
+            );
+            problems.in_range(
+                &at("window_deadline_secs"),
+                job.window_deadline_secs,
+                bounds::WINDOW_DEADLINE_SECS,
+                "seconds",
             );
             if let Some(days) = job.trailing_days {
                 problems.in_range(&at("trailing_days"), days, bounds::TRAILING_DAYS, "days");
@@ -601,6 +615,10 @@ pub mod bounds {
     pub const LOOKBACK_MINUTES: RangeInclusive<u32> = 0..=525_600;
     /// Up to ten years, the longest history any vendor keeps.
     pub const TRAILING_DAYS: RangeInclusive<u32> = 1..=3650;
+    /// Up to a week; 0 asks the vendor at every run.
+    pub const DISCOVERY_TTL_SECS: RangeInclusive<u64> = 0..=604_800;
+    /// At least a second, at most a day.
+    pub const WINDOW_DEADLINE_SECS: RangeInclusive<u64> = 1..=86_400;
     /// A schedule must fire within this many days of any moment.
     pub const SCHEDULE_HORIZON_DAYS: i64 = 366;
 

@@ -134,9 +134,18 @@ pub struct RoublerSettings {
     pub rate_limit: Option<RateLimit>,
     #[serde(default, deserialize_with = "super::values::strict_bool")]
     pub allow_http: bool,
+    /// How long discovered companies and locations are used before they are asked for again
+    /// (`etl.scope_cache`); 0 asks at every run.
+    #[serde(default = "RoublerSettings::default_discovery_ttl_secs")]
+    pub discovery_ttl_secs: u64,
 }
 
 impl RoublerSettings {
+    /// An hour: discovery costs `1 + companies` calls of the 100-per-minute budget, and new
+    /// locations are rare.
+    fn default_discovery_ttl_secs() -> u64 {
+        3600
+    }
     fn default_authorize_url() -> HttpUrl {
         HttpUrl::parse("https://oidc.roubler.com/oauth2/auth").expect("static URL")
     }
@@ -273,6 +282,15 @@ impl SourceSettings {
             SourceSettings::Retently(s) => s.rate_limit,
         };
         configured.unwrap_or_else(|| self.kind().default_rate_limit())
+    }
+
+    /// How long this source's discovered scopes may be reused (`sources.NAME.discovery_ttl_secs`);
+    /// `None` for kinds whose scopes come from the configuration and cost no call.
+    pub fn discovery_ttl(&self) -> Option<Duration> {
+        match self {
+            SourceSettings::Roubler(s) => Some(Duration::from_secs(s.discovery_ttl_secs)),
+            _ => None,
+        }
     }
 
     pub fn allow_http(&self) -> bool {

@@ -30,7 +30,7 @@ use anyhow::Context;
 use crate::config::SourceSettings;
 use crate::executor::{CallContext, Executor};
 
-pub use scope::{ScopeTarget, discover_scopes};
+pub use scope::{DiscoveredBy, ScopeTarget, discover_scopes, discover_scopes_cached};
 pub use sink::TableSpec;
 pub use window::{Window, split_windows, split_windows_at};
 

@@ -24,6 +24,10 @@ pub enum Verdict {
     Fatal { cause: String },
     /// The source's daily quota is spent: fail this and every later call until the quota resets.
     QuotaExhausted { cause: String },
+    /// The upstream does not know, or no longer lets us reach, the scope the call named (Roubler
+    /// `Forbidden: Access denied … location …`, Retarus `FORBIDDEN` for a customer, a GraphQL
+    /// `NOT_FOUND`). Retrying cannot help, but the scopes discovered earlier may be stale.
+    ScopeRefused { cause: String },
 }
 
 impl Verdict {
@@ -32,7 +36,8 @@ impl Verdict {
         match self {
             Verdict::Retry { .. } => "retry",
             Verdict::RefreshAndRetryOnce { .. } => "unauthorized",
-            Verdict::Fatal { .. } => "fatal",
+            // A refused scope is fatal for the call; the label set stays the documented one.
+            Verdict::Fatal { .. } | Verdict::ScopeRefused { .. } => "fatal",
             Verdict::QuotaExhausted { .. } => "quota_exhausted",
         }
     }
@@ -183,6 +188,10 @@ const AUTH_KINDS: [&str; 4] = [
     "unauthorizedexception",
     "unauthenticatedexception",
 ];
+/// Kinds that say the scope the call named (a company, location or customer header or
+/// argument) is unknown or out of reach: Roubler's `Forbidden` ("Access denied: you do not have
+/// access to location …"), Retarus' `FORBIDDEN` classification, GraphQL `NOT_FOUND` codes.
+const SCOPE_KINDS: [&str; 3] = ["forbidden", "not_found", "notfound"];
 /// Messages of transient failures from servers that do not classify their errors.
 const TRANSIENT_MESSAGES: [&str; 4] = [
     "internal server error",
@@ -226,6 +235,11 @@ pub fn graphql(errors: &[GraphqlError], has_data: bool) -> GraphqlClass {
     if kinds.iter().any(|k| is(k, &AUTH_KINDS)) {
         return GraphqlClass::Failed(Verdict::RefreshAndRetryOnce {
             cause: format!("the credential was refused: {}", described()),
+        });
+    }
+    if kinds.iter().any(|k| is(k, &SCOPE_KINDS)) {
+        return GraphqlClass::Failed(Verdict::ScopeRefused {
+            cause: format!("the scope was refused: {}", described()),
         });
     }
     if kinds.iter().all(|k| is(k, &WARNING_KINDS)) {
@@ -453,6 +467,26 @@ mod tests {
         assert!(matches!(
             class,
             GraphqlClass::Failed(Verdict::RefreshAndRetryOnce { .. })
+        ));
+    }
+
+    #[test]
+    fn a_refused_scope_is_told_apart_from_other_fatal_errors() {
+        for body in [
+            json!([{"name": "Forbidden", "message": "Access denied: you do not have access to location 99."}]),
+            json!([{"message": "Access denied: client is not entitled to customerId \"1\"", "extensions": {"classification": "FORBIDDEN"}}]),
+            json!([{"message": "no such company", "extensions": {"code": "NOT_FOUND"}}]),
+        ] {
+            let class = graphql(&errors(body.clone()), false);
+            assert!(
+                matches!(&class, GraphqlClass::Failed(Verdict::ScopeRefused { cause }) if cause.starts_with("the scope was refused: ")),
+                "{body}: {class:?}"
+            );
+        }
+        // A plain HTTP 403 (a gateway refusing the API key) says nothing about a scope.
+        assert!(matches!(
+            status(StatusCode::FORBIDDEN, None, br#"{"message":"Forbidden"}"#),
+            Verdict::Fatal { .. }
         ));
     }
 

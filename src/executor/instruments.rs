@@ -29,13 +29,33 @@ pub fn status_class(status: Option<u16>) -> &'static str {
     }
 }
 
-/// One request that was sent (whatever came back).
-pub fn call(figures: &CallFigures, source: &str, status: &'static str, outcome: &'static str, bytes: usize) {
+/// One request that was sent (whatever came back); `repeat`: it repeated an earlier attempt of
+/// the same call.
+pub fn call(
+    figures: &CallFigures,
+    repeat: bool,
+    source: &str,
+    status: &'static str,
+    outcome: &'static str,
+    bytes: usize,
+) {
     figures.calls.fetch_add(1, Ordering::Relaxed);
+    if repeat {
+        figures.repeated.fetch_add(1, Ordering::Relaxed);
+    }
     figures.bytes.fetch_add(bytes as i64, Ordering::Relaxed);
     metrics::counter!(CALLS_TOTAL, "source" => source.to_owned(), "status" => status, "outcome" => outcome)
         .increment(1);
     metrics::counter!(BYTES_TOTAL, "source" => source.to_owned()).increment(bytes as u64);
+}
+
+/// Requests to the token endpoint made while getting a call its credential.
+pub fn token_calls(figures: &CallFigures, requests: u32) {
+    if requests > 0 {
+        figures
+            .token_calls
+            .fetch_add(i64::from(requests), Ordering::Relaxed);
+    }
 }
 
 /// One retry about to happen.

@@ -97,6 +97,12 @@ pub struct CallFigures {
     pub throttled_ms: AtomicI64,
     /// Bytes of answer bodies received.
     pub bytes: AtomicI64,
+    /// Requests among `calls` that repeated an earlier attempt of the same call (a retry, a
+    /// renewed or replaced token): `calls - repeated` are first attempts.
+    pub repeated: AtomicI64,
+    /// Requests to the source's token endpoint made to get these calls a credential (not in
+    /// `calls`).
+    pub token_calls: AtomicI64,
 }
 
 impl CallFigures {
@@ -111,6 +117,12 @@ impl CallFigures {
     }
     pub fn bytes(&self) -> i64 {
         self.bytes.load(Ordering::Relaxed)
+    }
+    pub fn repeated(&self) -> i64 {
+        self.repeated.load(Ordering::Relaxed)
+    }
+    pub fn token_calls(&self) -> i64 {
+        self.token_calls.load(Ordering::Relaxed)
     }
 }
 
@@ -201,6 +213,14 @@ pub enum CallError {
     /// The run's deadline came before the call could succeed.
     #[error("{source_name}.{dataset}: the run's deadline was reached: {message}")]
     DeadlineExceeded {
+        source_name: String,
+        dataset: String,
+        message: String,
+    },
+    /// The upstream does not know, or no longer lets us reach, the scope the call named (see
+    /// [`Verdict::ScopeRefused`]); scopes discovered earlier may be stale.
+    #[error("{source_name}.{dataset}: the upstream refused the scope: {message}")]
+    ScopeRefused {
         source_name: String,
         dataset: String,
         message: String,
@@ -514,32 +534,41 @@ impl Executor {
 
             // The credential is chosen inside the attempt, after the rate-limit wait: a token
             // taken before it may have been replaced (and revoked) or have expired by then.
-            let (verdict, credential) = match self.attempt(call, source, auth, &outgoing, &decode).await {
-                Ok(value) => return Ok(value),
-                Err((Attempt::Verdict(verdict), credential)) => (verdict, credential),
-                Err((Attempt::Auth(e), _)) => {
-                    return Err(CallError::Unauthorized {
-                        source_name: call.source.clone(),
-                        dataset: call.dataset.clone(),
-                        message: e.to_string(),
-                    });
-                }
-                Err((Attempt::Deadline, _)) => {
-                    return Err(deadline(call, "waiting for the rate limit would pass it".into()));
-                }
-                Err((Attempt::WaitCapped(message), _)) => {
-                    source.note_wait_capped(&message);
-                    return Err(CallError::WaitCapped {
-                        source_name: call.source.clone(),
-                        dataset: call.dataset.clone(),
-                        message,
-                    });
-                }
-            };
+            let repeat = attempt > 1;
+            let (verdict, credential) =
+                match self.attempt(call, source, auth, &outgoing, &decode, repeat).await {
+                    Ok(value) => return Ok(value),
+                    Err((Attempt::Verdict(verdict), credential)) => (verdict, credential),
+                    Err((Attempt::Auth(e), _)) => {
+                        return Err(CallError::Unauthorized {
+                            source_name: call.source.clone(),
+                            dataset: call.dataset.clone(),
+                            message: e.to_string(),
+                        });
+                    }
+                    Err((Attempt::Deadline, _)) => {
+                        return Err(deadline(call, "waiting for the rate limit would pass it".into()));
+                    }
+                    Err((Attempt::WaitCapped(message), _)) => {
+                        source.note_wait_capped(&message);
+                        return Err(CallError::WaitCapped {
+                            source_name: call.source.clone(),
+                            dataset: call.dataset.clone(),
+                            message,
+                        });
+                    }
+                };
             let secrets = Secrets::new(credential.as_ref(), source.api_key.as_ref());
 
             match verdict {
                 Verdict::Fatal { cause } => return Err(fatal(call, secrets.scrub(&cause))),
+                Verdict::ScopeRefused { cause } => {
+                    return Err(CallError::ScopeRefused {
+                        source_name: call.source.clone(),
+                        dataset: call.dataset.clone(),
+                        message: secrets.scrub(&cause),
+                    });
+                }
                 Verdict::QuotaExhausted { cause } => {
                     let until = next_utc_midnight(Utc::now());
                     *source.quota_spent_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(until);
@@ -640,6 +669,7 @@ impl Executor {
         auth: &SourceAuth,
         outgoing: &Outgoing<'_>,
         decode: &impl Fn(&[u8]) -> Result<T, Verdict>,
+        repeat: bool,
     ) -> Result<T, (Attempt, Option<Credential>)> {
         let started = Instant::now();
         // No wait for budget may outlast the cap: the earlier of the run's deadline and the cap
@@ -667,7 +697,9 @@ impl Executor {
         );
         // Chosen now, after the wait: a token read before it may have expired or been replaced
         // (Hydra revokes the old access token on refresh) while this call waited for its slot.
-        let credential = match auth.credential().await {
+        let (credential, token_requests) = crate::auth::counting_token_requests(auth.credential()).await;
+        instruments::token_calls(&call.figures, token_requests);
+        let credential = match credential {
             Ok(credential) => credential,
             Err(e) if e.is_retryable() => {
                 let verdict = Verdict::Retry {
@@ -718,6 +750,7 @@ impl Executor {
                 };
                 instruments::call(
                     &call.figures,
+                    repeat,
                     &call.source,
                     instruments::status_class(Some(status.as_u16())),
                     verdict.outcome(),
@@ -730,6 +763,7 @@ impl Executor {
                 let verdict = classify::transport(&e);
                 instruments::call(
                     &call.figures,
+                    repeat,
                     &call.source,
                     instruments::status_class(Some(status.as_u16())),
                     verdict.outcome(),
@@ -741,6 +775,7 @@ impl Executor {
                 let verdict = classify::transport(&e);
                 instruments::call(
                     &call.figures,
+                    repeat,
                     &call.source,
                     instruments::status_class(None),
                     verdict.outcome(),
@@ -760,7 +795,14 @@ impl Executor {
             Ok(_) => "success",
             Err(verdict) => verdict.outcome(),
         };
-        instruments::call(&call.figures, &call.source, status_label, outcome, body.len());
+        instruments::call(
+            &call.figures,
+            repeat,
+            &call.source,
+            status_label,
+            outcome,
+            body.len(),
+        );
         match result {
             Ok(value) => Ok(value),
             // The upstream wants more patience than the cap allows: every caller of the source

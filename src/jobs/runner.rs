@@ -30,11 +30,11 @@ use uuid::Uuid;
 
 use crate::config::{Settings, SourceSettings};
 use crate::datasets::{self, DatasetInfo, LoadRequest, ScopeTarget, Window};
-use crate::executor::{CallContext, CallFigures, Executor};
+use crate::executor::{CallContext, CallError, CallFigures, Executor};
 use crate::jobs::window;
-use crate::store::instance;
 use crate::store::locks::{self, HeldLock, JobLocks};
-use crate::store::runs::{self, Finished, NewRun, RunFigures, RunStatus, Trigger};
+use crate::store::runs::{self, CallBreakdown, Finished, NewRun, RunFigures, RunStatus, Trigger};
+use crate::store::{instance, scope_cache};
 use crate::store::{is_connection_error, watermarks};
 
 /// How long a fire waits for an unreachable database (connection errors while taking its lock
@@ -59,6 +59,46 @@ impl std::fmt::Display for JobLockLost {
 }
 
 impl std::error::Error for JobLockLost {}
+
+/// Why a window stopped when it outlasted its job's `window_deadline_secs`.
+#[derive(Debug)]
+struct WindowDeadline {
+    job: String,
+    secs: u64,
+}
+
+impl std::fmt::Display for WindowDeadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "window deadline of {} s exceeded (jobs.{}.window_deadline_secs); the window was rolled back",
+            self.secs, self.job
+        )
+    }
+}
+
+impl std::error::Error for WindowDeadline {}
+
+/// Whether `error` was caused by a call the upstream refused for its scope.
+fn scope_refused(error: &anyhow::Error) -> bool {
+    error.chain().any(|e| {
+        matches!(
+            e.downcast_ref::<CallError>(),
+            Some(CallError::ScopeRefused { .. })
+        )
+    })
+}
+
+/// Whether `error` was caused by a call that gave up because the window's deadline was near.
+fn deadline_reached(error: &anyhow::Error) -> bool {
+    error.chain().any(|e| {
+        e.downcast_ref::<WindowDeadline>().is_some()
+            || matches!(
+                e.downcast_ref::<CallError>(),
+                Some(CallError::DeadlineExceeded { .. })
+            )
+    })
+}
 
 /// What happened to one window (or to a job that could not start).
 #[derive(Debug, Clone)]
@@ -96,6 +136,10 @@ pub struct Runner {
     unrecorded: Mutex<Unrecorded>,
     /// Whether this process has swept dead processes' runs yet (before its first job).
     swept: std::sync::atomic::AtomicBool,
+    /// One scope discovery at a time per source, so that jobs of a source starting together
+    /// share one discovery round (the later ones find it in `etl.scope_cache`). Locked only to
+    /// look up or insert a source's gate.
+    discovery_gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// At most this many failed runs wait to be recorded; beyond it they are only logged (memory
@@ -158,7 +202,18 @@ impl Runner {
             progress: None,
             unrecorded: Mutex::new(Unrecorded::default()),
             swept: std::sync::atomic::AtomicBool::new(false),
+            discovery_gates: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The gate serialising scope discovery of `source`.
+    fn discovery_gate(&self, source: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.discovery_gates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(source.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// Marks runs of dead processes `interrupted` (see [`instance::sweep_dead_instances`]). Only
@@ -391,33 +446,62 @@ impl Runner {
         lock: &JobLock,
     ) -> Vec<WindowReport> {
         let (job_settings, _) = self.settings.job(job).expect("checked by run_job");
-        let discovery = call_context(source_name, dataset.name, Arc::new(CallFigures::default()));
-        let scopes = match datasets::discover_scopes(
-            &self.executor,
-            &discovery,
-            source_name,
-            source,
-            dataset,
-            &job_settings.scope,
-        )
-        .await
-        {
-            Ok(scopes) => scopes,
+        // Discovery's calls are recorded on the first window's run (or on the failure record).
+        let discovery_figures = Arc::new(CallFigures::default());
+        let deadline_secs = job_settings.window_deadline_secs;
+        let discovered = {
+            let gate = self.discovery_gate(source_name);
+            let _one_at_a_time = gate.lock().await;
+            let deadline = tokio::time::Instant::now() + job_settings.window_deadline();
+            let discovery =
+                call_context(source_name, dataset.name, discovery_figures.clone()).with_deadline(deadline);
+            let discover = datasets::discover_scopes_cached(
+                &self.executor,
+                &self.pool,
+                &discovery,
+                source_name,
+                source,
+                dataset,
+                &job_settings.scope,
+            );
+            match tokio::time::timeout_at(deadline, discover).await {
+                Ok(discovered) => discovered,
+                Err(_) => Err(anyhow!(WindowDeadline {
+                    job: job.to_owned(),
+                    secs: deadline_secs,
+                })),
+            }
+        };
+        let scopes = match discovered {
+            Ok((scopes, by)) => {
+                tracing::debug!(job, source = source_name, scopes = scopes.len(), discovered_by = ?by,
+                    "Scopes of the job.");
+                scopes
+            }
             Err(error) => {
-                let report = self
-                    .record_failure(
-                        job,
-                        source_name,
-                        dataset,
-                        "all",
-                        None,
-                        trigger,
-                        &format!("discovering scopes: {error:#}"),
+                let message = if deadline_reached(&error) && error.downcast_ref::<WindowDeadline>().is_none()
+                {
+                    format!(
+                        "discovering scopes: window deadline of {deadline_secs} s exceeded \
+                         (jobs.{job}.window_deadline_secs): {error:#}"
                     )
+                } else {
+                    format!("discovering scopes: {error:#}")
+                };
+                let figures = run_figures(
+                    &CallFigures::default(),
+                    Some(&discovery_figures),
+                    0,
+                    0,
+                    Vec::new(),
+                );
+                let report = self
+                    .record_failure(job, source_name, dataset, "all", None, trigger, &message, figures)
                     .await;
                 return vec![report];
             }
         };
+        let mut discovery_calls = Some(discovery_figures);
         let mut reports = Vec::new();
         let now = Utc::now();
         for scope in scopes {
@@ -442,6 +526,7 @@ impl Runner {
                                     None,
                                     trigger,
                                     &format!("{error:#}"),
+                                    RunFigures::default(),
                                 )
                                 .await,
                             );
@@ -491,6 +576,7 @@ impl Runner {
                         trigger,
                         backfill.is_none(),
                         lock,
+                        discovery_calls.take(),
                     )
                     .await;
                 let failed = report.status != RunStatus::Succeeded;
@@ -501,6 +587,18 @@ impl Runner {
                     break;
                 }
             }
+        }
+        if let Some(discovery) = discovery_calls
+            && discovery.calls() > 0
+        {
+            // No window ran to carry them into etl.runs; at least the log has them.
+            tracing::info!(
+                job,
+                source = source_name,
+                calls = discovery.calls(),
+                token_calls = discovery.token_calls(),
+                "Scope discovery made calls, but no window was due."
+            );
         }
         reports
     }
@@ -520,6 +618,7 @@ impl Runner {
         trigger: Trigger,
         moves_watermark: bool,
         lock: &JobLock,
+        discovery: Option<Arc<CallFigures>>,
     ) -> WindowReport {
         let key = scope.key();
         let bounds = window.as_ref().map(|w| (w.start, w.end));
@@ -561,13 +660,16 @@ impl Runner {
             Ok(held) => held,
             Err(message) => {
                 tracing::warn!(job, scope = %key, run_id, reason = %message, "Window not loaded.");
-                self.finish_or_keep(run_id, RunStatus::Interrupted, RunFigures::default(), &message)
+                let figures = run_figures(&CallFigures::default(), discovery.as_deref(), 0, 0, Vec::new());
+                let calls = figures.upstream_calls;
+                self.finish_or_keep(run_id, RunStatus::Interrupted, figures, &message)
                     .await;
-                return report(RunStatus::Interrupted, 0, 0, Some(message));
+                return report(RunStatus::Interrupted, 0, calls, Some(message));
             }
         };
         let figures = Arc::new(CallFigures::default());
-        let call = call_context(source_name, dataset.name, figures.clone());
+        let (job_settings, _) = self.settings.job(job).expect("checked by run_job");
+        let deadline_after = job_settings.window_deadline();
         tracing::info!(job, scope = %key, run_id, window_start = ?bounds.map(|b| b.0),
             lock_session = held.backend_pid, "Entered the job's window.");
         let load = async {
@@ -576,6 +678,10 @@ impl Runner {
                 .acquire()
                 .await
                 .context("waiting for a window slot")?;
+            // The deadline counts from here (a wait for a slot is not the window's doing). Calls
+            // start no attempt and no wait past it, and whatever is in flight then is dropped.
+            let deadline = tokio::time::Instant::now() + deadline_after;
+            let call = call_context(source_name, dataset.name, figures.clone()).with_deadline(deadline);
             let mut tx = self.pool.begin().await.context("opening the load transaction")?;
             let request = LoadRequest {
                 source_name,
@@ -586,8 +692,28 @@ impl Runner {
                 run_id,
                 call: &call,
             };
-            let loaded = datasets::load(&self.executor, &mut tx, &request).await?;
-            let run_figures = run_figures(&figures, loaded.rows, loaded.pages, loaded.warnings);
+            let loaded =
+                match tokio::time::timeout_at(deadline, datasets::load(&self.executor, &mut tx, &request))
+                    .await
+                {
+                    Ok(loaded) => loaded?,
+                    // Dropping the load (and then `tx`) rolls the window back; commit is not timed,
+                    // so a window is never reported failed after it committed.
+                    Err(_) => {
+                        return Err(WindowDeadline {
+                            job: job.to_owned(),
+                            secs: deadline_after.as_secs(),
+                        }
+                        .into());
+                    }
+                };
+            let run_figures = run_figures(
+                &figures,
+                discovery.as_deref(),
+                loaded.rows,
+                loaded.pages,
+                loaded.warnings,
+            );
             // The lock lives on another session: make sure it is still ours right before committing.
             if !locks::still_held(&mut *tx, job, held).await? {
                 return Err(JobLockLost.into());
@@ -628,12 +754,32 @@ impl Runner {
                         "interrupted: the database connection was lost mid-window; nothing of it was committed: {error:#}"
                     );
                     (RunStatus::Interrupted, message)
+                } else if deadline_reached(&error) && error.downcast_ref::<WindowDeadline>().is_none() {
+                    // A call gave up early because its next attempt or wait would pass the deadline.
+                    let message = format!(
+                        "window deadline of {} s exceeded (jobs.{job}.window_deadline_secs); the window was rolled back: {error:#}",
+                        deadline_after.as_secs()
+                    );
+                    (RunStatus::Failed, message)
+                } else if scope_refused(&error) && source.discovery_ttl().is_some() {
+                    // The scope came from discovery, which may be stale: ask again next time.
+                    let dropped = match scope_cache::invalidate(&self.pool, source_name).await {
+                        Ok(_) => format!(
+                            "; the cached scopes of source {source_name} were dropped, so the next run asks the vendor for them again"
+                        ),
+                        Err(drop_error) => {
+                            tracing::warn!(source = source_name, error = %format!("{drop_error:#}"),
+                                "Could not drop the cached scopes after a refused scope.");
+                            String::new()
+                        }
+                    };
+                    (RunStatus::Failed, format!("{error:#}{dropped}"))
                 } else {
                     (RunStatus::Failed, format!("{error:#}"))
                 };
                 tracing::warn!(job, dataset = dataset.name, scope = %key, status = status.as_str(),
                     error = %message, "Window did not load; its previous rows are unchanged.");
-                let unloaded = run_figures(&figures, 0, 0, Vec::new());
+                let unloaded = run_figures(&figures, discovery.as_deref(), 0, 0, Vec::new());
                 let calls = unloaded.upstream_calls;
                 self.finish_or_keep(run_id, status, unloaded, &message).await;
                 report(status, 0, calls, Some(message))
@@ -725,7 +871,9 @@ impl Runner {
         window: Option<(DateTime<Utc>, DateTime<Utc>)>,
         trigger: Trigger,
         message: &str,
+        figures: RunFigures,
     ) -> WindowReport {
+        let calls = figures.upstream_calls;
         let run = NewRun {
             job,
             source: source_name,
@@ -736,8 +884,7 @@ impl Runner {
         };
         let run_id = match runs::start(&self.pool, self.instance, &run).await {
             Ok(id) => {
-                self.finish_or_keep(id, RunStatus::Failed, RunFigures::default(), message)
-                    .await;
+                self.finish_or_keep(id, RunStatus::Failed, figures, message).await;
                 Some(id)
             }
             Err(error) => {
@@ -760,7 +907,7 @@ impl Runner {
             window,
             status: RunStatus::Failed,
             rows: 0,
-            calls: 0,
+            calls: calls.into(),
             seconds: 0.0,
             error: Some(message.into()),
         }
@@ -844,14 +991,39 @@ fn call_context(source: &str, dataset: &str, figures: Arc<CallFigures>) -> CallC
     CallContext::new(source, dataset).with_figures(figures)
 }
 
-fn run_figures(figures: &CallFigures, rows: i64, pages: i32, warnings: Vec<String>) -> RunFigures {
+/// A run's figures from its calls' figures, plus those of the scope discovery it carries (the
+/// first window of a trigger carries the discovery that preceded it).
+fn run_figures(
+    figures: &CallFigures,
+    discovery: Option<&CallFigures>,
+    rows: i64,
+    pages: i32,
+    warnings: Vec<String>,
+) -> RunFigures {
+    let count = |n: i64| i32::try_from(n.max(0)).unwrap_or(i32::MAX);
+    let mut calls = CallBreakdown {
+        data: count(figures.calls() - figures.repeated()),
+        discovery: 0,
+        token: count(figures.token_calls()),
+        retry: count(figures.repeated()),
+    };
+    let mut retries = figures.retries();
+    let mut throttled_ms = figures.throttled_ms();
+    if let Some(discovery) = discovery {
+        calls.discovery = count(discovery.calls() - discovery.repeated());
+        calls.token = calls.token.saturating_add(count(discovery.token_calls()));
+        calls.retry = calls.retry.saturating_add(count(discovery.repeated()));
+        retries = retries.saturating_add(discovery.retries());
+        throttled_ms = throttled_ms.saturating_add(discovery.throttled_ms());
+    }
     RunFigures {
         rows_written: rows,
         pages,
-        upstream_calls: figures.calls().try_into().unwrap_or(i32::MAX),
-        retries: figures.retries().try_into().unwrap_or(i32::MAX),
-        throttled_ms: figures.throttled_ms(),
+        upstream_calls: calls.total(),
+        retries: count(retries),
+        throttled_ms,
         warnings,
+        calls,
     }
 }
 

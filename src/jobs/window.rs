@@ -126,6 +126,7 @@ mod tests {
             trailing_days: Some(7),
             start: None,
             enabled: true,
+            window_deadline_secs: 1800,
         }
     }
 

@@ -1,5 +1,5 @@
 //! The store: the PostgreSQL pool, embedded migrations, this process's instance record, and the
-//! service's own tables (`etl.runs`, `etl.tokens`, `etl.watermarks`).
+//! service's own tables (`etl.runs`, `etl.tokens`, `etl.watermarks`, `etl.scope_cache`).
 //!
 //! Two ways in, both connecting to `database.url` (or starting the embedded default server) and
 //! applying migrations: [`Store::open`] also registers this process and keeps it alive (commands
@@ -12,6 +12,7 @@ pub mod embedded;
 pub mod instance;
 pub mod locks;
 pub mod runs;
+pub mod scope_cache;
 pub mod watermarks;
 
 use std::sync::Arc;

@@ -67,11 +67,37 @@ pub struct NewRun<'a> {
 pub struct RunFigures {
     pub rows_written: i64,
     pub pages: i32,
+    /// Every request sent upstream: the sum of the four kinds below.
     pub upstream_calls: i32,
     pub retries: i32,
     pub throttled_ms: i64,
     /// Non-fatal notes (e.g. fields the subscription withholds), joined with "; ".
     pub warnings: Vec<String>,
+    /// What the calls were for (see [`CallBreakdown`]).
+    pub calls: CallBreakdown,
+}
+
+/// What a run's upstream requests were for. Their sum is the run's `upstream_calls`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallBreakdown {
+    /// First attempts of requests for the dataset's records.
+    pub data: i32,
+    /// First attempts of scope-discovery requests (Roubler `viewer` and `locations`).
+    pub discovery: i32,
+    /// Token-endpoint requests.
+    pub token: i32,
+    /// Requests repeating an earlier attempt of a data or discovery call.
+    pub retry: i32,
+}
+
+impl CallBreakdown {
+    /// All of them: what `upstream_calls` records.
+    pub fn total(&self) -> i32 {
+        self.data
+            .saturating_add(self.discovery)
+            .saturating_add(self.token)
+            .saturating_add(self.retry)
+    }
 }
 
 impl RunFigures {
@@ -150,7 +176,8 @@ pub async fn finish<'e>(
         "WITH updated AS (
              UPDATE etl.runs
              SET status = $2, finished_at = clock_timestamp(), rows_written = $3, pages = $4,
-                 upstream_calls = $5, retries = $6, throttled_ms = $7, warnings = $8, error = $9
+                 upstream_calls = $5, retries = $6, throttled_ms = $7, warnings = $8, error = $9,
+                 data_calls = $10, discovery_calls = $11, token_calls = $12, retry_calls = $13
              WHERE id = $1 AND status = 'running'
              RETURNING id)
          SELECT EXISTS (SELECT 1 FROM updated), (SELECT status FROM etl.runs WHERE id = $1)",
@@ -164,6 +191,10 @@ pub async fn finish<'e>(
     .bind(figures.throttled_ms)
     .bind(figures.warnings_text())
     .bind(error)
+    .bind(figures.calls.data)
+    .bind(figures.calls.discovery)
+    .bind(figures.calls.token)
+    .bind(figures.calls.retry)
     .fetch_one(executor)
     .await
     .with_context(|| format!("recording the outcome of run {id}"))?;
@@ -201,13 +232,18 @@ pub struct RunRow {
     pub throttled_ms: i64,
     pub warnings: Option<String>,
     pub error: Option<String>,
+    pub data_calls: i32,
+    pub discovery_calls: i32,
+    pub token_calls: i32,
+    pub retry_calls: i32,
 }
 
 /// The most recent runs, newest first, optionally of one job.
 pub async fn recent(pool: &PgPool, job: Option<&str>, limit: i64) -> Result<Vec<RunRow>> {
     sqlx::query_as(
         "SELECT id, job, source, dataset, scope, window_start, window_end, trigger, status, started_at,
-                finished_at, rows_written, pages, upstream_calls, retries, throttled_ms, warnings, error
+                finished_at, rows_written, pages, upstream_calls, retries, throttled_ms, warnings, error,
+                data_calls, discovery_calls, token_calls, retry_calls
          FROM etl.runs
          WHERE $1::text IS NULL OR job = $1
          ORDER BY id DESC
@@ -224,7 +260,8 @@ pub async fn recent(pool: &PgPool, job: Option<&str>, limit: i64) -> Result<Vec<
 pub async fn get(pool: &PgPool, id: i64) -> Result<RunRow> {
     sqlx::query_as(
         "SELECT id, job, source, dataset, scope, window_start, window_end, trigger, status, started_at,
-                finished_at, rows_written, pages, upstream_calls, retries, throttled_ms, warnings, error
+                finished_at, rows_written, pages, upstream_calls, retries, throttled_ms, warnings, error,
+                data_calls, discovery_calls, token_calls, retry_calls
          FROM etl.runs WHERE id = $1",
     )
     .bind(id)

@@ -424,6 +424,28 @@ fn hostile_cases(keep: &mut Vec<tempfile::NamedTempFile>, dir: &std::path::Path)
             "`0` is out of range",
         ),
         hostile(
+            "a window deadline of zero seconds",
+            edit("lookback_minutes = 60", "lookback_minutes = 60\nwindow_deadline_secs = 0"),
+            "jobs.fax.window_deadline_secs",
+            "`0` is out of range; use 1 to 86400 seconds",
+        ),
+        hostile(
+            "a window deadline beyond a day",
+            BASE.into(),
+            "jobs.fax.window_deadline_secs",
+            "`86401` is out of range; use 1 to 86400 seconds",
+        )
+        .with_env("REPORTING_ETL__JOBS__FAX__WINDOW_DEADLINE_SECS", "86401"),
+        hostile(
+            "a discovery TTL beyond a week",
+            edit(
+                "client_secret = \"roubler-secret-xyz\"",
+                "client_secret = \"roubler-secret-xyz\"\ndiscovery_ttl_secs = 999999999",
+            ),
+            "sources.roubler.discovery_ttl_secs",
+            "`999999999` is out of range; use 0 to 604800 seconds",
+        ),
+        hostile(
             "the largest lookback a u32 holds",
             edit("lookback_minutes = 60", "lookback_minutes = 4294967295"),
             "jobs.fax.lookback_minutes",

@@ -10,6 +10,7 @@ mod datasets;
 mod datasets_e2e;
 mod db_restart;
 mod dictionary;
+mod discovery_cache;
 mod executor;
 mod hardening_input;
 mod hardening_outage;

@@ -8,7 +8,7 @@ use std::process::Command;
 use reporting_etl::config::DatabaseSettings;
 use reporting_etl::store::instance;
 use reporting_etl::store::instance::INSTANCE_LOCK_CLASS;
-use reporting_etl::store::runs::{self, Finished, NewRun, RunFigures, RunStatus, Trigger};
+use reporting_etl::store::runs::{self, CallBreakdown, Finished, NewRun, RunFigures, RunStatus, Trigger};
 use reporting_etl::store::{self, EmbeddedPostgres, Store};
 use secrecy::SecretString;
 use sqlx::{Connection, PgConnection};
@@ -95,6 +95,12 @@ async fn a_run_record_goes_from_running_to_succeeded_with_its_figures() {
         retries: 1,
         throttled_ms: 250,
         warnings: vec!["field netWorth withheld".into()],
+        calls: CallBreakdown {
+            data: 1,
+            discovery: 1,
+            token: 1,
+            retry: 1,
+        },
     };
     let mut tx = store.pool().begin().await.unwrap();
     runs::finish(&mut *tx, id, RunStatus::Succeeded, &figures, None)
@@ -113,6 +119,15 @@ async fn a_run_record_goes_from_running_to_succeeded_with_its_figures() {
             run.throttled_ms
         ),
         (1234, 3, 4, 1, 250)
+    );
+    assert_eq!(
+        (
+            run.data_calls,
+            run.discovery_calls,
+            run.token_calls,
+            run.retry_calls
+        ),
+        (1, 1, 1, 1)
     );
     assert_eq!(run.warnings.as_deref(), Some("field netWorth withheld"));
     assert!(run.finished_at.unwrap() >= run.started_at);

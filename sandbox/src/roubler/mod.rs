@@ -20,8 +20,9 @@ pub mod model;
 pub mod oauth;
 pub mod schema;
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -123,7 +124,12 @@ pub struct RoublerHandle {
     token_endpoint_down: Arc<AtomicBool>,
     hold_granted_answers: tokio::sync::watch::Sender<bool>,
     world: Arc<model::World>,
+    operations: Operations,
 }
+
+/// Authorised `/graphql` requests per operation name (`Viewer`, `Locations`, …; `(anonymous)`
+/// without one), so tests can tell scope discovery (`Viewer`) from data calls.
+type Operations = Arc<Mutex<BTreeMap<String, u64>>>;
 
 /// The SDL the sandbox serves; `schemas/roubler.graphql` must equal it byte for byte.
 pub fn sdl() -> String {
@@ -179,9 +185,11 @@ pub async fn start(options: &SandboxOptions) -> std::io::Result<(RoublerHandle, 
         token_endpoint_down: token_endpoint_down.clone(),
         hold_granted_answers: hold_granted_answers.clone(),
     };
+    let operations = Operations::default();
     let api = ApiState {
         auth: auth.clone(),
         schema: schema::build(Some(world.clone())),
+        operations: operations.clone(),
     };
     let limit_layer = RateLimitLayer {
         limiter: rate.clone(),
@@ -225,6 +233,7 @@ pub async fn start(options: &SandboxOptions) -> std::io::Result<(RoublerHandle, 
         token_endpoint_down,
         hold_granted_answers,
         world,
+        operations,
     };
     Ok((handle, guard))
 }
@@ -233,6 +242,7 @@ pub async fn start(options: &SandboxOptions) -> std::io::Result<(RoublerHandle, 
 struct ApiState {
     auth: AuthServer,
     schema: schema::RoublerSchema,
+    operations: Operations,
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -257,6 +267,15 @@ async fn graphql(State(api): State<ApiState>, headers: HeaderMap, body: Bytes) -
         Ok(request) => request,
         Err(body) => return crate::gql::json(StatusCode::BAD_REQUEST, body),
     };
+    let operation = request
+        .operation_name
+        .clone()
+        .unwrap_or_else(|| "(anonymous)".into());
+    *api.operations
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(operation)
+        .or_default() += 1;
     let scope = schema::Scope {
         company_id: header(&headers, "x-company-id"),
         location_id: header(&headers, "x-location-id"),
@@ -369,6 +388,17 @@ impl RoublerHandle {
     /// Every `/graphql` call so far.
     pub fn calls(&self) -> Vec<CallRecord> {
         self.rate.calls()
+    }
+
+    /// Authorised `/graphql` requests so far whose `operationName` is `name` (`"Viewer"`: scope
+    /// discovery rounds; `"Locations"`: discovery's and the `locations` dataset's calls).
+    pub fn operation_calls(&self, name: &str) -> u64 {
+        self.operations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// `[{id, name}]` of every company the API user can access.
