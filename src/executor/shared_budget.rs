@@ -321,7 +321,6 @@ enum Take {
 }
 
 /// The row of a budget that had no slot to give.
-#[derive(sqlx::FromRow)]
 struct FullBudget {
     /// Milliseconds until `blocked_until`, when it is ahead.
     blocked_ms: Option<f64>,
@@ -331,6 +330,20 @@ struct FullBudget {
     frees_in_ms: Vec<f64>,
     announced_limit: Option<i32>,
     announced_window_ms: Option<i64>,
+}
+
+// Written out, not derived: sqlx's derive macro costs every cold build a second compile of sqlx (see build.rs).
+impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for FullBudget {
+    fn from_row(row: &sqlx::postgres::PgRow) -> sqlx::Result<Self> {
+        use sqlx::Row as _;
+        Ok(Self {
+            blocked_ms: row.try_get("blocked_ms")?,
+            calls: row.try_get("calls")?,
+            frees_in_ms: row.try_get("frees_in_ms")?,
+            announced_limit: row.try_get("announced_limit")?,
+            announced_window_ms: row.try_get("announced_window_ms")?,
+        })
+    }
 }
 
 /// Changes to the row from an answer's headers.
@@ -785,7 +798,7 @@ fn wait_for(blocked_ms: Option<f64>, calls: i32, frees_in_ms: &[f64], span: Dura
 }
 
 /// One row of the budget summary in `reporting-etl runs`.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct UsageRow {
     pub source: String,
     pub instance_id: Uuid,
@@ -800,8 +813,28 @@ pub struct UsageRow {
     pub last_call_at: DateTime<Utc>,
 }
 
+// Written out, not derived: sqlx's derive macro costs every cold build a second compile of sqlx (see build.rs).
+impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for UsageRow {
+    fn from_row(row: &sqlx::postgres::PgRow) -> sqlx::Result<Self> {
+        use sqlx::Row as _;
+        Ok(Self {
+            source: row.try_get("source")?,
+            instance_id: row.try_get("instance_id")?,
+            hostname: row.try_get("hostname")?,
+            pid: row.try_get("pid")?,
+            command: row.try_get("command")?,
+            running: row.try_get("running")?,
+            calls: row.try_get("calls")?,
+            waited_ms: row.try_get("waited_ms")?,
+            fallback_calls: row.try_get("fallback_calls")?,
+            first_call_at: row.try_get("first_call_at")?,
+            last_call_at: row.try_get("last_call_at")?,
+        })
+    }
+}
+
 /// One source's limit as configured and as the upstream's headers announce it (`runs`).
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct LimitRow {
     pub source: String,
     pub calls: i32,
@@ -813,14 +846,28 @@ pub struct LimitRow {
 
 /// Every source's configured and announced limit, and its block if one is in force.
 pub async fn limits(pool: &PgPool) -> Result<Vec<LimitRow>> {
-    sqlx::query_as(
+    type Columns = (String, i32, i64, Option<i32>, Option<i64>, Option<DateTime<Utc>>);
+    let rows: Vec<Columns> = sqlx::query_as(
         "SELECT source, calls, window_ms, announced_limit, announced_window_ms,
                 CASE WHEN blocked_until > now() THEN blocked_until END AS blocked_until
          FROM etl.rate_budgets ORDER BY source",
     )
     .fetch_all(pool)
     .await
-    .context("reading the rate budgets")
+    .context("reading the rate budgets")?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(source, calls, window_ms, announced_limit, announced_window_ms, blocked_until)| LimitRow {
+                source,
+                calls,
+                window_ms,
+                announced_limit,
+                announced_window_ms,
+                blocked_until,
+            },
+        )
+        .collect())
 }
 
 /// Per source and process, newest activity first: calls made and time spent waiting for budget.

@@ -64,7 +64,7 @@ pub async fn generate(pool: &PgPool) -> Result<String> {
 }
 
 /// One column of a table, as the catalog describes it.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct Column {
     pub name: String,
     pub data_type: String,
@@ -72,6 +72,20 @@ pub struct Column {
     /// Part of the primary key.
     pub key: bool,
     pub comment: Option<String>,
+}
+
+// Written out, not derived: sqlx's derive macro costs every cold build a second compile of sqlx (see build.rs).
+impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for Column {
+    fn from_row(row: &sqlx::postgres::PgRow) -> sqlx::Result<Self> {
+        use sqlx::Row as _;
+        Ok(Self {
+            name: row.try_get("name")?,
+            data_type: row.try_get("data_type")?,
+            nullable: row.try_get("nullable")?,
+            key: row.try_get("key")?,
+            comment: row.try_get("comment")?,
+        })
+    }
 }
 
 /// The columns of `schema.table` in table order (also read by `dbt sources`).

@@ -15,20 +15,46 @@ pub mod runs;
 pub mod scope_cache;
 pub mod watermarks;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
+use sqlx::SqlSafeStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::config::DatabaseSettings;
 pub use embedded::EmbeddedPostgres;
 pub use instance::Instance;
 
-/// Migrations compiled into the binary (`migrations/`).
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+/// Migrations compiled into the binary (`migrations/`, listed by `build.rs`).
+///
+/// Built as `sqlx::migrate!` would (same versions, descriptions, checksums; see the test below)
+/// without sqlx's proc macros, which cost every cold build a second compile of sqlx and rustls.
+pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
+    let files: &[(i64, &str, &'static str)] = include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
+    Migrator::with_migrations(
+        files
+            .iter()
+            .map(|&(version, name, sql)| {
+                // `sqlx::migrate::resolve_blocking`'s rules: the type from the suffix, the description
+                // from the rest of the name, and `-- no-transaction` as the first line opting out.
+                let migration_type = MigrationType::from_filename(name);
+                let description = name.trim_end_matches(migration_type.suffix()).replace('_', " ");
+                let no_tx = sql.starts_with("-- no-transaction");
+                Migration::new(
+                    version,
+                    description.into(),
+                    migration_type,
+                    sql.into_sql_str(),
+                    no_tx,
+                )
+            })
+            .collect(),
+    )
+});
 
 /// An open database this process is not registered in.
 pub struct Database {
@@ -192,4 +218,47 @@ pub async fn connect(url: &str, pool_size: u32) -> Result<PgPool> {
 /// Applies every pending migration. Safe to run any number of times.
 pub async fn migrate(pool: &PgPool) -> Result<()> {
     MIGRATOR.run(pool).await.context("applying database migrations")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATOR;
+
+    /// The embedded list must be what `sqlx::migrate!` builds from `migrations/` (it calls this same
+    /// resolver): a different checksum or description would make sqlx refuse databases migrated
+    /// by earlier builds.
+    #[test]
+    fn embedded_migrations_match_sqlx_resolver() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let expected: Vec<_> = sqlx::migrate::resolve_blocking(&dir)
+            .expect("resolving migrations/")
+            .into_iter()
+            .map(|(m, _)| {
+                (
+                    m.version,
+                    m.description,
+                    m.migration_type,
+                    m.checksum,
+                    m.no_tx,
+                    m.sql.as_str().to_owned(),
+                )
+            })
+            .collect();
+        let embedded: Vec<_> = MIGRATOR
+            .iter()
+            .map(|m| {
+                let m = m.clone();
+                (
+                    m.version,
+                    m.description,
+                    m.migration_type,
+                    m.checksum,
+                    m.no_tx,
+                    m.sql.as_str().to_owned(),
+                )
+            })
+            .collect();
+        assert!(!expected.is_empty(), "no migrations found in {}", dir.display());
+        assert_eq!(embedded, expected);
+    }
 }

@@ -212,7 +212,7 @@ pub async fn finish<'e>(
 }
 
 /// One row of `reporting-etl runs`.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct RunRow {
     pub id: i64,
     pub job: String,
@@ -236,6 +236,37 @@ pub struct RunRow {
     pub discovery_calls: i32,
     pub token_calls: i32,
     pub retry_calls: i32,
+}
+
+// Written out, not derived: sqlx's derive macro costs every cold build a second compile of sqlx (see build.rs).
+impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for RunRow {
+    fn from_row(row: &sqlx::postgres::PgRow) -> sqlx::Result<Self> {
+        use sqlx::Row as _;
+        Ok(Self {
+            id: row.try_get("id")?,
+            job: row.try_get("job")?,
+            source: row.try_get("source")?,
+            dataset: row.try_get("dataset")?,
+            scope: row.try_get("scope")?,
+            window_start: row.try_get("window_start")?,
+            window_end: row.try_get("window_end")?,
+            trigger: row.try_get("trigger")?,
+            status: row.try_get("status")?,
+            started_at: row.try_get("started_at")?,
+            finished_at: row.try_get("finished_at")?,
+            rows_written: row.try_get("rows_written")?,
+            pages: row.try_get("pages")?,
+            upstream_calls: row.try_get("upstream_calls")?,
+            retries: row.try_get("retries")?,
+            throttled_ms: row.try_get("throttled_ms")?,
+            warnings: row.try_get("warnings")?,
+            error: row.try_get("error")?,
+            data_calls: row.try_get("data_calls")?,
+            discovery_calls: row.try_get("discovery_calls")?,
+            token_calls: row.try_get("token_calls")?,
+            retry_calls: row.try_get("retry_calls")?,
+        })
+    }
 }
 
 /// The most recent runs, newest first, optionally of one job.
