@@ -70,6 +70,9 @@ pub struct RoublerOptions {
     pub time_zones: Vec<String>,
     /// Employees whose home is each location (default 8; every eighth one terminated).
     pub employees_per_location: u32,
+    /// Fields removed from the schema (see [`crate::drift`]): introspection leaves them out and
+    /// queries selecting them are refused. Empty by default.
+    pub removed_fields: Vec<crate::drift::RemovedField>,
 }
 
 impl Default for RoublerOptions {
@@ -94,6 +97,7 @@ impl Default for RoublerOptions {
                 "Australia/Brisbane".into(),
             ],
             employees_per_location: 8,
+            removed_fields: Vec::new(),
         }
     }
 }
@@ -127,7 +131,7 @@ pub struct RoublerHandle {
 
 /// The SDL the sandbox serves; `schemas/roubler.graphql` must equal it byte for byte.
 pub fn sdl() -> String {
-    schema::build(None).sdl()
+    schema::build(None, &[]).sdl()
 }
 
 /// Starts the Roubler stand-in on an ephemeral loopback port.
@@ -181,7 +185,7 @@ pub async fn start(options: &SandboxOptions) -> std::io::Result<(RoublerHandle, 
     };
     let api = ApiState {
         auth: auth.clone(),
-        schema: schema::build(Some(world.clone())),
+        schema: schema::build(Some(world.clone()), &o.removed_fields),
     };
     let limit_layer = RateLimitLayer {
         limiter: rate.clone(),
