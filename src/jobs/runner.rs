@@ -128,6 +128,8 @@ struct MissedFires {
 pub enum Progress {
     /// This many windows of this job are about to be loaded (for one of its scopes).
     Planned { job: String, windows: usize },
+    /// One window started; its calls add to `figures` (calls, time throttled) while it runs.
+    Started { job: String, figures: Arc<CallFigures> },
     /// One window ended.
     Finished(WindowReport),
 }
@@ -562,6 +564,10 @@ impl Runner {
             }
         };
         let figures = Arc::new(CallFigures::default());
+        self.report_progress(Progress::Started {
+            job: job.to_owned(),
+            figures: figures.clone(),
+        });
         let call = call_context(source_name, dataset.name, figures.clone());
         tracing::info!(job, scope = %key, run_id, window_start = ?bounds.map(|b| b.0),
             lock_session = held.backend_pid, "Entered the job's window.");
