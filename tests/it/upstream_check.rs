@@ -2,7 +2,8 @@
 //! through the executor and checks every compiled query against what it finds. The normal
 //! sandbox serves the schemas the queries were compiled against: no drift, exit 0. A sandbox
 //! started with a field removed (as a vendor's release might) must be caught: exit 1, and a line
-//! naming the field, its type and the query file — the same field a run then fails on.
+//! naming the field, its type and the query file (the sandbox refuses queries selecting it:
+//! `sandbox/tests/drift.rs`).
 
 use crate::support;
 
@@ -14,7 +15,7 @@ use support::TestDb;
 /// and a configuration file with `extra` appended.
 struct Harness {
     sandbox: Sandbox,
-    db: TestDb,
+    _db: TestDb,
     config: tempfile::NamedTempFile,
 }
 
@@ -27,7 +28,11 @@ async fn harness(options: SandboxOptions, authorise_roubler: bool, extra: &str) 
         let grant = sandbox.roubler.grant_tokens();
         support::seed_refresh_chain(&db.pool, "roubler", &grant, grant.expires_in as f64).await;
     }
-    Harness { sandbox, db, config }
+    Harness {
+        sandbox,
+        _db: db,
+        config,
+    }
 }
 
 /// Runs the binary with `args` and `--config`; (exit code, stdout, stderr).
@@ -69,11 +74,10 @@ async fn check_upstream_finds_no_drift_against_the_schemas_the_queries_were_comp
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn check_upstream_names_a_removed_field_its_type_and_the_query_file_before_a_run_fails_on_it() {
+async fn check_upstream_names_a_removed_field_its_type_and_the_query_file() {
     let mut options = SandboxOptions::default();
     options.retarus.removed_fields = vec![RemovedField::new("FaxInUdrReportRecord", "faxId")];
-    let job = "\n[jobs.fax_in]\nsource = \"retarus\"\ndataset = \"fax_in_udr\"\nschedule = \"0 0 0 * * *\"\nscope = [\"99999\"]\n";
-    let h = harness(options, true, job).await;
+    let h = harness(options, true, "").await;
 
     let (code, stdout, stderr) = binary(h.config.path(), &["check", "--upstream"]).await;
     assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
@@ -86,25 +90,6 @@ async fn check_upstream_names_a_removed_field_its_type_and_the_query_file_before
          The live schema no longer fits these queries: runs of their datasets will fail. \
          `reporting-etl schema pull SOURCE` writes the live schema to schemas/; rebuild to see \
          where the queries must change.\n"
-    );
-
-    // What the check predicted: a run of the dataset is refused on that very field.
-    let (code, stdout, stderr) = binary(h.config.path(), &["run", "--once", "--job", "fax_in"]).await;
-    assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    let errors: Vec<(String,)> =
-        sqlx::query_as("SELECT error FROM etl.runs WHERE job = 'fax_in' AND status = 'failed'")
-            .fetch_all(&h.db.pool)
-            .await
-            .unwrap();
-    assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(
-        errors[0]
-            .0
-            .contains(r#"Unknown field \"faxId\" on type \"FaxInUdrReportRecord\""#)
-            || errors[0]
-                .0
-                .contains(r#"Unknown field "faxId" on type "FaxInUdrReportRecord""#),
-        "{errors:?}"
     );
 }
 
