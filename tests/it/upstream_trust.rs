@@ -350,7 +350,7 @@ async fn a_roubler_client_secret_with_reserved_characters_is_form_encoded_for_ba
         sandbox,
         executor,
         _db: db,
-        _file: _file,
+        _file,
     };
     let call = CallContext::new("roubler", "locations");
     let data = locations(&h, &call)
