@@ -6,7 +6,8 @@
 //! script can start the sandbox and read its URLs and credentials; a human summary follows.
 //! `--only retarus` starts just that vendor (the load benchmark needs millions of Retarus records
 //! without the other vendors generating theirs at start-up), and `--anchor` pins the data set's
-//! "now" so a caller knows which windows hold data.
+//! "now" so a caller knows which windows hold data. `--remove-field retarus:FaxInUdr.faxId` starts a
+//! vendor whose schema lost that field (schema-drift checks).
 
 use std::time::Duration;
 
@@ -57,6 +58,20 @@ struct Cli {
     /// Start only these vendors (comma-separated); the JSON line then names only them.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Vendor>,
+    /// Remove a field from a GraphQL vendor's schema, as a vendor's release might:
+    /// `VENDOR:Type.field` (e.g. `retarus:FaxInUdr.faxId`); repeat for several. Introspection
+    /// leaves it out and queries selecting it are refused.
+    #[arg(long, value_name = "VENDOR:TYPE.FIELD", value_parser = parse_removal)]
+    remove_field: Vec<(SdlVendor, sandbox::drift::RemovedField)>,
+}
+
+fn parse_removal(text: &str) -> Result<(SdlVendor, sandbox::drift::RemovedField), String> {
+    let (vendor, field) = text
+        .split_once(':')
+        .ok_or_else(|| format!("`{text}` is not `VENDOR:Type.field` (e.g. `retarus:FaxInUdr.faxId`)"))?;
+    let vendor = SdlVendor::from_str(vendor, true)
+        .map_err(|_| format!("`{vendor}` is not a GraphQL vendor (retarus, roubler or altrata)"))?;
+    Ok((vendor, field.parse()?))
 }
 
 fn parse_anchor(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
@@ -82,6 +97,7 @@ enum Command {
     },
 }
 
+/// The GraphQL vendors (`sdl`, `--remove-field`).
 #[derive(ValueEnum, Clone, Copy, Debug)]
 enum SdlVendor {
     Retarus,
@@ -131,6 +147,13 @@ async fn main() -> std::io::Result<()> {
     }
     if let Some(secs) = cli.roubler_window_secs {
         options.roubler.rate_window = Duration::from_secs(secs);
+    }
+    for (vendor, field) in cli.remove_field {
+        match vendor {
+            SdlVendor::Retarus => options.retarus.removed_fields.push(field),
+            SdlVendor::Roubler => options.roubler.removed_fields.push(field),
+            SdlVendor::Altrata => options.altrata.removed_fields.push(field),
+        }
     }
 
     if !cli.only.is_empty() {

@@ -4,9 +4,11 @@
 //! failed (e.g. a window failed), 2 the configuration or the arguments are invalid.
 
 pub mod dbt;
+pub mod drift;
 pub(crate) mod run;
 pub mod schema;
 pub(crate) mod table;
+pub mod upstream_check;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,7 +48,8 @@ pub enum Command {
     /// Run the service: schedule every configured job (or, with --once, run jobs once and exit).
     Run(RunArgs),
     /// Load and validate the configuration, then print its sources and jobs (never secrets).
-    Check,
+    /// With --upstream, also check every compiled query against each GraphQL source's live schema.
+    Check(CheckArgs),
     /// Apply database migrations (also done automatically at start-up) and exit.
     Migrate,
     /// Show recent runs as a table, newest first, then the shared rate budget per source and
@@ -109,6 +112,15 @@ pub enum AuthCommand {
 }
 
 #[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Introspect each configured GraphQL source (authenticated and rate-limited like a run) and
+    /// check every compiled query against its live schema: one line per missing or changed field,
+    /// exit code 1 on any drift. Retently (REST) is skipped.
+    #[arg(long)]
+    pub upstream: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct RunArgs {
     /// Run the selected jobs once and exit instead of scheduling them.
     #[arg(long)]
@@ -160,10 +172,11 @@ pub struct InvalidArguments(pub String);
 
 async fn run_command(command: Command, settings: Settings) -> Result<ExitCode> {
     match command {
-        Command::Check => {
+        Command::Check(CheckArgs { upstream: false }) => {
             print!("{}", check_summary(&settings));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Check(CheckArgs { upstream: true }) => upstream_check::check_upstream(settings).await,
         Command::Migrate => {
             let store = Database::open(&settings.database).await?;
             let applied = store::MIGRATOR.iter().count();

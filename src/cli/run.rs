@@ -14,6 +14,7 @@ use super::table::Table;
 use super::{InvalidArguments, RunArgs};
 use crate::app::Engine;
 use crate::config::Settings;
+use crate::executor::CallFigures;
 use crate::jobs::runner::{self, Progress, WindowReport};
 use crate::store::runs::{RunStatus, Trigger};
 
@@ -245,63 +246,100 @@ async fn runs_of_instance(pool: &sqlx::PgPool, instance: uuid::Uuid) -> Result<V
         .collect())
 }
 
-/// One progress bar per job (windows done of planned, rows, calls, failures, ETA), drawn by the
-/// tracing-indicatif layer below the log lines (see `crate::telemetry`).
+/// One progress bar per job (windows done of planned, rows, calls, time throttled, failures,
+/// ETA), drawn by the tracing-indicatif layer below the log lines (see `crate::telemetry`).
+///
+/// Calls and throttled time are read from the running windows' [`CallFigures`], which the
+/// executor adds to as calls are made and rate-budget waits end, so a job held back by its
+/// source's budget shows it while it waits rather than when its window ends. Redrawn on every
+/// event and every [`REDRAW`].
 async fn draw_progress(mut events: tokio::sync::mpsc::UnboundedReceiver<Progress>) {
     use tracing_indicatif::span_ext::IndicatifSpanExt;
-    struct Bar {
-        span: tracing::Span,
-        rows: i64,
-        calls: i64,
-        failed: usize,
-    }
     let style = indicatif::ProgressStyle::with_template(
         "{span_fields:12} {wide_bar} {pos}/{len} windows · {msg} · {elapsed} · ETA {eta}",
     )
     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-    let mut bars: std::collections::BTreeMap<String, Bar> = std::collections::BTreeMap::new();
-    fn bar<'a>(
-        bars: &'a mut std::collections::BTreeMap<String, Bar>,
-        style: &indicatif::ProgressStyle,
-        job: &str,
-    ) -> &'a mut Bar {
-        bars.entry(job.to_owned()).or_insert_with(|| {
-            let span = tracing::info_span!("job", job, indicatif.pb_show = tracing::field::Empty);
-            span.pb_set_style(style);
-            span.pb_set_length(0);
-            span.pb_start();
-            Bar {
-                span,
-                rows: 0,
-                calls: 0,
-                failed: 0,
-            }
-        })
-    }
-    while let Some(event) = events.recv().await {
-        let job = match event {
-            Progress::Planned { job, windows } => {
-                bar(&mut bars, &style, &job).span.pb_inc_length(windows as u64);
-                job
-            }
-            Progress::Finished(report) => {
-                let bar = bar(&mut bars, &style, &report.job);
-                bar.rows += report.rows;
-                bar.calls += report.calls;
-                bar.failed += usize::from(report.status == RunStatus::Failed);
-                bar.span.pb_inc(1);
-                report.job
-            }
+    let mut bars: std::collections::BTreeMap<String, (tracing::Span, JobProgress)> =
+        std::collections::BTreeMap::new();
+    let mut redraw = tokio::time::interval(REDRAW);
+    redraw.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => Some(event),
+                None => break,
+            },
+            _ = redraw.tick() => None,
         };
-        let bar = bar(&mut bars, &style, &job);
-        let failed = if bar.failed > 0 {
-            format!(" · {} failed", bar.failed)
+        if let Some(event) = event {
+            let job = match &event {
+                Progress::Planned { job, .. } | Progress::Started { job, .. } => job.clone(),
+                Progress::Finished(report) => report.job.clone(),
+            };
+            let (span, progress) = bars.entry(job.clone()).or_insert_with(|| {
+                let span = tracing::info_span!("job", job, indicatif.pb_show = tracing::field::Empty);
+                span.pb_set_style(&style);
+                span.pb_set_length(0);
+                span.pb_start();
+                (span, JobProgress::default())
+            });
+            match &event {
+                Progress::Planned { windows, .. } => span.pb_inc_length(*windows as u64),
+                Progress::Finished(_) => span.pb_inc(1),
+                Progress::Started { .. } => {}
+            }
+            progress.add(event);
+        }
+        for (span, progress) in bars.values() {
+            span.pb_set_message(&progress.message());
+        }
+    }
+}
+
+/// How often the bars' figures are redrawn between events (a rate-budget wait ends unannounced).
+const REDRAW: Duration = Duration::from_millis(250);
+
+/// What one job's bar shows besides the window count.
+#[derive(Default)]
+struct JobProgress {
+    rows: i64,
+    failed: usize,
+    /// The figures of every window started so far (running and ended).
+    windows: Vec<Arc<CallFigures>>,
+}
+
+impl JobProgress {
+    fn add(&mut self, event: Progress) {
+        match event {
+            Progress::Planned { .. } => {}
+            Progress::Started { figures, .. } => self.windows.push(figures),
+            Progress::Finished(report) => {
+                self.rows += report.rows;
+                self.failed += usize::from(report.status == RunStatus::Failed);
+            }
+        }
+    }
+
+    /// `12 rows · 4 calls · throttled 1.5s`, plus ` · 1 failed` once a window failed.
+    fn message(&self) -> String {
+        let calls: i64 = self.windows.iter().map(|f| f.calls()).sum();
+        let throttled_ms: i64 = self.windows.iter().map(|f| f.throttled_ms()).sum();
+        let failed = if self.failed > 0 {
+            format!(" · {} failed", self.failed)
         } else {
             String::new()
         };
-        bar.span
-            .pb_set_message(&format!("{} rows · {} calls{failed}", bar.rows, bar.calls));
+        format!(
+            "{} rows · {calls} calls · throttled {}{failed}",
+            self.rows,
+            throttled(throttled_ms)
+        )
     }
+}
+
+/// Time throttled, to a tenth of a second (`0.0s`, `1.5s`, `75.0s`).
+fn throttled(ms: i64) -> String {
+    format!("{}.{}s", ms / 1000, (ms % 1000) / 100)
 }
 
 /// The named jobs (all enabled ones when none are named); an unknown name is an error.

@@ -6,7 +6,8 @@
 //! rebuild type-checks every query against the real schema.
 //!
 //! The introspection query goes through the [`Executor`] like every other upstream call, so the
-//! source's auth, rate limit and retries apply. The SDL is printed in the layout of
+//! source's auth, shared rate budget and retries apply (`check --upstream` introspects the same
+//! way: see `src/cli/upstream_check.rs`). The SDL is printed in the layout of
 //! async-graphql's `Schema::sdl()` (which produced the checked-in files from the sandbox): a
 //! pulled schema then differs from the reconstruction only where the schemas differ, and a
 //! `git diff` after a pull shows exactly what the reconstruction got wrong.
@@ -22,7 +23,7 @@ use serde::Deserialize;
 
 use crate::auth;
 use crate::config::{HttpUrl, Settings, SourceKind, SourceSettings};
-use crate::executor::{CallContext, Executor, ScopeHeader, Service};
+use crate::executor::{CallContext, Executor, ExecutorOptions, ScopeHeader, Service};
 use crate::store::Store;
 
 /// `schema pull` arguments.
@@ -65,30 +66,10 @@ pub async fn pull(args: PullArgs, settings: Settings) -> Result<ExitCode> {
         endpoint(source, args.service).with_context(|| format!("schema pull {}", args.source))?;
     let endpoint = display_url(endpoint);
 
-    // Auth needs the token store (Roubler's refresh chain, Altrata's shared token).
-    let settings = Arc::new(settings);
-    let store = Store::open(&settings.database, "schema pull").await?;
-    let registry = auth::build(&settings, store.pool().clone());
-    let executor = Executor::new(settings.clone(), registry)?;
-    let call = CallContext::new(args.source.clone(), "schema");
-    // Introspection is schema-wide: no tenant scope, even for Roubler, whose data queries need an
-    // X-Company-ID.
-    let answer = executor
-        .execute_raw(
-            &call,
-            service,
-            &ScopeHeader::None,
-            INTROSPECTION_QUERY,
-            serde_json::json!({}),
-        )
-        .await;
+    let (store, executor) = open_executor(Arc::new(settings), "schema pull").await?;
+    let introspection = introspect(&executor, &args.source, service).await;
     store.close().await?;
-    let answer = answer?;
-    for warning in &answer.warnings {
-        tracing::warn!(source = %args.source, warning = %warning, "The introspection answer carried a warning.");
-    }
-    let introspection: Introspection = serde_json::from_value(answer.data)
-        .with_context(|| format!("{}: the answer is not an introspection result", args.source))?;
+    let introspection = introspection?;
     let sdl = to_sdl(&introspection.schema)
         .with_context(|| format!("{}: the introspection result is incomplete", args.source))?;
     let text = format!(
@@ -114,8 +95,48 @@ pub async fn pull(args: PullArgs, settings: Settings) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The store and an executor like `run`'s: auth needs the token store (Roubler's refresh chain,
+/// Altrata's shared token), and the calls spend the source's rate budget shared by every process.
+pub(crate) async fn open_executor(settings: Arc<Settings>, command: &str) -> Result<(Store, Executor)> {
+    let store = Store::open(&settings.database, command).await?;
+    let registry = auth::build(&settings, store.pool().clone());
+    let executor = Executor::with_shared_budget(
+        settings.clone(),
+        registry,
+        ExecutorOptions::default(),
+        store.pool().clone(),
+        store.instance().id(),
+    )?;
+    Ok((store, executor))
+}
+
+/// Asks `source`'s `service` for its schema with [`INTROSPECTION_QUERY`], through the executor
+/// (auth, rate budget, retries).
+pub(crate) async fn introspect(executor: &Executor, source: &str, service: Service) -> Result<Introspection> {
+    let call = CallContext::new(source.to_owned(), "schema");
+    // Introspection is schema-wide: no tenant scope, even for Roubler, whose data queries need an
+    // X-Company-ID.
+    let answer = executor
+        .execute_raw(
+            &call,
+            service,
+            &ScopeHeader::None,
+            INTROSPECTION_QUERY,
+            serde_json::json!({}),
+        )
+        .await?;
+    for warning in &answer.warnings {
+        tracing::warn!(source = %source, warning = %warning, "The introspection answer carried a warning.");
+    }
+    serde_json::from_value(answer.data)
+        .with_context(|| format!("{source}: the answer is not an introspection result"))
+}
+
 /// The executor's service and the URL the introspection query goes to.
-fn endpoint(source: &SourceSettings, service: Option<AltrataService>) -> Result<(Service, &HttpUrl)> {
+pub(crate) fn endpoint(
+    source: &SourceSettings,
+    service: Option<AltrataService>,
+) -> Result<(Service, &HttpUrl)> {
     let kind = source.kind();
     match (source, service) {
         (SourceSettings::Altrata(s), None | Some(AltrataService::Events)) => {
@@ -139,7 +160,7 @@ fn endpoint(source: &SourceSettings, service: Option<AltrataService>) -> Result<
 
 /// The endpoint for the file's header and the message: without user info, query or fragment,
 /// which could hold credentials.
-fn display_url(url: &HttpUrl) -> String {
+pub(crate) fn display_url(url: &HttpUrl) -> String {
     let mut url = url.url().clone();
     // Setting these fails only for URLs that cannot have them; then there is nothing to remove.
     let _ = url.set_username("");

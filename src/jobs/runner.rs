@@ -172,6 +172,8 @@ struct MissedFires {
 pub enum Progress {
     /// This many windows of this job are about to be loaded (for one of its scopes).
     Planned { job: String, windows: usize },
+    /// One window started; its calls add to `figures` (calls, time throttled) while it runs.
+    Started { job: String, figures: Arc<CallFigures> },
     /// One window ended.
     Finished(WindowReport),
 }
@@ -670,6 +672,10 @@ impl Runner {
         let figures = Arc::new(CallFigures::default());
         let (job_settings, _) = self.settings.job(job).expect("checked by run_job");
         let deadline_after = job_settings.window_deadline();
+        self.report_progress(Progress::Started {
+            job: job.to_owned(),
+            figures: figures.clone(),
+        });
         tracing::info!(job, scope = %key, run_id, window_start = ?bounds.map(|b| b.0),
             lock_session = held.backend_pid, "Entered the job's window.");
         let load = async {

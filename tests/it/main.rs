@@ -22,4 +22,5 @@ mod schema_pull;
 mod service;
 mod soak;
 mod store;
+mod upstream_check;
 mod upstream_trust;

@@ -333,6 +333,19 @@ async fn dbt_source_freshness_passes_on_the_generated_sources_and_fails_when_dat
 /// Terminal output with escape sequences removed; each line as the terminal leaves it (the text
 /// after its last carriage return, since `\r` goes back to the start of the line).
 fn visible_lines(raw: &str) -> Vec<String> {
+    without_escapes(raw)
+        .split('\n')
+        .map(|line| {
+            line.rsplit('\r')
+                .find(|part| !part.trim().is_empty())
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Terminal output with its escape sequences (colours, cursor moves) removed.
+fn without_escapes(raw: &str) -> String {
     let mut plain = String::new();
     let mut chars = raw.chars().peekable();
     while let Some(c) = chars.next() {
@@ -353,14 +366,6 @@ fn visible_lines(raw: &str) -> Vec<String> {
         plain.push(c);
     }
     plain
-        .split('\n')
-        .map(|line| {
-            line.rsplit('\r')
-                .find(|part| !part.trim().is_empty())
-                .unwrap_or("")
-                .to_owned()
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -414,6 +419,65 @@ async fn on_a_terminal_progress_bars_never_split_a_log_line() {
     }
     // Only the bars' own lines are left besides logs and the summary table.
     assert!(lines.iter().any(|l| l.contains("window(s)")), "{raw}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_a_terminal_the_progress_bars_show_the_time_calls_waited_for_the_rate_budget() {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let db = TestDb::new().await;
+    // One call per 400 ms: every call after the first of each window waits for the budget.
+    let extra = format!(
+        "{}\n[sources.retarus.rate_limit]\ncalls = 1\nper_ms = 400\n",
+        fax_job()
+    );
+    let (_, file) = support::load_config(&support::sandbox_config(&sandbox, &db.url, &extra));
+    let today = chrono::Utc::now().date_naive();
+    let command = format!(
+        "stty cols 150 rows 40; exec {} run --once --job fax --from {} --to {today} --config {}",
+        env!("CARGO_BIN_EXE_reporting-etl"),
+        today - chrono::Duration::days(60),
+        file.path().display()
+    );
+    let mut script = std::process::Command::new("script");
+    script
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .env("TERM", "xterm-256color")
+        .env_remove("RUST_LOG");
+    let output = tokio::task::spawn_blocking(move || script.output().unwrap())
+        .await
+        .unwrap();
+    let raw = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{raw}");
+
+    // Every figure the bars drew, in tenths of a second.
+    let plain = without_escapes(&raw);
+    let shown: Vec<i64> = plain
+        .match_indices(" calls · throttled ")
+        .filter_map(|(at, matched)| {
+            let rest = &plain[at + matched.len()..];
+            let (number, _) = rest.split_once('s')?;
+            let (seconds, tenths) = number.split_once('.')?;
+            Some(seconds.parse::<i64>().ok()? * 10 + tenths.parse::<i64>().ok()?)
+        })
+        .collect();
+    assert!(!shown.is_empty(), "no throttled time was drawn:\n{plain}");
+    let (recorded_ms, calls): (i64, i64) = sqlx::query_as(
+        "SELECT sum(throttled_ms)::int8, sum(upstream_calls)::int8 FROM etl.runs WHERE job = 'fax' AND status = 'succeeded'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(calls >= 4, "{calls} calls: too few to be throttled");
+    // The budget held calls back, and the bars showed it: never more than the runs recorded.
+    let most = shown.iter().copied().max().unwrap_or_default();
+    assert!(
+        recorded_ms >= 400,
+        "{recorded_ms} ms throttled over {calls} calls"
+    );
+    assert!(
+        most > 0 && most * 100 <= recorded_ms,
+        "bars showed at most {most} tenths of a second; the runs recorded {recorded_ms} ms:\n{plain}"
+    );
 }
 
 /// The service's metric names (`reporting_etl_…`) a PromQL text mentions.

@@ -71,6 +71,9 @@ pub struct RoublerOptions {
     pub time_zones: Vec<String>,
     /// Employees whose home is each location (default 8; every eighth one terminated).
     pub employees_per_location: u32,
+    /// Fields removed from the schema (see [`crate::drift`]): introspection leaves them out and
+    /// queries selecting them are refused. Empty by default.
+    pub removed_fields: Vec<crate::drift::RemovedField>,
 }
 
 impl Default for RoublerOptions {
@@ -95,6 +98,7 @@ impl Default for RoublerOptions {
                 "Australia/Brisbane".into(),
             ],
             employees_per_location: 8,
+            removed_fields: Vec::new(),
         }
     }
 }
@@ -133,7 +137,7 @@ type Operations = Arc<Mutex<BTreeMap<String, u64>>>;
 
 /// The SDL the sandbox serves; `schemas/roubler.graphql` must equal it byte for byte.
 pub fn sdl() -> String {
-    schema::build(None).sdl()
+    schema::build(None, &[]).sdl()
 }
 
 /// Starts the Roubler stand-in on an ephemeral loopback port.
@@ -188,7 +192,7 @@ pub async fn start(options: &SandboxOptions) -> std::io::Result<(RoublerHandle, 
     let operations = Operations::default();
     let api = ApiState {
         auth: auth.clone(),
-        schema: schema::build(Some(world.clone())),
+        schema: schema::build(Some(world.clone()), &o.removed_fields),
         operations: operations.clone(),
     };
     let limit_layer = RateLimitLayer {

@@ -19,9 +19,10 @@ use crate::gql::{GqlDate, GqlDateTime};
 
 pub type RoublerSchema = Schema<Query, EmptyMutation, EmptySubscription>;
 
-/// Builds the schema; `world` is `None` only when printing the SDL.
-pub fn build(world: Option<Arc<World>>) -> RoublerSchema {
-    let builder = Schema::build(Query, EmptyMutation, EmptySubscription);
+/// Builds the schema; `world` is `None` only when printing the SDL. `removed` fields are left out
+/// of introspection and refused in queries (see [`crate::drift`]).
+pub fn build(world: Option<Arc<World>>, removed: &[crate::drift::RemovedField]) -> RoublerSchema {
+    let builder = crate::drift::apply(Schema::build(Query, EmptyMutation, EmptySubscription), removed);
     match world {
         Some(world) => builder.data(world).finish(),
         None => builder.finish(),

@@ -1,0 +1,879 @@
+//! Schema drift: does a compiled query still fit a vendor's live schema?
+//!
+//! `graphql_client` type-checked every query in `queries/` against `schemas/<kind>.graphql` at
+//! build time and generated Rust types from that schema. A query stops working when the live
+//! schema no longer has what it selects, no longer accepts what it passes, or answers in a shape
+//! the generated types cannot hold. [`check_query`] walks a query's selections against both the
+//! compiled schema (what the types were generated from) and the live one (an introspection
+//! result) and names each such change:
+//!
+//! - a selected field, a passed argument or input field, an enum value or a type that is gone;
+//! - a field whose type changed: another scalar or enum, a list where there was none (or the
+//!   reverse), or `null` where the compiled schema promised a value (`T!` became `T`: the
+//!   generated type has no place for it). A field that became *non*-null, or an object type
+//!   that was renamed, still fits and is not reported;
+//! - an argument or input field that became required (or newly exists as required) where the
+//!   query passes nothing or something that may be null;
+//! - a variable whose type the live schema no longer has or accepts.
+//!
+//! Why a focused checker and not a general GraphQL validator (`apollo-compiler`): a validator
+//! knows only the live schema, so it cannot see the one change that breaks us silently (a field
+//! turning nullable still validates), and it would add a sizeable dependency tree to every CI
+//! build; `graphql-parser` is already compiled for `graphql_client`'s derive.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+
+use anyhow::{Context as _, Result, bail};
+use graphql_parser::query as q;
+use graphql_parser::schema as s;
+
+use super::schema::{IntrospectionSchema, TypeRef};
+
+/// A type reference: a named type, or a list / non-null wrapper.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ty {
+    Named(String),
+    List(Box<Ty>),
+    NonNull(Box<Ty>),
+}
+
+impl Ty {
+    /// The named type inside the wrappers.
+    fn named(&self) -> &str {
+        match self {
+            Ty::Named(name) => name,
+            Ty::List(inner) | Ty::NonNull(inner) => inner.named(),
+        }
+    }
+
+    fn is_non_null(&self) -> bool {
+        matches!(self, Ty::NonNull(_))
+    }
+
+    /// The same type with every non-null marker removed.
+    fn nullable_shape(&self) -> Ty {
+        match self {
+            Ty::Named(name) => Ty::Named(name.clone()),
+            Ty::List(inner) => Ty::List(Box::new(inner.nullable_shape())),
+            Ty::NonNull(inner) => inner.nullable_shape(),
+        }
+    }
+
+    fn from_introspection(ty: &TypeRef) -> Result<Ty> {
+        let inner = || {
+            ty.of_type
+                .as_deref()
+                .with_context(|| format!("a {} type reference without its inner type", ty.kind))
+        };
+        Ok(match ty.kind.as_str() {
+            "NON_NULL" => Ty::NonNull(Box::new(Ty::from_introspection(inner()?)?)),
+            "LIST" => Ty::List(Box::new(Ty::from_introspection(inner()?)?)),
+            _ => Ty::Named(
+                ty.name
+                    .clone()
+                    .with_context(|| format!("a {} type reference without a name", ty.kind))?,
+            ),
+        })
+    }
+
+    fn from_sdl<'a>(ty: &s::Type<'a, &'a str>) -> Ty {
+        match ty {
+            s::Type::NamedType(name) => Ty::Named((*name).to_owned()),
+            s::Type::ListType(inner) => Ty::List(Box::new(Ty::from_sdl(inner))),
+            s::Type::NonNullType(inner) => Ty::NonNull(Box::new(Ty::from_sdl(inner))),
+        }
+    }
+}
+
+impl fmt::Display for Ty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ty::Named(name) => write!(f, "{name}"),
+            Ty::List(inner) => write!(f, "[{inner}]"),
+            Ty::NonNull(inner) => write!(f, "{inner}!"),
+        }
+    }
+}
+
+/// What kind of type a name stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Scalar,
+    Object,
+    Interface,
+    Union,
+    Enum,
+    InputObject,
+}
+
+impl Kind {
+    fn composite(self) -> bool {
+        matches!(self, Kind::Object | Kind::Interface | Kind::Union)
+    }
+
+    fn from_introspection(kind: &str) -> Result<Kind> {
+        Ok(match kind {
+            "SCALAR" => Kind::Scalar,
+            "OBJECT" => Kind::Object,
+            "INTERFACE" => Kind::Interface,
+            "UNION" => Kind::Union,
+            "ENUM" => Kind::Enum,
+            "INPUT_OBJECT" => Kind::InputObject,
+            other => bail!("unknown type kind `{other}`"),
+        })
+    }
+}
+
+/// An argument or input field.
+#[derive(Debug, Clone)]
+pub struct InputDef {
+    pub ty: Ty,
+    pub has_default: bool,
+}
+
+impl InputDef {
+    /// Must be given: non-null and without a default.
+    fn required(&self) -> bool {
+        self.ty.is_non_null() && !self.has_default
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FieldDef {
+    pub ty: Ty,
+    pub args: BTreeMap<String, InputDef>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TypeDef {
+    pub kind: Kind,
+    pub fields: BTreeMap<String, FieldDef>,
+    pub input_fields: BTreeMap<String, InputDef>,
+    pub enum_values: HashSet<String>,
+}
+
+impl TypeDef {
+    fn new(kind: Kind) -> TypeDef {
+        TypeDef {
+            kind,
+            fields: BTreeMap::new(),
+            input_fields: BTreeMap::new(),
+            enum_values: HashSet::new(),
+        }
+    }
+}
+
+/// The parts of a schema a query can depend on.
+#[derive(Debug, Clone)]
+pub struct SchemaModel {
+    pub query_type: String,
+    pub types: HashMap<String, TypeDef>,
+}
+
+const BUILT_IN_SCALARS: [&str; 5] = ["Int", "Float", "String", "Boolean", "ID"];
+
+impl SchemaModel {
+    /// From an introspection result (the live schema).
+    pub fn from_introspection(schema: &IntrospectionSchema) -> Result<SchemaModel> {
+        let query_type = schema
+            .query_type
+            .as_ref()
+            .context("the schema has no query type")?
+            .name
+            .clone();
+        let mut types = HashMap::new();
+        for ty in &schema.types {
+            let Some(name) = &ty.name else { continue };
+            let mut def =
+                TypeDef::new(Kind::from_introspection(&ty.kind).with_context(|| format!("type {name}"))?);
+            for field in ty.fields.iter().flatten() {
+                let args = field
+                    .args
+                    .iter()
+                    .map(|a| {
+                        let ty = Ty::from_introspection(&a.ty)?;
+                        Ok((
+                            a.name.clone(),
+                            InputDef {
+                                ty,
+                                has_default: a.default_value.is_some(),
+                            },
+                        ))
+                    })
+                    .collect::<Result<_>>()
+                    .with_context(|| format!("{name}.{}", field.name))?;
+                let ty =
+                    Ty::from_introspection(&field.ty).with_context(|| format!("{name}.{}", field.name))?;
+                def.fields.insert(field.name.clone(), FieldDef { ty, args });
+            }
+            for input in ty.input_fields.iter().flatten() {
+                let ty =
+                    Ty::from_introspection(&input.ty).with_context(|| format!("{name}.{}", input.name))?;
+                def.input_fields.insert(
+                    input.name.clone(),
+                    InputDef {
+                        ty,
+                        has_default: input.default_value.is_some(),
+                    },
+                );
+            }
+            def.enum_values = ty.enum_values.iter().flatten().map(|v| v.name.clone()).collect();
+            types.insert(name.clone(), def);
+        }
+        Ok(SchemaModel::with_built_ins(query_type, types))
+    }
+
+    /// From SDL (the compiled-in `schemas/<kind>.graphql`).
+    pub fn from_sdl(sdl: &str) -> Result<SchemaModel> {
+        let document = graphql_parser::parse_schema::<&str>(sdl).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut query_type = "Query".to_owned();
+        let mut types = HashMap::new();
+        for definition in &document.definitions {
+            match definition {
+                s::Definition::SchemaDefinition(schema) => {
+                    if let Some(query) = schema.query {
+                        query_type = query.to_owned();
+                    }
+                }
+                s::Definition::TypeDefinition(ty) => {
+                    let (name, def) = match ty {
+                        s::TypeDefinition::Scalar(t) => (t.name, TypeDef::new(Kind::Scalar)),
+                        s::TypeDefinition::Object(t) => (
+                            t.name,
+                            TypeDef {
+                                fields: sdl_fields(&t.fields),
+                                ..TypeDef::new(Kind::Object)
+                            },
+                        ),
+                        s::TypeDefinition::Interface(t) => (
+                            t.name,
+                            TypeDef {
+                                fields: sdl_fields(&t.fields),
+                                ..TypeDef::new(Kind::Interface)
+                            },
+                        ),
+                        s::TypeDefinition::Union(t) => (t.name, TypeDef::new(Kind::Union)),
+                        s::TypeDefinition::Enum(t) => (
+                            t.name,
+                            TypeDef {
+                                enum_values: t.values.iter().map(|v| v.name.to_owned()).collect(),
+                                ..TypeDef::new(Kind::Enum)
+                            },
+                        ),
+                        s::TypeDefinition::InputObject(t) => (
+                            t.name,
+                            TypeDef {
+                                input_fields: sdl_inputs(&t.fields),
+                                ..TypeDef::new(Kind::InputObject)
+                            },
+                        ),
+                    };
+                    types.insert(name.to_owned(), def);
+                }
+                s::Definition::TypeExtension(_) | s::Definition::DirectiveDefinition(_) => {}
+            }
+        }
+        Ok(SchemaModel::with_built_ins(query_type, types))
+    }
+
+    fn with_built_ins(query_type: String, mut types: HashMap<String, TypeDef>) -> SchemaModel {
+        for scalar in BUILT_IN_SCALARS {
+            types
+                .entry(scalar.to_owned())
+                .or_insert_with(|| TypeDef::new(Kind::Scalar));
+        }
+        SchemaModel { query_type, types }
+    }
+
+    fn kind(&self, name: &str) -> Option<Kind> {
+        self.types.get(name).map(|t| t.kind)
+    }
+
+    fn field(&self, ty: &str, field: &str) -> Option<&FieldDef> {
+        self.types.get(ty)?.fields.get(field)
+    }
+}
+
+fn sdl_inputs<'a>(values: &[s::InputValue<'a, &'a str>]) -> BTreeMap<String, InputDef> {
+    values
+        .iter()
+        .map(|v| {
+            let def = InputDef {
+                ty: Ty::from_sdl(&v.value_type),
+                has_default: v.default_value.is_some(),
+            };
+            (v.name.to_owned(), def)
+        })
+        .collect()
+}
+
+fn sdl_fields<'a>(fields: &[s::Field<'a, &'a str>]) -> BTreeMap<String, FieldDef> {
+    fields
+        .iter()
+        .map(|f| {
+            let def = FieldDef {
+                ty: Ty::from_sdl(&f.field_type),
+                args: sdl_inputs(&f.arguments),
+            };
+            (f.name.to_owned(), def)
+        })
+        .collect()
+}
+
+/// One way a query no longer fits the live schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// What changed, as the compiled schema names it: `Type.field`, `Type.field(arg)`,
+    /// `InputType.field`, `Enum.VALUE`, `$variable` or a type name.
+    pub at: String,
+    /// What is wrong, in a sentence.
+    pub message: String,
+    /// Where the query uses it: the response path (`report.content.faxId`) or the operation.
+    pub used_at: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} (used at {})", self.at, self.message, self.used_at)
+    }
+}
+
+/// Every way the query `text` no longer fits `live`, given that it was compiled against
+/// `expected`. An empty list: the query still works. `Err`: the query does not parse or names no
+/// operation (a build would have refused it).
+pub fn check_query(text: &str, expected: &SchemaModel, live: &SchemaModel) -> Result<Vec<Problem>> {
+    let document = graphql_parser::parse_query::<&str>(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let fragments: HashMap<&str, &q::FragmentDefinition<'_, &str>> = document
+        .definitions
+        .iter()
+        .filter_map(|d| match d {
+            q::Definition::Fragment(f) => Some((f.name, f)),
+            q::Definition::Operation(_) => None,
+        })
+        .collect();
+    let mut problems = Vec::new();
+    let mut operations = 0;
+    for definition in &document.definitions {
+        let (name, variables, selection_set) = match definition {
+            q::Definition::Operation(q::OperationDefinition::Query(query)) => (
+                query.name.unwrap_or("query"),
+                &query.variable_definitions[..],
+                &query.selection_set,
+            ),
+            q::Definition::Operation(q::OperationDefinition::SelectionSet(set)) => ("query", &[][..], set),
+            q::Definition::Operation(_) => {
+                bail!("only queries are checked; this document has a mutation or subscription")
+            }
+            q::Definition::Fragment(_) => continue,
+        };
+        operations += 1;
+        let mut walk = Walk {
+            expected,
+            live,
+            fragments: &fragments,
+            variables: BTreeMap::new(),
+            spread: HashSet::new(),
+            problems: Vec::new(),
+        };
+        for variable in variables {
+            walk.variable(name, variable);
+        }
+        walk.selection_set(
+            Some(expected.query_type.as_str()),
+            live.query_type.as_str(),
+            selection_set,
+            "",
+        );
+        problems.append(&mut walk.problems);
+    }
+    if operations == 0 {
+        bail!("the document has no operation");
+    }
+    Ok(problems)
+}
+
+struct Walk<'a, 'q> {
+    expected: &'a SchemaModel,
+    live: &'a SchemaModel,
+    fragments: &'a HashMap<&'q str, &'q q::FragmentDefinition<'q, &'q str>>,
+    /// The operation's variables: declared type and whether it has a default.
+    variables: BTreeMap<&'q str, (Ty, bool)>,
+    /// Fragments already walked (each once; a cycle would not end).
+    spread: HashSet<&'q str>,
+    problems: Vec<Problem>,
+}
+
+impl<'a, 'q> Walk<'a, 'q> {
+    fn problem(&mut self, at: impl Into<String>, message: impl Into<String>, used_at: &str) {
+        self.problems.push(Problem {
+            at: at.into(),
+            message: message.into(),
+            used_at: if used_at.is_empty() {
+                "the operation".into()
+            } else {
+                used_at.to_owned()
+            },
+        });
+    }
+
+    /// A variable's type must still exist as an input type, and if it is an input object or an
+    /// enum, everything the generated `Variables` type can send must still be accepted.
+    fn variable(&mut self, operation: &str, variable: &'q q::VariableDefinition<'q, &'q str>) {
+        let ty = Ty::from_sdl(&variable.var_type);
+        let at = format!("${}", variable.name);
+        let used_at = format!("the variables of {operation}");
+        self.variables
+            .insert(variable.name, (ty.clone(), variable.default_value.is_some()));
+        self.input_type_fits(&at, ty.named(), &used_at, &mut HashSet::new());
+    }
+
+    /// Whether every value of the compiled input type `name` is still accepted live.
+    fn input_type_fits(&mut self, at: &str, name: &str, used_at: &str, seen: &mut HashSet<String>) {
+        if !seen.insert(name.to_owned()) {
+            return;
+        }
+        let expected = self.expected.types.get(name);
+        let Some(live) = self.live.types.get(name) else {
+            self.problem(at, format!("its type `{name}` is gone from the schema"), used_at);
+            return;
+        };
+        let Some(expected) = expected else { return };
+        if live.kind != expected.kind {
+            self.problem(
+                at,
+                format!(
+                    "its type `{name}` is now {:?}, was {:?}",
+                    live.kind, expected.kind
+                ),
+                used_at,
+            );
+            return;
+        }
+        match live.kind {
+            Kind::Enum => {
+                let mut gone: Vec<&String> = expected.enum_values.difference(&live.enum_values).collect();
+                gone.sort();
+                for value in gone {
+                    self.problem(format!("{name}.{value}"), "the enum value is gone", used_at);
+                }
+            }
+            Kind::InputObject => {
+                let (expected, live) = (expected.input_fields.clone(), live.input_fields.clone());
+                for (field, def) in &expected {
+                    let at = format!("{name}.{field}");
+                    match live.get(field) {
+                        None => self.problem(&at, "the input field is gone", used_at),
+                        Some(now)
+                            if !input_accepts(&def.ty, &now.ty, def.ty.is_non_null() || now.has_default) =>
+                        {
+                            self.problem(
+                                &at,
+                                format!("the input field's type changed from `{}` to `{}`", def.ty, now.ty),
+                                used_at,
+                            )
+                        }
+                        Some(now) => self.input_type_fits(&at, now.ty.named(), used_at, seen),
+                    }
+                }
+                for (field, def) in &live {
+                    if def.required() && !expected.contains_key(field) {
+                        self.problem(
+                            format!("{name}.{field}"),
+                            format!("a new required input field (`{}`)", def.ty),
+                            used_at,
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn selection_set(
+        &mut self,
+        expected: Option<&str>,
+        live: &str,
+        set: &'q q::SelectionSet<'q, &'q str>,
+        path: &str,
+    ) {
+        for selection in &set.items {
+            match selection {
+                q::Selection::Field(field) => self.field(expected, live, field, path),
+                q::Selection::InlineFragment(fragment) => match &fragment.type_condition {
+                    Some(q::TypeCondition::On(on)) => self.fragment_on(on, &fragment.selection_set, path),
+                    None => self.selection_set(expected, live, &fragment.selection_set, path),
+                },
+                q::Selection::FragmentSpread(spread) => {
+                    let name = spread.fragment_name;
+                    if let Some(fragment) = self.fragments.get(name).copied()
+                        && self.spread.insert(name)
+                    {
+                        let q::TypeCondition::On(on) = &fragment.type_condition;
+                        self.fragment_on(on, &fragment.selection_set, path);
+                    }
+                }
+            }
+        }
+    }
+
+    fn fragment_on(&mut self, on: &'q str, set: &'q q::SelectionSet<'q, &'q str>, path: &str) {
+        if self.live.kind(on).is_none_or(|k| !k.composite()) {
+            self.problem(on, "the type is gone from the schema", path);
+            return;
+        }
+        self.selection_set(Some(on), on, set, path);
+    }
+
+    fn field(
+        &mut self,
+        expected_parent: Option<&str>,
+        live_parent: &str,
+        field: &'q q::Field<'q, &'q str>,
+        path: &str,
+    ) {
+        let name = field.name;
+        if name == "__typename" {
+            return;
+        }
+        let key = field.alias.unwrap_or(name);
+        let path = if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        };
+        // The compiled schema's name for the type, which is what the query's author knows.
+        let parent = expected_parent.unwrap_or(live_parent);
+        let at = format!("{parent}.{name}");
+        let Some(live) = self.live.field(live_parent, name) else {
+            self.problem(&at, "the field is gone", &path);
+            return;
+        };
+        let expected = expected_parent.and_then(|p| self.expected.field(p, name));
+        self.arguments(&at, &field.arguments, &live.args, &path);
+        if let Some(expected) = expected
+            && !self.output_fits(&expected.ty, &live.ty)
+        {
+            let message = if expected.ty.nullable_shape() == live.ty.nullable_shape() {
+                format!(
+                    "may now be null: its type changed from `{}` to `{}`, and the compiled query's types expect a value",
+                    expected.ty, live.ty
+                )
+            } else {
+                format!("its type changed from `{}` to `{}`", expected.ty, live.ty)
+            };
+            self.problem(&at, message, &path);
+            return;
+        }
+        if field.selection_set.items.is_empty() {
+            return;
+        }
+        let live_inner = live.ty.named().to_owned();
+        if self.live.kind(&live_inner).is_none_or(|k| !k.composite()) {
+            self.problem(
+                &at,
+                format!("its type `{live_inner}` has no fields to select any more"),
+                &path,
+            );
+            return;
+        }
+        let expected_inner = expected.map(|e| e.ty.named().to_owned());
+        self.selection_set(
+            expected_inner.as_deref(),
+            &live_inner,
+            &field.selection_set,
+            &path,
+        );
+    }
+
+    /// Whether an answer of the live type `live` still fits the types generated from `expected`.
+    fn output_fits(&self, expected: &Ty, live: &Ty) -> bool {
+        match (expected, live) {
+            (Ty::NonNull(e), Ty::NonNull(l)) => self.output_fits(e, l),
+            // A null the generated type has no place for.
+            (Ty::NonNull(_), _) => false,
+            // Never null now: still fits an optional.
+            (e, Ty::NonNull(l)) => self.output_fits(e, l),
+            (Ty::List(e), Ty::List(l)) => self.output_fits(e, l),
+            (Ty::Named(e), Ty::Named(l)) => {
+                // Objects are decoded by their fields, whatever the type is called.
+                e == l
+                    || (self.expected.kind(e).is_some_and(Kind::composite)
+                        && self.live.kind(l).is_some_and(Kind::composite))
+            }
+            _ => false,
+        }
+    }
+
+    fn arguments(
+        &mut self,
+        at: &str,
+        given: &'q [(&'q str, q::Value<'q, &'q str>)],
+        live: &BTreeMap<String, InputDef>,
+        path: &str,
+    ) {
+        for (name, value) in given {
+            let at = format!("{at}({name})");
+            match live.get(*name) {
+                None => self.problem(&at, "the argument is gone", path),
+                Some(def) => self.value_fits(&at, value, &def.ty, def.has_default, path),
+            }
+        }
+        for (name, def) in live {
+            if def.required() && !given.iter().any(|(n, _)| n == name) {
+                self.problem(
+                    format!("{at}({name})"),
+                    format!("a new required argument (`{}`)", def.ty),
+                    path,
+                );
+            }
+        }
+    }
+
+    /// Whether `value` (as the query writes it) is accepted where the live schema expects `ty`.
+    fn value_fits(
+        &mut self,
+        at: &str,
+        value: &'q q::Value<'q, &'q str>,
+        ty: &Ty,
+        location_default: bool,
+        path: &str,
+    ) {
+        if let q::Value::Variable(name) = value {
+            let Some((declared, has_default)) = self.variables.get(name).cloned() else {
+                self.problem(
+                    at,
+                    format!("passes `${name}`, which the operation does not declare"),
+                    path,
+                );
+                return;
+            };
+            if !input_accepts(&declared, ty, has_default || location_default) {
+                self.problem(
+                    at,
+                    format!("now takes `{ty}`, which `${name}: {declared}` does not fit"),
+                    path,
+                );
+            }
+            return;
+        }
+        let inner = match ty {
+            Ty::NonNull(inner) => {
+                if matches!(value, q::Value::Null) {
+                    self.problem(at, format!("now takes `{ty}`; the query passes null"), path);
+                    return;
+                }
+                inner.as_ref()
+            }
+            other => other,
+        };
+        match (value, inner) {
+            (q::Value::Null, _) => {}
+            (q::Value::List(items), Ty::List(item)) => {
+                for value in items {
+                    self.value_fits(at, value, item, false, path);
+                }
+            }
+            (q::Value::List(_), _) => {
+                self.problem(at, format!("now takes `{ty}`; the query passes a list"), path)
+            }
+            // Input coercion: a single value where a list is expected is a list of one.
+            (value, Ty::List(item)) => self.value_fits(at, value, item, false, path),
+            (value, Ty::Named(named)) => self.literal_fits(at, value, named, path),
+            (_, Ty::NonNull(_)) => self.problem(at, format!("has the impossible type `{ty}`"), path),
+        }
+    }
+
+    fn literal_fits(&mut self, at: &str, value: &'q q::Value<'q, &'q str>, named: &str, path: &str) {
+        let Some(def) = self.live.types.get(named) else {
+            self.problem(at, format!("its type `{named}` is gone from the schema"), path);
+            return;
+        };
+        match (value, def.kind) {
+            (q::Value::Object(fields), Kind::InputObject) => {
+                let live_fields = def.input_fields.clone();
+                for (field, value) in fields {
+                    let at = format!("{named}.{field}");
+                    match live_fields.get(*field) {
+                        None => self.problem(&at, "the input field is gone", path),
+                        Some(def) => self.value_fits(&at, value, &def.ty, def.has_default, path),
+                    }
+                }
+                for (field, def) in &live_fields {
+                    if def.required() && !fields.contains_key(field.as_str()) {
+                        self.problem(
+                            format!("{named}.{field}"),
+                            format!("a new required input field (`{}`)", def.ty),
+                            path,
+                        );
+                    }
+                }
+            }
+            (q::Value::Enum(value), Kind::Enum) => {
+                if !def.enum_values.contains(*value) {
+                    self.problem(format!("{named}.{value}"), "the enum value is gone", path);
+                }
+            }
+            (q::Value::Int(_), Kind::Scalar) if !matches!(named, "String" | "Boolean") => {}
+            (q::Value::Float(_), Kind::Scalar) if !matches!(named, "Int" | "String" | "Boolean" | "ID") => {}
+            (q::Value::String(_), Kind::Scalar) if !matches!(named, "Int" | "Float" | "Boolean") => {}
+            (q::Value::Boolean(_), Kind::Scalar) if !matches!(named, "Int" | "Float" | "String" | "ID") => {}
+            _ => self.problem(
+                at,
+                format!("now takes `{named}`, which the value the query passes is not"),
+                path,
+            ),
+        }
+    }
+}
+
+/// Whether a value of type `given` may be passed where `wanted` is expected (GraphQL's rule for
+/// variables; `defaulted`: a default stands in for a null at the top level).
+fn input_accepts(given: &Ty, wanted: &Ty, defaulted: bool) -> bool {
+    match (given, wanted) {
+        (Ty::NonNull(g), Ty::NonNull(w)) => input_accepts(g, w, false),
+        (Ty::NonNull(g), w) => input_accepts(g, w, false),
+        (g, Ty::NonNull(w)) => defaulted && input_accepts(g, w, false),
+        (Ty::List(g), Ty::List(w)) => input_accepts(g, w, false),
+        (Ty::Named(g), Ty::Named(w)) => g == w,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COMPILED: &str = r#"
+        scalar DateTime
+        enum Sort { ASC DESC }
+        input Period { from: DateTime! to: DateTime! }
+        type Fax { faxId: String! pages: Int! sentAt: DateTime note: String }
+        type Page { content: [Fax!]! more: Boolean! }
+        type Query { report(customerId: String!, period: Period!, sort: Sort, page: Int = 0): Page! }
+    "#;
+
+    const QUERY: &str = r#"
+        # a comment
+        query Report($customerId: String!, $from: DateTime!, $to: DateTime!) {
+          report(customerId: $customerId, period: {from: $from, to: $to}, sort: ASC) {
+            more
+            content { faxId pages ...Rest }
+          }
+        }
+        fragment Rest on Fax { sentAt note }
+    "#;
+
+    fn problems(live: &str) -> Vec<String> {
+        let expected = SchemaModel::from_sdl(COMPILED).expect("compiled schema parses");
+        let live = SchemaModel::from_sdl(live).expect("live schema parses");
+        check_query(QUERY, &expected, &live)
+            .expect("query parses")
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    fn edited(from: &str, to: &str) -> String {
+        assert!(COMPILED.contains(from), "{from}");
+        COMPILED.replacen(from, to, 1)
+    }
+
+    #[test]
+    fn the_compiled_schema_itself_has_no_drift() {
+        assert_eq!(problems(COMPILED), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_removed_field_is_named_with_its_type_and_where_the_query_selects_it() {
+        assert_eq!(
+            problems(&edited("faxId: String! ", "")),
+            ["Fax.faxId: the field is gone (used at report.content.faxId)"]
+        );
+        // Through a named fragment too.
+        assert_eq!(
+            problems(&edited(" note: String", "")),
+            ["Fax.note: the field is gone (used at report.content.note)"]
+        );
+    }
+
+    #[test]
+    fn a_field_that_may_now_be_null_or_changed_type_is_reported_and_a_stricter_one_is_not() {
+        assert_eq!(
+            problems(&edited("pages: Int!", "pages: Int")),
+            [
+                "Fax.pages: may now be null: its type changed from `Int!` to `Int`, and the compiled query's types expect a value (used at report.content.pages)"
+            ]
+        );
+        assert_eq!(
+            problems(&edited("pages: Int!", "pages: String!")),
+            ["Fax.pages: its type changed from `Int!` to `String!` (used at report.content.pages)"]
+        );
+        assert_eq!(
+            problems(&edited("content: [Fax!]!", "content: Fax!")),
+            ["Page.content: its type changed from `[Fax!]!` to `Fax!` (used at report.content)"]
+        );
+        // Never null now, or the object type renamed: the generated types still fit.
+        assert_eq!(
+            problems(&edited("note: String", "note: String!")),
+            Vec::<String>::new()
+        );
+        let renamed = edited("type Fax {", "type FaxRecord {").replace("[Fax!]!", "[FaxRecord!]!");
+        assert_eq!(
+            problems(&renamed),
+            // The named fragment's type condition still says `Fax`.
+            ["Fax: the type is gone from the schema (used at report.content)"]
+        );
+    }
+
+    #[test]
+    fn arguments_input_fields_enum_values_and_variable_types_are_checked() {
+        assert_eq!(
+            problems(&edited("sort: Sort, ", "")),
+            ["Query.report(sort): the argument is gone (used at report)"]
+        );
+        assert_eq!(
+            problems(&edited("page: Int = 0", "page: Int!")),
+            ["Query.report(page): a new required argument (`Int!`) (used at report)"]
+        );
+        assert_eq!(
+            problems(&edited("enum Sort { ASC DESC }", "enum Sort { ASCENDING DESC }")),
+            ["Sort.ASC: the enum value is gone (used at report)"]
+        );
+        assert_eq!(
+            problems(&edited(
+                "input Period { from: DateTime! to: DateTime! }",
+                "input Period { start: DateTime! to: DateTime! }"
+            )),
+            [
+                "Period.from: the input field is gone (used at report)",
+                "Period.start: a new required input field (`DateTime!`) (used at report)",
+            ]
+        );
+        assert_eq!(
+            problems(&edited("customerId: String!", "customerId: ID!")),
+            [
+                "Query.report(customerId): now takes `ID!`, which `$customerId: String!` does not fit (used at report)"
+            ]
+        );
+        let no_date_time = edited("scalar DateTime", "scalar Instant").replace("DateTime", "Instant");
+        assert_eq!(
+            problems(&no_date_time),
+            [
+                "$from: its type `DateTime` is gone from the schema (used at the variables of Report)",
+                "$to: its type `DateTime` is gone from the schema (used at the variables of Report)",
+                "Period.from: now takes `Instant!`, which `$from: DateTime!` does not fit (used at report)",
+                "Period.to: now takes `Instant!`, which `$to: DateTime!` does not fit (used at report)",
+                "Fax.sentAt: its type changed from `DateTime` to `Instant` (used at report.content.sentAt)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_query_that_does_not_parse_is_an_error_not_a_panic() {
+        let schema = SchemaModel::from_sdl(COMPILED).expect("parses");
+        assert!(check_query("query {", &schema, &schema).is_err());
+        assert!(check_query("fragment F on Fax { faxId }", &schema, &schema).is_err());
+        assert!(SchemaModel::from_sdl("type {").is_err());
+    }
+}

@@ -1,0 +1,227 @@
+//! `check --upstream`: schema drift found before a run fails on it.
+//!
+//! Every configured GraphQL source (Retarus, Roubler, Altrata's events and profile services) is
+//! introspected through the executor, exactly as `schema pull` does (auth, the shared rate budget
+//! and retries apply), and every query compiled into this binary for that vendor is checked
+//! against the live schema by [`super::drift`]. One line per problem on stdout, naming the
+//! source, the query file and the field (or argument, input field, enum value, type); exit code 1
+//! when anything drifted or a source could not be introspected. Retently has a REST API and no
+//! schema to ask: it is skipped, and the output says so.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+
+use super::drift::{self, SchemaModel};
+use super::schema;
+use crate::config::{Settings, SourceKind};
+use crate::executor::Service;
+
+/// A query compiled into the binary: the same file a `graphql_client` derive in
+/// `src/datasets/<vendor>.rs` was generated from (`include_str!` of the same path, so both
+/// change together), and the service it is sent to.
+pub struct CompiledQuery {
+    /// Relative to the repository root, as printed.
+    pub path: &'static str,
+    pub kind: SourceKind,
+    pub service: Service,
+    pub text: &'static str,
+}
+
+macro_rules! compiled {
+    ($kind:expr, $service:expr, $path:literal) => {
+        CompiledQuery {
+            path: $path,
+            kind: $kind,
+            service: $service,
+            text: include_str!(concat!("../../", $path)),
+        }
+    };
+}
+
+/// Every query under `queries/` (a unit test keeps this list and the directory in step).
+pub const QUERIES: &[CompiledQuery] = {
+    use Service::{AltrataEvents, AltrataProfile, Default};
+    use SourceKind::{Altrata, Retarus, Roubler};
+    &[
+        compiled!(Retarus, Default, "queries/retarus/fax_in_udr.graphql"),
+        compiled!(Retarus, Default, "queries/retarus/fax_out_udr.graphql"),
+        compiled!(Retarus, Default, "queries/retarus/sms_in_udr.graphql"),
+        compiled!(Retarus, Default, "queries/retarus/sms_out_udr.graphql"),
+        compiled!(
+            Retarus,
+            Default,
+            "queries/retarus/transactional_email_udr.graphql"
+        ),
+        compiled!(Roubler, Default, "queries/roubler/viewer.graphql"),
+        compiled!(Roubler, Default, "queries/roubler/locations.graphql"),
+        compiled!(Roubler, Default, "queries/roubler/employees.graphql"),
+        compiled!(Roubler, Default, "queries/roubler/location_sales.graphql"),
+        compiled!(Roubler, Default, "queries/roubler/timesheets.graphql"),
+        compiled!(Roubler, Default, "queries/roubler/shifts.graphql"),
+        compiled!(Altrata, AltrataEvents, "queries/altrata/events.graphql"),
+        compiled!(Altrata, AltrataProfile, "queries/altrata/person_profile.graphql"),
+        compiled!(
+            Altrata,
+            AltrataProfile,
+            "queries/altrata/organization_profile.graphql"
+        ),
+    ]
+};
+
+/// The schema the queries of `kind` were compiled against; `None` for Retently (REST).
+fn compiled_schema(kind: SourceKind) -> Option<&'static str> {
+    match kind {
+        SourceKind::Retarus => Some(include_str!("../../schemas/retarus.graphql")),
+        SourceKind::Roubler => Some(include_str!("../../schemas/roubler.graphql")),
+        SourceKind::Altrata => Some(include_str!("../../schemas/altrata.graphql")),
+        SourceKind::Retently => None,
+    }
+}
+
+/// The services of a source kind, each introspected separately (Altrata's two may differ).
+fn services(kind: SourceKind) -> &'static [Service] {
+    match kind {
+        SourceKind::Altrata => &[Service::AltrataEvents, Service::AltrataProfile],
+        _ => &[Service::Default],
+    }
+}
+
+fn service_name(service: Service) -> &'static str {
+    match service {
+        Service::Default => "graphql",
+        Service::AltrataEvents => "events",
+        Service::AltrataProfile => "profile",
+    }
+}
+
+/// `check --upstream`.
+pub async fn check_upstream(settings: Settings) -> Result<ExitCode> {
+    let settings = Arc::new(settings);
+    let (store, executor) = schema::open_executor(settings.clone(), "check --upstream").await?;
+    let mut checked = 0usize;
+    let mut sources = 0usize;
+    let mut drifted = 0usize;
+    let mut problems = 0usize;
+    let mut unreachable = 0usize;
+    for (name, source) in &settings.sources {
+        let kind = source.kind();
+        let Some(compiled) = compiled_schema(kind) else {
+            println!("{name}: skipped: a {kind} source has a REST API, no GraphQL schema to check");
+            continue;
+        };
+        sources += 1;
+        let expected = SchemaModel::from_sdl(compiled)
+            .with_context(|| format!("the compiled schema of {kind} does not parse"))?;
+        for &service in services(kind) {
+            let live = schema::introspect(&executor, name, service)
+                .await
+                .and_then(|answer| SchemaModel::from_introspection(&answer.schema));
+            let live = match live {
+                Ok(live) => live,
+                Err(error) => {
+                    unreachable += 1;
+                    println!(
+                        "{name}: could not introspect the {} service: {error:#}",
+                        service_name(service)
+                    );
+                    continue;
+                }
+            };
+            for query in QUERIES.iter().filter(|q| q.kind == kind && q.service == service) {
+                checked += 1;
+                let found = drift::check_query(query.text, &expected, &live)
+                    .with_context(|| format!("{}: the compiled query does not parse", query.path))?;
+                if !found.is_empty() {
+                    drifted += 1;
+                }
+                for problem in found {
+                    problems += 1;
+                    println!("{name}: {}: {problem}", query.path);
+                }
+            }
+        }
+    }
+    store.close().await?;
+
+    let summary = format!(
+        "{checked} {} checked against {sources} {}",
+        plural(checked, "query", "queries"),
+        plural(sources, "source", "sources")
+    );
+    if problems == 0 && unreachable == 0 {
+        println!("{summary}, no drift.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut outcome = Vec::new();
+    if problems > 0 {
+        outcome.push(format!(
+            "{problems} {} in {drifted} {}",
+            plural(problems, "problem", "problems"),
+            plural(drifted, "query", "queries")
+        ));
+    }
+    if unreachable > 0 {
+        outcome.push(format!(
+            "{unreachable} {} not introspected",
+            plural(unreachable, "service", "services")
+        ));
+    }
+    println!("{summary}: {}.", outcome.join(", "));
+    if problems > 0 {
+        println!(
+            "The live schema no longer fits these queries: runs of their datasets will fail. \
+             `reporting-etl schema pull SOURCE` writes the live schema to schemas/; rebuild to see \
+             where the queries must change."
+        );
+    }
+    Ok(ExitCode::FAILURE)
+}
+
+fn plural(n: usize, one: &'static str, many: &'static str) -> &'static str {
+    if n == 1 { one } else { many }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A query file added under `queries/` must be checked too: the list and the directory agree.
+    #[test]
+    fn every_query_file_is_in_the_list_once() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut on_disk = Vec::new();
+        for vendor in std::fs::read_dir(root.join("queries")).expect("queries/") {
+            let vendor = vendor.expect("entry").path();
+            for file in std::fs::read_dir(&vendor).expect("vendor dir") {
+                let path = file.expect("entry").path();
+                let relative = path.strip_prefix(root).expect("under the root");
+                on_disk.push(relative.to_string_lossy().into_owned());
+            }
+        }
+        on_disk.sort();
+        let mut listed: Vec<String> = QUERIES.iter().map(|q| q.path.to_owned()).collect();
+        listed.sort();
+        assert_eq!(listed, on_disk);
+        for query in QUERIES {
+            assert!(
+                query.path.starts_with(&format!("queries/{}/", query.kind)),
+                "{} is listed under {}",
+                query.path,
+                query.kind
+            );
+        }
+    }
+
+    /// The compiled queries fit the compiled schemas (the build's own check, seen by this checker).
+    #[test]
+    fn every_compiled_query_fits_its_compiled_schema() {
+        for query in QUERIES {
+            let schema = SchemaModel::from_sdl(compiled_schema(query.kind).expect("GraphQL"))
+                .expect("compiled schema parses");
+            let problems = drift::check_query(query.text, &schema, &schema).expect("query parses");
+            assert!(problems.is_empty(), "{}: {problems:?}", query.path);
+        }
+    }
+}
