@@ -77,7 +77,8 @@ async fn check_upstream_finds_no_drift_against_the_schemas_the_queries_were_comp
 async fn check_upstream_names_a_removed_field_its_type_and_the_query_file() {
     let mut options = SandboxOptions::default();
     options.retarus.removed_fields = vec![RemovedField::new("FaxInUdrReportRecord", "faxId")];
-    let h = harness(options, true, "").await;
+    let job = "\n[jobs.fax_in]\nsource = \"retarus\"\ndataset = \"fax_in_udr\"\nschedule = \"0 0 0 * * *\"\n";
+    let h = harness(options, true, job).await;
 
     let (code, stdout, stderr) = binary(h.config.path(), &["check", "--upstream"]).await;
     assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
@@ -91,6 +92,25 @@ async fn check_upstream_names_a_removed_field_its_type_and_the_query_file() {
          `reporting-etl schema pull SOURCE` writes the live schema to schemas/; rebuild to see \
          where the queries must change.\n"
     );
+
+    // What `check --upstream` predicts: a run of that dataset fails, naming the field, and
+    // leaves no run behind as `running`.
+    let today = chrono::Utc::now().date_naive();
+    let (from, to) = ((today - chrono::Days::new(1)).to_string(), today.to_string());
+    let args = ["run", "--once", "--job", "fax_in", "--from", &from, "--to", &to];
+    let run = binary(h.config.path(), &args);
+    let (code, stdout, stderr) = tokio::time::timeout(std::time::Duration::from_secs(60), run)
+        .await
+        .expect("the run ends instead of hanging");
+    assert_ne!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let failed: Vec<(String,)> =
+        sqlx::query_as("SELECT error FROM etl.runs WHERE job = 'fax_in' AND status = 'failed'")
+            .fetch_all(&h._db.pool)
+            .await
+            .expect("runs");
+    assert!(!failed.is_empty(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(failed.iter().all(|(e,)| e.contains("faxId")), "{failed:?}");
+    assert_eq!(support::count_runs(&h._db.pool, "fax_in", "running").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
