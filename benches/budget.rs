@@ -12,39 +12,19 @@
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use graphql_client::{GraphQLQuery, QueryBody};
+use common::{Locations, knob};
 use reporting_etl::auth;
 use reporting_etl::executor::{CallContext, Executor, ExecutorOptions, ScopeHeader, Service};
 use reporting_etl::store::{self, Instance};
 use sandbox::ratelimit::RateLimitMode;
 use sandbox::{Sandbox, SandboxOptions};
-use serde_json::{Value, json};
-
-/// The cheapest company-scoped Roubler query.
-struct Locations;
-
-impl GraphQLQuery for Locations {
-    type Variables = Value;
-    type ResponseData = Value;
-    fn build_query(variables: Value) -> QueryBody<Value> {
-        QueryBody {
-            variables,
-            query: "query Locations { locations { id } }",
-            operation_name: "Locations",
-        }
-    }
-}
-
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use serde_json::json;
 
 /// What one run measured.
 struct Figures {

@@ -10,56 +10,16 @@
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
+mod common;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use chrono::{TimeDelta, Utc};
-use graphql_client::{GraphQLQuery, QueryBody};
-use reporting_etl::auth::store::{NewTokens, TokenStore};
-use reporting_etl::auth::{self, AccessToken, RefreshToken};
-use reporting_etl::executor::{CallContext, Executor, ScopeHeader, Service};
+use common::{authorise_roubler, knob, over_limit_calls, spend};
+use reporting_etl::auth;
+use reporting_etl::executor::Executor;
 use sandbox::roubler::RateLimitMode;
 use sandbox::{Sandbox, SandboxOptions};
-use serde_json::{Value, json};
-
-/// The cheapest company-scoped Roubler query.
-struct Locations;
-
-impl GraphQLQuery for Locations {
-    type Variables = Value;
-    type ResponseData = Value;
-    fn build_query(variables: Value) -> QueryBody<Value> {
-        QueryBody {
-            variables,
-            query: "query Locations { locations { id } }",
-            operation_name: "Locations",
-        }
-    }
-}
-
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Calls that were the (limit+1)-th or later within the window ending at their arrival.
-fn over_limit_calls(mut times: Vec<tokio::time::Instant>, window: Duration, limit: usize) -> usize {
-    times.sort();
-    let mut first = 0;
-    let mut over = 0;
-    for (last, at) in times.iter().enumerate() {
-        while at.duration_since(times[first]) >= window {
-            first += 1;
-        }
-        if last + 1 - first > limit {
-            over += 1;
-        }
-    }
-    over
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() -> anyhow::Result<()> {
@@ -79,59 +39,12 @@ async fn main() -> anyhow::Result<()> {
         window.as_millis()
     );
     let (settings, _file) = support::load_config(&support::sandbox_config(&sandbox, &db.url, &extra));
-
-    // A Roubler authorisation, as `auth login` would store it.
-    let grant = sandbox.roubler.grant_tokens();
-    let (lock, _) = TokenStore::new(db.pool.clone(), None)
-        .lock("roubler", "authorization_code")
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let refresh = RefreshToken::new(grant.refresh_token.unwrap_or_default());
-    lock.save(
-        NewTokens {
-            access_token: &AccessToken::new(grant.access_token),
-            access_expires_at: Utc::now() + TimeDelta::seconds(grant.expires_in as i64),
-            refresh_token: Some(&refresh),
-        },
-        true,
-    )
-    .await
-    .map_err(anyhow::Error::msg)?;
-
+    authorise_roubler(&sandbox, &db.pool).await?;
     let registry = auth::build(&settings, db.pool.clone());
     let executor = Arc::new(Executor::new(Arc::new(settings), registry)?);
-    let company = sandbox.roubler.companies()[0]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let call = CallContext::new("roubler", "bench");
-    let issued = Arc::new(AtomicUsize::new(0));
-    let failures = Arc::new(AtomicUsize::new(0));
 
-    let started = tokio::time::Instant::now();
-    let workers: Vec<_> = (0..tasks)
-        .map(|_| {
-            let (executor, call, issued, failures) =
-                (executor.clone(), call.clone(), issued.clone(), failures.clone());
-            let scope = ScopeHeader::Company(company.clone());
-            tokio::spawn(async move {
-                while issued.fetch_add(1, Ordering::SeqCst) < calls {
-                    let answer = executor
-                        .execute::<Locations>(&call, Service::Default, &scope, json!({}))
-                        .await;
-                    if let Err(e) = answer {
-                        eprintln!("{e}");
-                        failures.fetch_add(1, Ordering::SeqCst);
-                    }
-                }
-            })
-        })
-        .collect();
-    for worker in workers {
-        worker.await?;
-    }
-    let elapsed = started.elapsed();
-
+    let spent = spend(&executor, &sandbox, calls, tasks).await?;
+    let elapsed = spent.elapsed;
     let ideal = window.mul_f64(calls as f64 / f64::from(limit));
     let arrivals: Vec<_> = sandbox.roubler.calls().into_iter().map(|c| c.at).collect();
     let sent = arrivals.len();
@@ -153,11 +66,11 @@ async fn main() -> anyhow::Result<()> {
         sandbox.roubler.rate_limited_responses()
     );
     println!("  calls seen         {sent}");
-    println!("  retries            {}", call.figures.retries());
-    println!("  failed calls       {}", failures.load(Ordering::SeqCst));
+    println!("  retries            {}", spent.call.figures.retries());
+    println!("  failed calls       {}", spent.failures);
     println!(
         "  throttled          {:.1} s over all tasks",
-        call.figures.throttled_ms() as f64 / 1000.0
+        spent.call.figures.throttled_ms() as f64 / 1000.0
     );
     Ok(())
 }
