@@ -8,7 +8,6 @@ use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -187,17 +186,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// `reporting-etl run` with its log going to `log`.
-fn service(config: &Path, log: &Path) -> tokio::process::Child {
-    tokio::process::Command::from(support::binary())
-        .args(["run", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
-}
-
 async fn stop(mut child: tokio::process::Child, log: &Path) {
     let pid = child.id().expect("running") as i32;
     std::process::Command::new("kill")
@@ -244,7 +232,7 @@ async fn a_running_service_and_a_concurrent_backfill_share_one_budget_without_a_
     );
     let file = w.config(&jobs, free_port());
     let service_log = dir.path().join("service.log");
-    let service = service(file.path(), &service_log);
+    let service = support::spawn_service(file.path(), &service_log);
 
     // The backfill starts just before the service's job fires, so the two overlap throughout.
     tokio::time::sleep((fire - Utc::now()).to_std().unwrap_or_default() - Duration::from_millis(500)).await;
@@ -335,7 +323,7 @@ async fn three_replicas_share_one_budget_without_a_429_and_every_call_takes_a_sl
         let job = sheets_job(&format!("sheets_{replica}"), w.company(replica), &fire, 140);
         let file = w.config(&job, free_port());
         let log = dir.path().join(format!("replica-{replica}.log"));
-        replicas.push((service(file.path(), &log), log));
+        replicas.push((support::spawn_service(file.path(), &log), log));
         files.push(file);
     }
     for replica in 0..3 {

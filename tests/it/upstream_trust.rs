@@ -428,14 +428,7 @@ async fn an_overlong_retry_after_shows_in_readyz_for_the_cap_and_then_clears() {
         .faults
         .script(vec![too_many_requests("999999999")]);
     let logs = tempfile::NamedTempFile::new().expect("log file");
-    let mut service = tokio::process::Command::from(support::binary())
-        .args(["run", "--config"])
-        .arg(file.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(logs.reopen().expect("log"))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("service starts");
+    let mut service = support::spawn_service(file.path(), logs.path());
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -531,14 +524,7 @@ async fn seven_roubler_jobs_racing_five_second_tokens_never_send_a_dead_token() 
     }
     let (_, file) = support::load_config(&support::sandbox_config(&sandbox, &db.url, &jobs));
     let logs = tempfile::NamedTempFile::new().expect("log file");
-    let mut service = tokio::process::Command::from(support::binary())
-        .args(["run", "--config"])
-        .arg(file.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(logs.reopen().expect("log"))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("service starts");
+    let mut service = support::spawn_service(file.path(), logs.path());
     // The running time is the subject here (tokens expire and are renewed under load), not
     // something to wait for.
     tokio::time::sleep(Duration::from_secs(seconds)).await;

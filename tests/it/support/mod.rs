@@ -106,6 +106,19 @@ pub fn binary() -> Command {
     command
 }
 
+/// `reporting-etl run --config CONFIG` (the service) with its log going to `log`. Killed when
+/// the handle is dropped, so a failing test leaves no service behind.
+pub fn spawn_service(config: &std::path::Path, log: &std::path::Path) -> tokio::process::Child {
+    tokio::process::Command::from(binary())
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).expect("service log file"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the service starts")
+}
+
 /// A temporary directory the embedded server's unprivileged user can traverse.
 pub fn shared_tempdir() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
