@@ -235,43 +235,6 @@ async fn a_run_told_to_wait_31_years_fails_clearly_stores_no_block_beyond_the_ca
     assert!(took < Duration::from_secs(60), "{took:?}");
 }
 
-/// Regression: registering a source's budget once cut a missing block "back to the cap", which
-/// turned no block into a block of `max_wait_secs` (15 minutes by default) for every process.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_process_joining_the_shared_budget_stores_no_block() {
-    let sandbox = Sandbox::start(SandboxOptions::default()).await.expect("sandbox");
-    let db = TestDb::new().await;
-    let job = "\n[jobs.fax]\nsource = \"retarus\"\ndataset = \"fax_out_udr\"\nschedule = \"0 0 0 * * *\"\nscope = \"all\"\nlookback_minutes = 0\n";
-    let (_, file) = support::load_config(&support::sandbox_config(&sandbox, &db.url, job));
-    let today = chrono::Utc::now().date_naive();
-    let (from, to) = ((today - chrono::Days::new(1)).to_string(), today.to_string());
-    for attempt in 1..=2 {
-        let output = tokio::process::Command::from(support::binary())
-            .args([
-                "run", "--once", "--job", "fax", "--from", &from, "--to", &to, "--config",
-            ])
-            .arg(file.path())
-            .output()
-            .await
-            .expect("run");
-        assert!(
-            output.status.success(),
-            "run {attempt}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let blocks: Vec<(String, Option<chrono::DateTime<chrono::Utc>>)> =
-            sqlx::query_as("SELECT source, blocked_until FROM etl.rate_budgets")
-                .fetch_all(&db.pool)
-                .await
-                .expect("budgets");
-        assert!(!blocks.is_empty(), "the run registered its source's budget");
-        assert!(
-            blocks.iter().all(|(_, until)| until.is_none()),
-            "run {attempt} left a block although no answer asked for one: {blocks:?}"
-        );
-    }
-}
-
 /// Makes `calls` Roubler calls from 3 tasks against an enforcing sandbox and returns
 /// (elapsed, 429s, busiest window, calls seen upstream).
 async fn learned_run(h: &Arc<Harness>, calls: usize, window: Duration) -> (Duration, u64, usize, usize) {
