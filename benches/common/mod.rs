@@ -8,28 +8,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
-use graphql_client::{GraphQLQuery, QueryBody};
 use reporting_etl::auth::store::{NewTokens, TokenStore};
 use reporting_etl::auth::{AccessToken, RefreshToken};
 use reporting_etl::executor::{CallContext, Executor, ScopeHeader, Service};
 use sandbox::Sandbox;
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::PgPool;
 
-/// The cheapest company-scoped Roubler query.
-pub struct Locations;
-
-impl GraphQLQuery for Locations {
-    type Variables = Value;
-    type ResponseData = Value;
-    fn build_query(variables: Value) -> QueryBody<Value> {
-        QueryBody {
-            variables,
-            query: "query Locations { locations { id } }",
-            operation_name: "Locations",
-        }
-    }
-}
+pub use super::support::RoublerLocations as Locations;
 
 /// A number from the environment variable `name`, or `default`.
 pub fn knob(name: &str, default: u64) -> u64 {

@@ -12,13 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Timelike, Utc};
-use graphql_client::{GraphQLQuery, QueryBody};
 use reporting_etl::auth;
 use reporting_etl::executor::{CallContext, Executor, ExecutorOptions, ScopeHeader, Service};
 use reporting_etl::store::{self, Instance};
 use sandbox::ratelimit::RateLimitMode;
 use sandbox::{Sandbox, SandboxOptions};
-use serde_json::{Value, json};
+use serde_json::json;
 use support::TestDb;
 
 /// The compressed window: the vendor's 60 s as 1 s (the sandbox's reset headers are whole seconds).
@@ -372,21 +371,6 @@ async fn three_replicas_share_one_budget_without_a_429_and_every_call_takes_a_sl
     // measured by `benches/budget.rs` (target: within 15 %).
 }
 
-/// The cheapest company-scoped Roubler query.
-struct Locations;
-
-impl GraphQLQuery for Locations {
-    type Variables = Value;
-    type ResponseData = Value;
-    fn build_query(variables: Value) -> QueryBody<Value> {
-        QueryBody {
-            variables,
-            query: "query Locations { locations { id } }",
-            operation_name: "Locations",
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_process_that_loses_the_database_keeps_to_half_the_limit_and_counts_its_recent_calls() {
     const LIMIT: u32 = 10;
@@ -415,7 +399,7 @@ async fn a_process_that_loses_the_database_keeps_to_half_the_limit_and_counts_it
     let call = CallContext::new("roubler", "locations");
     for _ in 0..8 {
         executor
-            .execute::<Locations>(&call, Service::Default, &scope, json!({}))
+            .execute::<support::RoublerLocations>(&call, Service::Default, &scope, json!({}))
             .await
             .expect("call succeeds");
     }
@@ -423,7 +407,7 @@ async fn a_process_that_loses_the_database_keeps_to_half_the_limit_and_counts_it
     let cut_at = tokio::time::Instant::now();
     for _ in 0..20 {
         executor
-            .execute::<Locations>(&call, Service::Default, &scope, json!({}))
+            .execute::<support::RoublerLocations>(&call, Service::Default, &scope, json!({}))
             .await
             .expect("calls go on without the database");
     }

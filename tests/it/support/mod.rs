@@ -312,3 +312,18 @@ pub async fn stop_server(mut server: EmbeddedPostgres) {
         .unwrap()
         .expect("stop the private server");
 }
+
+/// The cheapest company-scoped Roubler query, untyped: for tests and benchmarks that count calls.
+pub struct RoublerLocations;
+
+impl graphql_client::GraphQLQuery for RoublerLocations {
+    type Variables = serde_json::Value;
+    type ResponseData = serde_json::Value;
+    fn build_query(variables: serde_json::Value) -> graphql_client::QueryBody<serde_json::Value> {
+        graphql_client::QueryBody {
+            variables,
+            query: "query Locations { locations { id } }",
+            operation_name: "Locations",
+        }
+    }
+}
