@@ -85,7 +85,7 @@ fn free_port() -> u16 {
 
 fn job(name: &str, dataset: &str, schedule: &str) -> String {
     format!(
-        "\n[jobs.{name}]\nsource = \"retarus\"\ndataset = \"{dataset}\"\nschedule = \"{schedule}\"\nscope = \"all\"\nlookback_minutes = 0\n"
+        "\n[jobs.{name}]\nsource = \"retarus\"\ndataset = \"{dataset}\"\nschedule = \"{schedule}\"\nscope = \"all\"\nlookback_minutes = 1\n"
     )
 }
 

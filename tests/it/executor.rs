@@ -164,10 +164,10 @@ fn rate_limit(source: &str, calls: u32, per_ms: u64) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn ten_tasks_making_500_calls_under_an_enforced_limit_get_no_429_and_never_exceed_it() {
+async fn ten_tasks_making_250_calls_under_an_enforced_limit_get_no_429_and_never_exceed_it() {
     const LIMIT: u32 = 25;
     const WINDOW: Duration = Duration::from_secs(1);
-    const CALLS: usize = 500;
+    const CALLS: usize = 250;
     let mut options = SandboxOptions::default();
     options.roubler.rate_limit = LIMIT;
     options.roubler.rate_window = WINDOW;

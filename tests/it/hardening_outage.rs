@@ -200,7 +200,7 @@ async fn the_service_rides_out_a_database_outage_records_the_failed_runs_and_res
 source = \"retarus\"
 dataset = \"fax_out_udr\"
 schedule = \"*/2 * * * * *\"
-lookback_minutes = 0
+lookback_minutes = 1
 
 [jobs.locations]
 source = \"roubler\"

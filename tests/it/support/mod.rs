@@ -19,32 +19,31 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    /// A fresh database with every migration applied.
+    /// A fresh database with every migration applied: a copy of a database migrated once per set of
+    /// migrations (see [`migrated_template`]), so a test does not pay for applying them again.
     pub async fn new() -> TestDb {
-        let db = TestDb::empty().await;
-        store::migrate(&db.pool).await.expect("migrations apply");
-        db
+        let template = migrated_template().await;
+        TestDb::create(Some(&template)).await
     }
 
     /// A fresh database with nothing in it.
     pub async fn empty() -> TestDb {
+        TestDb::create(None).await
+    }
+
+    async fn create(template: Option<&str>) -> TestDb {
         let admin_url = server_url();
         let name = format!("etl_test_{}", uuid::Uuid::new_v4().simple());
         let admin = store::connect(&admin_url, 1)
             .await
             .expect("connect to the test server");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        let template = template.map_or(String::new(), |t| format!(" TEMPLATE {t}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}{template}")))
             .execute(&admin)
             .await
             .expect("create test database");
         admin.close().await;
-        let options: PgConnectOptions = admin_url.parse().expect("valid URL");
-        let url = format!(
-            "postgres://{}@{}:{}/{name}",
-            options.get_username(),
-            options.get_host(),
-            options.get_port()
-        );
+        let url = database_url(&admin_url, &name);
         let pool = store::connect(&url, 5)
             .await
             .expect("connect to the test database");
@@ -55,6 +54,84 @@ impl TestDb {
             name,
         }
     }
+}
+
+/// `admin_url` pointing at the database `name`.
+fn database_url(admin_url: &str, name: &str) -> String {
+    let options: PgConnectOptions = admin_url.parse().expect("valid URL");
+    format!(
+        "postgres://{}@{}:{}/{name}",
+        options.get_username(),
+        options.get_host(),
+        options.get_port()
+    )
+}
+
+/// The name of a database holding exactly what `store::migrate` makes of today's `migrations/`,
+/// created on first use. Applying the migrations takes ~2 s (one fsync'd transaction each);
+/// copying the result takes a fraction of that. The name carries a hash of the migrations, so a
+/// changed migration gets a template of its own, and test processes running at the same time
+/// (nextest, several checkouts on one server) agree on it: one builds it under an advisory lock,
+/// under a temporary name renamed only once it is complete, while the others wait.
+async fn migrated_template() -> String {
+    static TEMPLATE: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    TEMPLATE
+        .get_or_init(|| async {
+            use sha2::Digest;
+            use sqlx::Connection;
+            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("migrations");
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .expect("read migrations/")
+                .map(|entry| entry.expect("list migrations/").path())
+                .collect();
+            files.sort();
+            let mut hash = sha2::Sha256::new();
+            for file in &files {
+                hash.update(file.file_name().unwrap().as_encoded_bytes());
+                hash.update(std::fs::read(file).expect("read a migration"));
+            }
+            let digest: String = hash.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect();
+            let name = format!("etl_template_{digest}");
+
+            let admin_url = server_url();
+            let mut admin = sqlx::PgConnection::connect(&admin_url)
+                .await
+                .expect("connect to the test server");
+            sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
+                .bind(&name)
+                .execute(&mut admin)
+                .await
+                .expect("lock the template's name");
+            let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
+                .bind(&name)
+                .fetch_optional(&mut admin)
+                .await
+                .expect("look for the template");
+            if exists.is_none() {
+                let building = format!("{name}_{}", uuid::Uuid::new_v4().simple());
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {building}")))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create the template");
+                let pool = store::connect(&database_url(&admin_url, &building), 1)
+                    .await
+                    .expect("connect to the template");
+                store::migrate(&pool).await.expect("migrations apply");
+                // A template can be copied only while nobody is connected to it.
+                pool.close().await;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "ALTER DATABASE {building} RENAME TO {name}"
+                )))
+                .execute(&mut admin)
+                .await
+                .expect("name the template");
+            }
+            // Closing the session releases the advisory lock.
+            let _ = admin.close().await;
+            name
+        })
+        .await
+        .clone()
 }
 
 impl Drop for TestDb {
