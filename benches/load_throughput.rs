@@ -33,7 +33,7 @@ use std::time::Instant;
 
 use chrono::{Duration, DurationRound, TimeDelta, Utc};
 use futures::StreamExt;
-use reporting_etl::config::SourceKind;
+use reporting_etl::catalog::{self, SourceKind};
 use reporting_etl::datasets::{self, LoadRequest, ScopeTarget, Tuning, Window};
 use reporting_etl::executor::{CallContext, Executor};
 
@@ -174,7 +174,7 @@ async fn load_pass(sandbox: &SandboxProcess, window: Window) -> Pass {
         reporting_etl::auth::build(&settings, db.pool.clone()),
     )
     .unwrap();
-    let dataset = datasets::find(SourceKind::Retarus, "fax_out_udr").unwrap();
+    let dataset = catalog::find(SourceKind::Retarus, "fax_out_udr").unwrap();
     let scope = ScopeTarget::Customer("99999".into());
     let call = CallContext::new("retarus", "fax_out_udr");
     let request = LoadRequest {

@@ -20,8 +20,7 @@ use chrono::Utc;
 use clap::Args;
 use sqlx::PgPool;
 
-use crate::config::{Settings, SourceSettings};
-use crate::datasets;
+use crate::config::Settings;
 use crate::jobs::freshness::expected_interval;
 use crate::store::Store;
 use crate::store::dictionary::{self, SCHEMAS};
@@ -55,14 +54,7 @@ fn freshness_minutes(settings: &Settings) -> BTreeMap<String, u64> {
     let now = Utc::now();
     let mut limits: BTreeMap<String, u64> = BTreeMap::new();
     for job in settings.jobs.values().filter(|job| job.enabled) {
-        let Some(dataset) = settings
-            .sources
-            .get(&job.source)
-            .map(SourceSettings::kind)
-            .and_then(|kind| datasets::find(kind, &job.dataset))
-        else {
-            continue;
-        };
+        let dataset = job.dataset.info();
         let Some(interval) = expected_interval(&job.schedule, job.time_zone, now) else {
             continue;
         };

@@ -594,8 +594,13 @@ async fn load_report<R: Report>(
     let window = request
         .window
         .context("a Retarus dataset needs a window (they are never snapshots)")?;
-    if window.len() > super::window::RETARUS_MAX_SPAN {
-        anyhow::bail!("window {window} is longer than the 45 days Retarus accepts; split it first");
+    if let Some(span) = request.dataset.max_span
+        && window.len() > span
+    {
+        anyhow::bail!(
+            "window {window} is longer than the {} days Retarus accepts; split it first",
+            span.num_days()
+        );
     }
     let size = tuning.retarus_page_size.clamp(1, super::RETARUS_MAX_PAGE_SIZE);
     let mut writer = Writer::open(tx, spec, request.source_name, request.run_id).await?;

@@ -11,8 +11,9 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::{DatasetInfo, roubler};
-use crate::config::{Scope, SourceKind, SourceSettings};
+use super::roubler;
+use crate::catalog::{Dataset, DatasetInfo, SourceKind};
+use crate::config::{Scope, SourceSettings};
 use crate::executor::{CallContext, Executor};
 use crate::store::scope_cache;
 
@@ -94,7 +95,7 @@ pub async fn discover_scopes(
             let companies = roubler::companies(exec, call)
                 .await
                 .with_context(|| format!("discovering the companies of source {source_name}"))?;
-            if matches!(dataset.name, "locations" | "employees") {
+            if is_company_dataset(dataset) {
                 return Ok(match configured {
                     Scope::All => companies.into_iter().map(ScopeTarget::Company).collect(),
                     Scope::Ids(ids) => ids.iter().cloned().map(ScopeTarget::Company).collect(),
@@ -273,7 +274,7 @@ async fn discover_all(exec: &Executor, call: &CallContext, source_name: &str) ->
 }
 
 fn is_company_dataset(dataset: &DatasetInfo) -> bool {
-    matches!(dataset.name, "locations" | "employees")
+    matches!(dataset.id, Dataset::Locations | Dataset::Employees)
 }
 
 /// The scopes of `dataset` in a discovery round, as [`discover_scopes`] would pick them.
@@ -338,8 +339,8 @@ mod tests {
 
     #[test]
     fn a_discovery_round_serves_company_and_location_datasets() {
-        let employees = super::super::find(SourceKind::Roubler, "employees").unwrap();
-        let shifts = super::super::find(SourceKind::Roubler, "shifts").unwrap();
+        let employees = crate::catalog::find(SourceKind::Roubler, "employees").unwrap();
+        let shifts = crate::catalog::find(SourceKind::Roubler, "shifts").unwrap();
         assert_eq!(
             select(&found(), employees, &Scope::All).unwrap(),
             vec![ScopeTarget::Company("c1".into())]
@@ -365,7 +366,7 @@ mod tests {
     fn a_cached_zone_that_is_no_iana_zone_is_an_error_naming_the_location() {
         let mut found = found();
         found.companies[0].locations[1].time_zone = "Mars/Olympus".into();
-        let shifts = super::super::find(SourceKind::Roubler, "shifts").unwrap();
+        let shifts = crate::catalog::find(SourceKind::Roubler, "shifts").unwrap();
         let error = select(&found, shifts, &Scope::All).unwrap_err().to_string();
         assert_eq!(
             error,

@@ -28,8 +28,9 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::catalog::{DatasetInfo, WindowPolicy};
 use crate::config::{Settings, SourceSettings};
-use crate::datasets::{self, DatasetInfo, LoadRequest, ScopeTarget, Window};
+use crate::datasets::{self, LoadRequest, ScopeTarget, Window};
 use crate::executor::{CallContext, CallError, CallFigures, Executor};
 use crate::jobs::window;
 use crate::store::locks::{self, HeldLock, JobLocks};
@@ -279,9 +280,7 @@ impl Runner {
         let Some((job_settings, source)) = self.settings.job(job) else {
             return vec![failed_job(job, "", format!("`{job}` is not a configured job"))];
         };
-        let Some(dataset) = datasets::find(source.kind(), &job_settings.dataset) else {
-            return vec![failed_job(job, &job_settings.dataset, "unknown dataset".into())];
-        };
+        let dataset = job_settings.dataset.info();
         let skip = |reason| self.record_skip(job, &job_settings.source, dataset, trigger, reason);
         if !self.lock_in_process(job) {
             return skip("the previous run of this job is still going").await;
@@ -540,7 +539,7 @@ impl Runner {
             };
             let windows: Vec<Option<Window>> = match range {
                 // Reference data has no time window: a snapshot replaces it whole, even in a backfill.
-                _ if dataset.default_window == crate::config::WindowPolicyName::Snapshot => vec![None],
+                _ if dataset.default_window == WindowPolicy::Snapshot => vec![None],
                 None => Vec::new(), // nothing new yet, or nothing inside the vendor's limits
                 Some((start, end)) => datasets::split_windows(dataset, start, end)
                     .into_iter()

@@ -20,7 +20,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use reporting_etl::config::{ConfigError, ConfigSource, Scope, Settings, SourceKind};
+use reporting_etl::catalog::{self, SourceKind};
+use reporting_etl::config::{ConfigError, ConfigSource, Scope, Settings};
 use reporting_etl::datasets::window::{Window, utc_midnight};
 use reporting_etl::datasets::{self, LoadFigures, LoadRequest, ScopeTarget, Tuning};
 use reporting_etl::executor::{CallContext, Executor, ExecutorOptions};
@@ -857,7 +858,7 @@ impl Harness {
     /// One load in one transaction, committed on success and rolled back on failure (as the
     /// runner does).
     async fn load(&self, target: &Target) -> anyhow::Result<LoadFigures> {
-        let dataset = datasets::find(target.kind, target.dataset).unwrap();
+        let dataset = catalog::find(target.kind, target.dataset).unwrap();
         let source_name = target.kind.as_str();
         let call = CallContext::new(source_name, dataset.name);
         let request = LoadRequest {
@@ -892,7 +893,7 @@ impl Harness {
     async fn rows(&self, target: &Target) -> Vec<Value> {
         let sql = format!(
             "SELECT to_jsonb(t) FROM {} t ORDER BY to_jsonb(t)::text",
-            datasets::find(target.kind, target.dataset).unwrap().table
+            catalog::find(target.kind, target.dataset).unwrap().table
         );
         sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .fetch_all(&self.db.pool)
@@ -1407,7 +1408,7 @@ async fn every_malformed_upstream_answer_fails_its_load_clearly_and_keeps_the_pr
         &call,
         "roubler",
         &h.settings.sources["roubler"],
-        datasets::find(SourceKind::Roubler, "location_sales").unwrap(),
+        catalog::find(SourceKind::Roubler, "location_sales").unwrap(),
         &Scope::All,
     )
     .await

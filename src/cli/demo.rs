@@ -12,11 +12,11 @@ use anyhow::{Context, Result, anyhow};
 use chrono::{Duration, Utc};
 use tokio_util::sync::CancellationToken;
 
+use super::run::summary;
 use crate::app::Engine;
 use crate::auth;
-use crate::cli::run::summary;
+use crate::catalog::CATALOG;
 use crate::config::{ConfigSource, Settings};
-use crate::datasets::CATALOG;
 use crate::jobs::runner;
 use crate::store::runs::{RunStatus, Trigger};
 
@@ -143,7 +143,7 @@ pub async fn run(base: Settings) -> Result<std::process::ExitCode> {
     print!("{}", summary(&reports));
 
     println!("\nRows per table:");
-    let mut table = crate::cli::table::Table::new(["TABLE", "ROWS"]);
+    let mut table = super::table::Table::new(["TABLE", "ROWS"]);
     for dataset in CATALOG {
         let (count,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT count(*) FROM {}",
