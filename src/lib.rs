@@ -25,6 +25,8 @@ pub mod config;
 pub mod datasets;
 pub mod executor;
 pub mod jobs;
+#[cfg(test)]
+mod layering;
 pub mod service;
 pub mod store;
 pub mod telemetry;
