@@ -9,7 +9,9 @@
 //! - [`config`]: TOML + environment → validated, typed settings (sources, jobs, database, ...).
 //! - [`auth`]: one token provider per source (tokens shared through `etl.tokens`).
 //! - [`executor`]: the one rate-limited, retrying path to every upstream.
-//! - [`datasets`]: what each vendor offers, how it is windowed, and which table it fills.
+//! - [`datasets`]: the machinery loads share: windows, scopes, typed rows, the page writer.
+//! - [`vendors`]: one folder per vendor: its queries, row mapping, paging, table layouts and
+//!   scopes, behind one trait and a registry.
 //! - [`jobs`]: schedules (fire times in a job's time zone) and, with the runner, runs.
 //! - [`app`]: the composition root wiring store, auth, executor and runner for every command.
 //! - [`service`]: `run`: the scheduler, health and metrics endpoints, graceful shutdown.
@@ -30,3 +32,4 @@ mod layering;
 pub mod service;
 pub mod store;
 pub mod telemetry;
+pub mod vendors;

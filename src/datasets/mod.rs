@@ -1,39 +1,32 @@
-//! Datasets: what each vendor offers for extraction, how it is windowed, and where its rows go.
+//! Datasets: the machinery every vendor's loads share, knowing no vendor by name.
 //!
-//! What each dataset is (its vendor, table and windows) is in [`crate::catalog`]. A dataset
-//! knows *what* to ask and *where rows go*, never *how to call* (that is the executor's job).
+//! What each dataset is (its vendor, table and windows) is in [`crate::catalog`]; how each vendor
+//! is asked for it (queries, row mapping, paging, scope discovery) is in `src/vendors/<vendor>/`,
+//! reached through `vendors::load`. A load knows *what* to ask and *where rows go*, never *how
+//! to call* (that is the executor's job).
 //!
 //! # Layout
 //!
-//! - This file: the loading API the runner calls ([`discover_scopes`],
-//!   [`split_windows`], [`load`]).
-//! - [`window`]: [`Window`], the legal window sizes per vendor and local-day arithmetic.
-//! - [`scope`]: [`ScopeTarget`] and scope discovery (Retarus customers, Roubler companies and
-//!   locations, the Altrata watch-list, the Retently account).
+//! - This file: what a load is given ([`LoadRequest`]) and reports ([`LoadFigures`]).
+//! - [`window`]: [`Window`], the cut of a range into the dataset's legal sizes, local-day
+//!   arithmetic.
+//! - [`scope`]: [`ScopeTarget`], the unit a dataset is loaded per.
 //! - [`rows`] / [`sink`]: typed cells and the page writer (COPY into a staging table, then an upsert
-//!   on the natural key), shared by every vendor.
-//! - `retarus`, `roubler`, `altrata`, `retently`: one module per vendor with its typed queries,
-//!   row mapping and paging loop.
+//!   on the natural key).
 
-mod altrata;
-mod retarus;
-mod retently;
-mod roubler;
 pub mod rows;
 pub mod scope;
 pub mod sink;
 pub mod window;
 
-use anyhow::Context;
-
 use crate::config::SourceSettings;
-use crate::executor::{CallContext, Executor};
+use crate::executor::CallContext;
 
-pub use scope::{DiscoveredBy, ScopeTarget, discover_scopes, discover_scopes_cached};
+pub use scope::{DiscoveredBy, ScopeTarget};
 pub use sink::TableSpec;
 pub use window::{Window, split_windows, split_windows_at};
 
-use crate::catalog::{DatasetInfo, SourceKind};
+use crate::catalog::DatasetInfo;
 
 /// Everything one load needs: which dataset of which source, for which scope and window, and
 /// the run the rows belong to.
@@ -61,7 +54,7 @@ pub struct LoadFigures {
     pub warnings: Vec<String>,
 }
 
-/// Page sizes and similar knobs. [`load`] uses [`Tuning::default`]; tests and the benchmark
+/// Page sizes and similar knobs. `vendors::load` uses [`Tuning::default`]; tests and the benchmark
 /// shrink or grow pages to exercise paging.
 #[derive(Debug, Clone, Copy)]
 pub struct Tuning {
@@ -86,59 +79,5 @@ impl Default for Tuning {
             retently_page_size: 1_000,
             flush_rows: 500,
         }
-    }
-}
-
-/// Replaces one scope's window (or, for snapshots, the whole scope) of a dataset with what the
-/// upstream serves now. Runs inside the caller's transaction: a failure part-way leaves the
-/// previous rows once the caller rolls back.
-pub async fn load(
-    exec: &Executor,
-    tx: &mut sqlx::PgConnection,
-    request: &LoadRequest<'_>,
-) -> anyhow::Result<LoadFigures> {
-    load_with(exec, tx, request, &Tuning::default()).await
-}
-
-/// [`load`] with explicit page sizes.
-pub async fn load_with(
-    exec: &Executor,
-    tx: &mut sqlx::PgConnection,
-    request: &LoadRequest<'_>,
-    tuning: &Tuning,
-) -> anyhow::Result<LoadFigures> {
-    let dataset = request.dataset;
-    if request.source.kind() != dataset.kind {
-        anyhow::bail!(
-            "source {} is a {} source, but dataset {}.{} was asked of it",
-            request.source_name,
-            request.source.kind(),
-            dataset.kind,
-            dataset.name
-        );
-    }
-    let what = format!(
-        "loading {}.{} for {} of source {}",
-        dataset.kind,
-        dataset.name,
-        request.scope.describe(),
-        request.source_name
-    );
-    match dataset.kind {
-        SourceKind::Retarus => retarus::load(exec, tx, request, tuning).await,
-        SourceKind::Roubler => roubler::load(exec, tx, request).await,
-        SourceKind::Altrata => altrata::load(exec, tx, request, tuning).await,
-        SourceKind::Retently => retently::load(exec, tx, request, tuning).await,
-    }
-    .context(what)
-}
-
-/// The table layout of a dataset (its columns in write order and its natural key).
-pub fn table_spec(dataset: &DatasetInfo) -> Option<&'static TableSpec> {
-    match dataset.kind {
-        SourceKind::Retarus => retarus::table(dataset.name),
-        SourceKind::Roubler => roubler::table(dataset.name),
-        SourceKind::Altrata => altrata::table(dataset.name),
-        SourceKind::Retently => retently::table(dataset.name),
     }
 }

@@ -37,6 +37,7 @@ use crate::store::locks::{self, HeldLock, JobLocks};
 use crate::store::runs::{self, CallBreakdown, Finished, NewRun, RunFigures, RunStatus, Trigger};
 use crate::store::{instance, scope_cache};
 use crate::store::{is_connection_error, watermarks};
+use crate::vendors;
 
 /// How long a fire waits for an unreachable database (connection errors while taking its lock
 /// or writing its records) before it gives up and is recorded as failed: a restart takes
@@ -456,7 +457,7 @@ impl Runner {
             let deadline = tokio::time::Instant::now() + job_settings.window_deadline();
             let discovery =
                 call_context(source_name, dataset.name, discovery_figures.clone()).with_deadline(deadline);
-            let discover = datasets::discover_scopes_cached(
+            let discover = vendors::discover_scopes_cached(
                 &self.executor,
                 &self.pool,
                 &discovery,
@@ -698,7 +699,7 @@ impl Runner {
                 call: &call,
             };
             let loaded =
-                match tokio::time::timeout_at(deadline, datasets::load(&self.executor, &mut tx, &request))
+                match tokio::time::timeout_at(deadline, vendors::load(&self.executor, &mut tx, &request))
                     .await
                 {
                     Ok(loaded) => loaded?,

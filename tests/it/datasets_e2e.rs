@@ -15,8 +15,9 @@ use chrono::{DateTime, Duration, DurationRound, NaiveDate, Utc};
 use reporting_etl::catalog::{self, SourceKind};
 use reporting_etl::config::Scope;
 use reporting_etl::datasets::window::{Window, utc_midnight};
-use reporting_etl::datasets::{self, LoadFigures, LoadRequest, ScopeTarget, Tuning};
+use reporting_etl::datasets::{LoadFigures, LoadRequest, ScopeTarget, Tuning};
 use reporting_etl::executor::{CallContext, Executor, ExecutorOptions};
+use reporting_etl::vendors;
 use sandbox::retarus::RetarusReport;
 use sandbox::{Sandbox, SandboxOptions};
 use serde_json::{Value, json};
@@ -174,7 +175,7 @@ impl Harness {
             call: &call,
         };
         let mut tx = self.db.pool.begin().await?;
-        match datasets::load_with(&self.exec, &mut tx, &request, &tuning).await {
+        match vendors::load_with(&self.exec, &mut tx, &request, &tuning).await {
             Ok(figures) => {
                 tx.commit().await?;
                 Ok(figures)
@@ -578,7 +579,7 @@ async fn scopes_are_discovered_per_vendor() {
     let h = Harness::start().await;
     let call = CallContext::new("roubler", "location_sales");
     let sales = catalog::find(SourceKind::Roubler, "location_sales").unwrap();
-    let scopes = datasets::discover_scopes(
+    let scopes = vendors::discover_scopes(
         &h.exec,
         &call,
         "roubler",
@@ -616,7 +617,7 @@ async fn scopes_are_discovered_per_vendor() {
         .collect();
     assert_eq!(found, expected);
     let employees = catalog::find(SourceKind::Roubler, "employees").unwrap();
-    let scopes = datasets::discover_scopes(
+    let scopes = vendors::discover_scopes(
         &h.exec,
         &call,
         "roubler",
@@ -628,7 +629,7 @@ async fn scopes_are_discovered_per_vendor() {
     .unwrap();
     assert_eq!(scopes, vec![ScopeTarget::Company(COMPANY.into())]);
     let fax = catalog::find(SourceKind::Retarus, "fax_in_udr").unwrap();
-    let scopes = datasets::discover_scopes(
+    let scopes = vendors::discover_scopes(
         &h.exec,
         &call,
         "retarus",
@@ -643,7 +644,7 @@ async fn scopes_are_discovered_per_vendor() {
         h.sandbox.retarus.customer_ids
     );
     let events = catalog::find(SourceKind::Altrata, "events").unwrap();
-    let scopes = datasets::discover_scopes(
+    let scopes = vendors::discover_scopes(
         &h.exec,
         &call,
         "altrata",
@@ -666,7 +667,7 @@ async fn scopes_are_discovered_per_vendor() {
 async fn location_scopes(h: &Harness) -> Vec<ScopeTarget> {
     let call = CallContext::new("roubler", "location_sales");
     let sales = catalog::find(SourceKind::Roubler, "location_sales").unwrap();
-    datasets::discover_scopes(
+    vendors::discover_scopes(
         &h.exec,
         &call,
         "roubler",

@@ -23,8 +23,9 @@ use chrono::{DateTime, Duration, DurationRound, Utc};
 use reporting_etl::catalog::{self, SourceKind};
 use reporting_etl::config::{ConfigError, ConfigSource, Scope, Settings};
 use reporting_etl::datasets::window::{Window, utc_midnight};
-use reporting_etl::datasets::{self, LoadFigures, LoadRequest, ScopeTarget, Tuning};
+use reporting_etl::datasets::{LoadFigures, LoadRequest, ScopeTarget, Tuning};
 use reporting_etl::executor::{CallContext, Executor, ExecutorOptions};
+use reporting_etl::vendors;
 use sandbox::faults::{Faults, RawAnswer};
 use sandbox::{Sandbox, SandboxOptions};
 use serde_json::Value;
@@ -877,7 +878,7 @@ impl Harness {
             flush_rows: 2,
         };
         let mut tx = self.db.pool.begin().await?;
-        match datasets::load_with(&self.exec, &mut tx, &request, &tuning).await {
+        match vendors::load_with(&self.exec, &mut tx, &request, &tuning).await {
             Ok(figures) => {
                 tx.commit().await?;
                 Ok(figures)
@@ -1403,7 +1404,7 @@ async fn every_malformed_upstream_answer_fails_its_load_clearly_and_keeps_the_pr
     let h = Arc::new(Harness::start().await);
     let today = h.anchor.date_naive();
     let call = CallContext::new("roubler", "location_sales");
-    let location = datasets::discover_scopes(
+    let location = vendors::discover_scopes(
         &h.exec,
         &call,
         "roubler",

@@ -12,9 +12,10 @@ use chrono::{NaiveDate, Utc};
 use graphql_client::GraphQLQuery;
 use serde_json::{Value, json};
 
-use super::rows::Row;
-use super::sink::{Replace, TableSpec, Writer};
-use super::{LoadFigures, LoadRequest, ScopeTarget, Tuning};
+use crate::catalog::Dataset;
+use crate::datasets::rows::Row;
+use crate::datasets::sink::{Replace, TableSpec, Writer};
+use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget, Tuning};
 use crate::executor::{Executor, ScopeHeader, Service};
 
 /// The scalars as the generated code sees them (`Date` is AppSync's `AWSDate`).
@@ -95,10 +96,10 @@ pub static PROFILES: TableSpec = TableSpec {
     window_column: None,
 };
 
-pub fn table(name: &str) -> Option<&'static TableSpec> {
-    Some(match name {
-        "events" => &EVENTS,
-        "profiles" => &PROFILES,
+pub fn table(dataset: Dataset) -> Option<&'static TableSpec> {
+    Some(match dataset {
+        Dataset::Events => &EVENTS,
+        Dataset::Profiles => &PROFILES,
         _ => return None,
     })
 }
@@ -126,9 +127,9 @@ pub async fn load(
             request.scope.describe()
         );
     };
-    match request.dataset.name {
-        "events" => load_events(exec, tx, request, ids, tuning).await,
-        "profiles" => load_profiles(exec, tx, request, ids, tuning).await,
+    match request.dataset.id {
+        Dataset::Events => load_events(exec, tx, request, ids, tuning).await,
+        Dataset::Profiles => load_profiles(exec, tx, request, ids, tuning).await,
         other => anyhow::bail!("altrata has no dataset {other}"),
     }
 }

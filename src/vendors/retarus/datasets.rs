@@ -11,9 +11,10 @@ use anyhow::Context;
 use chrono::Utc;
 use graphql_client::GraphQLQuery;
 
-use super::rows::Row;
-use super::sink::{Replace, SeenInLoad, TableSpec, Writer};
-use super::{LoadFigures, LoadRequest, ScopeTarget, Tuning};
+use crate::catalog::Dataset;
+use crate::datasets::rows::Row;
+use crate::datasets::sink::{Replace, SeenInLoad, TableSpec, Writer};
+use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget, Tuning};
 use crate::executor::{Executor, ScopeHeader, Service};
 
 /// The `DateTime` scalar as the generated code sees it.
@@ -262,13 +263,13 @@ pub static EMAIL: TableSpec = TableSpec {
     window_column: Some("usage_creation_time"),
 };
 
-pub fn table(name: &str) -> Option<&'static TableSpec> {
-    Some(match name {
-        "fax_in_udr" => &FAX_IN,
-        "fax_out_udr" => &FAX_OUT,
-        "sms_in_udr" => &SMS_IN,
-        "sms_out_udr" => &SMS_OUT,
-        "transactional_email_udr" => &EMAIL,
+pub fn table(dataset: Dataset) -> Option<&'static TableSpec> {
+    Some(match dataset {
+        Dataset::FaxInUdr => &FAX_IN,
+        Dataset::FaxOutUdr => &FAX_OUT,
+        Dataset::SmsInUdr => &SMS_IN,
+        Dataset::SmsOutUdr => &SMS_OUT,
+        Dataset::TransactionalEmailUdr => &EMAIL,
         _ => return None,
     })
 }
@@ -566,12 +567,12 @@ pub async fn load(
     request: &LoadRequest<'_>,
     tuning: &Tuning,
 ) -> anyhow::Result<LoadFigures> {
-    match request.dataset.name {
-        "fax_in_udr" => load_report::<FaxInUdr>(exec, tx, request, &FAX_IN, tuning).await,
-        "fax_out_udr" => load_report::<FaxOutUdr>(exec, tx, request, &FAX_OUT, tuning).await,
-        "sms_in_udr" => load_report::<SmsInUdr>(exec, tx, request, &SMS_IN, tuning).await,
-        "sms_out_udr" => load_report::<SmsOutUdr>(exec, tx, request, &SMS_OUT, tuning).await,
-        "transactional_email_udr" => {
+    match request.dataset.id {
+        Dataset::FaxInUdr => load_report::<FaxInUdr>(exec, tx, request, &FAX_IN, tuning).await,
+        Dataset::FaxOutUdr => load_report::<FaxOutUdr>(exec, tx, request, &FAX_OUT, tuning).await,
+        Dataset::SmsInUdr => load_report::<SmsInUdr>(exec, tx, request, &SMS_IN, tuning).await,
+        Dataset::SmsOutUdr => load_report::<SmsOutUdr>(exec, tx, request, &SMS_OUT, tuning).await,
+        Dataset::TransactionalEmailUdr => {
             load_report::<TransactionalEmailUdr>(exec, tx, request, &EMAIL, tuning).await
         }
         other => anyhow::bail!("retarus has no dataset {other}"),
@@ -602,7 +603,9 @@ async fn load_report<R: Report>(
             span.num_days()
         );
     }
-    let size = tuning.retarus_page_size.clamp(1, super::RETARUS_MAX_PAGE_SIZE);
+    let size = tuning
+        .retarus_page_size
+        .clamp(1, crate::datasets::RETARUS_MAX_PAGE_SIZE);
     let mut writer = Writer::open(tx, spec, request.source_name, request.run_id).await?;
     writer
         .replace(

@@ -10,10 +10,11 @@ use chrono::{NaiveDate, Utc};
 use graphql_client::GraphQLQuery;
 use serde_json::{Value, json};
 
-use super::rows::{Row, instant_text};
-use super::sink::{Replace, TableSpec, Writer};
-use super::window::local_day_range;
-use super::{LoadFigures, LoadRequest, ScopeTarget};
+use crate::catalog::Dataset;
+use crate::datasets::rows::{Row, instant_text};
+use crate::datasets::sink::{Replace, TableSpec, Writer};
+use crate::datasets::window::local_day_range;
+use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget};
 use crate::executor::{CallContext, Executor, ScopeHeader, Service};
 
 /// The scalars as the generated code sees them.
@@ -176,13 +177,13 @@ pub static SHIFTS: TableSpec = TableSpec {
     window_column: Some("start_time"),
 };
 
-pub fn table(name: &str) -> Option<&'static TableSpec> {
-    Some(match name {
-        "locations" => &LOCATIONS,
-        "employees" => &EMPLOYEES,
-        "location_sales" => &LOCATION_SALES,
-        "timesheets" => &TIMESHEETS,
-        "shifts" => &SHIFTS,
+pub fn table(dataset: Dataset) -> Option<&'static TableSpec> {
+    Some(match dataset {
+        Dataset::Locations => &LOCATIONS,
+        Dataset::Employees => &EMPLOYEES,
+        Dataset::LocationSales => &LOCATION_SALES,
+        Dataset::Timesheets => &TIMESHEETS,
+        Dataset::Shifts => &SHIFTS,
         _ => return None,
     })
 }
@@ -248,11 +249,15 @@ pub async fn load(
     tx: &mut sqlx::PgConnection,
     request: &LoadRequest<'_>,
 ) -> anyhow::Result<LoadFigures> {
-    match (request.dataset.name, request.scope) {
-        ("locations", ScopeTarget::Company(company)) => load_locations(exec, tx, request, company).await,
-        ("employees", ScopeTarget::Company(company)) => load_employees(exec, tx, request, company).await,
+    match (request.dataset.id, request.scope) {
+        (Dataset::Locations, ScopeTarget::Company(company)) => {
+            load_locations(exec, tx, request, company).await
+        }
+        (Dataset::Employees, ScopeTarget::Company(company)) => {
+            load_employees(exec, tx, request, company).await
+        }
         (
-            "location_sales" | "timesheets" | "shifts",
+            Dataset::LocationSales | Dataset::Timesheets | Dataset::Shifts,
             ScopeTarget::Location {
                 company,
                 id,
@@ -267,9 +272,9 @@ pub async fn load(
                 id,
                 time_zone: *time_zone,
             };
-            match request.dataset.name {
-                "location_sales" => load_sales(exec, tx, request, &location, window).await,
-                "timesheets" => load_timesheets(exec, tx, request, &location, window).await,
+            match request.dataset.id {
+                Dataset::LocationSales => load_sales(exec, tx, request, &location, window).await,
+                Dataset::Timesheets => load_timesheets(exec, tx, request, &location, window).await,
                 _ => load_shifts(exec, tx, request, &location, window).await,
             }
         }
@@ -442,7 +447,7 @@ async fn load_sales(
     tx: &mut sqlx::PgConnection,
     request: &LoadRequest<'_>,
     place: &Place<'_>,
-    window: super::Window,
+    window: crate::datasets::Window,
 ) -> anyhow::Result<LoadFigures> {
     // The window names dates; the location is asked for its own local midnights of those dates,
     // so each answered `day` is one of them whatever the zone's offset or DST state.
@@ -552,7 +557,7 @@ async fn load_timesheets(
     tx: &mut sqlx::PgConnection,
     request: &LoadRequest<'_>,
     place: &Place<'_>,
-    window: super::Window,
+    window: crate::datasets::Window,
 ) -> anyhow::Result<LoadFigures> {
     let mut writer = Writer::open(tx, &TIMESHEETS, request.source_name, request.run_id).await?;
     writer
@@ -643,7 +648,7 @@ async fn load_shifts(
     tx: &mut sqlx::PgConnection,
     request: &LoadRequest<'_>,
     place: &Place<'_>,
-    window: super::Window,
+    window: crate::datasets::Window,
 ) -> anyhow::Result<LoadFigures> {
     let mut writer = Writer::open(tx, &SHIFTS, request.source_name, request.run_id).await?;
     writer
