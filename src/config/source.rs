@@ -1,7 +1,7 @@
 //! Source settings: one configured upstream account (its kind, endpoints, credentials, limits).
 //!
-//! Defaults are the vendors' documented production endpoints,
-//! so a real deployment usually sets only credentials and scope.
+//! Defaults are the vendors' documented production endpoints (`docs/vendors/<vendor>.md`), so a
+//! real deployment usually sets only credentials and scope.
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -54,7 +54,7 @@ pub struct LoadFigures {
     pub warnings: Vec<String>,
 }
 
-/// Page sizes and similar knobs. `vendors::load` uses [`Tuning::default`]; tests and the benchmark
+/// Page sizes and similar knobs (the vendors' limits: `docs/vendors/README.md`, "At a glance"). `vendors::load` uses [`Tuning::default`]; tests and the benchmark
 /// shrink or grow pages to exercise paging.
 #[derive(Debug, Clone, Copy)]
 pub struct Tuning {
