@@ -23,7 +23,8 @@ use sqlx::PgPool;
 use crate::config::Settings;
 use crate::jobs::freshness::expected_interval;
 use crate::store::Store;
-use crate::store::dictionary::{self, SCHEMAS};
+use crate::catalog::SourceKind;
+use crate::store::dictionary;
 
 #[derive(Debug, Args)]
 pub struct SourcesArgs {
@@ -67,7 +68,7 @@ fn freshness_minutes(settings: &Settings) -> BTreeMap<String, u64> {
 
 /// The whole `sources.yml`.
 pub async fn sources_yaml(pool: &PgPool, settings: &Settings) -> Result<String> {
-    let vendor_schemas: Vec<&str> = SCHEMAS.iter().copied().filter(|s| *s != "etl").collect();
+    let vendor_schemas: Vec<&str> = SourceKind::ALL.map(SourceKind::as_str).to_vec();
     let tables: Vec<(String, String, Option<String>)> = sqlx::query_as(
         "SELECT n.nspname::text, c.relname::text, obj_description(c.oid, 'pg_class')
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace

@@ -225,7 +225,6 @@ fn select(found: &Discovered, dataset: &DatasetInfo, configured: &Scope) -> anyh
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::SourceKind;
 
     fn found() -> Discovered {
         Discovered {
@@ -247,8 +246,8 @@ mod tests {
 
     #[test]
     fn a_discovery_round_serves_company_and_location_datasets() {
-        let employees = crate::catalog::find(SourceKind::Roubler, "employees").unwrap();
-        let shifts = crate::catalog::find(SourceKind::Roubler, "shifts").unwrap();
+        let employees = Dataset::Employees.info();
+        let shifts = Dataset::Shifts.info();
         assert_eq!(
             select(&found(), employees, &Scope::All).unwrap(),
             vec![ScopeTarget::Company("c1".into())]
@@ -274,7 +273,7 @@ mod tests {
     fn a_cached_zone_that_is_no_iana_zone_is_an_error_naming_the_location() {
         let mut found = found();
         found.companies[0].locations[1].time_zone = "Mars/Olympus".into();
-        let shifts = crate::catalog::find(SourceKind::Roubler, "shifts").unwrap();
+        let shifts = Dataset::Shifts.info();
         let error = select(&found, shifts, &Scope::All).unwrap_err().to_string();
         assert_eq!(
             error,
