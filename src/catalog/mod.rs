@@ -43,7 +43,7 @@ impl SourceKind {
     }
 
     /// The kind the configuration names `name`, if any.
-    pub fn from_name(name: &str) -> Option<SourceKind> {
+    pub(crate) fn from_name(name: &str) -> Option<SourceKind> {
         SourceKind::ALL.into_iter().find(|kind| kind.as_str() == name)
     }
 
@@ -84,22 +84,39 @@ impl fmt::Display for WindowPolicy {
 /// Every dataset this service can extract. The variant order is [`CATALOG`]'s row order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dataset {
+    /// Inbound fax usage detail records.
     FaxInUdr,
+    /// Outbound fax usage detail records.
     FaxOutUdr,
+    /// Inbound SMS usage detail records.
     SmsInUdr,
+    /// Outbound SMS usage detail records.
     SmsOutUdr,
+    /// Transactional e-mail delivery records.
     TransactionalEmailUdr,
+    /// Locations (a tree) with their IANA time zones.
     Locations,
+    /// Employees, terminated ones included.
     Employees,
+    /// Daily sales per location (local days).
     LocationSales,
+    /// Timesheets per location.
     Timesheets,
+    /// Rostered shifts per location.
     Shifts,
+    /// Events about watched people and organisations.
     Events,
+    /// Person and organisation profiles of the watch-list.
     Profiles,
+    /// Survey customers (subscribers).
     Customers,
+    /// Survey responses.
     Feedback,
+    /// Companies with their survey metrics.
     Companies,
+    /// Survey campaigns.
     Campaigns,
+    /// Daily snapshot of the NPS score.
     NpsScore,
 }
 
@@ -110,17 +127,12 @@ impl Dataset {
     }
 
     /// The configuration's name of this dataset (`jobs.NAME.dataset`).
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         self.info().name
     }
 
-    /// The vendor kind that serves it.
-    pub fn kind(self) -> SourceKind {
-        self.info().kind
-    }
-
     /// The dataset the configuration names `name`, if any.
-    pub fn from_name(name: &str) -> Option<Dataset> {
+    pub(crate) fn from_name(name: &str) -> Option<Dataset> {
         CATALOG.iter().find(|d| d.name == name).map(|d| d.id)
     }
 }
@@ -161,7 +173,6 @@ pub struct DatasetInfo {
     pub first_run: TimeDelta,
     /// Rows are calendar days (per location's local day): windows are whole UTC days.
     pub daily: bool,
-    pub description: &'static str,
 }
 
 impl DatasetInfo {
@@ -201,12 +212,8 @@ const ROUBLER_WORK_SPAN: TimeDelta = TimeDelta::days(7);
 /// Roubler daily sales: one row per day and location, so a month per call is small.
 const ROUBLER_SALES_SPAN: TimeDelta = TimeDelta::days(31);
 
-const fn retarus(
-    id: Dataset,
-    name: &'static str,
-    table: &'static str,
-    description: &'static str,
-) -> DatasetInfo {
+/// A Retarus report: incremental, at most 45 days per request, 89 days back.
+const fn retarus(id: Dataset, name: &'static str, table: &'static str) -> DatasetInfo {
     DatasetInfo {
         id,
         kind: SourceKind::Retarus,
@@ -218,10 +225,10 @@ const fn retarus(
         // A first run fills the whole retention: older records are gone for good.
         first_run: RETARUS_HISTORY,
         daily: false,
-        description,
     }
 }
 
+/// A dataset of a vendor that documents no retention.
 const fn other(
     id: Dataset,
     kind: SourceKind,
@@ -229,7 +236,6 @@ const fn other(
     table: &'static str,
     default_window: WindowPolicy,
     max_span: Option<TimeDelta>,
-    description: &'static str,
 ) -> DatasetInfo {
     DatasetInfo {
         id,
@@ -241,7 +247,6 @@ const fn other(
         history_limit: UNLIMITED_HISTORY,
         first_run: FIRST_RUN,
         daily: false,
-        description,
     }
 }
 
@@ -251,35 +256,14 @@ use WindowPolicy::{Incremental, Snapshot};
 
 /// Every dataset, indexed by [`Dataset`] (`CATALOG[d as usize].id == d`, checked by a test).
 pub const CATALOG: &[DatasetInfo] = &[
-    retarus(
-        D::FaxInUdr,
-        "fax_in_udr",
-        "retarus.fax_in_udr",
-        "Inbound fax usage detail records",
-    ),
-    retarus(
-        D::FaxOutUdr,
-        "fax_out_udr",
-        "retarus.fax_out_udr",
-        "Outbound fax usage detail records",
-    ),
-    retarus(
-        D::SmsInUdr,
-        "sms_in_udr",
-        "retarus.sms_in_udr",
-        "Inbound SMS usage detail records",
-    ),
-    retarus(
-        D::SmsOutUdr,
-        "sms_out_udr",
-        "retarus.sms_out_udr",
-        "Outbound SMS usage detail records",
-    ),
+    retarus(D::FaxInUdr, "fax_in_udr", "retarus.fax_in_udr"),
+    retarus(D::FaxOutUdr, "fax_out_udr", "retarus.fax_out_udr"),
+    retarus(D::SmsInUdr, "sms_in_udr", "retarus.sms_in_udr"),
+    retarus(D::SmsOutUdr, "sms_out_udr", "retarus.sms_out_udr"),
     retarus(
         D::TransactionalEmailUdr,
         "transactional_email_udr",
         "retarus.transactional_email_udr",
-        "Transactional e-mail delivery records",
     ),
     other(
         D::Locations,
@@ -288,7 +272,6 @@ pub const CATALOG: &[DatasetInfo] = &[
         "roubler.locations",
         Snapshot,
         None,
-        "Locations (a tree) with their IANA time zones",
     ),
     other(
         D::Employees,
@@ -297,7 +280,6 @@ pub const CATALOG: &[DatasetInfo] = &[
         "roubler.employees",
         Snapshot,
         None,
-        "Employees, terminated ones included",
     ),
     DatasetInfo {
         daily: true,
@@ -308,7 +290,6 @@ pub const CATALOG: &[DatasetInfo] = &[
             "roubler.location_sales",
             Incremental,
             Some(ROUBLER_SALES_SPAN),
-            "Daily sales per location (local days)",
         )
     },
     other(
@@ -318,7 +299,6 @@ pub const CATALOG: &[DatasetInfo] = &[
         "roubler.timesheets",
         Incremental,
         Some(ROUBLER_WORK_SPAN),
-        "Timesheets per location",
     ),
     other(
         D::Shifts,
@@ -327,17 +307,8 @@ pub const CATALOG: &[DatasetInfo] = &[
         "roubler.shifts",
         Incremental,
         Some(ROUBLER_WORK_SPAN),
-        "Rostered shifts per location",
     ),
-    other(
-        D::Events,
-        Altrata,
-        "events",
-        "altrata.events",
-        Snapshot,
-        None,
-        "Events about watched people and organisations",
-    ),
+    other(D::Events, Altrata, "events", "altrata.events", Snapshot, None),
     other(
         D::Profiles,
         Altrata,
@@ -345,7 +316,6 @@ pub const CATALOG: &[DatasetInfo] = &[
         "altrata.profiles",
         Snapshot,
         None,
-        "Person and organisation profiles of the watch-list",
     ),
     other(
         D::Customers,
@@ -354,7 +324,6 @@ pub const CATALOG: &[DatasetInfo] = &[
         "retently.customers",
         Incremental,
         None,
-        "Survey customers (subscribers)",
     ),
     other(
         D::Feedback,
@@ -363,7 +332,6 @@ pub const CATALOG: &[DatasetInfo] = &[
         "retently.feedback",
         Incremental,
         None,
-        "Survey responses",
     ),
     other(
         D::Companies,
@@ -372,7 +340,6 @@ pub const CATALOG: &[DatasetInfo] = &[
         "retently.companies",
         Snapshot,
         None,
-        "Companies with their survey metrics",
     ),
     other(
         D::Campaigns,
@@ -381,7 +348,6 @@ pub const CATALOG: &[DatasetInfo] = &[
         "retently.campaigns",
         Snapshot,
         None,
-        "Survey campaigns",
     ),
     other(
         D::NpsScore,
@@ -390,7 +356,6 @@ pub const CATALOG: &[DatasetInfo] = &[
         "retently.nps_score",
         Snapshot,
         None,
-        "Daily snapshot of the NPS score",
     ),
 ];
 

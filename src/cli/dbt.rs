@@ -20,10 +20,10 @@ use chrono::Utc;
 use clap::Args;
 use sqlx::PgPool;
 
+use crate::catalog::SourceKind;
 use crate::config::Settings;
 use crate::jobs::freshness::expected_interval;
 use crate::store::Store;
-use crate::catalog::SourceKind;
 use crate::store::dictionary;
 
 #[derive(Debug, Args)]

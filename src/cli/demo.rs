@@ -103,7 +103,7 @@ api_key = "{}"
 }
 
 /// One job per dataset, every hour (the demo runs them once itself).
-pub fn demo_jobs() -> String {
+pub(crate) fn demo_jobs() -> String {
     let mut jobs = String::new();
     for dataset in CATALOG {
         let kind = dataset.kind.as_str();

@@ -42,7 +42,7 @@ pub struct JobSettings {
 
 impl JobSettings {
     /// `window_deadline_secs` as a duration.
-    pub fn window_deadline(&self) -> std::time::Duration {
+    pub(crate) fn window_deadline(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.window_deadline_secs)
     }
 }

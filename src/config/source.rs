@@ -267,7 +267,7 @@ impl SourceSettings {
 
     /// How long this source's discovered scopes may be reused (`sources.NAME.discovery_ttl_secs`);
     /// `None` for kinds whose scopes come from the configuration and cost no call.
-    pub fn discovery_ttl(&self) -> Option<Duration> {
+    pub(crate) fn discovery_ttl(&self) -> Option<Duration> {
         match self {
             SourceSettings::Roubler(s) => Some(Duration::from_secs(s.discovery_ttl_secs)),
             _ => None,

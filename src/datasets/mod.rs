@@ -22,9 +22,11 @@ pub mod window;
 use crate::config::SourceSettings;
 use crate::executor::CallContext;
 
-pub use scope::{DiscoveredBy, ScopeTarget};
+pub(crate) use scope::DiscoveredBy;
+pub use scope::ScopeTarget;
 pub use sink::TableSpec;
-pub use window::{Window, split_windows, split_windows_at};
+pub(crate) use window::split_windows;
+pub use window::{Window, split_windows_at};
 
 use crate::catalog::DatasetInfo;
 
@@ -69,7 +71,7 @@ pub struct Tuning {
 }
 
 /// Retarus' documented maximum page size.
-pub const RETARUS_MAX_PAGE_SIZE: i64 = 10_000;
+pub(crate) const RETARUS_MAX_PAGE_SIZE: i64 = 10_000;
 
 impl Default for Tuning {
     fn default() -> Self {

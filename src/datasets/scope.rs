@@ -47,7 +47,7 @@ impl ScopeTarget {
 
 /// Where `vendors::discover_scopes_cached` got the scopes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DiscoveredBy {
+pub(crate) enum DiscoveredBy {
     /// The configuration alone (no call needed).
     Configuration,
     /// `etl.scope_cache`, younger than the source's TTL (no call made).

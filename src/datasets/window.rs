@@ -56,7 +56,7 @@ impl std::fmt::Display for Window {
 
 /// `[start, end)` cut into consecutive windows of legal size for `dataset`, with the vendor's
 /// history limit applied against the real clock.
-pub fn split_windows(dataset: &DatasetInfo, start: DateTime<Utc>, end: DateTime<Utc>) -> Vec<Window> {
+pub(crate) fn split_windows(dataset: &DatasetInfo, start: DateTime<Utc>, end: DateTime<Utc>) -> Vec<Window> {
     split_windows_at(dataset, start, end, Utc::now())
 }
 
@@ -101,7 +101,7 @@ pub fn utc_midnight(day: NaiveDate) -> DateTime<Utc> {
 
 /// The UTC instant a local wall-clock time denotes in `tz`. In a DST gap (the time does not
 /// exist) the first valid instant after it; in an overlap (it exists twice) the earlier one.
-pub fn local_to_utc(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
+pub(crate) fn local_to_utc(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
     // Gaps are at most a few hours; walk forward in quarter hours until the time exists.
     for step in 0..=16 {
         let candidate = local + Duration::minutes(15 * step);

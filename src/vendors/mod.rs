@@ -124,7 +124,7 @@ pub async fn discover_scopes(
 /// A cache that cannot be read or written is logged and bypassed: discovery then costs calls,
 /// but the job runs. Callers that may run at once for one source should serialise calls of it
 /// (the runner does), or each may ask the vendor.
-pub async fn discover_scopes_cached(
+pub(crate) async fn discover_scopes_cached(
     exec: &Executor,
     pool: &sqlx::PgPool,
     call: &CallContext,

@@ -46,7 +46,7 @@ pub struct PersonProfile;
 )]
 pub struct OrganizationProfile;
 
-pub static EVENTS: TableSpec = TableSpec {
+pub(crate) static EVENTS: TableSpec = TableSpec {
     table: "altrata.events",
     columns: &[
         "subject_id",
@@ -70,7 +70,7 @@ pub static EVENTS: TableSpec = TableSpec {
     window_column: None,
 };
 
-pub static PROFILES: TableSpec = TableSpec {
+pub(crate) static PROFILES: TableSpec = TableSpec {
     table: "altrata.profiles",
     columns: &[
         "altrata_id",
@@ -96,7 +96,7 @@ pub static PROFILES: TableSpec = TableSpec {
     window_column: None,
 };
 
-pub fn table(dataset: Dataset) -> Option<&'static TableSpec> {
+pub(crate) fn table(dataset: Dataset) -> Option<&'static TableSpec> {
     Some(match dataset {
         Dataset::Events => &EVENTS,
         Dataset::Profiles => &PROFILES,
@@ -115,7 +115,7 @@ fn add_warnings(all: &mut Vec<String>, new: Vec<String>) {
     }
 }
 
-pub async fn load(
+pub(crate) async fn load(
     exec: &Executor,
     tx: &mut sqlx::PgConnection,
     request: &LoadRequest<'_>,

@@ -60,7 +60,7 @@ pub struct SmsOutUdr;
 )]
 pub struct TransactionalEmailUdr;
 
-pub static FAX_IN: TableSpec = TableSpec {
+pub(crate) static FAX_IN: TableSpec = TableSpec {
     table: "retarus.fax_in_udr",
     columns: &[
         "customer_id",
@@ -100,7 +100,7 @@ pub static FAX_IN: TableSpec = TableSpec {
     window_column: Some("key_timestamp"),
 };
 
-pub static FAX_OUT: TableSpec = TableSpec {
+pub(crate) static FAX_OUT: TableSpec = TableSpec {
     table: "retarus.fax_out_udr",
     columns: &[
         "customer_id",
@@ -155,7 +155,7 @@ pub static FAX_OUT: TableSpec = TableSpec {
     window_column: Some("key_timestamp"),
 };
 
-pub static SMS_IN: TableSpec = TableSpec {
+pub(crate) static SMS_IN: TableSpec = TableSpec {
     table: "retarus.sms_in_udr",
     columns: &[
         "customer_id",
@@ -185,7 +185,7 @@ pub static SMS_IN: TableSpec = TableSpec {
     window_column: Some("received_ts"),
 };
 
-pub static SMS_OUT: TableSpec = TableSpec {
+pub(crate) static SMS_OUT: TableSpec = TableSpec {
     table: "retarus.sms_out_udr",
     columns: &[
         "customer_id",
@@ -226,7 +226,7 @@ pub static SMS_OUT: TableSpec = TableSpec {
     window_column: Some("delivery_processed_ts"),
 };
 
-pub static EMAIL: TableSpec = TableSpec {
+pub(crate) static EMAIL: TableSpec = TableSpec {
     table: "retarus.transactional_email_udr",
     columns: &[
         "customer_id",
@@ -263,7 +263,7 @@ pub static EMAIL: TableSpec = TableSpec {
     window_column: Some("usage_creation_time"),
 };
 
-pub fn table(dataset: Dataset) -> Option<&'static TableSpec> {
+pub(crate) fn table(dataset: Dataset) -> Option<&'static TableSpec> {
     Some(match dataset {
         Dataset::FaxInUdr => &FAX_IN,
         Dataset::FaxOutUdr => &FAX_OUT,
@@ -275,10 +275,10 @@ pub fn table(dataset: Dataset) -> Option<&'static TableSpec> {
 }
 
 /// One page as the report returns it: its records and `hasMoreElements`.
-pub type Page<R> = (Vec<Option<R>>, Option<bool>);
+pub(crate) type Page<R> = (Vec<Option<R>>, Option<bool>);
 
 /// One report: how to ask for a page and how its records map to rows.
-pub trait Report: GraphQLQuery {
+pub(crate) trait Report: GraphQLQuery {
     type Record;
     fn variables(customer: &str, from: DateTime, to: DateTime, page: i64, size: i64) -> Self::Variables;
     /// The page's records and `hasMoreElements`; `None` when the report itself came back null.
@@ -561,7 +561,7 @@ impl Report for TransactionalEmailUdr {
     }
 }
 
-pub async fn load(
+pub(crate) async fn load(
     exec: &Executor,
     tx: &mut sqlx::PgConnection,
     request: &LoadRequest<'_>,

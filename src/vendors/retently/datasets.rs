@@ -19,7 +19,7 @@ use crate::datasets::sink::{Replace, SeenInLoad, TableSpec, Writer};
 use crate::datasets::{LoadFigures, LoadRequest, Tuning, Window};
 use crate::executor::Executor;
 
-pub static CUSTOMERS: TableSpec = TableSpec {
+pub(crate) static CUSTOMERS: TableSpec = TableSpec {
     table: "retently.customers",
     columns: &[
         "customer_id",
@@ -37,7 +37,7 @@ pub static CUSTOMERS: TableSpec = TableSpec {
     window_column: Some("created_date"),
 };
 
-pub static FEEDBACK: TableSpec = TableSpec {
+pub(crate) static FEEDBACK: TableSpec = TableSpec {
     table: "retently.feedback",
     columns: &[
         "feedback_id",
@@ -74,7 +74,7 @@ pub static FEEDBACK: TableSpec = TableSpec {
     window_column: Some("created_date"),
 };
 
-pub static COMPANIES: TableSpec = TableSpec {
+pub(crate) static COMPANIES: TableSpec = TableSpec {
     table: "retently.companies",
     columns: &[
         "company_id",
@@ -94,7 +94,7 @@ pub static COMPANIES: TableSpec = TableSpec {
     window_column: None,
 };
 
-pub static CAMPAIGNS: TableSpec = TableSpec {
+pub(crate) static CAMPAIGNS: TableSpec = TableSpec {
     table: "retently.campaigns",
     columns: &[
         "campaign_id",
@@ -110,7 +110,7 @@ pub static CAMPAIGNS: TableSpec = TableSpec {
     window_column: None,
 };
 
-pub static NPS_SCORE: TableSpec = TableSpec {
+pub(crate) static NPS_SCORE: TableSpec = TableSpec {
     table: "retently.nps_score",
     columns: &[
         "day",
@@ -128,7 +128,7 @@ pub static NPS_SCORE: TableSpec = TableSpec {
     window_column: Some("day"),
 };
 
-pub fn table(dataset: Dataset) -> Option<&'static TableSpec> {
+pub(crate) fn table(dataset: Dataset) -> Option<&'static TableSpec> {
     Some(match dataset {
         Dataset::Customers => &CUSTOMERS,
         Dataset::Feedback => &FEEDBACK,
@@ -270,7 +270,7 @@ fn iso(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-pub async fn load(
+pub(crate) async fn load(
     exec: &Executor,
     tx: &mut sqlx::PgConnection,
     request: &LoadRequest<'_>,

@@ -69,7 +69,7 @@ pub struct Timesheets;
 )]
 pub struct Shifts;
 
-pub static LOCATIONS: TableSpec = TableSpec {
+pub(crate) static LOCATIONS: TableSpec = TableSpec {
     table: "roubler.locations",
     columns: &[
         "company_id",
@@ -84,7 +84,7 @@ pub static LOCATIONS: TableSpec = TableSpec {
     window_column: None,
 };
 
-pub static EMPLOYEES: TableSpec = TableSpec {
+pub(crate) static EMPLOYEES: TableSpec = TableSpec {
     table: "roubler.employees",
     columns: &[
         "company_id",
@@ -110,7 +110,7 @@ pub static EMPLOYEES: TableSpec = TableSpec {
     window_column: None,
 };
 
-pub static LOCATION_SALES: TableSpec = TableSpec {
+pub(crate) static LOCATION_SALES: TableSpec = TableSpec {
     table: "roubler.location_sales",
     columns: &[
         "location_id",
@@ -127,7 +127,7 @@ pub static LOCATION_SALES: TableSpec = TableSpec {
     window_column: Some("day"),
 };
 
-pub static TIMESHEETS: TableSpec = TableSpec {
+pub(crate) static TIMESHEETS: TableSpec = TableSpec {
     table: "roubler.timesheets",
     columns: &[
         "location_id",
@@ -155,7 +155,7 @@ pub static TIMESHEETS: TableSpec = TableSpec {
     window_column: Some("start_time"),
 };
 
-pub static SHIFTS: TableSpec = TableSpec {
+pub(crate) static SHIFTS: TableSpec = TableSpec {
     table: "roubler.shifts",
     columns: &[
         "location_id",
@@ -177,7 +177,7 @@ pub static SHIFTS: TableSpec = TableSpec {
     window_column: Some("start_time"),
 };
 
-pub fn table(dataset: Dataset) -> Option<&'static TableSpec> {
+pub(crate) fn table(dataset: Dataset) -> Option<&'static TableSpec> {
     Some(match dataset {
         Dataset::Locations => &LOCATIONS,
         Dataset::Employees => &EMPLOYEES,
@@ -190,13 +190,13 @@ pub fn table(dataset: Dataset) -> Option<&'static TableSpec> {
 
 /// A location found by discovery.
 #[derive(Debug, Clone)]
-pub struct FoundLocation {
+pub(crate) struct FoundLocation {
     pub id: String,
     pub time_zone: chrono_tz::Tz,
 }
 
 /// Company ids the API user reaches (from `viewer`), in first-seen order.
-pub async fn companies(exec: &Executor, call: &CallContext) -> anyhow::Result<Vec<String>> {
+pub(crate) async fn companies(exec: &Executor, call: &CallContext) -> anyhow::Result<Vec<String>> {
     let outcome = exec
         .execute::<Viewer>(call, Service::Default, &ScopeHeader::None, viewer::Variables {})
         .await
@@ -218,7 +218,7 @@ pub async fn companies(exec: &Executor, call: &CallContext) -> anyhow::Result<Ve
 /// Every location of a company with its parsed time zone. A location with a missing or unknown
 /// zone is an error: its local days cannot be computed, and guessing one would file sales
 /// under the wrong day.
-pub async fn locations(
+pub(crate) async fn locations(
     exec: &Executor,
     call: &CallContext,
     company: &str,
@@ -244,7 +244,7 @@ pub async fn locations(
     Ok(found)
 }
 
-pub async fn load(
+pub(crate) async fn load(
     exec: &Executor,
     tx: &mut sqlx::PgConnection,
     request: &LoadRequest<'_>,

@@ -20,21 +20,21 @@ use crate::store::scope_cache;
 /// One discovery round of a Roubler source: every company the API user reaches and each one's
 /// locations with their IANA zones. Stored as JSON in `etl.scope_cache.scopes`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Discovered {
-    pub companies: Vec<DiscoveredCompany>,
+pub(crate) struct Discovered {
+    pub(crate) companies: Vec<DiscoveredCompany>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DiscoveredCompany {
-    pub id: String,
-    pub locations: Vec<DiscoveredLocation>,
+pub(crate) struct DiscoveredCompany {
+    pub(crate) id: String,
+    pub(crate) locations: Vec<DiscoveredLocation>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DiscoveredLocation {
-    pub id: String,
+pub(crate) struct DiscoveredLocation {
+    pub(crate) id: String,
     /// An IANA zone name (checked when discovered).
-    pub time_zone: String,
+    pub(crate) time_zone: String,
 }
 
 /// The scopes of a Roubler job, asked of the vendor now.
