@@ -87,6 +87,28 @@ fn check_kind(source_name: &str, source: &SourceSettings, dataset: &DatasetInfo)
     Ok(())
 }
 
+impl<'a> ScopeQuery<'a> {
+    /// The question, once `source` is known to serve `dataset`.
+    fn new(
+        exec: &'a Executor,
+        call: &'a CallContext,
+        source_name: &'a str,
+        source: &'a SourceSettings,
+        dataset: &'static DatasetInfo,
+        configured: &'a Scope,
+    ) -> anyhow::Result<Self> {
+        check_kind(source_name, source, dataset)?;
+        Ok(ScopeQuery {
+            exec,
+            call,
+            source_name,
+            source,
+            dataset,
+            configured,
+        })
+    }
+}
+
 /// The table layout of a dataset (its columns in write order and its natural key).
 pub fn table_spec(dataset: &DatasetInfo) -> Option<&'static TableSpec> {
     vendor(dataset.kind).table(dataset.id)
@@ -106,15 +128,7 @@ pub async fn discover_scopes(
     dataset: &'static DatasetInfo,
     configured: &Scope,
 ) -> anyhow::Result<Vec<ScopeTarget>> {
-    check_kind(source_name, source, dataset)?;
-    let job = ScopeQuery {
-        exec,
-        call,
-        source_name,
-        source,
-        dataset,
-        configured,
-    };
+    let job = ScopeQuery::new(exec, call, source_name, source, dataset, configured)?;
     vendor(dataset.kind).scopes(job).await
 }
 
@@ -133,15 +147,7 @@ pub(crate) async fn discover_scopes_cached(
     dataset: &'static DatasetInfo,
     configured: &Scope,
 ) -> anyhow::Result<(Vec<ScopeTarget>, DiscoveredBy)> {
-    check_kind(source_name, source, dataset)?;
-    let job = ScopeQuery {
-        exec,
-        call,
-        source_name,
-        source,
-        dataset,
-        configured,
-    };
+    let job = ScopeQuery::new(exec, call, source_name, source, dataset, configured)?;
     vendor(dataset.kind).scopes_cached(job, pool).await
 }
 
