@@ -33,9 +33,10 @@ use std::time::Instant;
 
 use chrono::{Duration, DurationRound, TimeDelta, Utc};
 use futures::StreamExt;
-use reporting_etl::config::SourceKind;
-use reporting_etl::datasets::{self, LoadRequest, ScopeTarget, Tuning, Window};
+use reporting_etl::catalog::{self, SourceKind};
+use reporting_etl::datasets::{LoadRequest, ScopeTarget, Tuning, Window};
 use reporting_etl::executor::{CallContext, Executor};
+use reporting_etl::vendors;
 
 /// A `/proc/PID/status` field in KiB (`VmHWM:`, `VmRSS:`), 0 when unreadable.
 fn status_kib(pid: &str, field: &str) -> u64 {
@@ -174,7 +175,7 @@ async fn load_pass(sandbox: &SandboxProcess, window: Window) -> Pass {
         reporting_etl::auth::build(&settings, db.pool.clone()),
     )
     .unwrap();
-    let dataset = datasets::find(SourceKind::Retarus, "fax_out_udr").unwrap();
+    let dataset = catalog::find(SourceKind::Retarus, "fax_out_udr").unwrap();
     let scope = ScopeTarget::Customer("99999".into());
     let call = CallContext::new("retarus", "fax_out_udr");
     let request = LoadRequest {
@@ -197,7 +198,7 @@ async fn load_pass(sandbox: &SandboxProcess, window: Window) -> Pass {
     let backend = backend.to_string();
     let cpu = (cpu_secs("self"), cpu_secs(&sandbox.pid), cpu_secs(&backend));
     let started = Instant::now();
-    let figures = datasets::load_with(&exec, &mut tx, &request, &Tuning::default())
+    let figures = vendors::load_with(&exec, &mut tx, &request, &Tuning::default())
         .await
         .unwrap();
     tx.commit().await.unwrap();

@@ -5,26 +5,31 @@
 //!
 //! The modules follow the flow of data:
 //!
+//! - [`catalog`]: every vendor kind, window policy and dataset, with their facts (a leaf).
 //! - [`config`]: TOML + environment → validated, typed settings (sources, jobs, database, ...).
 //! - [`auth`]: one token provider per source (tokens shared through `etl.tokens`).
 //! - [`executor`]: the one rate-limited, retrying path to every upstream.
-//! - [`datasets`]: what each vendor offers, how it is windowed, and which table it fills.
+//! - [`datasets`]: the machinery loads share: windows, scopes, typed rows, the page writer.
+//! - [`vendors`]: one folder per vendor: its queries, row mapping, paging, table layouts and
+//!   scopes, behind one trait and a registry.
 //! - [`jobs`]: schedules (fire times in a job's time zone) and, with the runner, runs.
 //! - [`app`]: the composition root wiring store, auth, executor and runner for every command.
 //! - [`service`]: `run`: the scheduler, health and metrics endpoints, graceful shutdown.
 //! - [`store`]: PostgreSQL: pool, migrations, the embedded default server, run records.
-//! - [`cli`]: the command line; [`telemetry`]: logging; `demo`: the one-command tour against
-//!   the in-process sandbox upstreams (default `sandbox` feature).
+//! - [`cli`]: the command line, `demo` (the one-command tour against the in-process sandbox
+//!   upstreams, default `sandbox` feature) among its commands; [`telemetry`]: logging.
 
 pub mod app;
 pub mod auth;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod datasets;
-#[cfg(feature = "sandbox")]
-pub mod demo;
 pub mod executor;
 pub mod jobs;
+#[cfg(test)]
+mod layering;
 pub mod service;
 pub mod store;
 pub mod telemetry;
+pub mod vendors;

@@ -20,11 +20,11 @@ use chrono::Utc;
 use clap::Args;
 use sqlx::PgPool;
 
-use crate::config::{Settings, SourceSettings};
-use crate::datasets;
+use crate::catalog::SourceKind;
+use crate::config::Settings;
 use crate::jobs::freshness::expected_interval;
 use crate::store::Store;
-use crate::store::dictionary::{self, SCHEMAS};
+use crate::store::dictionary;
 
 #[derive(Debug, Args)]
 pub struct SourcesArgs {
@@ -55,14 +55,7 @@ fn freshness_minutes(settings: &Settings) -> BTreeMap<String, u64> {
     let now = Utc::now();
     let mut limits: BTreeMap<String, u64> = BTreeMap::new();
     for job in settings.jobs.values().filter(|job| job.enabled) {
-        let Some(dataset) = settings
-            .sources
-            .get(&job.source)
-            .map(SourceSettings::kind)
-            .and_then(|kind| datasets::find(kind, &job.dataset))
-        else {
-            continue;
-        };
+        let dataset = job.dataset.info();
         let Some(interval) = expected_interval(&job.schedule, job.time_zone, now) else {
             continue;
         };
@@ -75,7 +68,7 @@ fn freshness_minutes(settings: &Settings) -> BTreeMap<String, u64> {
 
 /// The whole `sources.yml`.
 pub async fn sources_yaml(pool: &PgPool, settings: &Settings) -> Result<String> {
-    let vendor_schemas: Vec<&str> = SCHEMAS.iter().copied().filter(|s| *s != "etl").collect();
+    let vendor_schemas: Vec<&str> = SourceKind::ALL.map(SourceKind::as_str).to_vec();
     let tables: Vec<(String, String, Option<String>)> = sqlx::query_as(
         "SELECT n.nspname::text, c.relname::text, obj_description(c.oid, 'pg_class')
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace

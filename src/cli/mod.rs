@@ -4,6 +4,8 @@
 //! failed (e.g. a window failed), 2 the configuration or the arguments are invalid.
 
 pub mod dbt;
+#[cfg(feature = "sandbox")]
+pub mod demo;
 pub mod drift;
 pub(crate) mod run;
 pub mod schema;
@@ -18,8 +20,7 @@ use chrono::{NaiveDate, Utc};
 use clap::{Args, Parser, Subcommand};
 
 use crate::auth;
-use crate::config::{ConfigSource, LogFormat, Settings, SourceSettings};
-use crate::datasets;
+use crate::config::{ConfigSource, LogFormat, Settings};
 use crate::executor::shared_budget;
 use crate::jobs::schedule;
 use crate::store::{self, Database, runs};
@@ -205,7 +206,7 @@ async fn run_command(command: Command, settings: Settings) -> Result<ExitCode> {
         Command::Schema(SchemaCommand::Pull(args)) => schema::pull(args, settings).await,
         Command::Dbt(DbtCommand::Sources(args)) => dbt::sources(args, settings).await,
         #[cfg(feature = "sandbox")]
-        Command::Demo => crate::demo::run(settings).await,
+        Command::Demo => demo::run(settings).await,
         #[cfg(not(feature = "sandbox"))]
         Command::Demo => {
             anyhow::bail!("this build has no sandbox upstreams (built without the `sandbox` feature)")
@@ -371,11 +372,10 @@ fn jobs_table(settings: &Settings, last: &std::collections::HashMap<String, Stri
         "LAST OUTCOME",
     ]);
     for (name, job) in &settings.jobs {
-        let kind = settings.sources.get(&job.source).map(SourceSettings::kind);
-        let window = kind
-            .and_then(|kind| datasets::find(kind, &job.dataset))
-            .map(|d| job.window.unwrap_or(d.default_window).to_string())
-            .unwrap_or_default();
+        let window = job
+            .window
+            .unwrap_or(job.dataset.info().default_window)
+            .to_string();
         let next = job
             .enabled
             .then(|| schedule::next_fire(&job.schedule, job.time_zone, now))
@@ -383,7 +383,7 @@ fn jobs_table(settings: &Settings, last: &std::collections::HashMap<String, Stri
         table.row([
             name.clone(),
             job.source.clone(),
-            job.dataset.clone(),
+            job.dataset.to_string(),
             job.scope.to_string(),
             window,
             format!("{} ({})", job.schedule.expression(), job.time_zone),

@@ -22,7 +22,8 @@ use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
 use crate::auth;
-use crate::config::{HttpUrl, Settings, SourceKind, SourceSettings};
+use crate::catalog::SourceKind;
+use crate::config::{HttpUrl, Settings, SourceSettings};
 use crate::executor::{CallContext, Executor, ExecutorOptions, ScopeHeader, Service};
 use crate::store::Store;
 

@@ -15,7 +15,8 @@ use anyhow::{Context as _, Result};
 
 use super::drift::{self, SchemaModel};
 use super::schema;
-use crate::config::{Settings, SourceKind};
+use crate::catalog::SourceKind;
+use crate::config::Settings;
 use crate::executor::Service;
 
 /// A query compiled into the binary: the same file a `graphql_client` derive in

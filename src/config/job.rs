@@ -4,6 +4,7 @@ use chrono::NaiveDate;
 use serde::Deserialize;
 
 use super::values::{CronSchedule, TimeZone, string_list};
+use crate::catalog::{Dataset, WindowPolicy};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -11,7 +12,7 @@ pub struct JobSettings {
     /// Name of an entry under `[sources]`.
     pub source: String,
     /// Dataset name, e.g. `fax_out_udr` (see `reporting-etl jobs` or the README for the list).
-    pub dataset: String,
+    pub dataset: Dataset,
     /// 6-field cron expression, seconds first.
     pub schedule: CronSchedule,
     /// IANA zone the schedule is read in (fires at the same local time across DST changes).
@@ -21,7 +22,7 @@ pub struct JobSettings {
     #[serde(default, deserialize_with = "scope")]
     pub scope: Scope,
     /// How each run picks its time window; defaults to the dataset's natural policy.
-    pub window: Option<WindowPolicyName>,
+    pub window: Option<WindowPolicy>,
     /// Incremental windows start this many minutes before the watermark, to pick up late records.
     #[serde(default = "default_lookback")]
     pub lookback_minutes: u32,
@@ -41,7 +42,7 @@ pub struct JobSettings {
 
 impl JobSettings {
     /// `window_deadline_secs` as a duration.
-    pub fn window_deadline(&self) -> std::time::Duration {
+    pub(crate) fn window_deadline(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.window_deadline_secs)
     }
 }
@@ -84,27 +85,5 @@ fn scope<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Scope, D::
         Ok(Scope::All)
     } else {
         Ok(Scope::Ids(ids))
-    }
-}
-
-/// The window policies a job may ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WindowPolicyName {
-    /// From the job's watermark (minus the lookback) up to now, in the vendor's legal window sizes.
-    Incremental,
-    /// A fixed period ending now (`trailing_days`), reloaded each run.
-    Trailing,
-    /// The whole dataset at once (reference data).
-    Snapshot,
-}
-
-impl std::fmt::Display for WindowPolicyName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            WindowPolicyName::Incremental => "incremental",
-            WindowPolicyName::Trailing => "trailing",
-            WindowPolicyName::Snapshot => "snapshot",
-        })
     }
 }

@@ -25,14 +25,13 @@ use serde::Deserialize;
 
 use redact::Redactor;
 
-pub use job::{JobSettings, Scope, WindowPolicyName};
+pub use job::{JobSettings, Scope};
 pub use source::{
-    AltrataSettings, RateLimit, RetarusSettings, RetentlySettings, RoublerSettings, SourceKind,
-    SourceSettings,
+    AltrataSettings, RateLimit, RetarusSettings, RetentlySettings, RoublerSettings, SourceSettings,
 };
 pub use values::{CronSchedule, HttpUrl, TimeZone, cron_parser};
 
-use crate::datasets;
+use crate::catalog::WindowPolicy;
 
 /// Environment variable prefix; `__` separates nesting levels.
 pub const ENV_PREFIX: &str = "REPORTING_ETL";
@@ -560,19 +559,15 @@ impl Settings {
                 continue;
             };
             let kind = source.kind();
-            let Some(dataset) = datasets::find(kind, &job.dataset) else {
-                let known = datasets::CATALOG
-                    .iter()
-                    .filter(|d| d.kind == kind)
-                    .map(|d| d.name)
-                    .collect::<Vec<_>>()
-                    .join(", ");
+            let dataset = job.dataset.info();
+            if dataset.kind != kind {
+                let known = kind.datasets().map(|d| d.name).collect::<Vec<_>>().join(", ");
                 problems.add(
                     at("dataset"),
                     format!("`{}` is not a {kind} dataset (one of: {known})", job.dataset),
                 );
                 continue;
-            };
+            }
             let policy = job.window.unwrap_or(dataset.default_window);
             if !dataset.allows(policy) {
                 problems.add(
@@ -583,7 +578,7 @@ impl Settings {
                     ),
                 );
             }
-            if policy == WindowPolicyName::Trailing && job.trailing_days.is_none() {
+            if policy == WindowPolicy::Trailing && job.trailing_days.is_none() {
                 problems.add(
                     at("trailing_days"),
                     "is required (1 or more) for a trailing window",

@@ -1,7 +1,7 @@
 //! Source settings: one configured upstream account (its kind, endpoints, credentials, limits).
 //!
-//! Defaults are the vendors' documented production endpoints,
-//! so a real deployment usually sets only credentials and scope.
+//! Defaults are the vendors' documented production endpoints (`docs/vendors/<vendor>.md`), so a
+//! real deployment usually sets only credentials and scope.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::values::{HttpUrl, string_list};
+use crate::catalog::SourceKind;
 
 /// One upstream account. The `kind` key picks the variant.
 #[derive(Debug, Clone)]
@@ -31,7 +32,7 @@ impl<'de> Deserialize<'de> for SourceSettings {
         let table = value.clone().into_table().map_err(D::Error::custom)?;
         let kind = table
             .get("kind")
-            .ok_or_else(|| D::Error::custom("missing field `kind` (retarus, roubler, altrata or retently)"))?
+            .ok_or_else(|| D::Error::custom(format!("missing field `kind` ({})", kinds())))?
             .clone()
             .into_string()
             .map_err(D::Error::custom)?;
@@ -50,16 +51,22 @@ impl<'de> Deserialize<'de> for SourceSettings {
                 }
             })
         }
-        match kind.as_str() {
-            "retarus" => variant(rest).map(SourceSettings::Retarus),
-            "roubler" => variant(rest).map(SourceSettings::Roubler),
-            "altrata" => variant(rest).map(SourceSettings::Altrata),
-            "retently" => variant(rest).map(SourceSettings::Retently),
-            other => Err(D::Error::custom(format!(
-                "kind `{other}` is not one of retarus, roubler, altrata, retently"
+        match SourceKind::from_name(&kind) {
+            Some(SourceKind::Retarus) => variant(rest).map(SourceSettings::Retarus),
+            Some(SourceKind::Roubler) => variant(rest).map(SourceSettings::Roubler),
+            Some(SourceKind::Altrata) => variant(rest).map(SourceSettings::Altrata),
+            Some(SourceKind::Retently) => variant(rest).map(SourceSettings::Retently),
+            None => Err(D::Error::custom(format!(
+                "kind `{kind}` is not one of {}",
+                kinds()
             ))),
         }
     }
+}
+
+/// The kinds, for messages: `retarus, roubler, altrata, retently`.
+fn kinds() -> String {
+    SourceKind::ALL.map(SourceKind::as_str).join(", ")
 }
 
 /// Calls allowed per period, enforced for all jobs of a source together.
@@ -227,40 +234,14 @@ fn default_redirect_uri() -> HttpUrl {
     HttpUrl::parse("http://127.0.0.1:8788/callback").expect("static URL")
 }
 
-/// The four vendor kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SourceKind {
-    Retarus,
-    Roubler,
-    Altrata,
-    Retently,
-}
-
-impl SourceKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceKind::Retarus => "retarus",
-            SourceKind::Roubler => "roubler",
-            SourceKind::Altrata => "altrata",
-            SourceKind::Retently => "retently",
-        }
-    }
-
-    /// The proactive limit used when a source sets none: the vendor's documented budget, or a
-    /// polite guess where none is documented (Retarus).
-    pub fn default_rate_limit(self) -> RateLimit {
-        match self {
-            SourceKind::Retarus => RateLimit::new(5, Duration::from_secs(1)),
-            SourceKind::Roubler => RateLimit::new(100, Duration::from_secs(60)),
-            SourceKind::Altrata => RateLimit::new(2, Duration::from_secs(1)),
-            SourceKind::Retently => RateLimit::new(150, Duration::from_secs(60)),
-        }
-    }
-}
-
-impl std::fmt::Display for SourceKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+/// The proactive limit used when a source sets none: the vendor's documented budget, or a polite
+/// guess where none is documented (Retarus; see `docs/vendors/README.md`, "At a glance").
+fn default_rate_limit(kind: SourceKind) -> RateLimit {
+    match kind {
+        SourceKind::Retarus => RateLimit::new(5, Duration::from_secs(1)),
+        SourceKind::Roubler => RateLimit::new(100, Duration::from_secs(60)),
+        SourceKind::Altrata => RateLimit::new(2, Duration::from_secs(1)),
+        SourceKind::Retently => RateLimit::new(150, Duration::from_secs(60)),
     }
 }
 
@@ -281,12 +262,12 @@ impl SourceSettings {
             SourceSettings::Altrata(s) => s.rate_limit,
             SourceSettings::Retently(s) => s.rate_limit,
         };
-        configured.unwrap_or_else(|| self.kind().default_rate_limit())
+        configured.unwrap_or_else(|| default_rate_limit(self.kind()))
     }
 
     /// How long this source's discovered scopes may be reused (`sources.NAME.discovery_ttl_secs`);
     /// `None` for kinds whose scopes come from the configuration and cost no call.
-    pub fn discovery_ttl(&self) -> Option<Duration> {
+    pub(crate) fn discovery_ttl(&self) -> Option<Duration> {
         match self {
             SourceSettings::Roubler(s) => Some(Duration::from_secs(s.discovery_ttl_secs)),
             _ => None,

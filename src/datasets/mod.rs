@@ -1,208 +1,34 @@
-//! Datasets: what each vendor offers for extraction, how it is windowed, and where its rows go.
+//! Datasets: the machinery every vendor's loads share, knowing no vendor by name.
 //!
-//! [`CATALOG`] is the single list of dataset names the configuration is validated against and
-//! that `jobs` / the README show. A dataset knows *what* to ask and *where rows go*, never *how
+//! What each dataset is (its vendor, table and windows) is in [`crate::catalog`]; how each vendor
+//! is asked for it (queries, row mapping, paging, scope discovery) is in `src/vendors/<vendor>/`,
+//! reached through `vendors::load`. A load knows *what* to ask and *where rows go*, never *how
 //! to call* (that is the executor's job).
 //!
 //! # Layout
 //!
-//! - This file: the catalog and the loading API the runner calls ([`discover_scopes`],
-//!   [`split_windows`], [`load`]).
-//! - [`window`]: [`Window`], the legal window sizes per vendor and local-day arithmetic.
-//! - [`scope`]: [`ScopeTarget`] and scope discovery (Retarus customers, Roubler companies and
-//!   locations, the Altrata watch-list, the Retently account).
+//! - This file: what a load is given ([`LoadRequest`]) and reports ([`LoadFigures`]).
+//! - [`window`]: [`Window`], the cut of a range into the dataset's legal sizes, local-day
+//!   arithmetic.
+//! - [`scope`]: [`ScopeTarget`], the unit a dataset is loaded per.
 //! - [`rows`] / [`sink`]: typed cells and the page writer (COPY into a staging table, then an upsert
-//!   on the natural key), shared by every vendor.
-//! - `retarus`, `roubler`, `altrata`, `retently`: one module per vendor with its typed queries,
-//!   row mapping and paging loop.
+//!   on the natural key).
 
-mod altrata;
-mod retarus;
-mod retently;
-mod roubler;
 pub mod rows;
 pub mod scope;
 pub mod sink;
 pub mod window;
 
-use anyhow::Context;
-
 use crate::config::SourceSettings;
-use crate::executor::{CallContext, Executor};
+use crate::executor::CallContext;
 
-pub use scope::{DiscoveredBy, ScopeTarget, discover_scopes, discover_scopes_cached};
+pub(crate) use scope::DiscoveredBy;
+pub use scope::ScopeTarget;
 pub use sink::TableSpec;
-pub use window::{Window, split_windows, split_windows_at};
+pub(crate) use window::split_windows;
+pub use window::{Window, split_windows_at};
 
-use crate::config::{SourceKind, WindowPolicyName};
-
-/// A dataset as the configuration sees it.
-#[derive(Debug, Clone, Copy)]
-pub struct DatasetInfo {
-    pub kind: SourceKind,
-    pub name: &'static str,
-    /// The table rows land in.
-    pub table: &'static str,
-    /// The policy used when a job names none; snapshot datasets accept only snapshot.
-    pub default_window: WindowPolicyName,
-    pub description: &'static str,
-}
-
-impl DatasetInfo {
-    pub fn allows(&self, policy: WindowPolicyName) -> bool {
-        match self.default_window {
-            WindowPolicyName::Snapshot => policy == WindowPolicyName::Snapshot,
-            _ => policy != WindowPolicyName::Snapshot,
-        }
-    }
-}
-
-use SourceKind::{Altrata, Retarus, Retently, Roubler};
-use WindowPolicyName::{Incremental, Snapshot};
-
-const fn dataset(
-    kind: SourceKind,
-    name: &'static str,
-    table: &'static str,
-    default_window: WindowPolicyName,
-    description: &'static str,
-) -> DatasetInfo {
-    DatasetInfo {
-        kind,
-        name,
-        table,
-        default_window,
-        description,
-    }
-}
-
-/// Every dataset this service can extract.
-pub const CATALOG: &[DatasetInfo] = &[
-    dataset(
-        Retarus,
-        "fax_in_udr",
-        "retarus.fax_in_udr",
-        Incremental,
-        "Inbound fax usage detail records",
-    ),
-    dataset(
-        Retarus,
-        "fax_out_udr",
-        "retarus.fax_out_udr",
-        Incremental,
-        "Outbound fax usage detail records",
-    ),
-    dataset(
-        Retarus,
-        "sms_in_udr",
-        "retarus.sms_in_udr",
-        Incremental,
-        "Inbound SMS usage detail records",
-    ),
-    dataset(
-        Retarus,
-        "sms_out_udr",
-        "retarus.sms_out_udr",
-        Incremental,
-        "Outbound SMS usage detail records",
-    ),
-    dataset(
-        Retarus,
-        "transactional_email_udr",
-        "retarus.transactional_email_udr",
-        Incremental,
-        "Transactional e-mail delivery records",
-    ),
-    dataset(
-        Roubler,
-        "locations",
-        "roubler.locations",
-        Snapshot,
-        "Locations (a tree) with their IANA time zones",
-    ),
-    dataset(
-        Roubler,
-        "employees",
-        "roubler.employees",
-        Snapshot,
-        "Employees, terminated ones included",
-    ),
-    dataset(
-        Roubler,
-        "location_sales",
-        "roubler.location_sales",
-        Incremental,
-        "Daily sales per location (local days)",
-    ),
-    dataset(
-        Roubler,
-        "timesheets",
-        "roubler.timesheets",
-        Incremental,
-        "Timesheets per location",
-    ),
-    dataset(
-        Roubler,
-        "shifts",
-        "roubler.shifts",
-        Incremental,
-        "Rostered shifts per location",
-    ),
-    dataset(
-        Altrata,
-        "events",
-        "altrata.events",
-        Snapshot,
-        "Events about watched people and organisations",
-    ),
-    dataset(
-        Altrata,
-        "profiles",
-        "altrata.profiles",
-        Snapshot,
-        "Person and organisation profiles of the watch-list",
-    ),
-    dataset(
-        Retently,
-        "customers",
-        "retently.customers",
-        Incremental,
-        "Survey customers (subscribers)",
-    ),
-    dataset(
-        Retently,
-        "feedback",
-        "retently.feedback",
-        Incremental,
-        "Survey responses",
-    ),
-    dataset(
-        Retently,
-        "companies",
-        "retently.companies",
-        Snapshot,
-        "Companies with their survey metrics",
-    ),
-    dataset(
-        Retently,
-        "campaigns",
-        "retently.campaigns",
-        Snapshot,
-        "Survey campaigns",
-    ),
-    dataset(
-        Retently,
-        "nps_score",
-        "retently.nps_score",
-        Snapshot,
-        "Daily snapshot of the NPS score",
-    ),
-];
-
-/// The dataset of this kind and name, if there is one.
-pub fn find(kind: SourceKind, name: &str) -> Option<&'static DatasetInfo> {
-    CATALOG.iter().find(|d| d.kind == kind && d.name == name)
-}
+use crate::catalog::DatasetInfo;
 
 /// Everything one load needs: which dataset of which source, for which scope and window, and
 /// the run the rows belong to.
@@ -230,7 +56,7 @@ pub struct LoadFigures {
     pub warnings: Vec<String>,
 }
 
-/// Page sizes and similar knobs. [`load`] uses [`Tuning::default`]; tests and the benchmark
+/// Page sizes and similar knobs (the vendors' limits: `docs/vendors/README.md`, "At a glance"). `vendors::load` uses [`Tuning::default`]; tests and the benchmark
 /// shrink or grow pages to exercise paging.
 #[derive(Debug, Clone, Copy)]
 pub struct Tuning {
@@ -245,7 +71,7 @@ pub struct Tuning {
 }
 
 /// Retarus' documented maximum page size.
-pub const RETARUS_MAX_PAGE_SIZE: i64 = 10_000;
+pub(crate) const RETARUS_MAX_PAGE_SIZE: i64 = 10_000;
 
 impl Default for Tuning {
     fn default() -> Self {
@@ -255,59 +81,5 @@ impl Default for Tuning {
             retently_page_size: 1_000,
             flush_rows: 500,
         }
-    }
-}
-
-/// Replaces one scope's window (or, for snapshots, the whole scope) of a dataset with what the
-/// upstream serves now. Runs inside the caller's transaction: a failure part-way leaves the
-/// previous rows once the caller rolls back.
-pub async fn load(
-    exec: &Executor,
-    tx: &mut sqlx::PgConnection,
-    request: &LoadRequest<'_>,
-) -> anyhow::Result<LoadFigures> {
-    load_with(exec, tx, request, &Tuning::default()).await
-}
-
-/// [`load`] with explicit page sizes.
-pub async fn load_with(
-    exec: &Executor,
-    tx: &mut sqlx::PgConnection,
-    request: &LoadRequest<'_>,
-    tuning: &Tuning,
-) -> anyhow::Result<LoadFigures> {
-    let dataset = request.dataset;
-    if request.source.kind() != dataset.kind {
-        anyhow::bail!(
-            "source {} is a {} source, but dataset {}.{} was asked of it",
-            request.source_name,
-            request.source.kind(),
-            dataset.kind,
-            dataset.name
-        );
-    }
-    let what = format!(
-        "loading {}.{} for {} of source {}",
-        dataset.kind,
-        dataset.name,
-        request.scope.describe(),
-        request.source_name
-    );
-    match dataset.kind {
-        SourceKind::Retarus => retarus::load(exec, tx, request, tuning).await,
-        SourceKind::Roubler => roubler::load(exec, tx, request).await,
-        SourceKind::Altrata => altrata::load(exec, tx, request, tuning).await,
-        SourceKind::Retently => retently::load(exec, tx, request, tuning).await,
-    }
-    .context(what)
-}
-
-/// The table layout of a dataset (its columns in write order and its natural key).
-pub fn table_spec(dataset: &DatasetInfo) -> Option<&'static TableSpec> {
-    match dataset.kind {
-        SourceKind::Retarus => retarus::table(dataset.name),
-        SourceKind::Roubler => roubler::table(dataset.name),
-        SourceKind::Altrata => altrata::table(dataset.name),
-        SourceKind::Retently => retently::table(dataset.name),
     }
 }

@@ -7,8 +7,7 @@
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 
-use super::DatasetInfo;
-use crate::config::SourceKind;
+use crate::catalog::DatasetInfo;
 
 /// A half-open `[start, end)` range of UTC instants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -55,41 +54,17 @@ impl std::fmt::Display for Window {
     }
 }
 
-/// Retarus: one request covers at most 45 days (documented).
-pub const RETARUS_MAX_SPAN: TimeDelta = TimeDelta::days(45);
-/// Retarus keeps 90 days of data, measured from the moment the request arrives (documented).
-pub const RETARUS_RETENTION: TimeDelta = TimeDelta::days(90);
-/// Margin kept inside the retention so a window computed now is still legal when its request is
-/// sent (and retried) a little later.
-pub const RETARUS_RETENTION_MARGIN: TimeDelta = TimeDelta::hours(1);
-/// Roubler documents no limit; a week per call keeps timesheet and shift answers small, as the
-/// vendor notes suggest.
-pub const ROUBLER_WORK_SPAN: TimeDelta = TimeDelta::days(7);
-/// Roubler daily sales: one row per day and location, so a month per call is small.
-pub const ROUBLER_SALES_SPAN: TimeDelta = TimeDelta::days(31);
-
-/// The longest window a dataset may be asked for in one load, `None` for no limit.
-pub fn max_span(dataset: &DatasetInfo) -> Option<TimeDelta> {
-    match (dataset.kind, dataset.name) {
-        (SourceKind::Retarus, _) => Some(RETARUS_MAX_SPAN),
-        (SourceKind::Roubler, "location_sales") => Some(ROUBLER_SALES_SPAN),
-        (SourceKind::Roubler, "timesheets" | "shifts") => Some(ROUBLER_WORK_SPAN),
-        _ => None,
-    }
-}
-
 /// `[start, end)` cut into consecutive windows of legal size for `dataset`, with the vendor's
 /// history limit applied against the real clock.
-pub fn split_windows(dataset: &DatasetInfo, start: DateTime<Utc>, end: DateTime<Utc>) -> Vec<Window> {
+pub(crate) fn split_windows(dataset: &DatasetInfo, start: DateTime<Utc>, end: DateTime<Utc>) -> Vec<Window> {
     split_windows_at(dataset, start, end, Utc::now())
 }
 
 /// [`split_windows`] with the clock passed in.
 ///
-/// - Retarus: the start is raised to `now - 90 days` (plus a margin), then cut into 45-day pieces.
-/// - Roubler `location_sales`: widened to whole UTC days (its rows are days), then 31-day pieces.
-/// - Roubler `timesheets` / `shifts`: 7-day pieces.
-/// - Anything else: one window.
+/// The start is raised to the dataset's history limit before `now`; daily datasets are widened to
+/// whole UTC days (their rows are days); the range is then cut into pieces of the dataset's
+/// `max_span`, or left whole when it has none (all facts from [`crate::catalog`]).
 pub fn split_windows_at(
     dataset: &DatasetInfo,
     start: DateTime<Utc>,
@@ -97,10 +72,8 @@ pub fn split_windows_at(
     now: DateTime<Utc>,
 ) -> Vec<Window> {
     let (mut start, mut end) = (start, end);
-    if dataset.kind == SourceKind::Retarus {
-        start = start.max(now - RETARUS_RETENTION + RETARUS_RETENTION_MARGIN);
-    }
-    if dataset.kind == SourceKind::Roubler && dataset.name == "location_sales" {
+    start = start.max(now - dataset.history_limit);
+    if dataset.daily {
         let (first, last) = Window::new(start, end).dates();
         start = utc_midnight(first);
         end = utc_midnight(last);
@@ -108,7 +81,7 @@ pub fn split_windows_at(
     if start >= end {
         return Vec::new();
     }
-    let Some(span) = max_span(dataset) else {
+    let Some(span) = dataset.max_span else {
         return vec![Window::new(start, end)];
     };
     let mut windows = Vec::new();
@@ -128,7 +101,7 @@ pub fn utc_midnight(day: NaiveDate) -> DateTime<Utc> {
 
 /// The UTC instant a local wall-clock time denotes in `tz`. In a DST gap (the time does not
 /// exist) the first valid instant after it; in an overlap (it exists twice) the earlier one.
-pub fn local_to_utc(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
+pub(crate) fn local_to_utc(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
     // Gaps are at most a few hours; walk forward in quarter hours until the time exists.
     for step in 0..=16 {
         let candidate = local + Duration::minutes(15 * step);

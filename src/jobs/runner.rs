@@ -28,14 +28,16 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::catalog::{DatasetInfo, WindowPolicy};
 use crate::config::{Settings, SourceSettings};
-use crate::datasets::{self, DatasetInfo, LoadRequest, ScopeTarget, Window};
+use crate::datasets::{self, LoadRequest, ScopeTarget, Window};
 use crate::executor::{CallContext, CallError, CallFigures, Executor};
 use crate::jobs::window;
 use crate::store::locks::{self, HeldLock, JobLocks};
 use crate::store::runs::{self, CallBreakdown, Finished, NewRun, RunFigures, RunStatus, Trigger};
 use crate::store::{instance, scope_cache};
 use crate::store::{is_connection_error, watermarks};
+use crate::vendors;
 
 /// How long a fire waits for an unreachable database (connection errors while taking its lock
 /// or writing its records) before it gives up and is recorded as failed: a restart takes
@@ -279,9 +281,7 @@ impl Runner {
         let Some((job_settings, source)) = self.settings.job(job) else {
             return vec![failed_job(job, "", format!("`{job}` is not a configured job"))];
         };
-        let Some(dataset) = datasets::find(source.kind(), &job_settings.dataset) else {
-            return vec![failed_job(job, &job_settings.dataset, "unknown dataset".into())];
-        };
+        let dataset = job_settings.dataset.info();
         let skip = |reason| self.record_skip(job, &job_settings.source, dataset, trigger, reason);
         if !self.lock_in_process(job) {
             return skip("the previous run of this job is still going").await;
@@ -457,7 +457,7 @@ impl Runner {
             let deadline = tokio::time::Instant::now() + job_settings.window_deadline();
             let discovery =
                 call_context(source_name, dataset.name, discovery_figures.clone()).with_deadline(deadline);
-            let discover = datasets::discover_scopes_cached(
+            let discover = vendors::discover_scopes_cached(
                 &self.executor,
                 &self.pool,
                 &discovery,
@@ -540,7 +540,7 @@ impl Runner {
             };
             let windows: Vec<Option<Window>> = match range {
                 // Reference data has no time window: a snapshot replaces it whole, even in a backfill.
-                _ if dataset.default_window == crate::config::WindowPolicyName::Snapshot => vec![None],
+                _ if dataset.default_window == WindowPolicy::Snapshot => vec![None],
                 None => Vec::new(), // nothing new yet, or nothing inside the vendor's limits
                 Some((start, end)) => datasets::split_windows(dataset, start, end)
                     .into_iter()
@@ -699,7 +699,7 @@ impl Runner {
                 call: &call,
             };
             let loaded =
-                match tokio::time::timeout_at(deadline, datasets::load(&self.executor, &mut tx, &request))
+                match tokio::time::timeout_at(deadline, vendors::load(&self.executor, &mut tx, &request))
                     .await
                 {
                     Ok(loaded) => loaded?,

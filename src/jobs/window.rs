@@ -4,26 +4,8 @@
 
 use chrono::{DateTime, Duration, DurationRound, NaiveDate, TimeDelta, Utc};
 
-use crate::config::{JobSettings, SourceKind, WindowPolicyName};
-use crate::datasets::DatasetInfo;
-
-/// How far back each vendor keeps data (Retarus documents 90 days; others are generous).
-pub fn history_limit(kind: SourceKind) -> Duration {
-    match kind {
-        // A day short of the documented 90, so a window never starts outside the limit by the
-        // time the request arrives.
-        SourceKind::Retarus => Duration::days(89),
-        _ => Duration::days(3650),
-    }
-}
-
-/// Where a first incremental run starts when the job sets no `start`.
-fn default_first_run(kind: SourceKind) -> Duration {
-    match kind {
-        SourceKind::Retarus => Duration::days(89),
-        _ => Duration::days(30),
-    }
-}
+use crate::catalog::{DatasetInfo, WindowPolicy};
+use crate::config::JobSettings;
 
 /// Only closed windows are read: offset paging over a window still receiving records can skip
 /// or repeat rows (see `docs/vendors/retarus.md`, "Inferred by us").
@@ -39,7 +21,7 @@ pub fn run_range(
 ) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
     let policy = job.window.unwrap_or(dataset.default_window);
     let end = now - CLOSED_DELAY;
-    let floor = ceil_minute(now - history_limit(dataset.kind));
+    let floor = ceil_minute(now - dataset.history_limit);
     // Configuration bounds keep these in range; checked anyway, so no value can panic here: a
     // start before chrono's first instant is before the floor too.
     let before = |at: DateTime<Utc>, delta: Option<TimeDelta>| {
@@ -48,16 +30,11 @@ pub fn run_range(
             .unwrap_or(floor)
     };
     let start = match policy {
-        WindowPolicyName::Snapshot => return None,
-        WindowPolicyName::Trailing => {
-            before(now, Duration::try_days(i64::from(job.trailing_days.unwrap_or(1))))
-        }
-        WindowPolicyName::Incremental => match watermark {
+        WindowPolicy::Snapshot => return None,
+        WindowPolicy::Trailing => before(now, Duration::try_days(i64::from(job.trailing_days.unwrap_or(1)))),
+        WindowPolicy::Incremental => match watermark {
             Some(mark) => before(mark, Duration::try_minutes(i64::from(job.lookback_minutes))),
-            None => job
-                .start
-                .map(midnight)
-                .unwrap_or_else(|| now - default_first_run(dataset.kind)),
+            None => job.start.map(midnight).unwrap_or_else(|| now - dataset.first_run),
         },
     };
     let start = start.max(floor);
@@ -72,7 +49,7 @@ pub fn backfill_range(
     to: NaiveDate,
     now: DateTime<Utc>,
 ) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
-    let start = midnight(from).max(ceil_minute(now - history_limit(dataset.kind)));
+    let start = midnight(from).max(ceil_minute(now - dataset.history_limit));
     let end = midnight(to).min(now - CLOSED_DELAY);
     let (start, end) = align(dataset, start, end);
     (start < end).then_some((start, end))
@@ -81,7 +58,7 @@ pub fn backfill_range(
 /// Daily datasets (local-day sales) work on whole days: start at a UTC midnight, end at the next.
 /// Others are aligned to the minute so repeated runs produce identical windows.
 fn align(dataset: &DatasetInfo, start: DateTime<Utc>, end: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
-    if dataset.name == "location_sales" {
+    if dataset.daily {
         let day = TimeDelta::days(1);
         let start = start.duration_trunc(day).unwrap_or(start);
         let end_floor = end.duration_trunc(day).unwrap_or(end);
@@ -110,14 +87,14 @@ fn midnight(date: NaiveDate) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::Dataset;
     use crate::config::{CronSchedule, Scope, TimeZone};
-    use crate::datasets;
     use chrono::TimeZone as _;
 
-    fn job(window: Option<WindowPolicyName>) -> JobSettings {
+    fn job(window: Option<WindowPolicy>) -> JobSettings {
         JobSettings {
             source: "s".into(),
-            dataset: "d".into(),
+            dataset: Dataset::FaxOutUdr,
             schedule: CronSchedule::parse("0 0 * * * *").unwrap(),
             time_zone: TimeZone::default(),
             scope: Scope::All,
@@ -136,7 +113,7 @@ mod tests {
 
     #[test]
     fn an_incremental_run_starts_a_lookback_before_the_watermark_and_ends_in_the_past() {
-        let fax = datasets::find(SourceKind::Retarus, "fax_out_udr").unwrap();
+        let fax = Dataset::FaxOutUdr.info();
         let mark = Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap();
         let (start, end) = run_range(&job(None), fax, Some(mark), now()).unwrap();
         assert_eq!(start, Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap());
@@ -145,7 +122,7 @@ mod tests {
 
     #[test]
     fn a_first_retarus_run_never_reaches_past_the_history_limit() {
-        let fax = datasets::find(SourceKind::Retarus, "fax_out_udr").unwrap();
+        let fax = Dataset::FaxOutUdr.info();
         let mut job = job(None);
         job.start = NaiveDate::from_ymd_opt(2026, 1, 1);
         let (start, _) = run_range(&job, fax, None, now()).unwrap();
@@ -154,8 +131,8 @@ mod tests {
 
     #[test]
     fn the_largest_trailing_and_lookback_values_do_not_overflow() {
-        let fax = datasets::find(SourceKind::Retarus, "fax_out_udr").unwrap();
-        let mut job = job(Some(WindowPolicyName::Trailing));
+        let fax = Dataset::FaxOutUdr.info();
+        let mut job = job(Some(WindowPolicy::Trailing));
         job.trailing_days = Some(u32::MAX);
         let (start, _) = run_range(&job, fax, None, now()).unwrap();
         assert_eq!(start, now() - Duration::days(89) + Duration::seconds(4));
@@ -168,10 +145,10 @@ mod tests {
 
     #[test]
     fn snapshots_have_no_range_and_sales_use_whole_utc_days() {
-        let locations = datasets::find(SourceKind::Roubler, "locations").unwrap();
+        let locations = Dataset::Locations.info();
         assert!(run_range(&job(None), locations, None, now()).is_none());
-        let sales = datasets::find(SourceKind::Roubler, "location_sales").unwrap();
-        let (start, end) = run_range(&job(Some(WindowPolicyName::Trailing)), sales, None, now()).unwrap();
+        let sales = Dataset::LocationSales.info();
+        let (start, end) = run_range(&job(Some(WindowPolicy::Trailing)), sales, None, now()).unwrap();
         assert_eq!(start, Utc.with_ymd_and_hms(2026, 11, 16, 0, 0, 0).unwrap());
         assert_eq!(end, Utc.with_ymd_and_hms(2026, 11, 24, 0, 0, 0).unwrap());
     }

@@ -9,8 +9,14 @@ use std::fmt::Write;
 use anyhow::{Context, Result};
 use sqlx::PgPool;
 
-/// The schemas documented, in order.
-pub const SCHEMAS: &[&str] = &["etl", "retarus", "roubler", "altrata", "retently"];
+use crate::catalog::SourceKind;
+
+/// The schemas documented, in order: the service's own, then one per vendor (named as its kind).
+pub fn schemas() -> Vec<&'static str> {
+    std::iter::once("etl")
+        .chain(SourceKind::ALL.map(SourceKind::as_str))
+        .collect()
+}
 
 /// The dictionary as Markdown.
 pub async fn generate(pool: &PgPool) -> Result<String> {
@@ -22,7 +28,7 @@ pub async fn generate(pool: &PgPool) -> Result<String> {
          WHERE n.nspname = ANY($1) AND c.relkind IN ('r', 'v', 'p')
          ORDER BY array_position($1, n.nspname::text), c.relname",
     )
-    .bind(SCHEMAS)
+    .bind(schemas())
     .fetch_all(pool)
     .await
     .context("listing tables")?;

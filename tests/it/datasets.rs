@@ -7,11 +7,12 @@ use crate::support;
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
-use reporting_etl::config::SourceKind;
+use reporting_etl::catalog::{self, CATALOG, SourceKind};
 use reporting_etl::datasets::rows::Cell;
 use reporting_etl::datasets::sink::{Replace, Writer};
 use reporting_etl::datasets::window::{self, Window, local_day_range, local_midnight};
-use reporting_etl::datasets::{self, CATALOG, ScopeTarget, split_windows_at, table_spec};
+use reporting_etl::datasets::{ScopeTarget, split_windows_at};
+use reporting_etl::vendors::table_spec;
 use support::TestDb;
 
 fn utc(text: &str) -> DateTime<Utc> {
@@ -24,7 +25,7 @@ fn day(text: &str) -> NaiveDate {
 
 #[test]
 fn a_100_day_retarus_backfill_is_split_into_contiguous_windows_of_at_most_45_days_within_the_last_90() {
-    let fax = datasets::find(SourceKind::Retarus, "fax_out_udr").unwrap();
+    let fax = catalog::find(SourceKind::Retarus, "fax_out_udr").unwrap();
     let now = utc("2026-03-01T12:00:00Z");
     let windows = split_windows_at(fax, now - Duration::days(100), now - Duration::minutes(5), now);
     assert!(windows.len() >= 2, "{windows:?}");
@@ -38,13 +39,15 @@ fn a_100_day_retarus_backfill_is_split_into_contiguous_windows_of_at_most_45_day
         assert_eq!(pair[0].end, pair[1].start, "windows are contiguous");
     }
     assert_eq!(windows.last().unwrap().end, now - Duration::minutes(5));
-    // Everything inside the retention is covered: nothing but the untouchable first 10 days is lost.
-    assert!(windows[0].start - oldest_allowed <= window::RETARUS_RETENTION_MARGIN);
+    // Everything inside the retention is covered but the catalogue's margin (a day, see
+    // `docs/vendors/retarus.md#history-limit`): nothing but the untouchable first 10 days is lost.
+    assert_eq!(windows[0].start, now - fax.history_limit);
+    assert!(windows[0].start - oldest_allowed <= Duration::days(1));
 }
 
 #[test]
 fn a_retarus_range_entirely_older_than_90_days_gives_no_windows() {
-    let fax = datasets::find(SourceKind::Retarus, "fax_in_udr").unwrap();
+    let fax = catalog::find(SourceKind::Retarus, "fax_in_udr").unwrap();
     let now = utc("2026-03-01T12:00:00Z");
     assert!(split_windows_at(fax, now - Duration::days(120), now - Duration::days(95), now).is_empty());
 }
@@ -52,7 +55,7 @@ fn a_retarus_range_entirely_older_than_90_days_gives_no_windows() {
 #[test]
 fn roubler_windows_are_whole_days_for_sales_and_weeks_for_timesheets() {
     let now = utc("2026-03-01T12:00:00Z");
-    let sales = datasets::find(SourceKind::Roubler, "location_sales").unwrap();
+    let sales = catalog::find(SourceKind::Roubler, "location_sales").unwrap();
     let windows = split_windows_at(
         sales,
         utc("2026-01-01T06:00:00Z"),
@@ -62,7 +65,7 @@ fn roubler_windows_are_whole_days_for_sales_and_weeks_for_timesheets() {
     assert_eq!(windows.first().unwrap().start, utc("2026-01-01T00:00:00Z"));
     assert_eq!(windows.last().unwrap().end, utc("2026-02-16T00:00:00Z"));
     assert!(windows.iter().all(|w| w.len() <= Duration::days(31)));
-    let sheets = datasets::find(SourceKind::Roubler, "timesheets").unwrap();
+    let sheets = catalog::find(SourceKind::Roubler, "timesheets").unwrap();
     let windows = split_windows_at(
         sheets,
         utc("2026-01-01T00:00:00Z"),
@@ -71,7 +74,7 @@ fn roubler_windows_are_whole_days_for_sales_and_weeks_for_timesheets() {
     );
     assert_eq!(windows.len(), 3);
     assert!(windows.iter().all(|w| w.len() <= Duration::days(7)));
-    let employees = datasets::find(SourceKind::Roubler, "employees").unwrap();
+    let employees = catalog::find(SourceKind::Roubler, "employees").unwrap();
     assert_eq!(
         split_windows_at(
             employees,
@@ -278,7 +281,7 @@ async fn names(db: &TestDb, source: &str) -> Vec<(String, String, i64)> {
 #[tokio::test]
 async fn a_record_repeated_within_and_across_pages_is_written_once_with_its_last_values() {
     let db = TestDb::new().await;
-    let spec = table_spec(datasets::find(SourceKind::Retently, "campaigns").unwrap()).unwrap();
+    let spec = table_spec(catalog::find(SourceKind::Retently, "campaigns").unwrap()).unwrap();
     let mut tx = db.pool.begin().await.unwrap();
     let mut writer = Writer::open(&mut tx, spec, "acct", 7).await.unwrap();
     writer
@@ -316,7 +319,7 @@ async fn a_record_repeated_within_and_across_pages_is_written_once_with_its_last
 #[tokio::test]
 async fn a_snapshot_replaces_only_its_own_source_and_a_rolled_back_load_changes_nothing() {
     let db = TestDb::new().await;
-    let spec = table_spec(datasets::find(SourceKind::Retently, "campaigns").unwrap()).unwrap();
+    let spec = table_spec(catalog::find(SourceKind::Retently, "campaigns").unwrap()).unwrap();
     for (source, run) in [("one", 1), ("two", 2)] {
         let mut tx = db.pool.begin().await.unwrap();
         let mut writer = Writer::open(&mut tx, spec, source, run).await.unwrap();
@@ -361,7 +364,7 @@ async fn a_snapshot_replaces_only_its_own_source_and_a_rolled_back_load_changes_
 #[tokio::test]
 async fn a_window_replace_deletes_exactly_that_scope_and_window() {
     let db = TestDb::new().await;
-    let spec = table_spec(datasets::find(SourceKind::Roubler, "location_sales").unwrap()).unwrap();
+    let spec = table_spec(catalog::find(SourceKind::Roubler, "location_sales").unwrap()).unwrap();
     let row = |location: &str, d: &str, actual: f64| {
         vec![
             location.into(),
@@ -434,7 +437,7 @@ async fn a_table_whose_key_differs_from_the_loaders_is_refused_loudly() {
         .execute(&db.pool)
         .await
         .unwrap();
-    let spec = table_spec(datasets::find(SourceKind::Retently, "campaigns").unwrap()).unwrap();
+    let spec = table_spec(catalog::find(SourceKind::Retently, "campaigns").unwrap()).unwrap();
     let mut conn = db.pool.acquire().await.unwrap();
     let error = Writer::open(&mut conn, spec, "x", 1)
         .await
@@ -446,7 +449,7 @@ async fn a_table_whose_key_differs_from_the_loaders_is_refused_loudly() {
 #[tokio::test]
 async fn text_with_tabs_newlines_and_backslashes_survives_copy() {
     let db = TestDb::new().await;
-    let spec = table_spec(datasets::find(SourceKind::Retently, "campaigns").unwrap()).unwrap();
+    let spec = table_spec(catalog::find(SourceKind::Retently, "campaigns").unwrap()).unwrap();
     let mut conn = db.pool.acquire().await.unwrap();
     let mut writer = Writer::open(&mut conn, spec, "x", 1).await.unwrap();
     writer

@@ -12,10 +12,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, DurationRound, NaiveDate, Utc};
-use reporting_etl::config::{Scope, SourceKind};
+use reporting_etl::catalog::{self, SourceKind};
+use reporting_etl::config::Scope;
 use reporting_etl::datasets::window::{Window, utc_midnight};
-use reporting_etl::datasets::{self, LoadFigures, LoadRequest, ScopeTarget, Tuning};
+use reporting_etl::datasets::{LoadFigures, LoadRequest, ScopeTarget, Tuning};
 use reporting_etl::executor::{CallContext, Executor, ExecutorOptions};
+use reporting_etl::vendors;
 use sandbox::retarus::RetarusReport;
 use sandbox::{Sandbox, SandboxOptions};
 use serde_json::{Value, json};
@@ -159,7 +161,7 @@ impl Harness {
         window: Option<Window>,
         tuning: Tuning,
     ) -> anyhow::Result<LoadFigures> {
-        let dataset = datasets::find(kind, dataset).unwrap();
+        let dataset = catalog::find(kind, dataset).unwrap();
         let source_name = kind.as_str();
         let source = &self.settings.sources[source_name];
         let call = CallContext::new(source_name, dataset.name);
@@ -173,7 +175,7 @@ impl Harness {
             call: &call,
         };
         let mut tx = self.db.pool.begin().await?;
-        match datasets::load_with(&self.exec, &mut tx, &request, &tuning).await {
+        match vendors::load_with(&self.exec, &mut tx, &request, &tuning).await {
             Ok(figures) => {
                 tx.commit().await?;
                 Ok(figures)
@@ -576,8 +578,8 @@ async fn a_retarus_window_failing_part_way_leaves_the_previous_rows_intact() {
 async fn scopes_are_discovered_per_vendor() {
     let h = Harness::start().await;
     let call = CallContext::new("roubler", "location_sales");
-    let sales = datasets::find(SourceKind::Roubler, "location_sales").unwrap();
-    let scopes = datasets::discover_scopes(
+    let sales = catalog::find(SourceKind::Roubler, "location_sales").unwrap();
+    let scopes = vendors::discover_scopes(
         &h.exec,
         &call,
         "roubler",
@@ -614,8 +616,8 @@ async fn scopes_are_discovered_per_vendor() {
         })
         .collect();
     assert_eq!(found, expected);
-    let employees = datasets::find(SourceKind::Roubler, "employees").unwrap();
-    let scopes = datasets::discover_scopes(
+    let employees = catalog::find(SourceKind::Roubler, "employees").unwrap();
+    let scopes = vendors::discover_scopes(
         &h.exec,
         &call,
         "roubler",
@@ -626,8 +628,8 @@ async fn scopes_are_discovered_per_vendor() {
     .await
     .unwrap();
     assert_eq!(scopes, vec![ScopeTarget::Company(COMPANY.into())]);
-    let fax = datasets::find(SourceKind::Retarus, "fax_in_udr").unwrap();
-    let scopes = datasets::discover_scopes(
+    let fax = catalog::find(SourceKind::Retarus, "fax_in_udr").unwrap();
+    let scopes = vendors::discover_scopes(
         &h.exec,
         &call,
         "retarus",
@@ -641,8 +643,8 @@ async fn scopes_are_discovered_per_vendor() {
         scopes.iter().map(|s| s.key()).collect::<Vec<_>>(),
         h.sandbox.retarus.customer_ids
     );
-    let events = datasets::find(SourceKind::Altrata, "events").unwrap();
-    let scopes = datasets::discover_scopes(
+    let events = catalog::find(SourceKind::Altrata, "events").unwrap();
+    let scopes = vendors::discover_scopes(
         &h.exec,
         &call,
         "altrata",
@@ -664,8 +666,8 @@ async fn scopes_are_discovered_per_vendor() {
 
 async fn location_scopes(h: &Harness) -> Vec<ScopeTarget> {
     let call = CallContext::new("roubler", "location_sales");
-    let sales = datasets::find(SourceKind::Roubler, "location_sales").unwrap();
-    datasets::discover_scopes(
+    let sales = catalog::find(SourceKind::Roubler, "location_sales").unwrap();
+    vendors::discover_scopes(
         &h.exec,
         &call,
         "roubler",

@@ -20,10 +20,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use reporting_etl::config::{ConfigError, ConfigSource, Scope, Settings, SourceKind};
+use reporting_etl::catalog::{self, SourceKind};
+use reporting_etl::config::{ConfigError, ConfigSource, Scope, Settings};
 use reporting_etl::datasets::window::{Window, utc_midnight};
-use reporting_etl::datasets::{self, LoadFigures, LoadRequest, ScopeTarget, Tuning};
+use reporting_etl::datasets::{LoadFigures, LoadRequest, ScopeTarget, Tuning};
 use reporting_etl::executor::{CallContext, Executor, ExecutorOptions};
+use reporting_etl::vendors;
 use sandbox::faults::{Faults, RawAnswer};
 use sandbox::{Sandbox, SandboxOptions};
 use serde_json::Value;
@@ -857,7 +859,7 @@ impl Harness {
     /// One load in one transaction, committed on success and rolled back on failure (as the
     /// runner does).
     async fn load(&self, target: &Target) -> anyhow::Result<LoadFigures> {
-        let dataset = datasets::find(target.kind, target.dataset).unwrap();
+        let dataset = catalog::find(target.kind, target.dataset).unwrap();
         let source_name = target.kind.as_str();
         let call = CallContext::new(source_name, dataset.name);
         let request = LoadRequest {
@@ -876,7 +878,7 @@ impl Harness {
             flush_rows: 2,
         };
         let mut tx = self.db.pool.begin().await?;
-        match datasets::load_with(&self.exec, &mut tx, &request, &tuning).await {
+        match vendors::load_with(&self.exec, &mut tx, &request, &tuning).await {
             Ok(figures) => {
                 tx.commit().await?;
                 Ok(figures)
@@ -892,7 +894,7 @@ impl Harness {
     async fn rows(&self, target: &Target) -> Vec<Value> {
         let sql = format!(
             "SELECT to_jsonb(t) FROM {} t ORDER BY to_jsonb(t)::text",
-            datasets::find(target.kind, target.dataset).unwrap().table
+            catalog::find(target.kind, target.dataset).unwrap().table
         );
         sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .fetch_all(&self.db.pool)
@@ -1402,12 +1404,12 @@ async fn every_malformed_upstream_answer_fails_its_load_clearly_and_keeps_the_pr
     let h = Arc::new(Harness::start().await);
     let today = h.anchor.date_naive();
     let call = CallContext::new("roubler", "location_sales");
-    let location = datasets::discover_scopes(
+    let location = vendors::discover_scopes(
         &h.exec,
         &call,
         "roubler",
         &h.settings.sources["roubler"],
-        datasets::find(SourceKind::Roubler, "location_sales").unwrap(),
+        catalog::find(SourceKind::Roubler, "location_sales").unwrap(),
         &Scope::All,
     )
     .await

@@ -17,7 +17,6 @@ use std::path::PathBuf;
 use chrono::{Duration, Utc};
 use proptest::prelude::*;
 use reporting_etl::config::Settings;
-use reporting_etl::datasets;
 use reporting_etl::jobs::{schedule, window};
 
 /// Secrets of [`BASE`], one in every secret-bearing key: no output may contain any of them.
@@ -984,8 +983,7 @@ proptest! {
             };
             let now = Utc::now();
             for job in settings.jobs.values() {
-                let kind = settings.sources[&job.source].kind();
-                let dataset = datasets::find(kind, &job.dataset).unwrap();
+                let dataset = job.dataset.info();
                 for mark in [None, Some(now), Some(now - Duration::days(3650)), Some(chrono::DateTime::<Utc>::MIN_UTC)] {
                     // Daily datasets end at the next UTC midnight; others a few minutes ago.
                     if let Some((start, end)) = window::run_range(job, dataset, mark, now) {

@@ -2,7 +2,7 @@
 //! `schemas/roubler.graphql` (see `docs/vendors/roubler.md`, "Queries"), itself rebuilt from the developer.roubler.com
 //! examples) and the `Query` root whose resolvers read the generated world.
 //!
-//! Every field is nullable, as in the sketch: the real nullability is unknown, and a nullable
+//! Every field is nullable, as in `schemas/roubler.graphql`: the real nullability is unknown, and a nullable
 //! schema forces the service's generated client to cope with nulls. The types also derive serde
 //! with the same field names, so the handle's expected-data accessors return exactly the JSON a
 //! query selecting every field would get.
@@ -42,7 +42,7 @@ pub(crate) fn error(name: &'static str, message: impl Into<String>) -> async_gra
     async_graphql::Error::new(message).extend_with(|_, e| e.set("name", name))
 }
 
-/// A nullable list of nullable items, the sketch's `[T]`.
+/// A nullable list of nullable items, the schema's `[T]`.
 pub(crate) type List<T> = Option<Vec<Option<T>>>;
 
 pub(crate) fn list<T>(items: impl IntoIterator<Item = T>) -> List<T> {

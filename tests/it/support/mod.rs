@@ -207,7 +207,7 @@ pub fn shared_tempdir() -> tempfile::TempDir {
 /// A configuration with one source of each vendor pointing at `sandbox`, on database `db_url`.
 /// `extra` is appended (jobs, overrides).
 pub fn sandbox_config(sandbox: &sandbox::Sandbox, db_url: &str, extra: &str) -> String {
-    reporting_etl::demo::sandbox_config(
+    reporting_etl::cli::demo::sandbox_config(
         sandbox,
         &format!("\n[database]\nurl = \"{db_url}\"\npool_size = 4\n{extra}"),
     )

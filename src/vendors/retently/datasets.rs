@@ -13,12 +13,13 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::rows::Row;
-use super::sink::{Replace, SeenInLoad, TableSpec, Writer};
-use super::{LoadFigures, LoadRequest, Tuning, Window};
+use crate::catalog::Dataset;
+use crate::datasets::rows::Row;
+use crate::datasets::sink::{Replace, SeenInLoad, TableSpec, Writer};
+use crate::datasets::{LoadFigures, LoadRequest, Tuning, Window};
 use crate::executor::Executor;
 
-pub static CUSTOMERS: TableSpec = TableSpec {
+pub(crate) static CUSTOMERS: TableSpec = TableSpec {
     table: "retently.customers",
     columns: &[
         "customer_id",
@@ -36,7 +37,7 @@ pub static CUSTOMERS: TableSpec = TableSpec {
     window_column: Some("created_date"),
 };
 
-pub static FEEDBACK: TableSpec = TableSpec {
+pub(crate) static FEEDBACK: TableSpec = TableSpec {
     table: "retently.feedback",
     columns: &[
         "feedback_id",
@@ -73,7 +74,7 @@ pub static FEEDBACK: TableSpec = TableSpec {
     window_column: Some("created_date"),
 };
 
-pub static COMPANIES: TableSpec = TableSpec {
+pub(crate) static COMPANIES: TableSpec = TableSpec {
     table: "retently.companies",
     columns: &[
         "company_id",
@@ -93,7 +94,7 @@ pub static COMPANIES: TableSpec = TableSpec {
     window_column: None,
 };
 
-pub static CAMPAIGNS: TableSpec = TableSpec {
+pub(crate) static CAMPAIGNS: TableSpec = TableSpec {
     table: "retently.campaigns",
     columns: &[
         "campaign_id",
@@ -109,7 +110,7 @@ pub static CAMPAIGNS: TableSpec = TableSpec {
     window_column: None,
 };
 
-pub static NPS_SCORE: TableSpec = TableSpec {
+pub(crate) static NPS_SCORE: TableSpec = TableSpec {
     table: "retently.nps_score",
     columns: &[
         "day",
@@ -127,13 +128,13 @@ pub static NPS_SCORE: TableSpec = TableSpec {
     window_column: Some("day"),
 };
 
-pub fn table(name: &str) -> Option<&'static TableSpec> {
-    Some(match name {
-        "customers" => &CUSTOMERS,
-        "feedback" => &FEEDBACK,
-        "companies" => &COMPANIES,
-        "campaigns" => &CAMPAIGNS,
-        "nps_score" => &NPS_SCORE,
+pub(crate) fn table(dataset: Dataset) -> Option<&'static TableSpec> {
+    Some(match dataset {
+        Dataset::Customers => &CUSTOMERS,
+        Dataset::Feedback => &FEEDBACK,
+        Dataset::Companies => &COMPANIES,
+        Dataset::Campaigns => &CAMPAIGNS,
+        Dataset::NpsScore => &NPS_SCORE,
         _ => return None,
     })
 }
@@ -269,14 +270,14 @@ fn iso(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-pub async fn load(
+pub(crate) async fn load(
     exec: &Executor,
     tx: &mut sqlx::PgConnection,
     request: &LoadRequest<'_>,
     tuning: &Tuning,
 ) -> anyhow::Result<LoadFigures> {
-    match request.dataset.name {
-        "customers" => {
+    match request.dataset.id {
+        Dataset::Customers => {
             let window = request.window.context("retently.customers needs a window")?;
             load_list::<Customer>(
                 exec,
@@ -305,7 +306,7 @@ pub async fn load(
             )
             .await
         }
-        "feedback" => {
+        Dataset::Feedback => {
             let window = request.window.context("retently.feedback needs a window")?;
             load_list::<Feedback>(
                 exec,
@@ -353,7 +354,7 @@ pub async fn load(
             )
             .await
         }
-        "companies" => {
+        Dataset::Companies => {
             load_list::<Company>(
                 exec,
                 tx,
@@ -389,8 +390,8 @@ pub async fn load(
             )
             .await
         }
-        "campaigns" => load_campaigns(exec, tx, request).await,
-        "nps_score" => load_nps(exec, tx, request).await,
+        Dataset::Campaigns => load_campaigns(exec, tx, request).await,
+        Dataset::NpsScore => load_nps(exec, tx, request).await,
         other => anyhow::bail!("retently has no dataset {other}"),
     }
 }
@@ -453,7 +454,7 @@ async fn load_list<T: DeserializeOwned>(
             .with_context(what)?;
         let mut rows = Vec::with_capacity(fetched);
         for (created, row) in mapped {
-            if matches!(row.first(), Some(super::rows::Cell::Text(None)) | None) {
+            if matches!(row.first(), Some(crate::datasets::rows::Cell::Text(None)) | None) {
                 unnamed += 1;
                 continue;
             }

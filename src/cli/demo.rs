@@ -12,11 +12,11 @@ use anyhow::{Context, Result, anyhow};
 use chrono::{Duration, Utc};
 use tokio_util::sync::CancellationToken;
 
+use super::run::summary;
 use crate::app::Engine;
 use crate::auth;
-use crate::cli::run::summary;
+use crate::catalog::CATALOG;
 use crate::config::{ConfigSource, Settings};
-use crate::datasets::CATALOG;
 use crate::jobs::runner;
 use crate::store::runs::{RunStatus, Trigger};
 
@@ -103,7 +103,7 @@ api_key = "{}"
 }
 
 /// One job per dataset, every hour (the demo runs them once itself).
-pub fn demo_jobs() -> String {
+pub(crate) fn demo_jobs() -> String {
     let mut jobs = String::new();
     for dataset in CATALOG {
         let kind = dataset.kind.as_str();
@@ -143,7 +143,7 @@ pub async fn run(base: Settings) -> Result<std::process::ExitCode> {
     print!("{}", summary(&reports));
 
     println!("\nRows per table:");
-    let mut table = crate::cli::table::Table::new(["TABLE", "ROWS"]);
+    let mut table = super::table::Table::new(["TABLE", "ROWS"]);
     for dataset in CATALOG {
         let (count,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT count(*) FROM {}",

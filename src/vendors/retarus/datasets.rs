@@ -11,9 +11,10 @@ use anyhow::Context;
 use chrono::Utc;
 use graphql_client::GraphQLQuery;
 
-use super::rows::Row;
-use super::sink::{Replace, SeenInLoad, TableSpec, Writer};
-use super::{LoadFigures, LoadRequest, ScopeTarget, Tuning};
+use crate::catalog::Dataset;
+use crate::datasets::rows::Row;
+use crate::datasets::sink::{Replace, SeenInLoad, TableSpec, Writer};
+use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget, Tuning};
 use crate::executor::{Executor, ScopeHeader, Service};
 
 /// The `DateTime` scalar as the generated code sees it.
@@ -59,7 +60,7 @@ pub struct SmsOutUdr;
 )]
 pub struct TransactionalEmailUdr;
 
-pub static FAX_IN: TableSpec = TableSpec {
+pub(crate) static FAX_IN: TableSpec = TableSpec {
     table: "retarus.fax_in_udr",
     columns: &[
         "customer_id",
@@ -99,7 +100,7 @@ pub static FAX_IN: TableSpec = TableSpec {
     window_column: Some("key_timestamp"),
 };
 
-pub static FAX_OUT: TableSpec = TableSpec {
+pub(crate) static FAX_OUT: TableSpec = TableSpec {
     table: "retarus.fax_out_udr",
     columns: &[
         "customer_id",
@@ -154,7 +155,7 @@ pub static FAX_OUT: TableSpec = TableSpec {
     window_column: Some("key_timestamp"),
 };
 
-pub static SMS_IN: TableSpec = TableSpec {
+pub(crate) static SMS_IN: TableSpec = TableSpec {
     table: "retarus.sms_in_udr",
     columns: &[
         "customer_id",
@@ -184,7 +185,7 @@ pub static SMS_IN: TableSpec = TableSpec {
     window_column: Some("received_ts"),
 };
 
-pub static SMS_OUT: TableSpec = TableSpec {
+pub(crate) static SMS_OUT: TableSpec = TableSpec {
     table: "retarus.sms_out_udr",
     columns: &[
         "customer_id",
@@ -225,7 +226,7 @@ pub static SMS_OUT: TableSpec = TableSpec {
     window_column: Some("delivery_processed_ts"),
 };
 
-pub static EMAIL: TableSpec = TableSpec {
+pub(crate) static EMAIL: TableSpec = TableSpec {
     table: "retarus.transactional_email_udr",
     columns: &[
         "customer_id",
@@ -262,22 +263,22 @@ pub static EMAIL: TableSpec = TableSpec {
     window_column: Some("usage_creation_time"),
 };
 
-pub fn table(name: &str) -> Option<&'static TableSpec> {
-    Some(match name {
-        "fax_in_udr" => &FAX_IN,
-        "fax_out_udr" => &FAX_OUT,
-        "sms_in_udr" => &SMS_IN,
-        "sms_out_udr" => &SMS_OUT,
-        "transactional_email_udr" => &EMAIL,
+pub(crate) fn table(dataset: Dataset) -> Option<&'static TableSpec> {
+    Some(match dataset {
+        Dataset::FaxInUdr => &FAX_IN,
+        Dataset::FaxOutUdr => &FAX_OUT,
+        Dataset::SmsInUdr => &SMS_IN,
+        Dataset::SmsOutUdr => &SMS_OUT,
+        Dataset::TransactionalEmailUdr => &EMAIL,
         _ => return None,
     })
 }
 
 /// One page as the report returns it: its records and `hasMoreElements`.
-pub type Page<R> = (Vec<Option<R>>, Option<bool>);
+pub(crate) type Page<R> = (Vec<Option<R>>, Option<bool>);
 
 /// One report: how to ask for a page and how its records map to rows.
-pub trait Report: GraphQLQuery {
+pub(crate) trait Report: GraphQLQuery {
     type Record;
     fn variables(customer: &str, from: DateTime, to: DateTime, page: i64, size: i64) -> Self::Variables;
     /// The page's records and `hasMoreElements`; `None` when the report itself came back null.
@@ -560,18 +561,18 @@ impl Report for TransactionalEmailUdr {
     }
 }
 
-pub async fn load(
+pub(crate) async fn load(
     exec: &Executor,
     tx: &mut sqlx::PgConnection,
     request: &LoadRequest<'_>,
     tuning: &Tuning,
 ) -> anyhow::Result<LoadFigures> {
-    match request.dataset.name {
-        "fax_in_udr" => load_report::<FaxInUdr>(exec, tx, request, &FAX_IN, tuning).await,
-        "fax_out_udr" => load_report::<FaxOutUdr>(exec, tx, request, &FAX_OUT, tuning).await,
-        "sms_in_udr" => load_report::<SmsInUdr>(exec, tx, request, &SMS_IN, tuning).await,
-        "sms_out_udr" => load_report::<SmsOutUdr>(exec, tx, request, &SMS_OUT, tuning).await,
-        "transactional_email_udr" => {
+    match request.dataset.id {
+        Dataset::FaxInUdr => load_report::<FaxInUdr>(exec, tx, request, &FAX_IN, tuning).await,
+        Dataset::FaxOutUdr => load_report::<FaxOutUdr>(exec, tx, request, &FAX_OUT, tuning).await,
+        Dataset::SmsInUdr => load_report::<SmsInUdr>(exec, tx, request, &SMS_IN, tuning).await,
+        Dataset::SmsOutUdr => load_report::<SmsOutUdr>(exec, tx, request, &SMS_OUT, tuning).await,
+        Dataset::TransactionalEmailUdr => {
             load_report::<TransactionalEmailUdr>(exec, tx, request, &EMAIL, tuning).await
         }
         other => anyhow::bail!("retarus has no dataset {other}"),
@@ -594,10 +595,17 @@ async fn load_report<R: Report>(
     let window = request
         .window
         .context("a Retarus dataset needs a window (they are never snapshots)")?;
-    if window.len() > super::window::RETARUS_MAX_SPAN {
-        anyhow::bail!("window {window} is longer than the 45 days Retarus accepts; split it first");
+    if let Some(span) = request.dataset.max_span
+        && window.len() > span
+    {
+        anyhow::bail!(
+            "window {window} is longer than the {} days Retarus accepts; split it first",
+            span.num_days()
+        );
     }
-    let size = tuning.retarus_page_size.clamp(1, super::RETARUS_MAX_PAGE_SIZE);
+    let size = tuning
+        .retarus_page_size
+        .clamp(1, crate::datasets::RETARUS_MAX_PAGE_SIZE);
     let mut writer = Writer::open(tx, spec, request.source_name, request.run_id).await?;
     writer
         .replace(

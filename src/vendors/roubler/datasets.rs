@@ -10,10 +10,11 @@ use chrono::{NaiveDate, Utc};
 use graphql_client::GraphQLQuery;
 use serde_json::{Value, json};
 
-use super::rows::{Row, instant_text};
-use super::sink::{Replace, TableSpec, Writer};
-use super::window::local_day_range;
-use super::{LoadFigures, LoadRequest, ScopeTarget};
+use crate::catalog::Dataset;
+use crate::datasets::rows::{Row, instant_text};
+use crate::datasets::sink::{Replace, TableSpec, Writer};
+use crate::datasets::window::local_day_range;
+use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget};
 use crate::executor::{CallContext, Executor, ScopeHeader, Service};
 
 /// The scalars as the generated code sees them.
@@ -68,7 +69,7 @@ pub struct Timesheets;
 )]
 pub struct Shifts;
 
-pub static LOCATIONS: TableSpec = TableSpec {
+pub(crate) static LOCATIONS: TableSpec = TableSpec {
     table: "roubler.locations",
     columns: &[
         "company_id",
@@ -83,7 +84,7 @@ pub static LOCATIONS: TableSpec = TableSpec {
     window_column: None,
 };
 
-pub static EMPLOYEES: TableSpec = TableSpec {
+pub(crate) static EMPLOYEES: TableSpec = TableSpec {
     table: "roubler.employees",
     columns: &[
         "company_id",
@@ -109,7 +110,7 @@ pub static EMPLOYEES: TableSpec = TableSpec {
     window_column: None,
 };
 
-pub static LOCATION_SALES: TableSpec = TableSpec {
+pub(crate) static LOCATION_SALES: TableSpec = TableSpec {
     table: "roubler.location_sales",
     columns: &[
         "location_id",
@@ -126,7 +127,7 @@ pub static LOCATION_SALES: TableSpec = TableSpec {
     window_column: Some("day"),
 };
 
-pub static TIMESHEETS: TableSpec = TableSpec {
+pub(crate) static TIMESHEETS: TableSpec = TableSpec {
     table: "roubler.timesheets",
     columns: &[
         "location_id",
@@ -154,7 +155,7 @@ pub static TIMESHEETS: TableSpec = TableSpec {
     window_column: Some("start_time"),
 };
 
-pub static SHIFTS: TableSpec = TableSpec {
+pub(crate) static SHIFTS: TableSpec = TableSpec {
     table: "roubler.shifts",
     columns: &[
         "location_id",
@@ -176,26 +177,26 @@ pub static SHIFTS: TableSpec = TableSpec {
     window_column: Some("start_time"),
 };
 
-pub fn table(name: &str) -> Option<&'static TableSpec> {
-    Some(match name {
-        "locations" => &LOCATIONS,
-        "employees" => &EMPLOYEES,
-        "location_sales" => &LOCATION_SALES,
-        "timesheets" => &TIMESHEETS,
-        "shifts" => &SHIFTS,
+pub(crate) fn table(dataset: Dataset) -> Option<&'static TableSpec> {
+    Some(match dataset {
+        Dataset::Locations => &LOCATIONS,
+        Dataset::Employees => &EMPLOYEES,
+        Dataset::LocationSales => &LOCATION_SALES,
+        Dataset::Timesheets => &TIMESHEETS,
+        Dataset::Shifts => &SHIFTS,
         _ => return None,
     })
 }
 
 /// A location found by discovery.
 #[derive(Debug, Clone)]
-pub struct FoundLocation {
+pub(crate) struct FoundLocation {
     pub id: String,
     pub time_zone: chrono_tz::Tz,
 }
 
 /// Company ids the API user reaches (from `viewer`), in first-seen order.
-pub async fn companies(exec: &Executor, call: &CallContext) -> anyhow::Result<Vec<String>> {
+pub(crate) async fn companies(exec: &Executor, call: &CallContext) -> anyhow::Result<Vec<String>> {
     let outcome = exec
         .execute::<Viewer>(call, Service::Default, &ScopeHeader::None, viewer::Variables {})
         .await
@@ -217,7 +218,7 @@ pub async fn companies(exec: &Executor, call: &CallContext) -> anyhow::Result<Ve
 /// Every location of a company with its parsed time zone. A location with a missing or unknown
 /// zone is an error: its local days cannot be computed, and guessing one would file sales
 /// under the wrong day.
-pub async fn locations(
+pub(crate) async fn locations(
     exec: &Executor,
     call: &CallContext,
     company: &str,
@@ -243,16 +244,20 @@ pub async fn locations(
     Ok(found)
 }
 
-pub async fn load(
+pub(crate) async fn load(
     exec: &Executor,
     tx: &mut sqlx::PgConnection,
     request: &LoadRequest<'_>,
 ) -> anyhow::Result<LoadFigures> {
-    match (request.dataset.name, request.scope) {
-        ("locations", ScopeTarget::Company(company)) => load_locations(exec, tx, request, company).await,
-        ("employees", ScopeTarget::Company(company)) => load_employees(exec, tx, request, company).await,
+    match (request.dataset.id, request.scope) {
+        (Dataset::Locations, ScopeTarget::Company(company)) => {
+            load_locations(exec, tx, request, company).await
+        }
+        (Dataset::Employees, ScopeTarget::Company(company)) => {
+            load_employees(exec, tx, request, company).await
+        }
         (
-            "location_sales" | "timesheets" | "shifts",
+            Dataset::LocationSales | Dataset::Timesheets | Dataset::Shifts,
             ScopeTarget::Location {
                 company,
                 id,
@@ -267,9 +272,9 @@ pub async fn load(
                 id,
                 time_zone: *time_zone,
             };
-            match request.dataset.name {
-                "location_sales" => load_sales(exec, tx, request, &location, window).await,
-                "timesheets" => load_timesheets(exec, tx, request, &location, window).await,
+            match request.dataset.id {
+                Dataset::LocationSales => load_sales(exec, tx, request, &location, window).await,
+                Dataset::Timesheets => load_timesheets(exec, tx, request, &location, window).await,
                 _ => load_shifts(exec, tx, request, &location, window).await,
             }
         }
@@ -442,7 +447,7 @@ async fn load_sales(
     tx: &mut sqlx::PgConnection,
     request: &LoadRequest<'_>,
     place: &Place<'_>,
-    window: super::Window,
+    window: crate::datasets::Window,
 ) -> anyhow::Result<LoadFigures> {
     // The window names dates; the location is asked for its own local midnights of those dates,
     // so each answered `day` is one of them whatever the zone's offset or DST state.
@@ -552,7 +557,7 @@ async fn load_timesheets(
     tx: &mut sqlx::PgConnection,
     request: &LoadRequest<'_>,
     place: &Place<'_>,
-    window: super::Window,
+    window: crate::datasets::Window,
 ) -> anyhow::Result<LoadFigures> {
     let mut writer = Writer::open(tx, &TIMESHEETS, request.source_name, request.run_id).await?;
     writer
@@ -643,7 +648,7 @@ async fn load_shifts(
     tx: &mut sqlx::PgConnection,
     request: &LoadRequest<'_>,
     place: &Place<'_>,
-    window: super::Window,
+    window: crate::datasets::Window,
 ) -> anyhow::Result<LoadFigures> {
     let mut writer = Writer::open(tx, &SHIFTS, request.source_name, request.run_id).await?;
     writer

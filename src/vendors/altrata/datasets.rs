@@ -12,9 +12,10 @@ use chrono::{NaiveDate, Utc};
 use graphql_client::GraphQLQuery;
 use serde_json::{Value, json};
 
-use super::rows::Row;
-use super::sink::{Replace, TableSpec, Writer};
-use super::{LoadFigures, LoadRequest, ScopeTarget, Tuning};
+use crate::catalog::Dataset;
+use crate::datasets::rows::Row;
+use crate::datasets::sink::{Replace, TableSpec, Writer};
+use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget, Tuning};
 use crate::executor::{Executor, ScopeHeader, Service};
 
 /// The scalars as the generated code sees them (`Date` is AppSync's `AWSDate`).
@@ -45,7 +46,7 @@ pub struct PersonProfile;
 )]
 pub struct OrganizationProfile;
 
-pub static EVENTS: TableSpec = TableSpec {
+pub(crate) static EVENTS: TableSpec = TableSpec {
     table: "altrata.events",
     columns: &[
         "subject_id",
@@ -69,7 +70,7 @@ pub static EVENTS: TableSpec = TableSpec {
     window_column: None,
 };
 
-pub static PROFILES: TableSpec = TableSpec {
+pub(crate) static PROFILES: TableSpec = TableSpec {
     table: "altrata.profiles",
     columns: &[
         "altrata_id",
@@ -95,10 +96,10 @@ pub static PROFILES: TableSpec = TableSpec {
     window_column: None,
 };
 
-pub fn table(name: &str) -> Option<&'static TableSpec> {
-    Some(match name {
-        "events" => &EVENTS,
-        "profiles" => &PROFILES,
+pub(crate) fn table(dataset: Dataset) -> Option<&'static TableSpec> {
+    Some(match dataset {
+        Dataset::Events => &EVENTS,
+        Dataset::Profiles => &PROFILES,
         _ => return None,
     })
 }
@@ -114,7 +115,7 @@ fn add_warnings(all: &mut Vec<String>, new: Vec<String>) {
     }
 }
 
-pub async fn load(
+pub(crate) async fn load(
     exec: &Executor,
     tx: &mut sqlx::PgConnection,
     request: &LoadRequest<'_>,
@@ -126,9 +127,9 @@ pub async fn load(
             request.scope.describe()
         );
     };
-    match request.dataset.name {
-        "events" => load_events(exec, tx, request, ids, tuning).await,
-        "profiles" => load_profiles(exec, tx, request, ids, tuning).await,
+    match request.dataset.id {
+        Dataset::Events => load_events(exec, tx, request, ids, tuning).await,
+        Dataset::Profiles => load_profiles(exec, tx, request, ids, tuning).await,
         other => anyhow::bail!("altrata has no dataset {other}"),
     }
 }

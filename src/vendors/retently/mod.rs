@@ -1,0 +1,34 @@
+//! Retently (NPS surveys): a REST API with a static API key or OAuth2 authorization code, paged
+//! by `page`/`limit` (`docs/vendors/retently.md`). Its one scope is the account.
+
+mod datasets;
+
+use futures::future::BoxFuture;
+
+use super::{ScopeQuery, Vendor};
+use crate::catalog::Dataset;
+use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget, TableSpec, Tuning};
+use crate::executor::Executor;
+
+pub(super) struct Retently;
+
+impl Vendor for Retently {
+    fn table(&self, dataset: Dataset) -> Option<&'static TableSpec> {
+        datasets::table(dataset)
+    }
+
+    /// The account. No call.
+    fn scopes<'a>(&'a self, _job: ScopeQuery<'a>) -> BoxFuture<'a, anyhow::Result<Vec<ScopeTarget>>> {
+        Box::pin(async { Ok(vec![ScopeTarget::Account]) })
+    }
+
+    fn load<'a>(
+        &'a self,
+        exec: &'a Executor,
+        tx: &'a mut sqlx::PgConnection,
+        request: &'a LoadRequest<'a>,
+        tuning: &'a Tuning,
+    ) -> BoxFuture<'a, anyhow::Result<LoadFigures>> {
+        Box::pin(datasets::load(exec, tx, request, tuning))
+    }
+}

@@ -1,0 +1,64 @@
+//! Roubler (workforce: locations, employees, sales, timesheets, shifts): a regional GraphQL API
+//! with OAuth2 authorization code and single-use rotating refresh tokens, 100 calls a minute
+//! (`docs/vendors/roubler.md`). Its scopes (companies and their locations) are discovered, and
+//! the discovery is cached (`scopes.rs`).
+
+mod datasets;
+mod scopes;
+
+use futures::future::BoxFuture;
+
+use super::{ScopeQuery, Vendor};
+use crate::catalog::Dataset;
+use crate::datasets::{DiscoveredBy, LoadFigures, LoadRequest, ScopeTarget, TableSpec, Tuning};
+use crate::executor::Executor;
+
+pub(super) struct Roubler;
+
+impl Vendor for Roubler {
+    fn table(&self, dataset: Dataset) -> Option<&'static TableSpec> {
+        datasets::table(dataset)
+    }
+
+    fn scopes<'a>(&'a self, job: ScopeQuery<'a>) -> BoxFuture<'a, anyhow::Result<Vec<ScopeTarget>>> {
+        Box::pin(scopes::discover(
+            job.exec,
+            job.call,
+            job.source_name,
+            job.dataset,
+            job.configured,
+        ))
+    }
+
+    fn scopes_cached<'a>(
+        &'a self,
+        job: ScopeQuery<'a>,
+        pool: &'a sqlx::PgPool,
+    ) -> BoxFuture<'a, anyhow::Result<(Vec<ScopeTarget>, DiscoveredBy)>> {
+        Box::pin(async move {
+            let Some(ttl) = job.source.discovery_ttl() else {
+                return Ok((self.scopes(job).await?, DiscoveredBy::Vendor));
+            };
+            scopes::discover_cached(
+                job.exec,
+                pool,
+                job.call,
+                job.source_name,
+                ttl,
+                job.dataset,
+                job.configured,
+            )
+            .await
+        })
+    }
+
+    fn load<'a>(
+        &'a self,
+        exec: &'a Executor,
+        tx: &'a mut sqlx::PgConnection,
+        request: &'a LoadRequest<'a>,
+        _tuning: &'a Tuning,
+    ) -> BoxFuture<'a, anyhow::Result<LoadFigures>> {
+        Box::pin(datasets::load(exec, tx, request))
+    }
+}
