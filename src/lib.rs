@@ -8,6 +8,7 @@
 //! - [`config`]: TOML + environment → validated, typed settings (sources, jobs, database, ...).
 //! - [`auth`]: one token provider per source (tokens shared through `etl.tokens`).
 //! - [`executor`]: the one rate-limited, retrying path to every upstream.
+//! - [`failure`]: why a run failed, as a closed set of kinds carried from the call to the record.
 //! - [`datasets`]: what each vendor offers, how it is windowed, and which table it fills.
 //! - [`jobs`]: schedules (fire times in a job's time zone) and, with the runner, runs.
 //! - [`app`]: the composition root wiring store, auth, executor and runner for every command.
@@ -24,6 +25,7 @@ pub mod datasets;
 #[cfg(feature = "sandbox")]
 pub mod demo;
 pub mod executor;
+pub mod failure;
 pub mod jobs;
 pub mod service;
 pub mod store;

@@ -17,6 +17,7 @@ use super::rows::Row;
 use super::sink::{Replace, SeenInLoad, TableSpec, Writer};
 use super::{LoadFigures, LoadRequest, Tuning, Window};
 use crate::executor::Executor;
+use crate::failure::Failure;
 
 pub static CUSTOMERS: TableSpec = TableSpec {
     table: "retently.customers",
@@ -439,7 +440,7 @@ async fn load_list<T: DeserializeOwned>(
             .with_context(what)?;
         writer.pages += 1;
         let Some(mut data) = envelope.data else {
-            anyhow::bail!("{}: the answer has no data", what());
+            return Err(Failure::invalid_answer(format!("{}: the answer has no data", what())).into());
         };
         let items = data.rest.remove(key).unwrap_or(Value::Null);
         let records: Vec<Option<T>> = if items.is_null() {
@@ -576,7 +577,9 @@ async fn load_nps(
         .await
         .context("fetching retently.nps_score")?;
     writer.pages += 1;
-    let nps = answer.data.context("retently nps/score answered without data")?;
+    let nps = answer
+        .data
+        .ok_or_else(|| Failure::invalid_answer("retently nps/score answered without data"))?;
     writer
         .write(
             tx,
