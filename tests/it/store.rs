@@ -151,15 +151,14 @@ async fn a_failed_run_keeps_its_error_and_shows_in_freshness() {
         upstream_calls: 1,
         ..Default::default()
     };
-    runs::finish(
-        store.pool(),
+    fail(
+        &store,
         id,
-        RunStatus::Failed,
         &figures,
-        Some((FailureKind::UpstreamRejected, "retarus: 403 Forbidden")),
+        FailureKind::UpstreamRejected,
+        "retarus: 403 Forbidden",
     )
-    .await
-    .unwrap();
+    .await;
     let run = runs::get(store.pool(), id).await.unwrap();
     assert_eq!(
         (
@@ -226,21 +225,20 @@ async fn a_final_run_record_is_never_overwritten() {
     let other = runs::start(store.pool(), store.instance().id(), &fax_run(false))
         .await
         .unwrap();
-    let finished = runs::finish(
-        store.pool(),
-        other,
-        RunStatus::Failed,
-        &figures,
-        Some((FailureKind::Internal, "boom")),
-    )
-    .await
-    .unwrap();
+    let finished = fail(&store, other, &figures, FailureKind::Internal, "boom").await;
     assert_eq!(finished, Finished::Recorded);
     let again = runs::finish(store.pool(), other, RunStatus::Succeeded, &figures, None)
         .await
         .unwrap();
     assert_eq!(again, Finished::AlreadyFinal("failed".into()));
     store.close().await.unwrap();
+}
+
+/// Ends a running run as `failed` with `kind` and `error`.
+async fn fail(store: &Store, id: i64, figures: &RunFigures, kind: FailureKind, error: &str) -> Finished {
+    runs::finish(store.pool(), id, RunStatus::Failed, figures, Some((kind, error)))
+        .await
+        .unwrap()
 }
 
 /// Migration 0008's constraints: a failed or interrupted run without a kind, a kind on any other
@@ -277,15 +275,7 @@ async fn the_database_refuses_a_failing_run_without_a_known_kind() {
         let other = runs::start(store.pool(), store.instance().id(), &fax_run(false))
             .await
             .unwrap();
-        let finished = runs::finish(
-            store.pool(),
-            other,
-            RunStatus::Failed,
-            &RunFigures::default(),
-            Some((kind, "why")),
-        )
-        .await
-        .unwrap();
+        let finished = fail(&store, other, &RunFigures::default(), kind, "why").await;
         assert_eq!(finished, Finished::Recorded, "{kind}");
         assert_eq!(
             runs::get(store.pool(), other)
