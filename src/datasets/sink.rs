@@ -14,7 +14,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::PgConnection;
 
 use super::rows::Row;
-use crate::failure::Failure;
+use crate::failure::{Failure, FailureKind};
 
 /// How a dataset's table is laid out.
 #[derive(Debug)]
@@ -401,12 +401,16 @@ async fn check_primary_key(tx: &mut PgConnection, spec: &TableSpec) -> anyhow::R
     let expected = spec.primary_key();
     match actual {
         Some(actual) if actual.iter().map(String::as_str).eq(expected.iter().copied()) => Ok(()),
-        actual => bail!(
-            "{} has primary key {:?}, but its loader replaces rows by ({}); fix the table or the loader",
-            spec.table,
-            actual.unwrap_or_default(),
-            expected.join(", ")
-        ),
+        actual => Err(Failure::new(
+            FailureKind::Database,
+            format!(
+                "{} has primary key {:?}, but its loader replaces rows by ({}); fix the table or the loader",
+                spec.table,
+                actual.unwrap_or_default(),
+                expected.join(", ")
+            ),
+        )
+        .into()),
     }
 }
 

@@ -81,27 +81,6 @@ impl std::fmt::Display for WindowDeadline {
 
 impl std::error::Error for WindowDeadline {}
 
-/// Whether `error` was caused by a call the upstream refused for its scope.
-fn scope_refused(error: &anyhow::Error) -> bool {
-    error.chain().any(|e| {
-        matches!(
-            e.downcast_ref::<CallError>(),
-            Some(CallError::ScopeRefused { .. })
-        )
-    })
-}
-
-/// Whether `error` was caused by a call that gave up because the window's deadline was near.
-fn deadline_reached(error: &anyhow::Error) -> bool {
-    error.chain().any(|e| {
-        e.downcast_ref::<WindowDeadline>().is_some()
-            || matches!(
-                e.downcast_ref::<CallError>(),
-                Some(CallError::DeadlineExceeded { .. })
-            )
-    })
-}
-
 /// Why a window or a discovery failed, from the typed errors in its chain (the first one that
 /// knows its kind): the runner's own deadline and lock errors, the executor's [`CallError`],
 /// auth's [`AuthError`], a [`Failure`] a loader or the sink raised, the database driver's
@@ -552,15 +531,15 @@ impl Runner {
             }
             Err(error) => {
                 let kind = failure_kind(&error);
-                let message = if deadline_reached(&error) && error.downcast_ref::<WindowDeadline>().is_none()
-                {
-                    format!(
-                        "discovering scopes: window deadline of {deadline_secs} s exceeded \
+                let message =
+                    if kind == FailureKind::Timeout && error.downcast_ref::<WindowDeadline>().is_none() {
+                        format!(
+                            "discovering scopes: window deadline of {deadline_secs} s exceeded \
                          (jobs.{job}.window_deadline_secs): {error:#}"
-                    )
-                } else {
-                    format!("discovering scopes: {error:#}")
-                };
+                        )
+                    } else {
+                        format!("discovering scopes: {error:#}")
+                    };
                 let figures = run_figures(
                     &CallFigures::default(),
                     Some(&discovery_figures),
@@ -858,14 +837,14 @@ impl Runner {
                         "interrupted: the database connection was lost mid-window; nothing of it was committed: {error:#}"
                     );
                     (RunStatus::Interrupted, message)
-                } else if deadline_reached(&error) && error.downcast_ref::<WindowDeadline>().is_none() {
+                } else if kind == FailureKind::Timeout && error.downcast_ref::<WindowDeadline>().is_none() {
                     // A call gave up early because its next attempt or wait would pass the deadline.
                     let message = format!(
                         "window deadline of {} s exceeded (jobs.{job}.window_deadline_secs); the window was rolled back: {error:#}",
                         deadline_after.as_secs()
                     );
                     (RunStatus::Failed, message)
-                } else if scope_refused(&error) && source.discovery_ttl().is_some() {
+                } else if kind == FailureKind::ScopeRefused && source.discovery_ttl().is_some() {
                     // The scope came from discovery, which may be stale: ask again next time.
                     let dropped = match scope_cache::invalidate(&self.pool, source_name).await {
                         Ok(_) => format!(
