@@ -349,3 +349,58 @@ async fn window_events_carry_the_run_and_window_from_their_spans_in_both_log_for
     assert_eq!(line.matches("job=").count(), 1, "{line}");
     assert_eq!(line.matches("scope=").count(), 1, "{line}");
 }
+
+/// The service's own `/metrics` counts a failed window under its kind, and the failing run is
+/// recorded with it, as a scheduled run (not only `run --once`) does it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_counts_failed_windows_by_kind_on_its_metrics_endpoint() {
+    let mut options = SandboxOptions::default();
+    options.retarus.removed_fields = vec![RemovedField::new("SmsInUdrReportRecord", "smsId")];
+    let sandbox = Sandbox::start(options).await.expect("sandbox starts");
+    let db = TestDb::new().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let extra = format!(
+        "\n[jobs.svc_sms]\nsource = \"retarus\"\ndataset = \"sms_in_udr\"\nscope = [\"99999\"]\n\
+         schedule = \"*/2 * * * * *\"\n\n[server]\nlisten = \"127.0.0.1:{port}\"\n"
+    );
+    let (_, file) = support::load_config(&support::sandbox_config(&sandbox, &db.url, &extra));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("service.log");
+    let _service = support::spawn_service(file.path(), &log);
+    support::wait_until("a failed scheduled window", Duration::from_secs(60), || async {
+        support::count_runs(&db.pool, "svc_sms", "failed").await >= 1
+    })
+    .await;
+    let kinds: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT error_kind FROM etl.runs WHERE job = 'svc_sms' AND status = 'failed'")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert!(
+        kinds.iter().all(|k| k.as_deref() == Some("schema_mismatch")),
+        "{kinds:?}"
+    );
+    let metrics = support::wait_for("the failure on /metrics", Duration::from_secs(30), || async {
+        let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .any(|line| {
+                line.starts_with("reporting_etl_runs_total{")
+                    && line.contains("job=\"svc_sms\"")
+                    && line.contains("outcome=\"schema_mismatch\"")
+            })
+            .then_some(text)
+    })
+    .await;
+    assert!(
+        !metrics.contains("outcome=\"failed\""),
+        "no bare `failed` outcome: {metrics}"
+    );
+}
