@@ -9,6 +9,7 @@
 //! - [`config`]: TOML + environment → validated, typed settings (sources, jobs, database, ...).
 //! - [`auth`]: one token provider per source (tokens shared through `etl.tokens`).
 //! - [`executor`]: the one rate-limited, retrying path to every upstream.
+//! - [`failure`]: why a run failed, as a closed set of kinds carried from the call to the record.
 //! - [`datasets`]: the machinery loads share: windows, scopes, typed rows, the page writer.
 //! - [`vendors`]: one folder per vendor: its queries, row mapping, paging, table layouts and
 //!   scopes, behind one trait and a registry.
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod datasets;
 pub mod executor;
+pub mod failure;
 pub mod jobs;
 #[cfg(test)]
 mod layering;

@@ -218,11 +218,12 @@ async fn wait_for_signal() {
 /// used by an interrupted `run --once`.
 pub(crate) async fn interrupt_running(pool: &PgPool, instance: uuid::Uuid) -> Result<u64> {
     let result = sqlx::query(
-        "UPDATE etl.runs SET status = 'interrupted', finished_at = now(),
+        "UPDATE etl.runs SET status = 'interrupted', finished_at = now(), error_kind = $2,
                 error = 'interrupted: the process was stopped before the window committed; nothing of it was written'
          WHERE instance_id = $1 AND status = 'running'",
     )
     .bind(instance)
+    .bind(crate::failure::FailureKind::Cancelled.as_str())
     .execute(pool)
     .await
     .context("recording interrupted runs")?;

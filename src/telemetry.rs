@@ -6,13 +6,23 @@
 //! exists, skipping` on every start) and tokio-cron-scheduler announces each timer it creates.
 //! Our own events are one line per window and per notable event. `RUST_LOG` (e.g.
 //! `RUST_LOG=info,sqlx=debug`) replaces the whole filter when that chatter is wanted.
+//!
+//! Who an event concerns comes from the spans it happens in: `run` (job, dataset, trigger),
+//! `window` (scope, window, run_id) and `upstream` (source, attempt), not from fields repeated
+//! on every event. The human format prints them as the usual `run{job=…}:window{…}:` prefix;
+//! the JSON format ([`FlatJson`]) puts them next to the event's own fields in one flat object, so
+//! a collector can filter on `job` or `run_id` whichever span set it.
 
 use std::io::IsTerminal;
 
+use tracing::{Event, Subscriber};
 use tracing_indicatif::IndicatifLayer;
 use tracing_indicatif::filter::{IndicatifFilter, hide_indicatif_span_fields};
-use tracing_subscriber::fmt::format::DefaultFields;
+use tracing_subscriber::field::VisitOutput as _;
+use tracing_subscriber::fmt::format::{DefaultFields, JsonFields, JsonVisitor, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
@@ -33,9 +43,8 @@ pub fn init(format: LogFormat, level: Option<&str>) {
     });
     let logs: Box<dyn Layer<Registry> + Send + Sync> = match (format, &progress) {
         (LogFormat::Json, _) => tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
+            .fmt_fields(JsonFields::new())
+            .event_format(FlatJson)
             .with_writer(std::io::stderr)
             .with_filter(filter)
             .boxed(),
@@ -57,6 +66,54 @@ pub fn init(format: LogFormat, level: Option<&str>) {
     let installed = tracing_subscriber::registry().with(logs).with(bars).try_init();
     // A second init (tests) keeps the first subscriber; that is fine.
     drop(installed);
+}
+
+/// One JSON object per event: `timestamp` (RFC 3339, UTC), `level`, `target`, the fields of
+/// every span the event is in (outermost first, so an inner span's field wins a clash), then the
+/// event's own fields (`message` among them), which win over any span's.
+struct FlatJson;
+
+impl<S, N> FormatEvent<S, N> for FlatJson
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        use serde_json::{Map, Value};
+        let mut object = Map::new();
+        let metadata = event.metadata();
+        object.insert(
+            "timestamp".into(),
+            Value::from(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+        );
+        object.insert("level".into(), Value::from(metadata.level().as_str()));
+        object.insert("target".into(), Value::from(metadata.target()));
+        let mut add = |json: &str| {
+            if let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(json) {
+                object.extend(fields);
+            }
+        };
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                // The fmt layer stores each span's fields formatted by `N`, here `JsonFields`: a
+                // JSON object (re-serialised whole when a field is recorded later).
+                if let Some(fields) = span.extensions().get::<FormattedFields<N>>() {
+                    add(fields.as_str());
+                }
+            }
+        }
+        let mut own = String::new();
+        let mut visitor = JsonVisitor::new(&mut own);
+        event.record(&mut visitor);
+        visitor.finish()?;
+        add(&own);
+        writeln!(writer, "{}", Value::Object(object))
+    }
 }
 
 /// Libraries whose info events are chatter to an operator (see the module docs).

@@ -73,6 +73,17 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// What a run this error stops fails with.
+    pub fn kind(&self) -> crate::failure::FailureKind {
+        use crate::failure::FailureKind;
+        match self {
+            AuthError::Reauthorize { .. } => FailureKind::Reauthorise,
+            AuthError::Refused { .. } => FailureKind::Unauthorised,
+            AuthError::Unavailable { .. } => FailureKind::UpstreamUnavailable,
+            AuthError::Storage { .. } => FailureKind::Database,
+        }
+    }
+
     /// Whether waiting and asking again may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(self, AuthError::Unavailable { .. } | AuthError::Storage { .. })

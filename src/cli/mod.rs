@@ -480,6 +480,7 @@ fn runs_table(rows: &[runs::RunRow]) -> String {
         "WINDOW",
         "TRIGGER",
         "STATUS",
+        "KIND",
         "ROWS",
         "CALLS",
         "DATA/DISC/TOKEN/RETRY",
@@ -513,6 +514,7 @@ fn runs_table(rows: &[runs::RunRow]) -> String {
             window,
             run.trigger.clone(),
             run.status.clone(),
+            run.error_kind.clone().unwrap_or_default(),
             run.rows_written.to_string(),
             run.upstream_calls.to_string(),
             // What the calls were for; they add up to CALLS (see etl.runs.data_calls …).

@@ -15,6 +15,7 @@ use super::{InvalidArguments, RunArgs};
 use crate::app::Engine;
 use crate::config::Settings;
 use crate::executor::CallFigures;
+use crate::failure::FailureKind;
 use crate::jobs::runner::{self, Progress, WindowReport};
 use crate::store::runs::{RunStatus, Trigger};
 
@@ -217,10 +218,11 @@ async fn runs_of_instance(pool: &sqlx::PgPool, instance: uuid::Uuid) -> Result<V
         i32,
         f64,
         Option<String>,
+        Option<String>,
     );
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT id, job, dataset, scope, window_start, window_end, status, rows_written, upstream_calls,
-                extract(epoch FROM coalesce(finished_at, now()) - started_at)::float8, error
+                extract(epoch FROM coalesce(finished_at, now()) - started_at)::float8, error, error_kind
          FROM etl.runs WHERE instance_id = $1 ORDER BY id",
     )
     .bind(instance)
@@ -230,7 +232,7 @@ async fn runs_of_instance(pool: &sqlx::PgPool, instance: uuid::Uuid) -> Result<V
     Ok(rows
         .into_iter()
         .map(
-            |(id, job, dataset, scope, start, end, status, rows, calls, seconds, error)| WindowReport {
+            |(id, job, dataset, scope, start, end, status, rows, calls, seconds, error, kind)| WindowReport {
                 run_id: Some(id),
                 job,
                 dataset,
@@ -241,6 +243,7 @@ async fn runs_of_instance(pool: &sqlx::PgPool, instance: uuid::Uuid) -> Result<V
                 calls: calls.into(),
                 seconds,
                 error,
+                error_kind: kind.as_deref().and_then(FailureKind::parse),
             },
         )
         .collect())
@@ -368,7 +371,7 @@ pub fn select_jobs(settings: &Settings, names: &[String]) -> Result<Vec<String>>
 /// The table printed after a run: one line per window.
 pub fn summary(reports: &[WindowReport]) -> String {
     let mut table = Table::new([
-        "JOB", "DATASET", "SCOPE", "WINDOW", "STATUS", "ROWS", "CALLS", "SECONDS", "ERROR",
+        "JOB", "DATASET", "SCOPE", "WINDOW", "STATUS", "KIND", "ROWS", "CALLS", "SECONDS", "ERROR",
     ]);
     let mut sorted: Vec<&WindowReport> = reports.iter().collect();
     sorted.sort_by(|a, b| (&a.job, &a.scope, a.window).cmp(&(&b.job, &b.scope, b.window)));
@@ -387,6 +390,11 @@ pub fn summary(reports: &[WindowReport]) -> String {
             report.scope.clone(),
             window,
             report.status.as_str().to_owned(),
+            report
+                .error_kind
+                .map(FailureKind::as_str)
+                .unwrap_or_default()
+                .to_owned(),
             report.rows.to_string(),
             report.calls.to_string(),
             format!("{:.1}", report.seconds),

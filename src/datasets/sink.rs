@@ -14,6 +14,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::PgConnection;
 
 use super::rows::Row;
+use crate::failure::{Failure, FailureKind};
 
 /// How a dataset's table is laid out.
 #[derive(Debug)]
@@ -342,11 +343,12 @@ impl SeenInLoad {
             })
             .collect();
         if !keys.is_empty() && keys.iter().all(|k| self.records.contains(k)) {
-            bail!(
+            return Err(Failure::invalid_answer(format!(
                 "the page holds only records an earlier page of this load already had ({} of them); \
                  the upstream is cycling through its pages, so the load stopped and nothing of it is kept",
                 keys.len()
-            );
+            ))
+            .into());
         }
         self.records.extend(keys);
         Ok(())
@@ -355,10 +357,11 @@ impl SeenInLoad {
     /// Refuses a cursor or page position (`what` names it in the error) seen before in this load.
     pub fn check_position(&mut self, what: &str, position: &str) -> anyhow::Result<()> {
         if !self.positions.insert(format!("{what}\u{1f}{position}")) {
-            bail!(
+            return Err(Failure::invalid_answer(format!(
                 "the upstream answered with {what} `{position}` a second time in this load; \
                  its paging runs in a circle, so the load stopped and nothing of it is kept"
-            );
+            ))
+            .into());
         }
         Ok(())
     }
@@ -367,10 +370,11 @@ impl SeenInLoad {
     pub fn check_total(&self, announced: Option<i64>) -> anyhow::Result<()> {
         let read = i64::try_from(self.records.len()).unwrap_or(i64::MAX);
         match announced {
-            Some(total) if total != read => bail!(
+            Some(total) if total != read => Err(Failure::invalid_answer(format!(
                 "the upstream announced {total} record(s) but its pages held {read} distinct one(s); \
                  the load is not kept"
-            ),
+            ))
+            .into()),
             _ => Ok(()),
         }
     }
@@ -397,12 +401,16 @@ async fn check_primary_key(tx: &mut PgConnection, spec: &TableSpec) -> anyhow::R
     let expected = spec.primary_key();
     match actual {
         Some(actual) if actual.iter().map(String::as_str).eq(expected.iter().copied()) => Ok(()),
-        actual => bail!(
-            "{} has primary key {:?}, but its loader replaces rows by ({}); fix the table or the loader",
-            spec.table,
-            actual.unwrap_or_default(),
-            expected.join(", ")
-        ),
+        actual => Err(Failure::new(
+            FailureKind::Database,
+            format!(
+                "{} has primary key {:?}, but its loader replaces rows by ({}); fix the table or the loader",
+                spec.table,
+                actual.unwrap_or_default(),
+                expected.join(", ")
+            ),
+        )
+        .into()),
     }
 }
 

@@ -13,15 +13,22 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::failure::FailureKind;
+
 /// What to do about one attempt's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// A transient failure: back off (or wait `after`, the upstream's `Retry-After`) and retry.
-    Retry { cause: String, after: Option<Duration> },
+    /// `kind` is what the call fails with if the retry budget runs out.
+    Retry {
+        cause: String,
+        after: Option<Duration>,
+        kind: FailureKind,
+    },
     /// The upstream rejected the credential: tell auth, take a fresh one, retry once.
     RefreshAndRetryOnce { cause: String },
     /// Retrying cannot help (403, 400, a validation error, a payload the vendor says to discard).
-    Fatal { cause: String },
+    Fatal { cause: String, kind: FailureKind },
     /// The source's daily quota is spent: fail this and every later call until the quota resets.
     QuotaExhausted { cause: String },
     /// The upstream does not know, or no longer lets us reach, the scope the call named (Roubler
@@ -39,6 +46,16 @@ impl Verdict {
             // A refused scope is fatal for the call; the label set stays the documented one.
             Verdict::Fatal { .. } | Verdict::ScopeRefused { .. } => "fatal",
             Verdict::QuotaExhausted { .. } => "quota_exhausted",
+        }
+    }
+
+    /// What a call that ends on this verdict fails with.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            Verdict::Retry { kind, .. } | Verdict::Fatal { kind, .. } => *kind,
+            Verdict::RefreshAndRetryOnce { .. } => FailureKind::Unauthorised,
+            Verdict::QuotaExhausted { .. } => FailureKind::Quota,
+            Verdict::ScopeRefused { .. } => FailureKind::ScopeRefused,
         }
     }
 }
@@ -66,6 +83,7 @@ pub fn transport(error: &reqwest::Error) -> Verdict {
     Verdict::Retry {
         cause: format!("{what}: {}", error_chain(error)),
         after: None,
+        kind: FailureKind::UpstreamUnavailable,
     }
 }
 
@@ -81,15 +99,21 @@ pub fn status(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) ->
         429 => Verdict::Retry {
             cause,
             after: retry_after,
+            kind: FailureKind::RateLimited,
         },
         408 | 425 | 500..=599 => Verdict::Retry {
             cause,
             after: retry_after,
+            kind: FailureKind::UpstreamUnavailable,
         },
         300..=399 => Verdict::Fatal {
             cause: format!("{cause} (redirects are not followed; check the configured URL)"),
+            kind: FailureKind::UpstreamRejected,
         },
-        _ => Verdict::Fatal { cause },
+        _ => Verdict::Fatal {
+            cause,
+            kind: FailureKind::UpstreamRejected,
+        },
     }
 }
 
@@ -104,9 +128,11 @@ pub fn undecodable(error: &serde_json::Error, body: &[u8]) -> Verdict {
                 excerpt(&String::from_utf8_lossy(body))
             ),
             after: None,
+            kind: FailureKind::InvalidAnswer,
         },
         Category::Data => Verdict::Fatal {
             cause: format!("the answer does not have the expected shape: {error}"),
+            kind: FailureKind::SchemaMismatch,
         },
     }
 }
@@ -192,6 +218,8 @@ const AUTH_KINDS: [&str; 4] = [
 /// argument) is unknown or out of reach: Roubler's `Forbidden` ("Access denied: you do not have
 /// access to location …"), Retarus' `FORBIDDEN` classification, GraphQL `NOT_FOUND` codes.
 const SCOPE_KINDS: [&str; 3] = ["forbidden", "not_found", "notfound"];
+/// Transient kinds that say the call came too soon (rather than that the server is failing).
+const THROTTLING_KINDS: [&str; 2] = ["throttlingexception", "ratelimit"];
 /// Messages of transient failures from servers that do not classify their errors.
 const TRANSIENT_MESSAGES: [&str; 4] = [
     "internal server error",
@@ -225,11 +253,13 @@ pub fn graphql(errors: &[GraphqlError], has_data: bool) -> GraphqlClass {
                 "the upstream reported an error and its data must be discarded: {}",
                 errors[position].describe()
             ),
+            kind: FailureKind::InvalidAnswer,
         });
     }
     if kinds.iter().any(|k| is(k, &VALIDATION_KINDS)) {
         return GraphqlClass::Failed(Verdict::Fatal {
             cause: format!("the query was rejected: {}", described()),
+            kind: FailureKind::SchemaMismatch,
         });
     }
     if kinds.iter().any(|k| is(k, &AUTH_KINDS)) {
@@ -250,6 +280,7 @@ pub fn graphql(errors: &[GraphqlError], has_data: bool) -> GraphqlClass {
         }
         return GraphqlClass::Failed(Verdict::Fatal {
             cause: format!("no data came back: {}", described()),
+            kind: FailureKind::InvalidAnswer,
         });
     }
     let transient = errors.iter().zip(&kinds).any(|(error, kind)| {
@@ -260,16 +291,28 @@ pub fn graphql(errors: &[GraphqlError], has_data: bool) -> GraphqlClass {
             })
     });
     if transient {
+        let throttled = kinds.iter().any(|k| is(k, &THROTTLING_KINDS));
         return GraphqlClass::Failed(Verdict::Retry {
             cause: format!("the upstream failed for now: {}", described()),
             after: None,
+            kind: if throttled {
+                FailureKind::RateLimited
+            } else {
+                FailureKind::UpstreamUnavailable
+            },
         });
     }
     // A request-level error (no `path`) without a known kind is a validation error in the
     // reference implementation's words ("Unknown field …"); one with a path is a resolver
     // failure we cannot judge. Neither is safe to load as data.
+    let request_level = errors.iter().all(|e| e.path.is_none());
     GraphqlClass::Failed(Verdict::Fatal {
         cause: format!("the upstream answered with errors: {}", described()),
+        kind: if request_level {
+            FailureKind::SchemaMismatch
+        } else {
+            FailureKind::InvalidAnswer
+        },
     })
 }
 
@@ -380,7 +423,8 @@ mod tests {
             with_wait,
             Verdict::Retry {
                 cause: "HTTP 429: {}".into(),
-                after: Some(Duration::from_secs(2))
+                after: Some(Duration::from_secs(2)),
+                kind: FailureKind::RateLimited,
             }
         );
     }
@@ -488,6 +532,94 @@ mod tests {
             status(StatusCode::FORBIDDEN, None, br#"{"message":"Forbidden"}"#),
             Verdict::Fatal { .. }
         ));
+    }
+
+    /// The kind a call ends with if it fails on the verdict: what `etl.runs.error_kind` records.
+    #[test]
+    fn every_verdict_names_the_kind_of_failure_it_ends_in() {
+        use FailureKind::*;
+        let s = |code: u16, body: &str| {
+            status(StatusCode::from_u16(code).expect("code"), None, body.as_bytes()).kind()
+        };
+        assert_eq!(s(429, r#"{"message":"Too Many Requests"}"#), RateLimited);
+        assert_eq!(s(429, r#"{"message":"Limit Exceeded"}"#), Quota);
+        assert_eq!(s(503, "Service Unavailable"), UpstreamUnavailable);
+        assert_eq!(s(500, ""), UpstreamUnavailable);
+        assert_eq!(s(408, ""), UpstreamUnavailable);
+        assert_eq!(s(401, "no"), Unauthorised);
+        assert_eq!(s(403, r#"{"message":"Forbidden"}"#), UpstreamRejected);
+        assert_eq!(s(400, "bad"), UpstreamRejected);
+        assert_eq!(s(302, ""), UpstreamRejected);
+
+        let garbage = b"<html><body>502 Bad Gateway</body></html>";
+        let error = serde_json::from_slice::<Value>(garbage).expect_err("html");
+        assert_eq!(undecodable(&error, garbage).kind(), InvalidAnswer);
+        let error = serde_json::from_slice::<Vec<u32>>(br#"{"a": 1}"#).expect_err("shape");
+        assert_eq!(undecodable(&error, b"").kind(), SchemaMismatch);
+
+        let g = |body: Value, has_data: bool| match graphql(&errors(body), has_data) {
+            GraphqlClass::Failed(verdict) => verdict.kind(),
+            GraphqlClass::Partial { .. } => panic!("partial"),
+        };
+        // Schema drift: a field the vendor renamed or removed, in each dialect.
+        assert_eq!(
+            g(
+                json!([{"errorType": "ValidationError", "message": "Unknown field"}]),
+                false
+            ),
+            SchemaMismatch
+        );
+        assert_eq!(
+            g(
+                json!([{"message": "Unknown field \"nope\" on type \"Query\"", "name": "GraphQLError"}]),
+                false
+            ),
+            SchemaMismatch
+        );
+        // A resolver failure (with a path) we cannot judge is an unusable answer, not drift.
+        assert_eq!(
+            g(json!([{"message": "boom", "path": ["events"]}]), false),
+            InvalidAnswer
+        );
+        assert_eq!(
+            g(
+                json!([{"errorType": "error", "message": "discard", "path": ["events"]}]),
+                false
+            ),
+            InvalidAnswer
+        );
+        assert_eq!(
+            g(
+                json!([{"errorType": "unauthorized", "message": "withheld"}]),
+                false
+            ),
+            InvalidAnswer
+        );
+        assert_eq!(
+            g(
+                json!([{"errorType": "ThrottlingException", "message": "slow down"}]),
+                false
+            ),
+            RateLimited
+        );
+        assert_eq!(
+            g(json!([{"message": "Internal server error"}]), false),
+            UpstreamUnavailable
+        );
+        assert_eq!(
+            g(
+                json!([{"name": "Authentication", "message": "Access token is missing or invalid."}]),
+                false
+            ),
+            Unauthorised
+        );
+        assert_eq!(
+            g(
+                json!([{"name": "Forbidden", "message": "Access denied: you do not have access to location 99."}]),
+                false
+            ),
+            ScopeRefused
+        );
     }
 
     #[test]

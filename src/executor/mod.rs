@@ -38,9 +38,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use crate::auth::{AuthRegistry, Credential, SourceAuth};
 use crate::config::{HttpUrl, Settings, SourceSettings};
+use crate::failure::FailureKind;
 use classify::{GraphqlClass, GraphqlError, Verdict};
 use headers::RateHeaders;
 use limiter::MIN_WAIT;
@@ -172,12 +174,14 @@ pub struct GraphqlOutcome<T> {
 /// cause, and never a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
-    /// Retrying cannot help: the request, the configuration or the answer's shape is wrong.
+    /// Retrying cannot help: the request, the configuration or the answer's shape is wrong
+    /// (`kind` says which).
     #[error("{source_name}.{dataset}: {message}")]
     Fatal {
         source_name: String,
         dataset: String,
         message: String,
+        kind: FailureKind,
     },
     /// The source's daily quota is spent; calls fail without being sent until `until`.
     #[error("{source_name}.{dataset}: the daily quota is spent until {until}: {message}")]
@@ -187,20 +191,24 @@ pub enum CallError {
         until: DateTime<Utc>,
         message: String,
     },
-    /// The upstream refused the credential even after a refresh, or auth could not produce one.
+    /// The upstream refused the credential even after a refresh, or auth could not produce one
+    /// (`kind`: [`FailureKind::Reauthorise`] when a person must log in again).
     #[error("{source_name}.{dataset}: not authorised: {message}")]
     Unauthorized {
         source_name: String,
         dataset: String,
         message: String,
+        kind: FailureKind,
     },
     /// Every attempt of the retry budget failed with a transient error; a later run may succeed.
+    /// `kind` is the last attempt's (429s, an outage, garbled bodies).
     #[error("{source_name}.{dataset}: gave up after {attempts} attempts: {message}")]
     RetriesExhausted {
         source_name: String,
         dataset: String,
         attempts: u32,
         message: String,
+        kind: FailureKind,
     },
     /// The upstream asked for a longer wait than `rate_budget.max_wait_secs`; the message names
     /// the header and its value. The source is held back for the cap only, so a later run works.
@@ -228,6 +236,19 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// Why the call failed, for the run record and the metrics.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            CallError::Fatal { kind, .. }
+            | CallError::Unauthorized { kind, .. }
+            | CallError::RetriesExhausted { kind, .. } => *kind,
+            CallError::QuotaExhausted { .. } => FailureKind::Quota,
+            CallError::WaitCapped { .. } => FailureKind::RateLimited,
+            CallError::DeadlineExceeded { .. } => FailureKind::Timeout,
+            CallError::ScopeRefused { .. } => FailureKind::ScopeRefused,
+        }
+    }
+
     /// Whether the same call may succeed in a later run (transient trouble, a quota that resets).
     pub fn is_transient(&self) -> bool {
         matches!(
@@ -396,8 +417,13 @@ impl Executor {
         scope: &ScopeHeader,
         variables: Q::Variables,
     ) -> Result<GraphqlOutcome<Q::ResponseData>, CallError> {
-        let body = serde_json::to_vec(&Q::build_query(variables))
-            .map_err(|e| fatal(call, format!("could not encode the query: {e}")))?;
+        let body = serde_json::to_vec(&Q::build_query(variables)).map_err(|e| {
+            fatal(
+                call,
+                FailureKind::Internal,
+                format!("could not encode the query: {e}"),
+            )
+        })?;
         self.post_graphql(call, service, scope, body).await
     }
 
@@ -413,7 +439,13 @@ impl Executor {
         variables: serde_json::Value,
     ) -> Result<GraphqlOutcome<serde_json::Value>, CallError> {
         let body = serde_json::to_vec(&serde_json::json!({ "query": query, "variables": variables }))
-            .map_err(|e| fatal(call, format!("could not encode the query: {e}")))?;
+            .map_err(|e| {
+                fatal(
+                    call,
+                    FailureKind::Internal,
+                    format!("could not encode the query: {e}"),
+                )
+            })?;
         self.post_graphql(call, service, scope, body).await
     }
 
@@ -426,8 +458,13 @@ impl Executor {
         body: Vec<u8>,
     ) -> Result<GraphqlOutcome<T>, CallError> {
         let source = self.source(call)?;
-        let endpoint = graphql_endpoint(&source.settings, service)
-            .ok_or_else(|| fatal(call, format!("this source has no GraphQL service {service:?}")))?;
+        let endpoint = graphql_endpoint(&source.settings, service).ok_or_else(|| {
+            fatal(
+                call,
+                FailureKind::Config,
+                format!("this source has no GraphQL service {service:?}"),
+            )
+        })?;
         let outgoing = Outgoing {
             method: reqwest::Method::POST,
             url: endpoint.url().clone(),
@@ -449,13 +486,14 @@ impl Executor {
         let SourceSettings::Retently(settings) = &source.settings else {
             return Err(fatal(
                 call,
+                FailureKind::Config,
                 "this source has no REST API (get_json is for Retently)".into(),
             ));
         };
         let url = settings
             .base_url
             .join(path)
-            .map_err(|e| fatal(call, format!("bad path `{path}`: {e}")))?;
+            .map_err(|e| fatal(call, FailureKind::Config, format!("bad path `{path}`: {e}")))?;
         let outgoing = Outgoing {
             method: reqwest::Method::GET,
             url: url.url().clone(),
@@ -497,7 +535,7 @@ impl Executor {
         self.sources
             .get(&call.source)
             .cloned()
-            .ok_or_else(|| fatal(call, "no such source is configured".into()))
+            .ok_or_else(|| fatal(call, FailureKind::Config, "no such source is configured".into()))
     }
 
     /// The attempt loop shared by GraphQL and REST: credential, slot, send, classify, and either
@@ -512,6 +550,7 @@ impl Executor {
         let Some(auth) = &source.auth else {
             return Err(fatal(
                 call,
+                FailureKind::Config,
                 "no credentials are configured for this source".into(),
             ));
         };
@@ -532,36 +571,43 @@ impl Executor {
                 return Err(deadline(call, "before the call could be sent".into()));
             }
 
+            // One span per attempt: its events (and the limiter's, the auth's) carry the source
+            // and attempt; job, dataset, scope and window come from the runner's spans around it.
+            let span = tracing::info_span!("upstream", source = %call.source, attempt);
             // The credential is chosen inside the attempt, after the rate-limit wait: a token
             // taken before it may have been replaced (and revoked) or have expired by then.
             let repeat = attempt > 1;
-            let (verdict, credential) =
-                match self.attempt(call, source, auth, &outgoing, &decode, repeat).await {
-                    Ok(value) => return Ok(value),
-                    Err((Attempt::Verdict(verdict), credential)) => (verdict, credential),
-                    Err((Attempt::Auth(e), _)) => {
-                        return Err(CallError::Unauthorized {
-                            source_name: call.source.clone(),
-                            dataset: call.dataset.clone(),
-                            message: e.to_string(),
-                        });
-                    }
-                    Err((Attempt::Deadline, _)) => {
-                        return Err(deadline(call, "waiting for the rate limit would pass it".into()));
-                    }
-                    Err((Attempt::WaitCapped(message), _)) => {
-                        source.note_wait_capped(&message);
-                        return Err(CallError::WaitCapped {
-                            source_name: call.source.clone(),
-                            dataset: call.dataset.clone(),
-                            message,
-                        });
-                    }
-                };
+            let (verdict, credential) = match self
+                .attempt(call, source, auth, &outgoing, &decode, repeat)
+                .instrument(span.clone())
+                .await
+            {
+                Ok(value) => return Ok(value),
+                Err((Attempt::Verdict(verdict), credential)) => (verdict, credential),
+                Err((Attempt::Auth(e), _)) => {
+                    return Err(CallError::Unauthorized {
+                        source_name: call.source.clone(),
+                        dataset: call.dataset.clone(),
+                        message: e.to_string(),
+                        kind: e.kind(),
+                    });
+                }
+                Err((Attempt::Deadline, _)) => {
+                    return Err(deadline(call, "waiting for the rate limit would pass it".into()));
+                }
+                Err((Attempt::WaitCapped(message), _)) => {
+                    source.note_wait_capped(&message);
+                    return Err(CallError::WaitCapped {
+                        source_name: call.source.clone(),
+                        dataset: call.dataset.clone(),
+                        message,
+                    });
+                }
+            };
             let secrets = Secrets::new(credential.as_ref(), source.api_key.as_ref());
 
             match verdict {
-                Verdict::Fatal { cause } => return Err(fatal(call, secrets.scrub(&cause))),
+                Verdict::Fatal { cause, kind } => return Err(fatal(call, kind, secrets.scrub(&cause))),
                 Verdict::ScopeRefused { cause } => {
                     return Err(CallError::ScopeRefused {
                         source_name: call.source.clone(),
@@ -572,7 +618,7 @@ impl Executor {
                 Verdict::QuotaExhausted { cause } => {
                     let until = next_utc_midnight(Utc::now());
                     *source.quota_spent_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(until);
-                    tracing::error!(source = %call.source, dataset = %call.dataset, until = %until,
+                    tracing::error!(parent: &span, until = %until,
                         "The upstream's daily quota is spent; calls to this source fail until it resets.");
                     return Err(CallError::QuotaExhausted {
                         source_name: call.source.clone(),
@@ -588,6 +634,7 @@ impl Executor {
                             source_name: call.source.clone(),
                             dataset: call.dataset.clone(),
                             message: format!("{cause} (no attempt left to renew the token)"),
+                            kind: FailureKind::Unauthorised,
                         });
                     }
                     // Refused a token another job has since replaced: the refusal says nothing
@@ -595,7 +642,7 @@ impl Executor {
                     if let Some(sent) = &credential
                         && auth.replaced_since(sent).await
                     {
-                        tracing::info!(source = %call.source, dataset = %call.dataset, cause = %cause,
+                        tracing::info!(parent: &span, cause = %cause,
                             "Upstream refused a token that has since been replaced; retrying with the current one.");
                         instruments::retry(&call.figures, &call.source);
                         continue;
@@ -605,6 +652,7 @@ impl Executor {
                             source_name: call.source.clone(),
                             dataset: call.dataset.clone(),
                             message: format!("{cause} (also after renewing the token)"),
+                            kind: FailureKind::Unauthorised,
                         });
                     }
                     refreshed = true;
@@ -615,13 +663,14 @@ impl Executor {
                             source_name: call.source.clone(),
                             dataset: call.dataset.clone(),
                             message: format!("{cause}; renewing the token failed: {e}"),
+                            kind: e.kind(),
                         });
                     }
-                    tracing::info!(source = %call.source, dataset = %call.dataset, cause = %cause,
+                    tracing::info!(parent: &span, cause = %cause,
                         "Upstream refused the token; retrying once with a renewed one.");
                     instruments::retry(&call.figures, &call.source);
                 }
-                Verdict::Retry { cause, after } => {
+                Verdict::Retry { cause, after, kind } => {
                     let cause = secrets.scrub(&cause);
                     if attempt >= max_attempts {
                         return Err(CallError::RetriesExhausted {
@@ -629,6 +678,7 @@ impl Executor {
                             dataset: call.dataset.clone(),
                             attempts: attempt,
                             message: cause,
+                            kind,
                         });
                     }
                     let backoff = self.backoff(attempt);
@@ -648,8 +698,8 @@ impl Executor {
                     {
                         return Err(deadline(call, format!("not retrying: {cause}")));
                     }
-                    tracing::warn!(source = %call.source, dataset = %call.dataset, attempt, wait_ms = wait.as_millis() as u64,
-                        cause = %cause, "Upstream call failed; retrying.");
+                    tracing::warn!(parent: &span, wait_ms = wait.as_millis() as u64, cause = %cause,
+                        "Upstream call failed; retrying.");
                     instruments::retry(&call.figures, &call.source);
                     if after.is_none() {
                         tokio::time::sleep(wait).await;
@@ -705,6 +755,7 @@ impl Executor {
                 let verdict = Verdict::Retry {
                     cause: e.to_string(),
                     after: None,
+                    kind: e.kind(),
                 };
                 return Err((Attempt::Verdict(verdict), None));
             }
@@ -747,6 +798,7 @@ impl Executor {
                         status.as_u16(),
                         self.options.max_body_bytes
                     ),
+                    kind: FailureKind::InvalidAnswer,
                 };
                 instruments::call(
                     &call.figures,
@@ -810,6 +862,7 @@ impl Executor {
             Err(Verdict::Retry {
                 cause,
                 after: Some(after),
+                ..
             }) if overlong.is_some_and(|o| o.header == "Retry-After") => {
                 source.limiter.block_for(after);
                 Err((
@@ -823,13 +876,17 @@ impl Executor {
                     Some(credential),
                 ))
             }
-            Err(Verdict::Retry { cause, after: None })
-                if !status.is_success()
-                    && let Some(text) = retry_after_text =>
+            Err(Verdict::Retry {
+                cause,
+                after: None,
+                kind,
+            }) if !status.is_success()
+                && let Some(text) = retry_after_text =>
             {
                 let verdict = Verdict::Retry {
                     cause: format!("{cause} (Retry-After: {text} is no delay or date; backing off instead)"),
                     after: None,
+                    kind,
                 };
                 Err(failed(verdict))
             }
@@ -854,12 +911,14 @@ impl Executor {
         let mut authorization =
             HeaderValue::from_str(&credential.authorization()).map_err(|_| Verdict::Fatal {
                 cause: "the credential is not a valid header value".into(),
+                kind: FailureKind::Config,
             })?;
         authorization.set_sensitive(true);
         request = request.header(AUTHORIZATION, authorization);
         if let Some(key) = &source.api_key {
             let mut value = HeaderValue::from_str(key.expose_secret()).map_err(|_| Verdict::Fatal {
                 cause: "the API key is not a valid header value".into(),
+                kind: FailureKind::Config,
             })?;
             value.set_sensitive(true);
             request = request.header("x-api-key", value);
@@ -947,10 +1006,12 @@ fn decode_graphql<T: DeserializeOwned>(body: &[u8]) -> Result<GraphqlOutcome<T>,
         return Err(Verdict::Retry {
             cause: "the answer has neither data nor errors".into(),
             after: None,
+            kind: FailureKind::InvalidAnswer,
         });
     };
     let data = serde_json::from_value::<T>(data).map_err(|e| Verdict::Fatal {
         cause: format!("the data does not match the query's types: {e}"),
+        kind: FailureKind::SchemaMismatch,
     })?;
     Ok(GraphqlOutcome { data, warnings })
 }
@@ -983,11 +1044,12 @@ fn next_utc_midnight(now: DateTime<Utc>) -> DateTime<Utc> {
     tomorrow.and_time(chrono::NaiveTime::MIN).and_utc()
 }
 
-fn fatal(call: &CallContext, message: String) -> CallError {
+fn fatal(call: &CallContext, kind: FailureKind, message: String) -> CallError {
     CallError::Fatal {
         source_name: call.source.clone(),
         dataset: call.dataset.clone(),
         message,
+        kind,
     }
 }
 
@@ -1070,7 +1132,7 @@ mod tests {
     #[test]
     fn errors_name_source_dataset_and_cause() {
         let call = CallContext::new("altrata", "events");
-        let error = fatal(&call, "HTTP 403: Forbidden".into());
+        let error = fatal(&call, FailureKind::UpstreamRejected, "HTTP 403: Forbidden".into());
         assert_eq!(error.to_string(), "altrata.events: HTTP 403: Forbidden");
     }
 }

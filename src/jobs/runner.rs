@@ -28,10 +28,12 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::auth::AuthError;
 use crate::catalog::{DatasetInfo, WindowPolicy};
 use crate::config::{Settings, SourceSettings};
 use crate::datasets::{self, LoadRequest, ScopeTarget, Window};
 use crate::executor::{CallContext, CallError, CallFigures, Executor};
+use crate::failure::{Failure, FailureKind};
 use crate::jobs::window;
 use crate::store::locks::{self, HeldLock, JobLocks};
 use crate::store::runs::{self, CallBreakdown, Finished, NewRun, RunFigures, RunStatus, Trigger};
@@ -81,25 +83,41 @@ impl std::fmt::Display for WindowDeadline {
 
 impl std::error::Error for WindowDeadline {}
 
-/// Whether `error` was caused by a call the upstream refused for its scope.
-fn scope_refused(error: &anyhow::Error) -> bool {
-    error.chain().any(|e| {
-        matches!(
-            e.downcast_ref::<CallError>(),
-            Some(CallError::ScopeRefused { .. })
-        )
-    })
-}
-
-/// Whether `error` was caused by a call that gave up because the window's deadline was near.
-fn deadline_reached(error: &anyhow::Error) -> bool {
-    error.chain().any(|e| {
-        e.downcast_ref::<WindowDeadline>().is_some()
-            || matches!(
-                e.downcast_ref::<CallError>(),
-                Some(CallError::DeadlineExceeded { .. })
-            )
-    })
+/// Why a window or a discovery failed, from the typed errors in its chain (the first one that
+/// knows its kind): the runner's own deadline and lock errors, the executor's [`CallError`],
+/// auth's [`AuthError`], a [`Failure`] a loader or the sink raised, the database driver's
+/// errors, and JSON that did not decode. Messages are never read.
+fn failure_kind(error: &anyhow::Error) -> FailureKind {
+    if is_connection_error(error) {
+        return FailureKind::Database;
+    }
+    for cause in error.chain() {
+        if cause.is::<WindowDeadline>() {
+            return FailureKind::Timeout;
+        }
+        if cause.is::<JobLockLost>() {
+            return FailureKind::LockLost;
+        }
+        if let Some(call) = cause.downcast_ref::<CallError>() {
+            return call.kind();
+        }
+        if let Some(auth) = cause.downcast_ref::<AuthError>() {
+            return auth.kind();
+        }
+        if let Some(failure) = cause.downcast_ref::<Failure>() {
+            return failure.kind;
+        }
+        if cause.is::<sqlx::Error>() {
+            return FailureKind::Database;
+        }
+        if let Some(json) = cause.downcast_ref::<serde_json::Error>() {
+            return match json.classify() {
+                serde_json::error::Category::Data => FailureKind::SchemaMismatch,
+                _ => FailureKind::InvalidAnswer,
+            };
+        }
+    }
+    FailureKind::Internal
 }
 
 /// What happened to one window (or to a job that could not start).
@@ -115,6 +133,8 @@ pub struct WindowReport {
     pub calls: i64,
     pub seconds: f64,
     pub error: Option<String>,
+    /// Why it failed or was interrupted (`None` when it succeeded or was skipped).
+    pub error_kind: Option<FailureKind>,
 }
 
 /// Runs jobs against one database and executor.
@@ -152,7 +172,7 @@ const MAX_UNRECORDED_RUNS: usize = 1000;
 #[derive(Default)]
 struct Unrecorded {
     /// Runs whose record is still `running`: the outcome to write into it.
-    finishes: Vec<(i64, RunStatus, RunFigures, String)>,
+    finishes: Vec<(i64, RunStatus, RunFigures, FailureKind, String)>,
     /// Fires that could not create a record at all, one entry per job (so this is bounded by the
     /// configuration).
     missed: BTreeMap<String, MissedFires>,
@@ -167,6 +187,7 @@ struct MissedFires {
     last_at: DateTime<Utc>,
     fires: u32,
     error: String,
+    kind: FailureKind,
 }
 
 /// Progress events of a run, for a progress display.
@@ -233,7 +254,7 @@ impl Runner {
 
     /// Retries `attempt` while it fails because the database is unreachable, with backoff, for up
     /// to [`START_GRACE`]; any other outcome (and the last failure) is returned as it is.
-    async fn retry_while_unreachable<T, F, Fut>(&self, job: &str, what: &str, mut attempt: F) -> Result<T>
+    async fn retry_while_unreachable<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
@@ -243,7 +264,7 @@ impl Runner {
         loop {
             match attempt().await {
                 Err(error) if is_connection_error(&error) && Instant::now() + backoff < deadline => {
-                    tracing::info!(job, error = %format!("{error:#}"),
+                    tracing::info!(error = %format!("{error:#}"),
                         "Database unreachable while {what}; retrying until it answers.");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_RETRY_BACKOFF);
@@ -271,6 +292,11 @@ impl Runner {
 
     /// Runs every window of one trigger of `job`. `backfill` replaces the job's window policy with
     /// an explicit date range (resuming where an earlier backfill of it stopped).
+    ///
+    /// Everything it logs is inside a `run` span carrying the job, dataset and trigger (and each
+    /// window's events inside a `window` span), so events do not repeat them.
+    #[tracing::instrument(name = "run", skip_all,
+        fields(job = %job, dataset = tracing::field::Empty, trigger = %trigger.as_str()))]
     pub async fn run_job(
         &self,
         job: &str,
@@ -279,8 +305,14 @@ impl Runner {
         cancel: &CancellationToken,
     ) -> Vec<WindowReport> {
         let Some((job_settings, source)) = self.settings.job(job) else {
-            return vec![failed_job(job, "", format!("`{job}` is not a configured job"))];
+            return vec![failed_job(
+                job,
+                "",
+                FailureKind::Config,
+                format!("`{job}` is not a configured job"),
+            )];
         };
+        tracing::Span::current().record("dataset", tracing::field::display(&job_settings.dataset));
         let dataset = job_settings.dataset.info();
         let skip = |reason| self.record_skip(job, &job_settings.source, dataset, trigger, reason);
         if !self.lock_in_process(job) {
@@ -291,15 +323,16 @@ impl Runner {
             self.sweep_dead_instances().await;
         }
         let lock = match self
-            .retry_while_unreachable(job, "taking the job lock", || self.lock_across_processes(job))
+            .retry_while_unreachable("taking the job lock", || self.lock_across_processes(job))
             .await
         {
             Ok(Some(lock)) => lock,
             Ok(None) => return skip("another process is running this job").await,
             Err(error) => {
                 let message = format!("{error:#}");
-                self.missed(job, &job_settings.source, dataset.name, trigger, &message);
-                return vec![failed_job(job, dataset.name, message)];
+                let kind = failure_kind(&error);
+                self.missed(job, &job_settings.source, dataset.name, trigger, kind, &message);
+                return vec![failed_job(job, dataset.name, kind, message)];
             }
         };
         let reports = self
@@ -329,11 +362,11 @@ impl Runner {
         let mut written = 0;
         let mut finishes = finishes.into_iter();
         let mut failed_on = None;
-        for (run_id, status, figures, message) in finishes.by_ref() {
-            match runs::finish(&self.pool, run_id, status, &figures, Some(&message)).await {
+        for (run_id, status, figures, kind, message) in finishes.by_ref() {
+            match runs::finish(&self.pool, run_id, status, &figures, Some((kind, &message))).await {
                 Ok(_) => written += 1,
                 Err(error) => {
-                    failed_on = Some(((run_id, status, figures, message), error));
+                    failed_on = Some(((run_id, status, figures, kind, message), error));
                     break;
                 }
             }
@@ -357,11 +390,12 @@ impl Runner {
                 match runs::start(&self.pool, self.instance, &run).await {
                     Ok(run_id) => {
                         let figures = RunFigures::default();
+                        let error = Some((fires.kind, message.as_str()));
                         if let Err(error) =
-                            runs::finish(&self.pool, run_id, RunStatus::Failed, &figures, Some(&message))
-                                .await
+                            runs::finish(&self.pool, run_id, RunStatus::Failed, &figures, error).await
                         {
-                            failed_on = Some(((run_id, RunStatus::Failed, figures, message), error));
+                            failed_on =
+                                Some(((run_id, RunStatus::Failed, figures, fires.kind, message), error));
                             break;
                         }
                         written += 1;
@@ -399,7 +433,7 @@ impl Runner {
         run_id: i64,
         status: RunStatus,
         figures: RunFigures,
-        message: &str,
+        (kind, message): (FailureKind, &str),
         error: &anyhow::Error,
     ) {
         tracing::error!(run_id, status = status.as_str(), error = %format!("{error:#}"),
@@ -408,13 +442,21 @@ impl Runner {
         if unrecorded.finishes.len() < MAX_UNRECORDED_RUNS {
             unrecorded
                 .finishes
-                .push((run_id, status, figures, message.to_owned()));
+                .push((run_id, status, figures, kind, message.to_owned()));
         }
     }
 
     /// A fire that could not create its run record: log it and count it for later.
-    fn missed(&self, job: &str, source: &str, dataset: &str, trigger: Trigger, error: &str) {
-        tracing::warn!(job, dataset, error = %error,
+    fn missed(
+        &self,
+        job: &str,
+        source: &str,
+        dataset: &str,
+        trigger: Trigger,
+        kind: FailureKind,
+        error: &str,
+    ) {
+        tracing::warn!(error_kind = kind.as_str(), error = %error,
             "Run could not start or be recorded (database unreachable?); it will be recorded as failed when the database is back.");
         let now = Utc::now();
         let mut unrecorded = self.lock_unrecorded();
@@ -429,10 +471,12 @@ impl Runner {
                 last_at: now,
                 fires: 0,
                 error: String::new(),
+                kind,
             });
         fires.fires += 1;
         fires.last_at = now;
         error.clone_into(&mut fires.error);
+        fires.kind = kind;
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -476,20 +520,21 @@ impl Runner {
         };
         let scopes = match discovered {
             Ok((scopes, by)) => {
-                tracing::debug!(job, source = source_name, scopes = scopes.len(), discovered_by = ?by,
+                tracing::debug!(source = source_name, scopes = scopes.len(), discovered_by = ?by,
                     "Scopes of the job.");
                 scopes
             }
             Err(error) => {
-                let message = if deadline_reached(&error) && error.downcast_ref::<WindowDeadline>().is_none()
-                {
-                    format!(
-                        "discovering scopes: window deadline of {deadline_secs} s exceeded \
+                let kind = failure_kind(&error);
+                let message =
+                    if kind == FailureKind::Timeout && error.downcast_ref::<WindowDeadline>().is_none() {
+                        format!(
+                            "discovering scopes: window deadline of {deadline_secs} s exceeded \
                          (jobs.{job}.window_deadline_secs): {error:#}"
-                    )
-                } else {
-                    format!("discovering scopes: {error:#}")
-                };
+                        )
+                    } else {
+                        format!("discovering scopes: {error:#}")
+                    };
                 let figures = run_figures(
                     &CallFigures::default(),
                     Some(&discovery_figures),
@@ -498,7 +543,16 @@ impl Runner {
                     Vec::new(),
                 );
                 let report = self
-                    .record_failure(job, source_name, dataset, "all", None, trigger, &message, figures)
+                    .record_failure(
+                        job,
+                        source_name,
+                        dataset,
+                        "all",
+                        None,
+                        trigger,
+                        (kind, &message),
+                        figures,
+                    )
                     .await;
                 return vec![report];
             }
@@ -512,7 +566,7 @@ impl Runner {
                 Some((from, to)) => window::backfill_range(dataset, from, to, now),
                 None => {
                     let mark = match self
-                        .retry_while_unreachable(job, "reading the watermark", || {
+                        .retry_while_unreachable("reading the watermark", || {
                             watermarks::get(&self.pool, job, &key)
                         })
                         .await
@@ -527,7 +581,7 @@ impl Runner {
                                     &key,
                                     None,
                                     trigger,
-                                    &format!("{error:#}"),
+                                    (failure_kind(&error), &format!("{error:#}")),
                                     RunFigures::default(),
                                 )
                                 .await,
@@ -595,7 +649,6 @@ impl Runner {
         {
             // No window ran to carry them into etl.runs; at least the log has them.
             tracing::info!(
-                job,
                 source = source_name,
                 calls = discovery.calls(),
                 token_calls = discovery.token_calls(),
@@ -607,8 +660,18 @@ impl Runner {
 
     /// Loads one scope × window: data, run record and watermark in one transaction, inside the
     /// job's lock (re-taken first if its session was lost; the window stops and rolls back if
-    /// the lock is lost while it runs).
+    /// the lock is lost while it runs). Its events are inside a `window` span carrying the
+    /// scope, the window and the run id.
     #[allow(clippy::too_many_arguments)]
+    #[tracing::instrument(name = "window", skip_all, fields(
+        scope = %scope.key(),
+        window = %window.as_ref().map_or_else(|| "snapshot".to_owned(), |w| format!(
+            "{}/{}",
+            w.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            w.end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )),
+        run_id = tracing::field::Empty,
+    ))]
     async fn run_window(
         &self,
         job: &str,
@@ -634,7 +697,7 @@ impl Runner {
         };
         let started = Instant::now();
         let run_id = match self
-            .retry_while_unreachable(job, "recording the run", || {
+            .retry_while_unreachable("recording the run", || {
                 runs::start(&self.pool, self.instance, &new_run)
             })
             .await
@@ -642,11 +705,13 @@ impl Runner {
             Ok(id) => id,
             Err(error) => {
                 let message = format!("{error:#}");
-                self.missed(job, source_name, dataset.name, trigger, &message);
-                return failed_job(job, dataset.name, message);
+                let kind = failure_kind(&error);
+                self.missed(job, source_name, dataset.name, trigger, kind, &message);
+                return failed_job(job, dataset.name, kind, message);
             }
         };
-        let report = |status, rows, calls: i32, error: Option<String>| WindowReport {
+        tracing::Span::current().record("run_id", run_id);
+        let report = |status, rows, calls: i32, error: Option<(FailureKind, String)>| WindowReport {
             run_id: Some(run_id),
             job: job.into(),
             dataset: dataset.name.into(),
@@ -656,17 +721,20 @@ impl Runner {
             rows,
             calls: calls.into(),
             seconds: started.elapsed().as_secs_f64(),
-            error,
+            error_kind: error.as_ref().map(|(kind, _)| *kind),
+            error: error.map(|(_, message)| message),
         };
         let held = match self.ensure_lock(job, lock).await {
             Ok(held) => held,
             Err(message) => {
-                tracing::warn!(job, scope = %key, run_id, reason = %message, "Window not loaded.");
+                let kind = FailureKind::LockLost;
+                tracing::warn!(error_kind = kind.as_str(), reason = %message, "Window not loaded.");
+                record_metrics(job, dataset.name, &key, Err(kind));
                 let figures = run_figures(&CallFigures::default(), discovery.as_deref(), 0, 0, Vec::new());
                 let calls = figures.upstream_calls;
-                self.finish_or_keep(run_id, RunStatus::Interrupted, figures, &message)
+                self.finish_or_keep(run_id, RunStatus::Interrupted, figures, (kind, &message))
                     .await;
-                return report(RunStatus::Interrupted, 0, calls, Some(message));
+                return report(RunStatus::Interrupted, 0, calls, Some((kind, message)));
             }
         };
         let figures = Arc::new(CallFigures::default());
@@ -676,8 +744,7 @@ impl Runner {
             job: job.to_owned(),
             figures: figures.clone(),
         });
-        tracing::info!(job, scope = %key, run_id, window_start = ?bounds.map(|b| b.0),
-            lock_session = held.backend_pid, "Entered the job's window.");
+        tracing::info!(lock_session = held.backend_pid, "Entered the job's window.");
         let load = async {
             let _slot = self
                 .window_slots
@@ -741,16 +808,21 @@ impl Runner {
             outcome = load => outcome,
             () = self.job_locks.lost(held) => Err(JobLockLost.into()),
         };
-        tracing::info!(job, scope = %key, run_id, "Left the job's window.");
+        tracing::info!("Left the job's window.");
         let seconds = started.elapsed().as_secs_f64();
-        record_metrics(job, dataset.name, &key, outcome.as_ref().ok());
         match outcome {
             Ok(done) => {
-                tracing::info!(job, dataset = dataset.name, scope = %key, rows = done.rows_written,
-                    calls = done.upstream_calls, seconds, "Window loaded.");
+                record_metrics(job, dataset.name, &key, Ok(&done));
+                tracing::info!(
+                    rows = done.rows_written,
+                    calls = done.upstream_calls,
+                    seconds,
+                    "Window loaded."
+                );
                 report(RunStatus::Succeeded, done.rows_written, done.upstream_calls, None)
             }
             Err(error) => {
+                let kind = failure_kind(&error);
                 // Cut off from the database (its lock session or its load connection, whichever
                 // noticed first): interrupted, not failed — nothing is wrong with the window.
                 let (status, message) = if error.downcast_ref::<JobLockLost>().is_some() {
@@ -760,14 +832,14 @@ impl Runner {
                         "interrupted: the database connection was lost mid-window; nothing of it was committed: {error:#}"
                     );
                     (RunStatus::Interrupted, message)
-                } else if deadline_reached(&error) && error.downcast_ref::<WindowDeadline>().is_none() {
+                } else if kind == FailureKind::Timeout && error.downcast_ref::<WindowDeadline>().is_none() {
                     // A call gave up early because its next attempt or wait would pass the deadline.
                     let message = format!(
                         "window deadline of {} s exceeded (jobs.{job}.window_deadline_secs); the window was rolled back: {error:#}",
                         deadline_after.as_secs()
                     );
                     (RunStatus::Failed, message)
-                } else if scope_refused(&error) && source.discovery_ttl().is_some() {
+                } else if kind == FailureKind::ScopeRefused && source.discovery_ttl().is_some() {
                     // The scope came from discovery, which may be stale: ask again next time.
                     let dropped = match scope_cache::invalidate(&self.pool, source_name).await {
                         Ok(_) => format!(
@@ -783,12 +855,14 @@ impl Runner {
                 } else {
                     (RunStatus::Failed, format!("{error:#}"))
                 };
-                tracing::warn!(job, dataset = dataset.name, scope = %key, status = status.as_str(),
-                    error = %message, "Window did not load; its previous rows are unchanged.");
+                record_metrics(job, dataset.name, &key, Err(kind));
+                tracing::warn!(status = status.as_str(), error_kind = kind.as_str(), error = %message,
+                    "Window did not load; its previous rows are unchanged.");
                 let unloaded = run_figures(&figures, discovery.as_deref(), 0, 0, Vec::new());
                 let calls = unloaded.upstream_calls;
-                self.finish_or_keep(run_id, status, unloaded, &message).await;
-                report(status, 0, calls, Some(message))
+                self.finish_or_keep(run_id, status, unloaded, (kind, &message))
+                    .await;
+                report(status, 0, calls, Some((kind, message)))
             }
         }
     }
@@ -802,12 +876,11 @@ impl Runner {
             return Ok(held);
         }
         let retaken = self
-            .retry_while_unreachable(job, "re-taking the job lock", || self.job_locks.try_lock(job))
+            .retry_while_unreachable("re-taking the job lock", || self.job_locks.try_lock(job))
             .await;
         match retaken {
             Ok(Some(held)) => {
                 tracing::warn!(
-                    job,
                     lock_session = held.backend_pid,
                     "Re-took the job's lock after its database session was lost."
                 );
@@ -826,9 +899,15 @@ impl Runner {
     }
 
     /// Moves a `running` record to its outcome, or keeps the outcome for when the database is back.
-    async fn finish_or_keep(&self, run_id: i64, status: RunStatus, figures: RunFigures, message: &str) {
-        if let Err(error) = runs::finish(&self.pool, run_id, status, &figures, Some(message)).await {
-            self.unfinished(run_id, status, figures, message, &error);
+    async fn finish_or_keep(
+        &self,
+        run_id: i64,
+        status: RunStatus,
+        figures: RunFigures,
+        error: (FailureKind, &str),
+    ) {
+        if let Err(failed) = runs::finish(&self.pool, run_id, status, &figures, Some(error)).await {
+            self.unfinished(run_id, status, figures, error, &failed);
         }
     }
 
@@ -852,7 +931,9 @@ impl Runner {
         let run_id = runs::record_skipped(&self.pool, self.instance, &run, reason)
             .await
             .ok();
-        tracing::info!(job, reason, "Run skipped.");
+        tracing::info!(reason, "Run skipped.");
+        metrics::counter!("reporting_etl_runs_total", "job" => job.to_owned(), "dataset" => dataset.name, "outcome" => "skipped")
+            .increment(1);
         vec![WindowReport {
             run_id,
             job: job.into(),
@@ -864,6 +945,7 @@ impl Runner {
             calls: 0,
             seconds: 0.0,
             error: Some(reason.into()),
+            error_kind: None,
         }]
     }
 
@@ -876,10 +958,11 @@ impl Runner {
         scope: &str,
         window: Option<(DateTime<Utc>, DateTime<Utc>)>,
         trigger: Trigger,
-        message: &str,
+        (kind, message): (FailureKind, &str),
         figures: RunFigures,
     ) -> WindowReport {
         let calls = figures.upstream_calls;
+        record_metrics(job, dataset.name, scope, Err(kind));
         let run = NewRun {
             job,
             source: source_name,
@@ -890,7 +973,8 @@ impl Runner {
         };
         let run_id = match runs::start(&self.pool, self.instance, &run).await {
             Ok(id) => {
-                self.finish_or_keep(id, RunStatus::Failed, figures, message).await;
+                self.finish_or_keep(id, RunStatus::Failed, figures, (kind, message))
+                    .await;
                 Some(id)
             }
             Err(error) => {
@@ -899,12 +983,13 @@ impl Runner {
                     source_name,
                     dataset.name,
                     trigger,
+                    kind,
                     &format!("{message}; {error:#}"),
                 );
                 None
             }
         };
-        tracing::warn!(job, dataset = dataset.name, scope, error = %message, "Run failed.");
+        tracing::warn!(scope, error_kind = kind.as_str(), error = %message, "Run failed.");
         WindowReport {
             run_id,
             job: job.into(),
@@ -916,6 +1001,7 @@ impl Runner {
             calls: calls.into(),
             seconds: 0.0,
             error: Some(message.into()),
+            error_kind: Some(kind),
         }
     }
 
@@ -976,16 +1062,17 @@ impl Drop for JobLock {
     }
 }
 
-/// Run outcomes for `/metrics` (labels: job, dataset, scope — all bounded by the config).
-fn record_metrics(job: &str, dataset: &str, scope: &str, succeeded: Option<&RunFigures>) {
-    let outcome = if succeeded.is_some() {
-        "succeeded"
-    } else {
-        "failed"
+/// Run outcomes for `/metrics` (labels: job, dataset, scope — all bounded by the config). The
+/// `outcome` of a failed or interrupted run is its kind (`rate_limited`, `reauthorise`, …), so
+/// that the kinds of failure are told apart without reading `etl.runs`.
+fn record_metrics(job: &str, dataset: &str, scope: &str, outcome: Result<&RunFigures, FailureKind>) {
+    let label = match outcome {
+        Ok(_) => "succeeded",
+        Err(kind) => kind.as_str(),
     };
-    metrics::counter!("reporting_etl_runs_total", "job" => job.to_owned(), "dataset" => dataset.to_owned(), "outcome" => outcome)
+    metrics::counter!("reporting_etl_runs_total", "job" => job.to_owned(), "dataset" => dataset.to_owned(), "outcome" => label)
         .increment(1);
-    if let Some(figures) = succeeded {
+    if let Ok(figures) = outcome {
         metrics::counter!("reporting_etl_rows_written_total", "job" => job.to_owned(), "dataset" => dataset.to_owned())
             .increment(figures.rows_written.max(0) as u64);
         metrics::gauge!(crate::jobs::freshness::LAST_SUCCESS, "job" => job.to_owned(), "scope" => scope.to_owned())
@@ -1033,7 +1120,7 @@ fn run_figures(
     }
 }
 
-fn failed_job(job: &str, dataset: &str, error: String) -> WindowReport {
+fn failed_job(job: &str, dataset: &str, kind: FailureKind, error: String) -> WindowReport {
     WindowReport {
         run_id: None,
         job: job.into(),
@@ -1045,6 +1132,7 @@ fn failed_job(job: &str, dataset: &str, error: String) -> WindowReport {
         calls: 0,
         seconds: 0.0,
         error: Some(error),
+        error_kind: Some(kind),
     }
 }
 
@@ -1113,6 +1201,7 @@ pub async fn run_once_until(
                 Some(Err(error)) => reports.push(failed_job(
                     "?",
                     "",
+                    FailureKind::Internal,
                     anyhow!("a job task failed: {error}").to_string(),
                 )),
             },
@@ -1122,5 +1211,71 @@ pub async fn run_once_until(
                 return OnceOutcome { reports, aborted: true };
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call_error(kind: FailureKind) -> CallError {
+        CallError::RetriesExhausted {
+            source_name: "retarus".into(),
+            dataset: "fax_out_udr".into(),
+            attempts: 6,
+            message: "HTTP 429".into(),
+            kind,
+        }
+    }
+
+    /// The kind comes from the typed error inside the chain, however much context the layers
+    /// above wrapped around it; a chain with none is `internal`, never a guess from its text.
+    #[test]
+    fn a_failure_is_classified_by_the_typed_error_in_its_chain() {
+        let wrapped = anyhow::Error::new(call_error(FailureKind::RateLimited))
+            .context("fetching page 3")
+            .context("loading retarus.fax_out_udr");
+        assert_eq!(failure_kind(&wrapped), FailureKind::RateLimited);
+
+        let deadline = anyhow::Error::new(WindowDeadline {
+            job: "fax".into(),
+            secs: 1,
+        });
+        assert_eq!(failure_kind(&deadline), FailureKind::Timeout);
+        assert_eq!(
+            failure_kind(&anyhow::Error::new(JobLockLost)),
+            FailureKind::LockLost
+        );
+
+        let reauthorise = AuthError::Reauthorize {
+            source_name: "roubler".into(),
+            reason: "invalid_grant".into(),
+        };
+        assert_eq!(
+            failure_kind(&anyhow::Error::new(reauthorise).context("discovering scopes")),
+            FailureKind::Reauthorise
+        );
+        let cycling = anyhow::Error::new(Failure::invalid_answer("pages repeat")).context("page 4");
+        assert_eq!(failure_kind(&cycling), FailureKind::InvalidAnswer);
+
+        let shape = serde_json::from_str::<Vec<u32>>(r#"{"a": 1}"#).expect_err("wrong shape");
+        assert_eq!(
+            failure_kind(&anyhow::Error::new(shape).context("reading data.customers")),
+            FailureKind::SchemaMismatch
+        );
+        let broken = serde_json::from_str::<Vec<u32>>("[1, ").expect_err("cut off");
+        assert_eq!(
+            failure_kind(&anyhow::Error::new(broken)),
+            FailureKind::InvalidAnswer
+        );
+
+        let database = anyhow::Error::new(sqlx::Error::RowNotFound).context("recording the run");
+        assert_eq!(failure_kind(&database), FailureKind::Database);
+        let lost = anyhow::Error::new(sqlx::Error::PoolTimedOut);
+        assert_eq!(failure_kind(&lost), FailureKind::Database);
+
+        // Words in a message decide nothing.
+        let untyped = anyhow!("HTTP 429: window deadline exceeded; re-authorise; Limit Exceeded");
+        assert_eq!(failure_kind(&untyped), FailureKind::Internal);
     }
 }

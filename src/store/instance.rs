@@ -197,7 +197,8 @@ pub async fn sweep_dead_instances(pool: &PgPool, me: Uuid) -> Result<u64> {
         // staleness checked again inside these statements is final.
         let swept: Result<u64> = async {
             let result = sqlx::query(
-                "UPDATE etl.runs SET status = 'interrupted', finished_at = now(), error = $2
+                "UPDATE etl.runs SET status = 'interrupted', finished_at = now(), error = $2,
+                                    error_kind = $4
                  WHERE instance_id = $1 AND status = 'running'
                    AND EXISTS (SELECT 1 FROM etl.instances WHERE id = $1
                        AND greatest(heartbeat_at, pg_postmaster_start_time()) < now() - make_interval(secs => $3))",
@@ -207,6 +208,7 @@ pub async fn sweep_dead_instances(pool: &PgPool, me: Uuid) -> Result<u64> {
                 "interrupted: the process running it (host {hostname}, pid {pid}) stopped before the run finished; nothing of it was committed"
             ))
             .bind(grace)
+            .bind(crate::failure::FailureKind::ProcessDied.as_str())
             .execute(&mut *connection)
             .await?;
             sqlx::query(

@@ -8,6 +8,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
+use crate::failure::FailureKind;
+
 /// What started a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
@@ -158,7 +160,9 @@ pub enum Finished {
     AlreadyFinal(String),
 }
 
-/// Ends a `running` run with its figures. Pass the data transaction to commit both together.
+/// Ends a `running` run with its figures and, unless it succeeded, why (kind and message; the
+/// database refuses a failed or interrupted run without a kind). Pass the data transaction to
+/// commit both together.
 ///
 /// Status only moves `running → {succeeded, failed, interrupted}`: the guard is in the SQL, so a
 /// record another process already made final is never overwritten (that is logged, and reported
@@ -168,8 +172,9 @@ pub async fn finish<'e>(
     id: i64,
     status: RunStatus,
     figures: &RunFigures,
-    error: Option<&str>,
+    error: Option<(FailureKind, &str)>,
 ) -> Result<Finished> {
+    let (error_kind, error) = error.map(|(kind, text)| (kind.as_str(), text)).unzip();
     // One statement (it may run inside the caller's transaction): the outer SELECT sees the row
     // as it was before the guarded UPDATE, so it names the status a refused update kept.
     let (recorded, current): (bool, Option<String>) = sqlx::query_as(
@@ -177,7 +182,8 @@ pub async fn finish<'e>(
              UPDATE etl.runs
              SET status = $2, finished_at = clock_timestamp(), rows_written = $3, pages = $4,
                  upstream_calls = $5, retries = $6, throttled_ms = $7, warnings = $8, error = $9,
-                 data_calls = $10, discovery_calls = $11, token_calls = $12, retry_calls = $13
+                 data_calls = $10, discovery_calls = $11, token_calls = $12, retry_calls = $13,
+                 error_kind = $14
              WHERE id = $1 AND status = 'running'
              RETURNING id)
          SELECT EXISTS (SELECT 1 FROM updated), (SELECT status FROM etl.runs WHERE id = $1)",
@@ -195,6 +201,7 @@ pub async fn finish<'e>(
     .bind(figures.calls.discovery)
     .bind(figures.calls.token)
     .bind(figures.calls.retry)
+    .bind(error_kind)
     .fetch_one(executor)
     .await
     .with_context(|| format!("recording the outcome of run {id}"))?;
@@ -232,6 +239,8 @@ pub struct RunRow {
     pub throttled_ms: i64,
     pub warnings: Option<String>,
     pub error: Option<String>,
+    /// Why it failed, as stored (`etl.runs.error_kind`: a [`FailureKind`] name, or `unknown`).
+    pub error_kind: Option<String>,
     pub data_calls: i32,
     pub discovery_calls: i32,
     pub token_calls: i32,
@@ -261,6 +270,7 @@ impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for RunRow {
             throttled_ms: row.try_get("throttled_ms")?,
             warnings: row.try_get("warnings")?,
             error: row.try_get("error")?,
+            error_kind: row.try_get("error_kind")?,
             data_calls: row.try_get("data_calls")?,
             discovery_calls: row.try_get("discovery_calls")?,
             token_calls: row.try_get("token_calls")?,
@@ -274,7 +284,7 @@ pub async fn recent(pool: &PgPool, job: Option<&str>, limit: i64) -> Result<Vec<
     sqlx::query_as(
         "SELECT id, job, source, dataset, scope, window_start, window_end, trigger, status, started_at,
                 finished_at, rows_written, pages, upstream_calls, retries, throttled_ms, warnings, error,
-                data_calls, discovery_calls, token_calls, retry_calls
+                error_kind, data_calls, discovery_calls, token_calls, retry_calls
          FROM etl.runs
          WHERE $1::text IS NULL OR job = $1
          ORDER BY id DESC
@@ -292,7 +302,7 @@ pub async fn get(pool: &PgPool, id: i64) -> Result<RunRow> {
     sqlx::query_as(
         "SELECT id, job, source, dataset, scope, window_start, window_end, trigger, status, started_at,
                 finished_at, rows_written, pages, upstream_calls, retries, throttled_ms, warnings, error,
-                data_calls, discovery_calls, token_calls, retry_calls
+                error_kind, data_calls, discovery_calls, token_calls, retry_calls
          FROM etl.runs WHERE id = $1",
     )
     .bind(id)

@@ -12,6 +12,7 @@ mod db_restart;
 mod dictionary;
 mod discovery_cache;
 mod executor;
+mod failure_kinds;
 mod hardening_input;
 mod hardening_outage;
 mod hardening_security;

@@ -6,6 +6,7 @@ use crate::support;
 use std::process::Command;
 
 use reporting_etl::config::DatabaseSettings;
+use reporting_etl::failure::FailureKind;
 use reporting_etl::store::instance;
 use reporting_etl::store::instance::INSTANCE_LOCK_CLASS;
 use reporting_etl::store::runs::{self, CallBreakdown, Finished, NewRun, RunFigures, RunStatus, Trigger};
@@ -150,28 +151,46 @@ async fn a_failed_run_keeps_its_error_and_shows_in_freshness() {
         upstream_calls: 1,
         ..Default::default()
     };
-    runs::finish(
-        store.pool(),
+    fail(
+        &store,
         id,
-        RunStatus::Failed,
         &figures,
-        Some("retarus: 403 Forbidden"),
+        FailureKind::UpstreamRejected,
+        "retarus: 403 Forbidden",
     )
-    .await
-    .unwrap();
+    .await;
     let run = runs::get(store.pool(), id).await.unwrap();
     assert_eq!(
-        (run.status.as_str(), run.error.as_deref()),
-        ("failed", Some("retarus: 403 Forbidden"))
+        (
+            run.status.as_str(),
+            run.error.as_deref(),
+            run.error_kind.as_deref()
+        ),
+        (
+            "failed",
+            Some("retarus: 403 Forbidden"),
+            Some("upstream_rejected")
+        )
     );
-    let (status, error, success): (String, Option<String>, Option<chrono::DateTime<chrono::Utc>>) =
-        sqlx::query_as("SELECT last_status, last_error, last_success_at FROM etl.freshness")
+    type Freshness = (
+        String,
+        Option<String>,
+        Option<String>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    );
+    let (status, error, kind, success): Freshness =
+        sqlx::query_as("SELECT last_status, last_error, last_error_kind, last_success_at FROM etl.freshness")
             .fetch_one(store.pool())
             .await
             .unwrap();
     assert_eq!(
-        (status.as_str(), error.as_deref(), success),
-        ("failed", Some("retarus: 403 Forbidden"), None)
+        (status.as_str(), error.as_deref(), kind.as_deref(), success),
+        (
+            "failed",
+            Some("retarus: 403 Forbidden"),
+            Some("upstream_rejected"),
+            None
+        )
     );
     store.close().await.unwrap();
 }
@@ -184,7 +203,7 @@ async fn a_final_run_record_is_never_overwritten() {
         .await
         .unwrap();
     // Another process marked it interrupted; the late `succeeded` must not replace that.
-    sqlx::query("UPDATE etl.runs SET status = 'interrupted', error = 'swept' WHERE id = $1")
+    sqlx::query("UPDATE etl.runs SET status = 'interrupted', error = 'swept', error_kind = 'process_died' WHERE id = $1")
         .bind(id)
         .execute(store.pool())
         .await
@@ -206,14 +225,67 @@ async fn a_final_run_record_is_never_overwritten() {
     let other = runs::start(store.pool(), store.instance().id(), &fax_run(false))
         .await
         .unwrap();
-    let finished = runs::finish(store.pool(), other, RunStatus::Failed, &figures, Some("boom"))
-        .await
-        .unwrap();
+    let finished = fail(&store, other, &figures, FailureKind::Internal, "boom").await;
     assert_eq!(finished, Finished::Recorded);
     let again = runs::finish(store.pool(), other, RunStatus::Succeeded, &figures, None)
         .await
         .unwrap();
     assert_eq!(again, Finished::AlreadyFinal("failed".into()));
+    store.close().await.unwrap();
+}
+
+/// Ends a running run as `failed` with `kind` and `error`.
+async fn fail(store: &Store, id: i64, figures: &RunFigures, kind: FailureKind, error: &str) -> Finished {
+    runs::finish(store.pool(), id, RunStatus::Failed, figures, Some((kind, error)))
+        .await
+        .unwrap()
+}
+
+/// Migration 0008's constraints: a failed or interrupted run without a kind, a kind on any other
+/// status, or a kind outside the list never reaches etl.runs, whoever writes it.
+#[tokio::test]
+async fn the_database_refuses_a_failing_run_without_a_known_kind() {
+    let db = TestDb::new().await;
+    let store = Store::open(&settings_for(&db.url), "test").await.unwrap();
+    let id = runs::start(store.pool(), store.instance().id(), &fax_run(false))
+        .await
+        .unwrap();
+    for (status, kind, constraint) in [
+        ("failed", None, "runs_error_kind_iff_failing"),
+        ("interrupted", None, "runs_error_kind_iff_failing"),
+        ("succeeded", Some("quota"), "runs_error_kind_iff_failing"),
+        ("skipped", Some("timeout"), "runs_error_kind_iff_failing"),
+        ("failed", Some("failed"), "runs_error_kind_known"),
+    ] {
+        let refused = sqlx::query("UPDATE etl.runs SET status = $2, error_kind = $3 WHERE id = $1")
+            .bind(id)
+            .bind(status)
+            .bind(kind)
+            .execute(store.pool())
+            .await
+            .expect_err("the database must refuse it");
+        let database = refused.as_database_error().expect("a database error");
+        assert_eq!(
+            database.constraint(),
+            Some(constraint),
+            "{status} {kind:?}: {refused}"
+        );
+    }
+    for kind in FailureKind::ALL {
+        let other = runs::start(store.pool(), store.instance().id(), &fax_run(false))
+            .await
+            .unwrap();
+        let finished = fail(&store, other, &RunFigures::default(), kind, "why").await;
+        assert_eq!(finished, Finished::Recorded, "{kind}");
+        assert_eq!(
+            runs::get(store.pool(), other)
+                .await
+                .unwrap()
+                .error_kind
+                .as_deref(),
+            Some(kind.as_str())
+        );
+    }
     store.close().await.unwrap();
 }
 
@@ -254,6 +326,7 @@ async fn a_running_run_of_a_dead_process_is_swept_only_once_its_heartbeat_is_sta
     );
     let orphan = runs::get(sweeper.pool(), orphan).await.unwrap();
     assert_eq!(orphan.status, "interrupted");
+    assert_eq!(orphan.error_kind.as_deref(), Some("process_died"));
     assert!(orphan.error.unwrap().contains("stopped before the run finished"));
     assert!(orphan.finished_at.is_some());
     assert_eq!(

@@ -17,6 +17,7 @@ use crate::datasets::rows::Row;
 use crate::datasets::sink::{Replace, TableSpec, Writer};
 use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget, Tuning};
 use crate::executor::{Executor, ScopeHeader, Service};
+use crate::failure::Failure;
 
 /// The scalars as the generated code sees them (`Date` is AppSync's `AWSDate`).
 type DateTime = chrono::DateTime<Utc>;
@@ -260,14 +261,20 @@ async fn load_events(
                 }
                 // Stopping here would keep a partial list as if it were complete (and the
                 // refresh would delete what was not read): the load fails instead.
-                (Some(true), Some(_)) => anyhow::bail!(
-                    "altrata.events for {id}: page {page} points back to a cursor this load already followed; \
-                     the upstream is cycling through its pages, so the load stopped and nothing of it is kept"
-                ),
-                (Some(true), None) => anyhow::bail!(
-                    "altrata.events for {id}: page {page} says more pages follow but gives no cursor to them; \
-                     the load stopped and nothing of it is kept"
-                ),
+                (Some(true), Some(_)) => {
+                    return Err(Failure::invalid_answer(format!(
+                        "altrata.events for {id}: page {page} points back to a cursor this load already followed; \
+                         the upstream is cycling through its pages, so the load stopped and nothing of it is kept"
+                    ))
+                    .into());
+                }
+                (Some(true), None) => {
+                    return Err(Failure::invalid_answer(format!(
+                        "altrata.events for {id}: page {page} says more pages follow but gives no cursor to them; \
+                         the load stopped and nothing of it is kept"
+                    ))
+                    .into());
+                }
                 _ => break,
             }
         }

@@ -16,6 +16,7 @@ use crate::datasets::rows::Row;
 use crate::datasets::sink::{Replace, SeenInLoad, TableSpec, Writer};
 use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget, Tuning};
 use crate::executor::{Executor, ScopeHeader, Service};
+use crate::failure::Failure;
 
 /// The `DateTime` scalar as the generated code sees it.
 type DateTime = chrono::DateTime<Utc>;
@@ -637,7 +638,7 @@ async fn load_report<R: Report>(
         warnings.extend(outcome.warnings);
         writer.pages += 1;
         let Some((content, more)) = R::page(outcome.data) else {
-            anyhow::bail!("{}: the report came back null", what());
+            return Err(Failure::invalid_answer(format!("{}: the report came back null", what())).into());
         };
         let fetched = content.len();
         let mapped: Vec<(bool, Row)> = content
@@ -662,11 +663,14 @@ async fn load_report<R: Report>(
             Some(true) if fetched > 0 => page += 1,
             // Stopping would keep part of the window as if it were all of it; following an
             // empty page could go on for ever. The window fails and keeps its previous rows.
-            Some(true) => anyhow::bail!(
-                "page {} of {} was empty but said more elements follow; the load stopped and nothing of it is kept",
-                page + 1,
-                spec.table
-            ),
+            Some(true) => {
+                return Err(Failure::invalid_answer(format!(
+                    "page {} of {} was empty but said more elements follow; the load stopped and nothing of it is kept",
+                    page + 1,
+                    spec.table
+                ))
+                .into());
+            }
             // `None`: the vendor did not say; an absent flag cannot justify another request.
             Some(false) | None => break,
         }

@@ -18,6 +18,7 @@ use crate::datasets::rows::Row;
 use crate::datasets::sink::{Replace, SeenInLoad, TableSpec, Writer};
 use crate::datasets::{LoadFigures, LoadRequest, Tuning, Window};
 use crate::executor::Executor;
+use crate::failure::Failure;
 
 pub(crate) static CUSTOMERS: TableSpec = TableSpec {
     table: "retently.customers",
@@ -440,7 +441,7 @@ async fn load_list<T: DeserializeOwned>(
             .with_context(what)?;
         writer.pages += 1;
         let Some(mut data) = envelope.data else {
-            anyhow::bail!("{}: the answer has no data", what());
+            return Err(Failure::invalid_answer(format!("{}: the answer has no data", what())).into());
         };
         let items = data.rest.remove(key).unwrap_or(Value::Null);
         let records: Vec<Option<T>> = if items.is_null() {
@@ -577,7 +578,9 @@ async fn load_nps(
         .await
         .context("fetching retently.nps_score")?;
     writer.pages += 1;
-    let nps = answer.data.context("retently nps/score answered without data")?;
+    let nps = answer
+        .data
+        .ok_or_else(|| Failure::invalid_answer("retently nps/score answered without data"))?;
     writer
         .write(
             tx,

@@ -16,6 +16,7 @@ use crate::datasets::sink::{Replace, TableSpec, Writer};
 use crate::datasets::window::local_day_range;
 use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget};
 use crate::executor::{CallContext, Executor, ScopeHeader, Service};
+use crate::failure::Failure;
 
 /// The scalars as the generated code sees them.
 type DateTime = chrono::DateTime<Utc>;
@@ -237,7 +238,9 @@ pub(crate) async fn locations(
         let Some(id) = location.id else { continue };
         let zone = location.time_zone.unwrap_or_default();
         let time_zone = zone.trim().parse::<chrono_tz::Tz>().map_err(|_| {
-            anyhow::anyhow!("roubler location {id} has time zone {zone:?}, which is not an IANA zone")
+            Failure::invalid_answer(format!(
+                "roubler location {id} has time zone {zone:?}, which is not an IANA zone"
+            ))
         })?;
         found.push(FoundLocation { id, time_zone });
     }
