@@ -1,0 +1,95 @@
+//! What `reporting-etl runs` shows of the shared budgets: each source's configured and announced
+//! limit, and the calls and waits per source and process.
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// One row of the budget summary in `reporting-etl runs`.
+#[derive(Debug, Clone)]
+pub struct UsageRow {
+    pub source: String,
+    pub instance_id: Uuid,
+    pub hostname: String,
+    pub pid: i32,
+    pub command: String,
+    pub running: bool,
+    pub calls: i64,
+    pub waited_ms: i64,
+    pub fallback_calls: i64,
+    pub first_call_at: DateTime<Utc>,
+    pub last_call_at: DateTime<Utc>,
+}
+
+// Written out, not derived: sqlx's derive macro costs every cold build a second compile of sqlx (see build.rs).
+impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for UsageRow {
+    fn from_row(row: &sqlx::postgres::PgRow) -> sqlx::Result<Self> {
+        use sqlx::Row as _;
+        Ok(Self {
+            source: row.try_get("source")?,
+            instance_id: row.try_get("instance_id")?,
+            hostname: row.try_get("hostname")?,
+            pid: row.try_get("pid")?,
+            command: row.try_get("command")?,
+            running: row.try_get("running")?,
+            calls: row.try_get("calls")?,
+            waited_ms: row.try_get("waited_ms")?,
+            fallback_calls: row.try_get("fallback_calls")?,
+            first_call_at: row.try_get("first_call_at")?,
+            last_call_at: row.try_get("last_call_at")?,
+        })
+    }
+}
+
+/// One source's limit as configured and as the upstream's headers announce it (`runs`).
+#[derive(Debug, Clone)]
+pub struct LimitRow {
+    pub source: String,
+    pub calls: i32,
+    pub window_ms: i64,
+    pub announced_limit: Option<i32>,
+    pub announced_window_ms: Option<i64>,
+    pub blocked_until: Option<DateTime<Utc>>,
+}
+
+/// Every source's configured and announced limit, and its block if one is in force.
+pub async fn limits(pool: &PgPool) -> Result<Vec<LimitRow>> {
+    type Columns = (String, i32, i64, Option<i32>, Option<i64>, Option<DateTime<Utc>>);
+    let rows: Vec<Columns> = sqlx::query_as(
+        "SELECT source, calls, window_ms, announced_limit, announced_window_ms,
+                CASE WHEN blocked_until > now() THEN blocked_until END AS blocked_until
+         FROM etl.rate_budgets ORDER BY source",
+    )
+    .fetch_all(pool)
+    .await
+    .context("reading the rate budgets")?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(source, calls, window_ms, announced_limit, announced_window_ms, blocked_until)| LimitRow {
+                source,
+                calls,
+                window_ms,
+                announced_limit,
+                announced_window_ms,
+                blocked_until,
+            },
+        )
+        .collect())
+}
+
+/// Per source and process, newest activity first: calls made and time spent waiting for budget.
+pub async fn usage(pool: &PgPool, limit: i64) -> Result<Vec<UsageRow>> {
+    sqlx::query_as(
+        "SELECT u.source, u.instance_id, i.hostname, i.pid, i.command, i.stopped_at IS NULL AS running,
+                u.calls, u.waited_ms, u.fallback_calls, u.first_call_at, u.last_call_at
+         FROM etl.rate_budget_usage u JOIN etl.instances i ON i.id = u.instance_id
+         ORDER BY u.last_call_at DESC
+         LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+    .context("reading the rate-budget usage")
+}
