@@ -106,7 +106,7 @@ impl FailureKind {
     }
 
     /// The kind stored as `name`, if it is one.
-    pub fn parse(name: &str) -> Option<FailureKind> {
+    pub(crate) fn parse(name: &str) -> Option<FailureKind> {
         FailureKind::ALL.into_iter().find(|kind| kind.as_str() == name)
     }
 }
@@ -121,13 +121,13 @@ impl fmt::Display for FailureKind {
 /// loaders' answer checks, the sink): the runner finds it in the chain by type.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
-pub struct Failure {
+pub(crate) struct Failure {
     pub kind: FailureKind,
     pub message: String,
 }
 
 impl Failure {
-    pub fn new(kind: FailureKind, message: impl Into<String>) -> Failure {
+    pub(crate) fn new(kind: FailureKind, message: impl Into<String>) -> Failure {
         Failure {
             kind,
             message: message.into(),
@@ -135,7 +135,7 @@ impl Failure {
     }
 
     /// An upstream answer the loader cannot use (see [`FailureKind::InvalidAnswer`]).
-    pub fn invalid_answer(message: impl Into<String>) -> Failure {
+    pub(crate) fn invalid_answer(message: impl Into<String>) -> Failure {
         Failure::new(FailureKind::InvalidAnswer, message)
     }
 }

@@ -33,7 +33,7 @@ use crate::config::LogFormat;
 /// With the human format on a terminal, progress bars (spans marked `indicatif.pb_show`, see
 /// `run --once`) are drawn at the bottom of stderr and every log line is printed above them,
 /// never into them. Elsewhere (a pipe, a file, JSON logs) there are no bars.
-pub fn init(format: LogFormat, level: Option<&str>) {
+pub(crate) fn init(format: LogFormat, level: Option<&str>) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(configured_filter(level.unwrap_or("info"))))
         .unwrap_or_else(|_| EnvFilter::new(configured_filter("info")));

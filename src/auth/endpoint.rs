@@ -82,10 +82,6 @@ impl EndpointError {
             EndpointError::Unavailable(reason) => reason.clone(),
         }
     }
-
-    pub fn is_invalid_grant(&self) -> bool {
-        matches!(self, EndpointError::Refused { error, .. } if error == "invalid_grant")
-    }
 }
 
 /// A client for token endpoints: redirects are never followed (a redirect could carry the
@@ -491,7 +487,7 @@ mod tests {
             .0
             .err()
             .unwrap();
-        assert!(error.is_invalid_grant());
+        assert!(matches!(&error, EndpointError::Refused { error, .. } if error == "invalid_grant"));
         assert_eq!(
             error.reason(),
             "HTTP 400 invalid_grant: The refresh token has been used already."
@@ -503,7 +499,7 @@ mod tests {
             .0
             .err()
             .unwrap();
-        assert!(!error.is_invalid_grant());
+        assert!(matches!(&error, EndpointError::Refused { error, .. } if error == "error"));
         assert_eq!(error.reason(), "HTTP 401 error: Unauthorized");
     }
 

@@ -23,7 +23,7 @@ use super::{Flow, flow_for};
 use crate::config::{HttpUrl, Settings, SourceSettings};
 
 /// One login in progress: the authorize URL to open, and what must come back.
-pub struct Attempt {
+pub(crate) struct Attempt {
     source_name: String,
     url: Url,
     state: String,
@@ -35,7 +35,7 @@ pub struct Attempt {
 
 impl Attempt {
     /// Prepares a login for `source_name` (Roubler, or Retently with OAuth).
-    pub fn begin(settings: &Settings, source_name: &str) -> Result<Attempt> {
+    pub(crate) fn begin(settings: &Settings, source_name: &str) -> Result<Attempt> {
         let source = settings
             .sources
             .get(source_name)
@@ -79,16 +79,16 @@ impl Attempt {
     }
 
     /// The vendor's page a person opens to approve access.
-    pub fn authorize_url(&self) -> &Url {
+    pub(crate) fn authorize_url(&self) -> &Url {
         &self.url
     }
 
-    pub fn redirect_uri(&self) -> &HttpUrl {
+    pub(crate) fn redirect_uri(&self) -> &HttpUrl {
         &self.redirect_uri
     }
 
     /// Checks the redirect's state, exchanges its code and stores the tokens.
-    pub async fn finish(self, settings: &Settings, pool: PgPool, redirected: &Url) -> Result<()> {
+    pub(crate) async fn finish(self, settings: &Settings, pool: PgPool, redirected: &Url) -> Result<()> {
         let code = check_redirect(redirected, &self.state)?;
         exchange_and_store(
             settings,
@@ -105,7 +105,7 @@ impl Attempt {
 }
 
 /// Runs the whole login for `source_name`, reading a pasted URL from `input` and printing to `out`.
-pub async fn login(
+pub(crate) async fn login(
     settings: &Settings,
     pool: PgPool,
     source_name: &str,

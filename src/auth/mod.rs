@@ -16,13 +16,13 @@
 //!   (Altrata kills the previous token whenever a new one is issued).
 
 pub mod endpoint;
-pub mod login;
+pub(crate) mod login;
 mod renewal;
 mod status;
 pub mod store;
-pub mod token;
+pub(crate) mod token;
 
-pub use status::{StatusRow, status};
+pub(crate) use status::{StatusRow, status};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,7 +46,7 @@ tokio::task_local! {
 /// Runs `future` (typically [`SourceAuth::credential`]) and counts the requests it sent to a
 /// token endpoint, so that a run can be told the token calls it caused. A refresh another caller
 /// made while this one waited for it is that caller's, not counted here.
-pub async fn counting_token_requests<F: std::future::Future>(future: F) -> (F::Output, u32) {
+pub(crate) async fn counting_token_requests<F: std::future::Future>(future: F) -> (F::Output, u32) {
     let counter = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let output = TOKEN_REQUESTS.scope(counter.clone(), future).await;
     (output, counter.load(std::sync::atomic::Ordering::Relaxed))
@@ -78,7 +78,7 @@ pub enum AuthError {
 
 impl AuthError {
     /// What a run this error stops fails with.
-    pub fn kind(&self) -> crate::failure::FailureKind {
+    pub(crate) fn kind(&self) -> crate::failure::FailureKind {
         use crate::failure::FailureKind;
         match self {
             AuthError::Reauthorize { .. } => FailureKind::Reauthorise,
@@ -179,10 +179,6 @@ pub struct SourceAuth {
 }
 
 impl SourceAuth {
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// A credential valid for a while yet; fetches or refreshes when needed.
     pub async fn credential(&self) -> Result<Credential, AuthError> {
         if let Flow::StaticKey(key) = &self.flow {
@@ -244,7 +240,7 @@ impl SourceAuth {
     /// token while the call was on its way): then a 401 to it says nothing about the current
     /// token, and the call is retried with the current one without renewing anything. Looks at
     /// this process's cache and then at `etl.tokens`; changes neither.
-    pub async fn replaced_since(&self, sent: &Credential) -> bool {
+    pub(crate) async fn replaced_since(&self, sent: &Credential) -> bool {
         if matches!(self.flow, Flow::StaticKey(_)) {
             return false;
         }
@@ -269,7 +265,7 @@ impl SourceAuth {
 
     /// Fetches or refreshes now, even if the stored token is still valid (`auth refresh`: proves
     /// the stored authorisation works). Returns when the new token expires.
-    pub async fn renew_now(&self) -> Result<DateTime<Utc>, AuthError> {
+    pub(crate) async fn renew_now(&self) -> Result<DateTime<Utc>, AuthError> {
         if matches!(self.flow, Flow::StaticKey(_)) {
             return Ok(DateTime::<Utc>::MAX_UTC);
         }

@@ -8,7 +8,7 @@ use super::{Flow, flow_for};
 use crate::config::Settings;
 
 /// `auth status` rows: never a secret.
-pub struct StatusRow {
+pub(crate) struct StatusRow {
     pub source: String,
     pub flow: &'static str,
     /// Whether a run could authenticate with what is stored (`auth status` exits 1 otherwise).
@@ -21,7 +21,7 @@ pub struct StatusRow {
 }
 
 /// What `etl.tokens` says about every configured source.
-pub async fn status(settings: &Settings, pool: PgPool) -> anyhow::Result<Vec<StatusRow>> {
+pub(crate) async fn status(settings: &Settings, pool: PgPool) -> anyhow::Result<Vec<StatusRow>> {
     let store = TokenStore::new(pool, settings.security.token_key.as_ref());
     let mut rows = Vec::new();
     for (name, source) in &settings.sources {

@@ -76,16 +76,12 @@ impl TokenStore {
         TokenStore { pool, cipher }
     }
 
-    pub fn encrypts(&self) -> bool {
+    pub(crate) fn encrypts(&self) -> bool {
         self.cipher.is_some()
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     /// The stored tokens of a source, without locking.
-    pub async fn read(&self, source: &str) -> Result<Option<StoredToken>, String> {
+    pub(crate) async fn read(&self, source: &str) -> Result<Option<StoredToken>, String> {
         let row: Option<Row> = sqlx::query_as(select_tokens!())
             .bind(source)
             .fetch_optional(&self.pool)
@@ -219,7 +215,7 @@ impl TokenLock {
     }
 
     /// Marks the source as needing a person to re-authorise, and commits.
-    pub async fn require_reauthorization(mut self, reason: &str) -> Result<(), String> {
+    pub(crate) async fn require_reauthorization(mut self, reason: &str) -> Result<(), String> {
         sqlx::query(
             "UPDATE etl.tokens SET status = 'reauthorize', status_reason = $2, access_token = NULL,
                     access_expires_at = NULL, version = version + 1, updated_at = now()
@@ -237,7 +233,7 @@ impl TokenLock {
     }
 
     /// Marks the stored access token expired (the upstream rejected it), and commits.
-    pub async fn expire_access_token(mut self) -> Result<(), String> {
+    pub(crate) async fn expire_access_token(mut self) -> Result<(), String> {
         sqlx::query(
             "UPDATE etl.tokens SET access_expires_at = LEAST(access_expires_at, now() - interval '1 second'),
                     version = version + 1, updated_at = now()

@@ -43,7 +43,7 @@ impl RefreshToken {
         RefreshToken(Arc::new(SecretString::from(value.into())))
     }
 
-    pub fn secret(&self) -> &str {
+    pub(crate) fn secret(&self) -> &str {
         self.0.expose_secret()
     }
 }

@@ -25,7 +25,7 @@ pub enum SourceKind {
 
 impl SourceKind {
     /// Every kind, in the order the README and messages list them.
-    pub const ALL: [SourceKind; 4] = [
+    pub(crate) const ALL: [SourceKind; 4] = [
         SourceKind::Retarus,
         SourceKind::Roubler,
         SourceKind::Altrata,
@@ -48,7 +48,7 @@ impl SourceKind {
     }
 
     /// This kind's datasets, in catalogue order.
-    pub fn datasets(self) -> impl Iterator<Item = &'static DatasetInfo> {
+    pub(crate) fn datasets(self) -> impl Iterator<Item = &'static DatasetInfo> {
         CATALOG.iter().filter(move |d| d.kind == self)
     }
 }
@@ -177,7 +177,7 @@ pub struct DatasetInfo {
 
 impl DatasetInfo {
     /// Whether a job may load this dataset under `policy`.
-    pub fn allows(&self, policy: WindowPolicy) -> bool {
+    pub(crate) fn allows(&self, policy: WindowPolicy) -> bool {
         match self.default_window {
             WindowPolicy::Snapshot => policy == WindowPolicy::Snapshot,
             _ => policy != WindowPolicy::Snapshot,

@@ -27,14 +27,14 @@ use crate::store::Store;
 use crate::store::dictionary;
 
 #[derive(Debug, Args)]
-pub struct SourcesArgs {
+pub(crate) struct SourcesArgs {
     /// Write the YAML to this file instead of stdout.
     #[arg(long, value_name = "PATH")]
     pub out: Option<PathBuf>,
 }
 
 /// `dbt sources`: prints or writes the sources file.
-pub async fn sources(args: SourcesArgs, settings: Settings) -> Result<ExitCode> {
+pub(crate) async fn sources(args: SourcesArgs, settings: Settings) -> Result<ExitCode> {
     let store = Store::open(&settings.database, "dbt sources").await?;
     let yaml = sources_yaml(store.pool(), &settings).await;
     store.close().await?;
@@ -67,7 +67,7 @@ fn freshness_minutes(settings: &Settings) -> BTreeMap<String, u64> {
 }
 
 /// The whole `sources.yml`.
-pub async fn sources_yaml(pool: &PgPool, settings: &Settings) -> Result<String> {
+pub(crate) async fn sources_yaml(pool: &PgPool, settings: &Settings) -> Result<String> {
     let vendor_schemas: Vec<&str> = SourceKind::ALL.map(SourceKind::as_str).to_vec();
     let tables: Vec<(String, String, Option<String>)> = sqlx::query_as(
         "SELECT n.nspname::text, c.relname::text, obj_description(c.oid, 'pg_class')

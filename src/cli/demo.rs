@@ -116,7 +116,7 @@ pub(crate) fn demo_jobs() -> String {
 }
 
 /// Runs the demo. `base` holds the user's settings (for the database); sources and jobs are the sandbox's.
-pub async fn run(base: Settings) -> Result<std::process::ExitCode> {
+pub(crate) async fn run(base: Settings) -> Result<std::process::ExitCode> {
     let sandbox = sandbox::Sandbox::start(sandbox::SandboxOptions::default())
         .await
         .context("starting the sandbox upstreams")?;

@@ -3,14 +3,14 @@
 //! Commands print their results on stdout and log on stderr. Exit codes: 0 success, 1 a command
 //! failed (e.g. a window failed), 2 the configuration or the arguments are invalid.
 
-pub mod dbt;
+pub(crate) mod dbt;
 #[cfg(feature = "sandbox")]
 pub mod demo;
-pub mod drift;
+pub(crate) mod drift;
 pub(crate) mod run;
 pub mod schema;
 pub(crate) mod table;
-pub mod upstream_check;
+pub(crate) mod upstream_check;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,7 +30,7 @@ use table::Table;
 /// schedules and loads it into PostgreSQL, with a record of every run.
 #[derive(Debug, Parser)]
 #[command(name = "reporting-etl", version, propagate_version = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Configuration file (TOML). Default: $REPORTING_ETL_CONFIG, else ./reporting-etl.toml if present.
     /// Every key can be overridden by REPORTING_ETL__SECTION__KEY environment variables.
     #[arg(long, global = true, value_name = "PATH")]
@@ -45,7 +45,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the service: schedule every configured job (or, with --once, run jobs once and exit).
     Run(RunArgs),
     /// Load and validate the configuration, then print its sources and jobs (never secrets).
@@ -80,14 +80,14 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum DbtCommand {
+pub(crate) enum DbtCommand {
     /// Write a dbt sources.yml for the vendor schemas: every table and column with its
     /// description, `_loaded_at` as loaded_at_field, and freshness limits from the jobs' schedules.
     Sources(dbt::SourcesArgs),
 }
 
 #[derive(Debug, Subcommand)]
-pub enum SchemaCommand {
+pub(crate) enum SchemaCommand {
     /// Fetch a source's GraphQL schema by introspection (authenticated, rate-limited, retried
     /// like every call) and write it as SDL, by default to schemas/<kind>.graphql; rebuild
     /// afterwards to type-check every query against it.
@@ -95,7 +95,7 @@ pub enum SchemaCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum AuthCommand {
+pub(crate) enum AuthCommand {
     /// Authorise an authorization-code source (Roubler, Retently OAuth): prints the vendor's
     /// authorize URL, then takes the browser's redirect on the loopback redirect_uri or as a
     /// pasted URL, checks its state, and stores the tokens.
@@ -113,7 +113,7 @@ pub enum AuthCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     /// Introspect each configured GraphQL source (authenticated and rate-limited like a run) and
     /// check every compiled query against its live schema: one line per missing or changed field,
     /// exit code 1 on any drift. Retently (REST) is skipped.
@@ -122,7 +122,7 @@ pub struct CheckArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Run the selected jobs once and exit instead of scheduling them.
     #[arg(long)]
     pub once: bool,
@@ -169,7 +169,7 @@ pub async fn main() -> ExitCode {
 /// `--from` after `--to`): exit code 2, like a bad configuration, before anything runs.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct InvalidArguments(pub String);
+pub(crate) struct InvalidArguments(pub String);
 
 async fn run_command(command: Command, settings: Settings) -> Result<ExitCode> {
     match command {
@@ -319,7 +319,7 @@ fn auth_status_table(rows: &[auth::StatusRow]) -> String {
 }
 
 /// `check`'s output: sources with kind, flow, endpoints and limit; jobs with their schedule.
-pub fn check_summary(settings: &Settings) -> String {
+pub(crate) fn check_summary(settings: &Settings) -> String {
     let mut out = String::from("Configuration is valid.\n\n");
     let mut sources = Table::new(["SOURCE", "KIND", "AUTH", "RATE LIMIT", "ENDPOINTS"]);
     for (name, source) in &settings.sources {

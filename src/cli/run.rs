@@ -25,7 +25,7 @@ use crate::store::runs::{RunStatus, Trigger};
 /// `server.shutdown_grace_secs` to commit, the rest roll back and are recorded `interrupted`,
 /// the summary is printed and the exit code is 130 (SIGINT) or 143 (SIGTERM). A second signal
 /// exits at once; the runs it leaves `running` are marked `interrupted` by the next start.
-pub async fn once(args: RunArgs, settings: Settings) -> Result<ExitCode> {
+pub(crate) async fn once(args: RunArgs, settings: Settings) -> Result<ExitCode> {
     let jobs = select_jobs(&settings, &args.jobs)?;
     let backfill = match (args.from, args.to) {
         (Some(from), Some(to)) if from >= to => {
@@ -346,7 +346,7 @@ fn throttled(ms: i64) -> String {
 }
 
 /// The named jobs (all enabled ones when none are named); an unknown name is an error.
-pub fn select_jobs(settings: &Settings, names: &[String]) -> Result<Vec<String>> {
+pub(crate) fn select_jobs(settings: &Settings, names: &[String]) -> Result<Vec<String>> {
     if names.is_empty() {
         return Ok(settings
             .jobs
@@ -369,7 +369,7 @@ pub fn select_jobs(settings: &Settings, names: &[String]) -> Result<Vec<String>>
 }
 
 /// The table printed after a run: one line per window.
-pub fn summary(reports: &[WindowReport]) -> String {
+pub(crate) fn summary(reports: &[WindowReport]) -> String {
     let mut table = Table::new([
         "JOB", "DATASET", "SCOPE", "WINDOW", "STATUS", "KIND", "ROWS", "CALLS", "SECONDS", "ERROR",
     ]);

@@ -1,24 +1,24 @@
 //! Plain-text tables for terminal output: columns padded to their widest cell.
 
 /// A table with a header row.
-pub struct Table {
+pub(crate) struct Table {
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
-    pub fn new<const N: usize>(header: [&str; N]) -> Table {
+    pub(crate) fn new<const N: usize>(header: [&str; N]) -> Table {
         Table {
             rows: vec![header.iter().map(|h| h.to_string()).collect()],
         }
     }
 
-    pub fn row<const N: usize>(&mut self, cells: [String; N]) {
+    pub(crate) fn row<const N: usize>(&mut self, cells: [String; N]) {
         // Cells are single-line: an error message with newlines would break the columns.
         self.rows
             .push(cells.into_iter().map(|c| c.replace(['\n', '\r'], " ")).collect());
     }
 
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
         let widths: Vec<usize> = (0..columns)
             .map(|c| {

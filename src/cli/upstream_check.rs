@@ -22,7 +22,7 @@ use crate::executor::Service;
 /// A query compiled into the binary: the same file a `graphql_client` derive in
 /// `src/datasets/<vendor>.rs` was generated from (`include_str!` of the same path, so both
 /// change together), and the service it is sent to.
-pub struct CompiledQuery {
+pub(crate) struct CompiledQuery {
     /// Relative to the repository root, as printed.
     pub path: &'static str,
     pub kind: SourceKind,
@@ -42,7 +42,7 @@ macro_rules! compiled {
 }
 
 /// Every query under `queries/` (a unit test keeps this list and the directory in step).
-pub const QUERIES: &[CompiledQuery] = {
+pub(crate) const QUERIES: &[CompiledQuery] = {
     use Service::{AltrataEvents, AltrataProfile, Default};
     use SourceKind::{Altrata, Retarus, Roubler};
     &[
@@ -98,7 +98,7 @@ fn service_name(service: Service) -> &'static str {
 }
 
 /// `check --upstream`.
-pub async fn check_upstream(settings: Settings) -> Result<ExitCode> {
+pub(crate) async fn check_upstream(settings: Settings) -> Result<ExitCode> {
     let settings = Arc::new(settings);
     let (store, executor) = schema::open_executor(settings.clone(), "check --upstream").await?;
     let mut checked = 0usize;

@@ -12,7 +12,7 @@ use super::redact::{drop_quoted, is_secret_key};
 use super::{ENV_PREFIX, Problem};
 
 /// The configuration file's text; `Ok(None)` when an optional file is absent.
-pub fn read_file(path: &Path, required: bool) -> Result<Option<String>, Problem> {
+pub(crate) fn read_file(path: &Path, required: bool) -> Result<Option<String>, Problem> {
     let problem = |message: String| Problem {
         key: "--config".into(),
         message,
@@ -48,7 +48,7 @@ pub fn read_file(path: &Path, required: bool) -> Result<Option<String>, Problem>
 
 /// Checks TOML syntax. The parser's own message quotes the offending line, which may be a
 /// secret's: keep only its description, and name the key at that line instead.
-pub fn check_toml(text: &str) -> Result<(), Problem> {
+pub(crate) fn check_toml(text: &str) -> Result<(), Problem> {
     let Err(error) = toml::from_str::<toml::Table>(text) else {
         return Ok(());
     };
@@ -114,7 +114,7 @@ fn unquote_key(key: &str) -> String {
 
 /// The `REPORTING_ETL__…` variables of the process. One whose value is not UTF-8 is a problem at
 /// the key it would set — the config crate would echo the value, which is usually a secret.
-pub fn process_environment() -> Result<HashMap<String, String>, Vec<Problem>> {
+pub(crate) fn process_environment() -> Result<HashMap<String, String>, Vec<Problem>> {
     let prefix = format!("{ENV_PREFIX}__");
     let mut variables = HashMap::new();
     let mut problems = Vec::new();

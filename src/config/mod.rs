@@ -28,17 +28,15 @@ use serde::Deserialize;
 use redact::Redactor;
 
 pub use job::{JobSettings, Scope};
-pub use source::{
-    AltrataSettings, RateLimit, RetarusSettings, RetentlySettings, RoublerSettings, SourceSettings,
-};
+pub use source::{RateLimit, SourceSettings};
 pub use values::{CronSchedule, HttpUrl, TimeZone, cron_parser};
 
 /// Environment variable prefix; `__` separates nesting levels.
-pub const ENV_PREFIX: &str = "REPORTING_ETL";
+pub(crate) const ENV_PREFIX: &str = "REPORTING_ETL";
 /// Environment variable naming the config file when `--config` is not given.
-pub const ENV_CONFIG_PATH: &str = "REPORTING_ETL_CONFIG";
+pub(crate) const ENV_CONFIG_PATH: &str = "REPORTING_ETL_CONFIG";
 /// The file read when neither `--config` nor `$REPORTING_ETL_CONFIG` names one.
-pub const DEFAULT_CONFIG_PATH: &str = "reporting-etl.toml";
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "reporting-etl.toml";
 
 /// Everything the service is configured with.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -174,7 +172,7 @@ pub struct RateBudgetSettings {
 
 impl RateBudgetSettings {
     /// The most `max_wait_secs` may be: one day.
-    pub const MAX_WAIT_LIMIT_SECS: u64 = 24 * 3600;
+    pub(crate) const MAX_WAIT_LIMIT_SECS: u64 = 24 * 3600;
 
     fn default_fallback_share() -> f64 {
         0.5
@@ -185,7 +183,7 @@ impl RateBudgetSettings {
     }
 
     /// `max_wait_secs` as a duration.
-    pub fn max_wait(&self) -> std::time::Duration {
+    pub(crate) fn max_wait(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.max_wait_secs)
     }
 }
@@ -238,7 +236,7 @@ pub struct ConfigSource {
 
 impl ConfigSource {
     /// `--config PATH`, else `$REPORTING_ETL_CONFIG`, else `./reporting-etl.toml` if present.
-    pub fn from_cli(path: Option<PathBuf>) -> Self {
+    pub(crate) fn from_cli(path: Option<PathBuf>) -> Self {
         ConfigSource { path, env: None }
     }
 
@@ -362,27 +360,27 @@ impl Settings {
 /// Bounds of the numeric and date keys. They keep every date and duration computed from the
 /// configuration far inside chrono's and tokio's range (no overflow, no panic), and refuse values
 /// that can only be mistakes.
-pub mod bounds {
+pub(crate) mod bounds {
     use std::ops::RangeInclusive;
 
-    pub const POOL_SIZE: RangeInclusive<u32> = 1..=1000;
-    pub const SHUTDOWN_GRACE_SECS: RangeInclusive<u64> = 0..=3600;
-    pub const RATE_CALLS: RangeInclusive<u32> = 1..=1_000_000;
+    pub(crate) const POOL_SIZE: RangeInclusive<u32> = 1..=1000;
+    pub(crate) const SHUTDOWN_GRACE_SECS: RangeInclusive<u64> = 0..=3600;
+    pub(crate) const RATE_CALLS: RangeInclusive<u32> = 1..=1_000_000;
     /// Up to one day per period.
-    pub const RATE_PER_MS: RangeInclusive<u64> = 1..=86_400_000;
+    pub(crate) const RATE_PER_MS: RangeInclusive<u64> = 1..=86_400_000;
     /// Up to 365 days.
-    pub const LOOKBACK_MINUTES: RangeInclusive<u32> = 0..=525_600;
+    pub(crate) const LOOKBACK_MINUTES: RangeInclusive<u32> = 0..=525_600;
     /// Up to ten years, the longest history any vendor keeps.
-    pub const TRAILING_DAYS: RangeInclusive<u32> = 1..=3650;
+    pub(crate) const TRAILING_DAYS: RangeInclusive<u32> = 1..=3650;
     /// Up to a week; 0 asks the vendor at every run.
-    pub const DISCOVERY_TTL_SECS: RangeInclusive<u64> = 0..=604_800;
+    pub(crate) const DISCOVERY_TTL_SECS: RangeInclusive<u64> = 0..=604_800;
     /// At least a second, at most a day.
-    pub const WINDOW_DEADLINE_SECS: RangeInclusive<u64> = 1..=86_400;
+    pub(crate) const WINDOW_DEADLINE_SECS: RangeInclusive<u64> = 1..=86_400;
     /// A schedule must fire within this many days of any moment.
-    pub const SCHEDULE_HORIZON_DAYS: i64 = 366;
+    pub(crate) const SCHEDULE_HORIZON_DAYS: i64 = 366;
 
     /// The earliest `start` of a job (no vendor has data from before).
-    pub fn earliest_start() -> chrono::NaiveDate {
+    pub(crate) fn earliest_start() -> chrono::NaiveDate {
         chrono::NaiveDate::from_ymd_opt(2000, 1, 1).expect("a valid date")
     }
 }

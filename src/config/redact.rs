@@ -19,10 +19,10 @@
 const SECRET_KEY_NAMES: &[&str] = &["client_secret", "password", "api_key", "token_key"];
 
 /// What replaces a secret in a message.
-pub const REDACTED: &str = "[redacted]";
+pub(crate) const REDACTED: &str = "[redacted]";
 
 /// Whether the dotted `key` (`sources.retarus.client_secret`) holds a secret.
-pub fn is_secret_key(key: &str) -> bool {
+pub(crate) fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     let last = key.rsplit('.').next().unwrap_or_default();
     SECRET_KEY_NAMES.contains(&last) || key == "database.url"
@@ -30,14 +30,14 @@ pub fn is_secret_key(key: &str) -> bool {
 
 /// The secret values known so far; cleans messages of them.
 #[derive(Default)]
-pub struct Redactor {
+pub(crate) struct Redactor {
     secrets: Vec<String>,
 }
 
 impl Redactor {
     /// Remembers `value` as a secret (and the parts a message might quote on their own: each
     /// line of it, and a URL's password).
-    pub fn remember(&mut self, value: &str) {
+    pub(crate) fn remember(&mut self, value: &str) {
         let value = value.trim();
         if value.is_empty() {
             return;
@@ -63,7 +63,7 @@ impl Redactor {
     }
 
     /// Walks a layered configuration tree and remembers the value of every secret-bearing key.
-    pub fn remember_tree(&mut self, value: &config::Value, path: &str) {
+    pub(crate) fn remember_tree(&mut self, value: &config::Value, path: &str) {
         match &value.kind {
             config::ValueKind::Table(table) => {
                 for (key, child) in table {
@@ -88,7 +88,7 @@ impl Redactor {
 
     /// A message from another crate (serde, `config`, sqlx) as it may be shown for a problem at
     /// `key`: cleaned, and without any quoted text when `key` holds a secret.
-    pub fn clean_foreign(&self, key: &str, message: &str) -> String {
+    pub(crate) fn clean_foreign(&self, key: &str, message: &str) -> String {
         if is_secret_key(key) {
             self.clean(&drop_quoted(message))
         } else {
@@ -97,7 +97,7 @@ impl Redactor {
     }
 
     /// `message` without any remembered secret or URL user-info.
-    pub fn clean(&self, message: &str) -> String {
+    pub(crate) fn clean(&self, message: &str) -> String {
         let mut message = message.to_owned();
         // Longest first, so a secret containing another is replaced whole.
         let mut secrets: Vec<&String> = self.secrets.iter().collect();
@@ -126,7 +126,7 @@ fn replace_secret(message: &str, secret: &str) -> String {
 }
 
 /// `message` without anything between backticks or double quotes.
-pub fn drop_quoted(message: &str) -> String {
+pub(crate) fn drop_quoted(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut quote = None;
     for c in message.chars() {
@@ -152,7 +152,7 @@ pub fn drop_quoted(message: &str) -> String {
 }
 
 /// Replaces the user-info of every `scheme://user:pass@host` in `text` with `[redacted]`.
-pub fn redact_userinfo(text: &str) -> String {
+pub(crate) fn redact_userinfo(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("://") {

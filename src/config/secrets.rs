@@ -6,7 +6,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 /// `security.token_key`: 32 bytes, written as 64 hex digits or as base64 (`openssl rand
 /// -base64 32`). The cipher key is derived from the text by SHA-256 (see `auth::store`).
-pub fn token_key_bytes(text: &str) -> Result<[u8; 32], String> {
+pub(crate) fn token_key_bytes(text: &str) -> Result<[u8; 32], String> {
     use base64::Engine;
     const HINT: &str = "must be 32 random bytes written as 64 hex digits or as base64 \
                         (e.g. the output of `openssl rand -base64 32`)";

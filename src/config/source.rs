@@ -80,14 +80,14 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    pub const fn new(calls: u32, per: Duration) -> Self {
+    pub(crate) const fn new(calls: u32, per: Duration) -> Self {
         RateLimit {
             calls,
             per_ms: per.as_millis() as u64,
         }
     }
 
-    pub fn period(&self) -> Duration {
+    pub(crate) fn period(&self) -> Duration {
         Duration::from_millis(self.per_ms)
     }
 }
@@ -246,7 +246,7 @@ fn default_rate_limit(kind: SourceKind) -> RateLimit {
 }
 
 impl SourceSettings {
-    pub fn kind(&self) -> SourceKind {
+    pub(crate) fn kind(&self) -> SourceKind {
         match self {
             SourceSettings::Retarus(_) => SourceKind::Retarus,
             SourceSettings::Roubler(_) => SourceKind::Roubler,
@@ -255,7 +255,7 @@ impl SourceSettings {
         }
     }
 
-    pub fn rate_limit(&self) -> RateLimit {
+    pub(crate) fn rate_limit(&self) -> RateLimit {
         let configured = match self {
             SourceSettings::Retarus(s) => s.rate_limit,
             SourceSettings::Roubler(s) => s.rate_limit,
@@ -274,7 +274,7 @@ impl SourceSettings {
         }
     }
 
-    pub fn allow_http(&self) -> bool {
+    pub(crate) fn allow_http(&self) -> bool {
         match self {
             SourceSettings::Retarus(s) => s.allow_http,
             SourceSettings::Roubler(s) => s.allow_http,
@@ -284,7 +284,7 @@ impl SourceSettings {
     }
 
     /// Every endpoint with its key name, for validation and for `check`.
-    pub fn endpoints(&self) -> Vec<(&'static str, &HttpUrl)> {
+    pub(crate) fn endpoints(&self) -> Vec<(&'static str, &HttpUrl)> {
         match self {
             SourceSettings::Retarus(s) => vec![("token_url", &s.token_url), ("graphql_url", &s.graphql_url)],
             SourceSettings::Roubler(s) => vec![
@@ -306,7 +306,7 @@ impl SourceSettings {
     }
 
     /// The authentication flow, in words, for `check` and `auth status`.
-    pub fn flow(&self) -> &'static str {
+    pub(crate) fn flow(&self) -> &'static str {
         match self {
             SourceSettings::Retarus(_) => "client credentials (form body)",
             SourceSettings::Roubler(_) => "authorization code + rotating refresh token",

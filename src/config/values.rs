@@ -33,20 +33,20 @@ impl HttpUrl {
         }
     }
 
-    pub fn url(&self) -> &Url {
+    pub(crate) fn url(&self) -> &Url {
         &self.0
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         self.0.as_str()
     }
 
-    pub fn is_https(&self) -> bool {
+    pub(crate) fn is_https(&self) -> bool {
         self.0.scheme() == "https"
     }
 
     /// A URL relative to this one's origin, e.g. `/oauth2/token` on the same host.
-    pub fn join(&self, path: &str) -> Result<HttpUrl, String> {
+    pub(crate) fn join(&self, path: &str) -> Result<HttpUrl, String> {
         self.0
             .join(path)
             .map(HttpUrl)
@@ -81,7 +81,7 @@ pub struct CronSchedule {
 }
 
 impl CronSchedule {
-    pub fn parse(value: &str) -> Result<Self, String> {
+    pub(crate) fn parse(value: &str) -> Result<Self, String> {
         let value = value.trim();
         let fields = value.split_whitespace().count();
         if !(6..=7).contains(&fields) {
@@ -98,11 +98,11 @@ impl CronSchedule {
         })
     }
 
-    pub fn expression(&self) -> &str {
+    pub(crate) fn expression(&self) -> &str {
         &self.expression
     }
 
-    pub fn cron(&self) -> &Cron {
+    pub(crate) fn cron(&self) -> &Cron {
         &self.cron
     }
 }
@@ -133,7 +133,7 @@ impl<'de> Deserialize<'de> for CronSchedule {
 pub struct TimeZone(pub Tz);
 
 impl TimeZone {
-    pub fn parse(value: &str) -> Result<Self, String> {
+    pub(crate) fn parse(value: &str) -> Result<Self, String> {
         Tz::from_str(value.trim())
             .map(TimeZone)
             .map_err(|_| format!("`{value}` is not an IANA time zone name (e.g. \"Europe/Berlin\", \"UTC\")"))
@@ -170,7 +170,7 @@ impl<'de> Deserialize<'de> for TimeZone {
 ///
 /// A visitor rather than an untagged enum: serde's untagged error ("did not match any variant")
 /// would hide the offending value.
-pub fn string_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+pub(crate) fn string_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
     struct ListVisitor;
     impl<'de> serde::de::Visitor<'de> for ListVisitor {
         type Value = Vec<String>;
@@ -197,7 +197,9 @@ pub fn string_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Str
 }
 
 /// A socket address (`127.0.0.1:9187`); the error quotes the value, which std's does not.
-pub fn socket_addr<'de, D: Deserializer<'de>>(deserializer: D) -> Result<std::net::SocketAddr, D::Error> {
+pub(crate) fn socket_addr<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<std::net::SocketAddr, D::Error> {
     let value = String::deserialize(deserializer)?;
     value.trim().parse().map_err(|_| {
         serde::de::Error::custom(format!(
@@ -208,7 +210,7 @@ pub fn socket_addr<'de, D: Deserializer<'de>>(deserializer: D) -> Result<std::ne
 
 /// A boolean that is a boolean: `true`/`false` in the file, or exactly the text `true`/`false`
 /// in an environment variable. The `config` crate alone would also take `"yes"`, `"on"` or `1`.
-pub fn strict_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+pub(crate) fn strict_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
     struct BoolVisitor;
     impl<'de> serde::de::Visitor<'de> for BoolVisitor {
         type Value = bool;
@@ -247,7 +249,7 @@ pub fn strict_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D
 }
 
 /// An optional calendar date (`2025-01-31`); the error quotes the value, which chrono's does not.
-pub fn optional_date<'de, D: Deserializer<'de>>(
+pub(crate) fn optional_date<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<chrono::NaiveDate>, D::Error> {
     let Some(value) = Option::<String>::deserialize(deserializer)? else {

@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use crate::catalog::SourceKind;
 
 /// The schemas documented, in order: the service's own, then one per vendor (named as its kind).
-pub fn schemas() -> Vec<&'static str> {
+pub(crate) fn schemas() -> Vec<&'static str> {
     std::iter::once("etl")
         .chain(SourceKind::ALL.map(SourceKind::as_str))
         .collect()
@@ -71,7 +71,7 @@ pub async fn generate(pool: &PgPool) -> Result<String> {
 
 /// One column of a table, as the catalog describes it.
 #[derive(Debug)]
-pub struct Column {
+pub(crate) struct Column {
     pub name: String,
     pub data_type: String,
     pub nullable: bool,
@@ -95,7 +95,7 @@ impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for Column {
 }
 
 /// The columns of `schema.table` in table order (also read by `dbt sources`).
-pub async fn columns(pool: &PgPool, schema: &str, table: &str) -> Result<Vec<Column>> {
+pub(crate) async fn columns(pool: &PgPool, schema: &str, table: &str) -> Result<Vec<Column>> {
     sqlx::query_as(
         "SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS data_type,
                 NOT a.attnotnull AS nullable, COALESCE(a.attnum = ANY(i.indkey), false) AS key,

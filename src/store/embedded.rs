@@ -17,7 +17,7 @@ use std::process::{Command, Output};
 use anyhow::{Context, Result, anyhow, bail};
 
 /// Database created inside the embedded server.
-pub const DATABASE: &str = "reporting_etl";
+pub(crate) const DATABASE: &str = "reporting_etl";
 
 /// A running embedded server.
 #[derive(Debug)]
@@ -100,17 +100,12 @@ impl EmbeddedPostgres {
     }
 
     /// How a person connects with psql.
-    pub fn psql_hint(&self) -> String {
+    pub(crate) fn psql_hint(&self) -> String {
         format!("psql -h 127.0.0.1 -p {} -U postgres {DATABASE}", self.port)
     }
 
-    pub fn data_dir(&self) -> &Path {
+    pub(crate) fn data_dir(&self) -> &Path {
         &self.data_dir
-    }
-
-    /// Whether this process started the server (and will stop it).
-    pub fn owned(&self) -> bool {
-        self.owned
     }
 
     /// Stops the server if this process started it. Fast shutdown: sessions are ended, data is safe.
@@ -181,13 +176,15 @@ impl EmbeddedPostgres {
     }
 
     /// Like [`EmbeddedPostgres::detach`], in place.
-    pub fn keep_running(&mut self) {
+    #[cfg(feature = "sandbox")] // only `demo` uses it
+    pub(crate) fn keep_running(&mut self) {
         self.owned = false;
     }
 
     /// How a person stops a server left running (SIGINT is PostgreSQL's fast shutdown; it works
     /// whichever user the server runs as).
-    pub fn stop_hint(&self) -> String {
+    #[cfg(feature = "sandbox")] // only `demo` uses it
+    pub(crate) fn stop_hint(&self) -> String {
         format!(
             "kill -INT $(head -1 {})",
             self.data_dir.join("cluster").join("postmaster.pid").display()

@@ -26,7 +26,7 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How long a process may go without a heartbeat (its lock free) before a sweep takes it for
 /// dead. Six missed beats: far longer than a reconnect takes once the database answers.
-pub const LIVENESS_GRACE: Duration = Duration::from_secs(30);
+pub(crate) const LIVENESS_GRACE: Duration = Duration::from_secs(30);
 
 /// Longest wait between reconnect attempts while the database is away.
 const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
@@ -79,7 +79,7 @@ impl Instance {
     /// Confirms the liveness lock and beats the heartbeat, first (re)connecting and (re)taking
     /// the lock if the session is gone. An error leaves no connection behind, so the next beat
     /// starts afresh.
-    pub async fn beat(&self) -> Result<()> {
+    pub(crate) async fn beat(&self) -> Result<()> {
         let mut slot = self.lock_connection.lock().await;
         let result = self.beat_on(&mut slot).await;
         if result.is_err() {
@@ -119,7 +119,7 @@ impl Instance {
     /// Beats every [`HEARTBEAT_INTERVAL`] for as long as it runs; after a lost session, retries
     /// with backoff until the database answers and the lock is re-taken. Spawned by the store
     /// and aborted when it closes.
-    pub async fn keep_alive(self: Arc<Instance>) {
+    pub(crate) async fn keep_alive(self: Arc<Instance>) {
         let mut lost = false;
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -151,7 +151,7 @@ impl Instance {
     }
 
     /// Records a clean stop and ends the liveness session.
-    pub async fn mark_stopped(&self, pool: &PgPool) -> Result<()> {
+    pub(crate) async fn mark_stopped(&self, pool: &PgPool) -> Result<()> {
         let marked = sqlx::query("UPDATE etl.instances SET stopped_at = now() WHERE id = $1")
             .bind(self.id)
             .execute(pool)

@@ -22,7 +22,7 @@ pub const JOB_LOCK_CLASS: i32 = 0x4554_4c01;
 
 /// How often the lock session is probed: a lost lock is noticed within this long of the database
 /// going away — long before the database is back and another process could take the lock.
-pub const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+pub(crate) const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 
 /// How long a probe of the lock session may take before the session counts as lost.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -45,13 +45,13 @@ struct LockSession {
 
 /// A job lock as taken: by which server session, in which session generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HeldLock {
+pub(crate) struct HeldLock {
     pub backend_pid: i32,
     generation: u64,
 }
 
 impl JobLocks {
-    pub fn new(url: &str) -> JobLocks {
+    pub(crate) fn new(url: &str) -> JobLocks {
         JobLocks {
             url: url.to_owned(),
             session: Mutex::new(None),
@@ -60,7 +60,7 @@ impl JobLocks {
     }
 
     /// Takes the job's lock; `None` if another process holds it.
-    pub async fn try_lock(&self, job: &str) -> Result<Option<HeldLock>> {
+    pub(crate) async fn try_lock(&self, job: &str) -> Result<Option<HeldLock>> {
         let mut guard = self.session.lock().await;
         if guard.is_none() {
             let mut connection = PgConnection::connect(&self.url)
@@ -96,7 +96,7 @@ impl JobLocks {
 
     /// Releases the job's lock — only on the session that took it: on a later session this
     /// process does not hold it (and another process may).
-    pub async fn unlock(&self, job: &str, held: HeldLock) {
+    pub(crate) async fn unlock(&self, job: &str, held: HeldLock) {
         let mut guard = self.session.lock().await;
         if !self.is_current(held) {
             return;
@@ -115,12 +115,12 @@ impl JobLocks {
 
     /// Whether the session that took `held` is still the live one (it may still have died
     /// since the last probe; [`still_held`] asks the database itself).
-    pub fn is_current(&self, held: HeldLock) -> bool {
+    pub(crate) fn is_current(&self, held: HeldLock) -> bool {
         *self.generation.borrow() == held.generation
     }
 
     /// Resolves once the session that took `held` is found broken (at once if it already was).
-    pub async fn lost(&self, held: HeldLock) {
+    pub(crate) async fn lost(&self, held: HeldLock) {
         let mut generation = self.generation.subscribe();
         // `wait_for` only fails when the sender is gone, and `self` owns it.
         let _ = generation.wait_for(|now| *now != held.generation).await;
@@ -128,7 +128,7 @@ impl JobLocks {
 
     /// Probes the lock session every [`WATCH_INTERVAL`]; a broken one is dropped and announced
     /// (see [`JobLocks::lost`]). Spawned by the store and aborted when it closes.
-    pub async fn watch(self: std::sync::Arc<JobLocks>) {
+    pub(crate) async fn watch(self: std::sync::Arc<JobLocks>) {
         loop {
             tokio::time::sleep(WATCH_INTERVAL).await;
             let mut guard = self.session.lock().await;
@@ -163,7 +163,7 @@ impl JobLocks {
 /// Whether the session that took `held` still holds the job's lock, asked of the database
 /// (`pg_locks`). Run it inside a load transaction just before committing: a `false` means the
 /// lock was lost meanwhile and another process may be loading the same job.
-pub async fn still_held<'e>(executor: impl PgExecutor<'e>, job: &str, held: HeldLock) -> Result<bool> {
+pub(crate) async fn still_held<'e>(executor: impl PgExecutor<'e>, job: &str, held: HeldLock) -> Result<bool> {
     // An advisory lock on two int4 keys shows as classid = key 1, objid = key 2, objsubid = 2.
     let (held,): (bool,) = sqlx::query_as(
         "SELECT EXISTS (SELECT 1 FROM pg_locks

@@ -8,12 +8,12 @@
 //! jobs sweep dead processes' runs (see [`instance::sweep_dead_instances`]).
 
 pub mod dictionary;
-pub mod embedded;
+pub(crate) mod embedded;
 pub mod instance;
 pub mod locks;
 pub mod runs;
-pub mod scope_cache;
-pub mod watermarks;
+pub(crate) mod scope_cache;
+pub(crate) mod watermarks;
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -57,7 +57,7 @@ pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
 });
 
 /// An open database this process is not registered in.
-pub struct Database {
+pub(crate) struct Database {
     pool: PgPool,
     url: String,
     /// The private server when no URL is configured; stopped by [`Database::close`].
@@ -66,19 +66,19 @@ pub struct Database {
 
 impl Database {
     /// Connects (or starts the embedded server) and migrates.
-    pub async fn open(settings: &DatabaseSettings) -> Result<Database> {
+    pub(crate) async fn open(settings: &DatabaseSettings) -> Result<Database> {
         let (url, embedded) = database_url(settings).await?;
         let pool = connect(&url, settings.pool_size).await?;
         migrate(&pool).await?;
         Ok(Database { pool, url, embedded })
     }
 
-    pub fn pool(&self) -> &PgPool {
+    pub(crate) fn pool(&self) -> &PgPool {
         &self.pool
     }
 
     /// Closes the pool and stops an embedded server we started.
-    pub async fn close(mut self) -> Result<()> {
+    pub(crate) async fn close(mut self) -> Result<()> {
         self.shut_down().await
     }
 
@@ -136,13 +136,15 @@ impl Store {
     }
 
     /// The embedded server, when one is in use.
-    pub fn embedded(&self) -> Option<&EmbeddedPostgres> {
+    #[cfg(feature = "sandbox")] // only `demo` uses it
+    pub(crate) fn embedded(&self) -> Option<&EmbeddedPostgres> {
         self.database.embedded.as_ref()
     }
 
     /// Leaves an embedded server this process started running after [`Store::close`] (the demo
     /// does, so a person can connect with psql afterwards).
-    pub fn keep_embedded_running(&mut self) {
+    #[cfg(feature = "sandbox")] // only `demo` uses it
+    pub(crate) fn keep_embedded_running(&mut self) {
         if let Some(server) = self.database.embedded.as_mut() {
             server.keep_running();
         }
@@ -166,7 +168,7 @@ impl Drop for Store {
 /// Whether an error chain says the database connection broke or could not be made (the server
 /// is down, restarting or unreachable) — worth retrying once it answers — rather than that the
 /// database refused what we asked.
-pub fn is_connection_error(error: &anyhow::Error) -> bool {
+pub(crate) fn is_connection_error(error: &anyhow::Error) -> bool {
     error
         .chain()
         .any(|cause| match cause.downcast_ref::<sqlx::Error>() {

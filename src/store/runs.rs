@@ -20,7 +20,7 @@ pub enum Trigger {
 }
 
 impl Trigger {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Trigger::Schedule => "schedule",
             Trigger::Once => "once",
@@ -41,7 +41,7 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RunStatus::Running => "running",
             RunStatus::Succeeded => "succeeded",
@@ -94,7 +94,7 @@ pub struct CallBreakdown {
 
 impl CallBreakdown {
     /// All of them: what `upstream_calls` records.
-    pub fn total(&self) -> i32 {
+    pub(crate) fn total(&self) -> i32 {
         self.data
             .saturating_add(self.discovery)
             .saturating_add(self.token)
@@ -114,7 +114,12 @@ pub async fn start(pool: &PgPool, instance: Uuid, run: &NewRun<'_>) -> Result<i6
 }
 
 /// Records a run that did not start because the previous one of the job is still going.
-pub async fn record_skipped(pool: &PgPool, instance: Uuid, run: &NewRun<'_>, reason: &str) -> Result<i64> {
+pub(crate) async fn record_skipped(
+    pool: &PgPool,
+    instance: Uuid,
+    run: &NewRun<'_>,
+    reason: &str,
+) -> Result<i64> {
     insert(pool, instance, run, RunStatus::Skipped, Some(reason)).await
 }
 
@@ -280,7 +285,7 @@ impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for RunRow {
 }
 
 /// The most recent runs, newest first, optionally of one job.
-pub async fn recent(pool: &PgPool, job: Option<&str>, limit: i64) -> Result<Vec<RunRow>> {
+pub(crate) async fn recent(pool: &PgPool, job: Option<&str>, limit: i64) -> Result<Vec<RunRow>> {
     sqlx::query_as(
         "SELECT id, job, source, dataset, scope, window_start, window_end, trigger, status, started_at,
                 finished_at, rows_written, pages, upstream_calls, retries, throttled_ms, warnings, error,
@@ -313,7 +318,7 @@ pub async fn get(pool: &PgPool, id: i64) -> Result<RunRow> {
 
 /// Windows of a job and scope already loaded successfully by runs of `trigger` (a resumed
 /// backfill skips them).
-pub async fn succeeded_windows(
+pub(crate) async fn succeeded_windows(
     pool: &PgPool,
     job: &str,
     scope: &str,
@@ -334,7 +339,7 @@ pub async fn succeeded_windows(
 }
 
 /// Each job's latest outcome, as "status at time" (skipped fires ignored).
-pub async fn last_outcomes(pool: &PgPool) -> Result<std::collections::HashMap<String, String>> {
+pub(crate) async fn last_outcomes(pool: &PgPool) -> Result<std::collections::HashMap<String, String>> {
     let rows: Vec<(String, String, Option<DateTime<Utc>>)> = sqlx::query_as(
         "SELECT DISTINCT ON (job) job, status, coalesce(finished_at, started_at)
          FROM etl.runs WHERE status <> 'skipped'

@@ -13,7 +13,7 @@ use sqlx::PgPool;
 
 /// The cached discovery of `source` if it is younger than `ttl`; `None` when there is none or it
 /// has expired (a zero `ttl` never finds one).
-pub async fn fresh(pool: &PgPool, source: &str, ttl: Duration) -> Result<Option<serde_json::Value>> {
+pub(crate) async fn fresh(pool: &PgPool, source: &str, ttl: Duration) -> Result<Option<serde_json::Value>> {
     let ttl_secs = ttl.as_secs_f64();
     let row: Option<(serde_json::Value,)> = sqlx::query_as(
         "SELECT scopes FROM etl.scope_cache
@@ -28,7 +28,7 @@ pub async fn fresh(pool: &PgPool, source: &str, ttl: Duration) -> Result<Option<
 }
 
 /// Stores a discovery just made (replacing any earlier one).
-pub async fn store(pool: &PgPool, source: &str, scopes: &serde_json::Value) -> Result<()> {
+pub(crate) async fn store(pool: &PgPool, source: &str, scopes: &serde_json::Value) -> Result<()> {
     sqlx::query(
         "INSERT INTO etl.scope_cache (source, scopes, discovered_at) VALUES ($1, $2, now())
          ON CONFLICT (source) DO UPDATE SET scopes = EXCLUDED.scopes, discovered_at = EXCLUDED.discovered_at",
@@ -43,7 +43,7 @@ pub async fn store(pool: &PgPool, source: &str, scopes: &serde_json::Value) -> R
 
 /// Drops the cached discovery of `source`, so that the next job asks the vendor again. Returns
 /// whether there was one.
-pub async fn invalidate(pool: &PgPool, source: &str) -> Result<bool> {
+pub(crate) async fn invalidate(pool: &PgPool, source: &str) -> Result<bool> {
     let done = sqlx::query("DELETE FROM etl.scope_cache WHERE source = $1")
         .bind(source)
         .execute(pool)

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
 /// The current high-water mark of a job and scope.
-pub async fn get(pool: &PgPool, job: &str, scope: &str) -> Result<Option<DateTime<Utc>>> {
+pub(crate) async fn get(pool: &PgPool, job: &str, scope: &str) -> Result<Option<DateTime<Utc>>> {
     let row: Option<(DateTime<Utc>,)> =
         sqlx::query_as("SELECT high_water FROM etl.watermarks WHERE job = $1 AND scope = $2")
             .bind(job)
@@ -19,7 +19,7 @@ pub async fn get(pool: &PgPool, job: &str, scope: &str) -> Result<Option<DateTim
 
 /// Moves the mark to `to` unless it is already further (a re-run of an old window never moves
 /// it back). Runs inside the window's transaction.
-pub async fn advance(
+pub(crate) async fn advance(
     tx: &mut PgConnection,
     job: &str,
     scope: &str,

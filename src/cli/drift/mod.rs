@@ -29,12 +29,12 @@ use graphql_parser::query as q;
 
 mod model;
 
-pub use model::SchemaModel;
+pub(crate) use model::SchemaModel;
 use model::{InputDef, Kind, Ty};
 
 /// One way a query no longer fits the live schema.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
+pub(crate) struct Problem {
     /// What changed, as the compiled schema names it: `Type.field`, `Type.field(arg)`,
     /// `InputType.field`, `Enum.VALUE`, `$variable` or a type name.
     pub at: String,
@@ -53,7 +53,7 @@ impl fmt::Display for Problem {
 /// Every way the query `text` no longer fits `live`, given that it was compiled against
 /// `expected`. An empty list: the query still works. `Err`: the query does not parse or names no
 /// operation (a build would have refused it).
-pub fn check_query(text: &str, expected: &SchemaModel, live: &SchemaModel) -> Result<Vec<Problem>> {
+pub(crate) fn check_query(text: &str, expected: &SchemaModel, live: &SchemaModel) -> Result<Vec<Problem>> {
     let document = graphql_parser::parse_query::<&str>(text).map_err(|e| anyhow::anyhow!("{e}"))?;
     let fragments: HashMap<&str, &q::FragmentDefinition<'_, &str>> = document
         .definitions

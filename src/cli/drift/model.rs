@@ -12,7 +12,7 @@ use crate::cli::schema::{IntrospectionSchema, TypeRef};
 
 /// A type reference: a named type, or a list / non-null wrapper.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ty {
+pub(crate) enum Ty {
     Named(String),
     List(Box<Ty>),
     NonNull(Box<Ty>),
@@ -78,7 +78,7 @@ impl fmt::Display for Ty {
 
 /// What kind of type a name stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Scalar,
     Object,
     Interface,
@@ -107,7 +107,7 @@ impl Kind {
 
 /// An argument or input field.
 #[derive(Debug, Clone)]
-pub struct InputDef {
+pub(crate) struct InputDef {
     pub ty: Ty,
     pub has_default: bool,
 }
@@ -120,13 +120,13 @@ impl InputDef {
 }
 
 #[derive(Debug, Clone)]
-pub struct FieldDef {
+pub(crate) struct FieldDef {
     pub ty: Ty,
     pub args: BTreeMap<String, InputDef>,
 }
 
 #[derive(Debug, Clone)]
-pub struct TypeDef {
+pub(crate) struct TypeDef {
     pub kind: Kind,
     pub fields: BTreeMap<String, FieldDef>,
     pub input_fields: BTreeMap<String, InputDef>,
@@ -146,7 +146,7 @@ impl TypeDef {
 
 /// The parts of a schema a query can depend on.
 #[derive(Debug, Clone)]
-pub struct SchemaModel {
+pub(crate) struct SchemaModel {
     pub query_type: String,
     pub types: HashMap<String, TypeDef>,
 }
@@ -155,7 +155,7 @@ const BUILT_IN_SCALARS: [&str; 5] = ["Int", "Float", "String", "Boolean", "ID"];
 
 impl SchemaModel {
     /// From an introspection result (the live schema).
-    pub fn from_introspection(schema: &IntrospectionSchema) -> Result<SchemaModel> {
+    pub(crate) fn from_introspection(schema: &IntrospectionSchema) -> Result<SchemaModel> {
         let query_type = schema
             .query_type
             .as_ref()
@@ -205,7 +205,7 @@ impl SchemaModel {
     }
 
     /// From SDL (the compiled-in `schemas/<kind>.graphql`).
-    pub fn from_sdl(sdl: &str) -> Result<SchemaModel> {
+    pub(crate) fn from_sdl(sdl: &str) -> Result<SchemaModel> {
         let document = graphql_parser::parse_schema::<&str>(sdl).map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut query_type = "Query".to_owned();
         let mut types = HashMap::new();

@@ -34,7 +34,7 @@ pub use sdl::to_sdl;
 
 /// `schema pull` arguments.
 #[derive(Debug, Args)]
-pub struct PullArgs {
+pub(crate) struct PullArgs {
     /// Source name from the configuration (a Retarus, Roubler or Altrata source).
     pub source: String,
     /// Where to write the SDL; `-` for stdout. Default: schemas/<kind>.graphql (relative to the
@@ -48,13 +48,13 @@ pub struct PullArgs {
 
 /// Altrata's two GraphQL services.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum AltrataService {
+pub(crate) enum AltrataService {
     Events,
     Profile,
 }
 
 /// `schema pull SOURCE [--out PATH] [--service events|profile]`
-pub async fn pull(args: PullArgs, settings: Settings) -> Result<ExitCode> {
+pub(crate) async fn pull(args: PullArgs, settings: Settings) -> Result<ExitCode> {
     let Some(source) = settings.sources.get(&args.source) else {
         let known: Vec<&str> = settings.sources.keys().map(String::as_str).collect();
         bail!(

@@ -10,7 +10,7 @@ const RESET_ROUNDING: Duration = Duration::from_secs(1);
 
 /// The longest window a header can teach: beyond it a reset is not a window but a block (a daily
 /// quota, a vendor's mistake), which the wait cap deals with.
-pub const MAX_LEARNED_WINDOW: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const MAX_LEARNED_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 /// The upstream's limit as its headers state it. Headers are the vendor's word: once both a limit
 /// and a window are known they replace the configured budget, in either direction.

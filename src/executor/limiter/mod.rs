@@ -37,20 +37,20 @@ use crate::config::RateLimit;
 
 mod learned;
 
-pub use learned::{Learned, MAX_LEARNED_WINDOW};
+pub(crate) use learned::{Learned, MAX_LEARNED_WINDOW};
 
 /// Extra time added to every window, as a share of it, to absorb clock skew and timer jitter.
-pub const SAFETY_MARGIN: f64 = 0.015;
+pub(crate) const SAFETY_MARGIN: f64 = 0.015;
 /// The shortest wait an upstream's header can impose (`Retry-After: 0`, a reset of 0).
-pub const MIN_WAIT: Duration = Duration::from_millis(100);
+pub(crate) const MIN_WAIT: Duration = Duration::from_millis(100);
 
 /// Why no slot was granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeadlineReached;
+pub(crate) struct DeadlineReached;
 
 /// The rate limiter of one source. Cheap to share (`Arc` inside).
 #[derive(Clone)]
-pub struct SourceLimiter {
+pub(crate) struct SourceLimiter {
     inner: Arc<Inner>,
 }
 
@@ -86,7 +86,7 @@ fn scale(calls: u32, share: f64) -> u32 {
 }
 
 /// `now + wait`, saturating far in the future instead of panicking on overflow.
-pub fn instant_after(now: Instant, wait: Duration) -> Instant {
+pub(crate) fn instant_after(now: Instant, wait: Duration) -> Instant {
     now.checked_add(wait)
         .or_else(|| now.checked_add(MAX_LEARNED_WINDOW * 365))
         .unwrap_or(now)
@@ -182,7 +182,7 @@ impl State {
 
 /// A granted slot. Dropping it marks the call as ended (at that instant), which is when its
 /// window starts to count down, so keep it until the whole answer has been read.
-pub struct Permit {
+pub(crate) struct Permit {
     inner: Arc<Inner>,
     id: u64,
 }
@@ -207,7 +207,7 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 impl SourceLimiter {
-    pub fn new(limit: RateLimit) -> SourceLimiter {
+    pub(crate) fn new(limit: RateLimit) -> SourceLimiter {
         SourceLimiter::with_share(limit, 1.0)
     }
 
@@ -232,7 +232,7 @@ impl SourceLimiter {
 
     /// A limiter allowing `share` of `limit` (at least one call per window): what a process keeps
     /// to when it cannot reach the budget it shares with other processes.
-    pub fn scaled(limit: RateLimit, share: f64) -> SourceLimiter {
+    pub(crate) fn scaled(limit: RateLimit, share: f64) -> SourceLimiter {
         let share = if share.is_finite() {
             share.clamp(0.0, 1.0)
         } else {
@@ -250,7 +250,7 @@ impl SourceLimiter {
 
     /// Counts calls that ended at `ends` (made under another budget) as if they had gone through
     /// this limiter, so switching budgets cannot put a second full budget into one window.
-    pub fn record_finished(&self, ends: &[Instant]) {
+    pub(crate) fn record_finished(&self, ends: &[Instant]) {
         if ends.is_empty() {
             return;
         }
@@ -266,13 +266,8 @@ impl SourceLimiter {
         }
     }
 
-    /// How long a finished call keeps counting: the window in force plus the safety margin.
-    pub fn span(&self) -> Duration {
-        lock(&self.inner.state).span()
-    }
-
     /// Waits for a slot. Fails at once when the slot would come after `deadline`.
-    pub async fn acquire(&self, deadline: Option<Instant>) -> Result<Permit, DeadlineReached> {
+    pub(crate) async fn acquire(&self, deadline: Option<Instant>) -> Result<Permit, DeadlineReached> {
         loop {
             // Register for wake-ups before deciding, so a call ending in between is not missed.
             let notified = self.inner.changed.notified();
@@ -310,7 +305,7 @@ impl SourceLimiter {
 
     /// Applies what an answer said about the budget. Takes effect from the next call. Every wait
     /// in `headers` must already be capped ([`RateHeaders::capped`]).
-    pub fn observe(&self, headers: &RateHeaders) {
+    pub(crate) fn observe(&self, headers: &RateHeaders) {
         let now = Instant::now();
         let mut state = lock(&self.inner.state);
         let configured = (state.configured.calls, state.configured.period());
@@ -343,19 +338,19 @@ impl SourceLimiter {
 
     /// Holds every caller of this source back for `wait` (at least [`MIN_WAIT`]): after a 429
     /// with `Retry-After`, nobody should knock before then. The caller caps `wait`.
-    pub fn block_for(&self, wait: Duration) {
+    pub(crate) fn block_for(&self, wait: Duration) {
         let until = instant_after(Instant::now(), wait.max(MIN_WAIT));
         extend_block(&mut lock(&self.inner.state), until);
         self.inner.changed.notify_waiters();
     }
 
     /// What the upstream's headers taught this limiter so far.
-    pub fn learned(&self) -> Learned {
+    pub(crate) fn learned(&self) -> Learned {
         lock(&self.inner.state).learned
     }
 
     /// Calls allowed per window right now (configuration tightened by the upstream's headers).
-    pub fn budget(&self) -> (u32, Duration) {
+    pub(crate) fn budget(&self) -> (u32, Duration) {
         lock(&self.inner.state).budget()
     }
 }

@@ -69,27 +69,27 @@ mod report;
 mod row;
 mod shared;
 
-pub use report::{LimitRow, UsageRow, limits, usage};
+pub(crate) use report::{LimitRow, UsageRow, limits, usage};
 use row::Feedback;
 use shared::{Shared, SharedState};
 
 /// The longest a budget statement may take before the database counts as unreachable.
-pub const DATABASE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const DATABASE_TIMEOUT: Duration = Duration::from_secs(2);
 /// After the database failed, how long calls stay on the fallback limiter before it is tried again.
-pub const RETRY_DATABASE_AFTER: Duration = Duration::from_secs(5);
+pub(crate) const RETRY_DATABASE_AFTER: Duration = Duration::from_secs(5);
 /// Added to a lease beyond the request timeout and the window: local delays between the
 /// database's stamp and the request's start.
-pub const LEASE_CUSHION: Duration = Duration::from_secs(5);
+pub(crate) const LEASE_CUSHION: Duration = Duration::from_secs(5);
 /// The shortest pause between two looks at a full budget (a guard against tight loops).
 const MIN_POLL: Duration = Duration::from_millis(1);
 
-pub const CALLS_TOTAL: &str = "reporting_etl_rate_budget_calls_total";
-pub const WAIT_SECONDS_TOTAL: &str = "reporting_etl_rate_budget_wait_seconds_total";
-pub const DATABASE_ERRORS_TOTAL: &str = "reporting_etl_rate_budget_database_errors_total";
+pub(crate) const CALLS_TOTAL: &str = "reporting_etl_rate_budget_calls_total";
+pub(crate) const WAIT_SECONDS_TOTAL: &str = "reporting_etl_rate_budget_wait_seconds_total";
+pub(crate) const DATABASE_ERRORS_TOTAL: &str = "reporting_etl_rate_budget_database_errors_total";
 
 /// What every shared source budget of a process needs: the database and who this process is.
 #[derive(Clone)]
-pub struct BudgetDatabase {
+pub(crate) struct BudgetDatabase {
     pool: PgPool,
     instance: Uuid,
     /// The `instance` label of the metrics: the host name, so the label stays low-cardinality
@@ -100,7 +100,7 @@ pub struct BudgetDatabase {
 
 impl BudgetDatabase {
     /// `instance` must be this process's row in `etl.instances`.
-    pub fn new(pool: PgPool, instance: Uuid, fallback_share: f64) -> BudgetDatabase {
+    pub(crate) fn new(pool: PgPool, instance: Uuid, fallback_share: f64) -> BudgetDatabase {
         let label = hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_else(|_| "unknown".into());
@@ -116,14 +116,14 @@ impl BudgetDatabase {
 /// The rate budget of one source: this process's limiter, plus the budget shared through the
 /// database when there is one. Cheap to share (`Arc` inside).
 #[derive(Clone)]
-pub struct RateBudget {
+pub(crate) struct RateBudget {
     local: SourceLimiter,
     shared: Option<Arc<Shared>>,
 }
 
 impl RateBudget {
     /// Only this process's limiter (tests, tools, a process without a database).
-    pub fn local(limit: RateLimit) -> RateBudget {
+    pub(crate) fn local(limit: RateLimit) -> RateBudget {
         RateBudget {
             local: SourceLimiter::new(limit),
             shared: None,
@@ -132,7 +132,7 @@ impl RateBudget {
 
     /// This process's limiter and the budget every process on `database` shares for `source`.
     /// `request_timeout` bounds a call, so a lease outlasts any call of a process that died.
-    pub fn shared(
+    pub(crate) fn shared(
         source: &str,
         limit: RateLimit,
         request_timeout: Duration,
@@ -158,7 +158,7 @@ impl RateBudget {
 
     /// Waits for a slot of this process's limiter and then of the shared budget. Fails at once
     /// when the slot would come after `deadline`. Keep the permit until the whole answer is read.
-    pub async fn acquire(&self, deadline: Option<Instant>) -> Result<Permit, DeadlineReached> {
+    pub(crate) async fn acquire(&self, deadline: Option<Instant>) -> Result<Permit, DeadlineReached> {
         let started = Instant::now();
         let local = self.local.acquire(deadline).await?;
         let slot = match &self.shared {
@@ -172,7 +172,7 @@ impl RateBudget {
     }
 
     /// Applies what an answer said about the budget, here and (changes only) for every process.
-    pub fn observe(&self, headers: &RateHeaders) {
+    pub(crate) fn observe(&self, headers: &RateHeaders) {
         let Some(shared) = &self.shared else {
             self.local.observe(headers);
             return;
@@ -193,12 +193,12 @@ impl RateBudget {
     }
 
     /// What the upstream's headers taught this process's limiter.
-    pub fn learned(&self) -> limiter::Learned {
+    pub(crate) fn learned(&self) -> limiter::Learned {
         self.local.learned()
     }
 
     /// Holds every caller of this source back for `wait` (a `Retry-After`), in every process.
-    pub fn block_for(&self, wait: Duration) {
+    pub(crate) fn block_for(&self, wait: Duration) {
         self.local.block_for(wait);
         if let Some(shared) = &self.shared {
             // Never stored beyond the cap, whatever the caller passed.
@@ -210,20 +210,10 @@ impl RateBudget {
             });
         }
     }
-
-    /// Calls allowed per window by this process's limiter right now.
-    pub fn budget(&self) -> (u32, Duration) {
-        self.local.budget()
-    }
-
-    /// Whether calls currently go by the fallback limiter (the database was unreachable).
-    pub fn in_fallback(&self) -> bool {
-        self.shared.as_ref().is_some_and(|s| s.state().in_fallback)
-    }
 }
 
 /// A granted call. Dropping it ends the call for both budgets (at that instant).
-pub struct Permit {
+pub(crate) struct Permit {
     _slot: Slot,
     _local: limiter::Permit,
 }

@@ -4,13 +4,11 @@
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use uuid::Uuid;
 
 /// One row of the budget summary in `reporting-etl runs`.
 #[derive(Debug, Clone)]
-pub struct UsageRow {
+pub(crate) struct UsageRow {
     pub source: String,
-    pub instance_id: Uuid,
     pub hostname: String,
     pub pid: i32,
     pub command: String,
@@ -18,7 +16,6 @@ pub struct UsageRow {
     pub calls: i64,
     pub waited_ms: i64,
     pub fallback_calls: i64,
-    pub first_call_at: DateTime<Utc>,
     pub last_call_at: DateTime<Utc>,
 }
 
@@ -28,7 +25,6 @@ impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for UsageRow {
         use sqlx::Row as _;
         Ok(Self {
             source: row.try_get("source")?,
-            instance_id: row.try_get("instance_id")?,
             hostname: row.try_get("hostname")?,
             pid: row.try_get("pid")?,
             command: row.try_get("command")?,
@@ -36,7 +32,6 @@ impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for UsageRow {
             calls: row.try_get("calls")?,
             waited_ms: row.try_get("waited_ms")?,
             fallback_calls: row.try_get("fallback_calls")?,
-            first_call_at: row.try_get("first_call_at")?,
             last_call_at: row.try_get("last_call_at")?,
         })
     }
@@ -44,7 +39,7 @@ impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for UsageRow {
 
 /// One source's limit as configured and as the upstream's headers announce it (`runs`).
 #[derive(Debug, Clone)]
-pub struct LimitRow {
+pub(crate) struct LimitRow {
     pub source: String,
     pub calls: i32,
     pub window_ms: i64,
@@ -54,7 +49,7 @@ pub struct LimitRow {
 }
 
 /// Every source's configured and announced limit, and its block if one is in force.
-pub async fn limits(pool: &PgPool) -> Result<Vec<LimitRow>> {
+pub(crate) async fn limits(pool: &PgPool) -> Result<Vec<LimitRow>> {
     type Columns = (String, i32, i64, Option<i32>, Option<i64>, Option<DateTime<Utc>>);
     let rows: Vec<Columns> = sqlx::query_as(
         "SELECT source, calls, window_ms, announced_limit, announced_window_ms,
@@ -80,10 +75,10 @@ pub async fn limits(pool: &PgPool) -> Result<Vec<LimitRow>> {
 }
 
 /// Per source and process, newest activity first: calls made and time spent waiting for budget.
-pub async fn usage(pool: &PgPool, limit: i64) -> Result<Vec<UsageRow>> {
+pub(crate) async fn usage(pool: &PgPool, limit: i64) -> Result<Vec<UsageRow>> {
     sqlx::query_as(
-        "SELECT u.source, u.instance_id, i.hostname, i.pid, i.command, i.stopped_at IS NULL AS running,
-                u.calls, u.waited_ms, u.fallback_calls, u.first_call_at, u.last_call_at
+        "SELECT u.source, i.hostname, i.pid, i.command, i.stopped_at IS NULL AS running,
+                u.calls, u.waited_ms, u.fallback_calls, u.last_call_at
          FROM etl.rate_budget_usage u JOIN etl.instances i ON i.id = u.instance_id
          ORDER BY u.last_call_at DESC
          LIMIT $1",
