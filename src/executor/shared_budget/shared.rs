@@ -25,7 +25,7 @@ pub(super) struct Shared {
     pub(super) configured: RateLimit,
     /// `rate_budget.max_wait_secs`: a stored block never reaches further than this from now.
     pub(super) max_wait: Duration,
-    /// Request timeout plus [`LEASE_CUSHION`]; the window is added in SQL.
+    /// Request timeout plus [`super::LEASE_CUSHION`]; the window is added in SQL.
     pub(super) lease: Duration,
     /// `fallback_share` of the configured limit, used while the database is unreachable.
     pub(super) fallback: SourceLimiter,
