@@ -13,6 +13,7 @@
 //! - [`app`]: the composition root wiring store, auth, executor and runner for every command.
 //! - [`service`]: `run`: the scheduler, health and metrics endpoints, graceful shutdown.
 //! - [`store`]: PostgreSQL: pool, migrations, the embedded default server, run records.
+//! - [`stages`]: per-stage timers of the data path (read by the load benchmark).
 //! - [`cli`]: the command line; [`telemetry`]: logging; `demo`: the one-command tour against
 //!   the in-process sandbox upstreams (default `sandbox` feature).
 
@@ -26,5 +27,6 @@ pub mod demo;
 pub mod executor;
 pub mod jobs;
 pub mod service;
+pub mod stages;
 pub mod store;
 pub mod telemetry;

@@ -13,7 +13,7 @@ use graphql_client::GraphQLQuery;
 use serde_json::{Value, json};
 
 use super::rows::Row;
-use super::sink::{Replace, TableSpec, Writer};
+use super::sink::{Replace, Sink, TableSpec, Writer};
 use super::{LoadFigures, LoadRequest, ScopeTarget, Tuning};
 use crate::executor::{Executor, ScopeHeader, Service};
 
@@ -116,7 +116,7 @@ fn add_warnings(all: &mut Vec<String>, new: Vec<String>) {
 
 pub async fn load(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    tx: &mut Sink,
     request: &LoadRequest<'_>,
     tuning: &Tuning,
 ) -> anyhow::Result<LoadFigures> {
@@ -160,7 +160,7 @@ fn mentions(list: Option<Vec<Option<Mention>>>) -> Option<Value> {
 
 async fn load_events(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    tx: &mut Sink,
     request: &LoadRequest<'_>,
     ids: &[String],
     tuning: &Tuning,
@@ -282,7 +282,7 @@ async fn load_events(
 
 async fn load_profiles(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    tx: &mut Sink,
     request: &LoadRequest<'_>,
     ids: &[String],
     tuning: &Tuning,

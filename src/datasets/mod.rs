@@ -11,8 +11,9 @@
 //! - [`window`]: [`Window`], the legal window sizes per vendor and local-day arithmetic.
 //! - [`scope`]: [`ScopeTarget`] and scope discovery (Retarus customers, Roubler companies and
 //!   locations, the Altrata watch-list, the Retently account).
-//! - [`rows`] / [`sink`]: typed cells and the page writer (COPY into a staging table, then an upsert
-//!   on the natural key), shared by every vendor.
+//! - [`rows`] / [`sink`]: typed cells and the page writer (pages COPYed into a staging table
+//!   outside any transaction, then swapped into the table in one short transaction), shared by
+//!   every vendor.
 //! - `retarus`, `roubler`, `altrata`, `retently`: one module per vendor with its typed queries,
 //!   row mapping and paging loop.
 
@@ -31,7 +32,7 @@ use crate::config::SourceSettings;
 use crate::executor::{CallContext, Executor};
 
 pub use scope::{DiscoveredBy, ScopeTarget, discover_scopes, discover_scopes_cached};
-pub use sink::TableSpec;
+pub use sink::{Sink, TableSpec};
 pub use window::{Window, split_windows, split_windows_at};
 
 use crate::config::{SourceKind, WindowPolicyName};
@@ -258,21 +259,22 @@ impl Default for Tuning {
     }
 }
 
-/// Replaces one scope's window (or, for snapshots, the whole scope) of a dataset with what the
-/// upstream serves now. Runs inside the caller's transaction: a failure part-way leaves the
-/// previous rows once the caller rolls back.
+/// Stages one scope's window (or, for snapshots, the whole scope) of a dataset as the upstream
+/// serves it now into `sink`; [`Sink::begin_swap`] then replaces the window's rows with it in one
+/// transaction. Nothing is written to the table before that: a failure part-way leaves the
+/// previous rows.
 pub async fn load(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    sink: &mut Sink,
     request: &LoadRequest<'_>,
 ) -> anyhow::Result<LoadFigures> {
-    load_with(exec, tx, request, &Tuning::default()).await
+    load_with(exec, sink, request, &Tuning::default()).await
 }
 
 /// [`load`] with explicit page sizes.
 pub async fn load_with(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    sink: &mut Sink,
     request: &LoadRequest<'_>,
     tuning: &Tuning,
 ) -> anyhow::Result<LoadFigures> {
@@ -294,12 +296,30 @@ pub async fn load_with(
         request.source_name
     );
     match dataset.kind {
-        SourceKind::Retarus => retarus::load(exec, tx, request, tuning).await,
-        SourceKind::Roubler => roubler::load(exec, tx, request).await,
-        SourceKind::Altrata => altrata::load(exec, tx, request, tuning).await,
-        SourceKind::Retently => retently::load(exec, tx, request, tuning).await,
+        SourceKind::Retarus => retarus::load(exec, sink, request, tuning).await,
+        SourceKind::Roubler => roubler::load(exec, sink, request).await,
+        SourceKind::Altrata => altrata::load(exec, sink, request, tuning).await,
+        SourceKind::Retently => retently::load(exec, sink, request, tuning).await,
     }
     .context(what)
+}
+
+/// Stages and swaps in one window on a connection of `pool`, without a run record or watermark
+/// (the runner adds those inside the swap): for tests, benchmarks and tools. The figures' rows
+/// are the distinct rows the swap wrote.
+pub async fn load_window(
+    exec: &Executor,
+    pool: &sqlx::PgPool,
+    request: &LoadRequest<'_>,
+    tuning: &Tuning,
+) -> anyhow::Result<LoadFigures> {
+    let mut sink = Sink::acquire(pool).await?;
+    let mut figures = load_with(exec, &mut sink, request, tuning).await?;
+    let (tx, rows) = sink.begin_swap().await?;
+    tx.commit().await.context("committing the window")?;
+    sink.finish();
+    figures.rows = rows;
+    Ok(figures)
 }
 
 /// The table layout of a dataset (its columns in write order and its natural key).

@@ -12,7 +12,7 @@ use chrono::Utc;
 use graphql_client::GraphQLQuery;
 
 use super::rows::Row;
-use super::sink::{Replace, SeenInLoad, TableSpec, Writer};
+use super::sink::{Replace, SeenInLoad, Sink, TableSpec, Writer};
 use super::{LoadFigures, LoadRequest, ScopeTarget, Tuning};
 use crate::executor::{Executor, ScopeHeader, Service};
 
@@ -562,7 +562,7 @@ impl Report for TransactionalEmailUdr {
 
 pub async fn load(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    tx: &mut Sink,
     request: &LoadRequest<'_>,
     tuning: &Tuning,
 ) -> anyhow::Result<LoadFigures> {
@@ -580,7 +580,7 @@ pub async fn load(
 
 async fn load_report<R: Report>(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    tx: &mut Sink,
     request: &LoadRequest<'_>,
     spec: &'static TableSpec,
     tuning: &Tuning,
@@ -632,6 +632,7 @@ async fn load_report<R: Report>(
             anyhow::bail!("{}: the report came back null", what());
         };
         let fetched = content.len();
+        let mapping = std::time::Instant::now();
         let mapped: Vec<(bool, Row)> = content
             .into_iter()
             .flatten()
@@ -649,6 +650,7 @@ async fn load_report<R: Report>(
             }
             rows.push(row);
         }
+        crate::stages::Stage::Map.since(mapping);
         writer.write(tx, rows).await.with_context(what)?;
         match more {
             Some(true) if fetched > 0 => page += 1,

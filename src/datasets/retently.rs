@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::rows::Row;
-use super::sink::{Replace, SeenInLoad, TableSpec, Writer};
+use super::sink::{Replace, SeenInLoad, Sink, TableSpec, Writer};
 use super::{LoadFigures, LoadRequest, Tuning, Window};
 use crate::executor::Executor;
 
@@ -271,7 +271,7 @@ fn iso(at: DateTime<Utc>) -> String {
 
 pub async fn load(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    tx: &mut Sink,
     request: &LoadRequest<'_>,
     tuning: &Tuning,
 ) -> anyhow::Result<LoadFigures> {
@@ -400,7 +400,7 @@ pub async fn load(
 #[allow(clippy::too_many_arguments)]
 async fn load_list<T: DeserializeOwned>(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    tx: &mut Sink,
     request: &LoadRequest<'_>,
     tuning: &Tuning,
     spec: &'static TableSpec,
@@ -505,7 +505,7 @@ async fn load_list<T: DeserializeOwned>(
 
 async fn load_campaigns(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    tx: &mut Sink,
     request: &LoadRequest<'_>,
 ) -> anyhow::Result<LoadFigures> {
     let mut writer = Writer::open(tx, &CAMPAIGNS, request.source_name, request.run_id).await?;
@@ -552,11 +552,7 @@ async fn load_campaigns(
     Ok(figures)
 }
 
-async fn load_nps(
-    exec: &Executor,
-    tx: &mut sqlx::PgConnection,
-    request: &LoadRequest<'_>,
-) -> anyhow::Result<LoadFigures> {
+async fn load_nps(exec: &Executor, tx: &mut Sink, request: &LoadRequest<'_>) -> anyhow::Result<LoadFigures> {
     // One row per source and UTC day: a rerun the same day replaces that day's row and leaves
     // the history of earlier days alone.
     let day = Utc::now().date_naive();

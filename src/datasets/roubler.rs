@@ -11,7 +11,7 @@ use graphql_client::GraphQLQuery;
 use serde_json::{Value, json};
 
 use super::rows::{Row, instant_text};
-use super::sink::{Replace, TableSpec, Writer};
+use super::sink::{Replace, Sink, TableSpec, Writer};
 use super::window::local_day_range;
 use super::{LoadFigures, LoadRequest, ScopeTarget};
 use crate::executor::{CallContext, Executor, ScopeHeader, Service};
@@ -243,11 +243,7 @@ pub async fn locations(
     Ok(found)
 }
 
-pub async fn load(
-    exec: &Executor,
-    tx: &mut sqlx::PgConnection,
-    request: &LoadRequest<'_>,
-) -> anyhow::Result<LoadFigures> {
+pub async fn load(exec: &Executor, tx: &mut Sink, request: &LoadRequest<'_>) -> anyhow::Result<LoadFigures> {
     match (request.dataset.name, request.scope) {
         ("locations", ScopeTarget::Company(company)) => load_locations(exec, tx, request, company).await,
         ("employees", ScopeTarget::Company(company)) => load_employees(exec, tx, request, company).await,
@@ -296,7 +292,7 @@ fn figures(writer: Writer, warnings: Vec<String>) -> (LoadFigures, Writer) {
 
 async fn load_locations(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    tx: &mut Sink,
     request: &LoadRequest<'_>,
     company: &str,
 ) -> anyhow::Result<LoadFigures> {
@@ -368,7 +364,7 @@ fn status_text(status: employees::EmployeeStatus) -> String {
 
 async fn load_employees(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    tx: &mut Sink,
     request: &LoadRequest<'_>,
     company: &str,
 ) -> anyhow::Result<LoadFigures> {
@@ -439,7 +435,7 @@ async fn load_employees(
 
 async fn load_sales(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    tx: &mut Sink,
     request: &LoadRequest<'_>,
     place: &Place<'_>,
     window: super::Window,
@@ -549,7 +545,7 @@ fn breaks_json(
 
 async fn load_timesheets(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    tx: &mut Sink,
     request: &LoadRequest<'_>,
     place: &Place<'_>,
     window: super::Window,
@@ -640,7 +636,7 @@ async fn load_timesheets(
 
 async fn load_shifts(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    tx: &mut Sink,
     request: &LoadRequest<'_>,
     place: &Place<'_>,
     window: super::Window,
