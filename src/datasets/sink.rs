@@ -8,8 +8,8 @@
 //! commits on its own, so no transaction outlives a page). The COPY of page N runs in the
 //! background while the loader fetches and decodes page N+1: at most two pages are in flight.
 //! [`Sink::begin_swap`] then opens the window's one transaction: delete the window's rows,
-//! insert the staged rows (`ON CONFLICT (key) DO UPDATE`: a record stored under another window,
-//! its timestamp moved upstream, is replaced, never a key violation), and hand the transaction
+//! insert the staged rows (a record stored under another window, its timestamp moved upstream,
+//! is replaced, never a key violation), and hand the transaction
 //! back for the run record and the watermark. A record staged twice (offset paging drift, or a
 //! page repeating one) is resolved there: the last one staged wins. Until the swap commits,
 //! nothing of the load is visible and the previous rows stay; a load that fails or is dropped
@@ -109,6 +109,7 @@ struct Staged {
     stage: String,
     delete: Option<Delete>,
     insert: String,
+    upsert: String,
     dedupe: String,
 }
 
@@ -203,8 +204,10 @@ impl Sink {
                     .with_context(|| format!("deleting the rows being replaced in {table}"))?;
             }
             let inserted = {
-                // A savepoint, because a key staged twice fails the insert ("cannot affect row a
-                // second time"): rare, so it is cheaper to find out this way than to look first.
+                // First a plain insert, in a savepoint: cheaper than `ON CONFLICT` row by row,
+                // and a conflict is rare (a record staged twice, or stored under another window
+                // because its timestamp moved upstream). On one, the staged duplicates go (the
+                // last one staged stays) and the upsert replaces what is stored elsewhere.
                 let mut attempt = tx.begin().await?;
                 match sqlx::query(sqlx::AssertSqlSafe(load.insert.clone()))
                     .execute(&mut *attempt)
@@ -214,13 +217,13 @@ impl Sink {
                         attempt.commit().await?;
                         done.rows_affected()
                     }
-                    Err(error) if is_cardinality_violation(&error) => {
+                    Err(error) if is_unique_violation(&error) => {
                         attempt.rollback().await?;
                         sqlx::query(sqlx::AssertSqlSafe(load.dedupe.clone()))
                             .execute(&mut *tx)
                             .await
                             .with_context(|| format!("dropping records of {table} staged twice"))?;
-                        sqlx::query(sqlx::AssertSqlSafe(load.insert.clone()))
+                        sqlx::query(sqlx::AssertSqlSafe(load.upsert.clone()))
                             .execute(&mut *tx)
                             .await
                             .with_context(|| format!("writing the window into {table}"))?
@@ -279,9 +282,9 @@ impl Delete {
     }
 }
 
-/// `ON CONFLICT DO UPDATE` met the same key twice in one statement.
-fn is_cardinality_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("21000"))
+/// An insert met a key that is already there.
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
 }
 
 /// Writes pages of one load into one table's staging table.
@@ -458,6 +461,10 @@ impl Writer {
         sink.staged.push(Staged {
             table: spec.table,
             insert: format!(
+                "INSERT INTO {} ({columns}) SELECT {columns} FROM pg_temp.{stage}",
+                spec.table
+            ),
+            upsert: format!(
                 "INSERT INTO {} AS t ({columns}) SELECT {columns} FROM pg_temp.{stage} \
                  ON CONFLICT ({}) DO UPDATE SET {updates}",
                 spec.table,
