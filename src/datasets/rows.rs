@@ -139,13 +139,6 @@ impl Cell {
             _ => out.push_str("\\N"),
         }
     }
-
-    /// The cell as key text (used to find duplicates within a page).
-    pub fn key_text(&self) -> String {
-        let mut out = String::new();
-        self.write_copy(&mut out);
-        out
-    }
 }
 
 /// An instant in COPY text (`2026-01-31 23:59:59.123+00`), formatted field by field: the
