@@ -77,8 +77,14 @@ async fn a_rate_limited_50_page_extraction_holds_no_transaction_and_one_connecti
         .await
         .unwrap();
         oldest = oldest.max(age);
-        held = held.max(db.pool.size() - db.pool.num_idle() as u32);
-        samples += 1;
+        // Counted between the first and the last data call only: around them the runner's run
+        // record and the swap take their turn, and a connection just released is back in the
+        // pool's idle count only a moment later.
+        let calls = sandbox.retarus.graphql_calls();
+        if (2..59).contains(&calls) {
+            held = held.max(db.pool.size() - db.pool.num_idle() as u32);
+            samples += 1;
+        }
         // A sampling interval, not a wait for an event: the job's end is what ends the loop.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -96,8 +102,8 @@ async fn a_rate_limited_50_page_extraction_holds_no_transaction_and_one_connecti
         .await
         .unwrap();
     println!(
-        "{pages} pages, {rows} rows in {elapsed:?}; {samples} samples: oldest transaction {oldest:.2} s, \
-         at most {held} connection(s) of the load's pool held"
+        "{pages} pages, {rows} rows in {elapsed:?}; oldest transaction {oldest:.2} s; {samples} samples \
+         while it waited: at most {held} connection(s) of the load's pool held"
     );
     assert!(pages >= 50, "{pages} pages");
     assert_eq!(stored, rows);
@@ -109,5 +115,6 @@ async fn a_rate_limited_50_page_extraction_holds_no_transaction_and_one_connecti
         oldest < 2.0,
         "a transaction stayed open {oldest:.2} s during the extraction"
     );
+    assert!(samples > 50, "only {samples} samples while the load waited");
     assert!(held <= 1, "the load held {held} pool connections");
 }
