@@ -1,27 +1,31 @@
 //! Load throughput: Retarus `fax_out_udr` records from the sandbox (no rate limit) through the
-//! executor and the page writer into PostgreSQL, next to a raw `COPY` of the same rows into an
-//! identical table in the same run (the ratio is the figure), plus peak memory (VmHWM).
+//! executor, the page writer and the swap into PostgreSQL, next to a raw `COPY` of the same rows
+//! into an identical table in the same run (the ratio is the figure), plus peak memory (VmHWM).
 //!
 //! `cargo bench --bench load_throughput` runs 100k records; `-- 100000 1000000` (or
-//! `BENCH_RECORDS=100000,1000000`) runs several sizes. Uses `DATABASE_URL`, else the embedded test
-//! server.
+//! `BENCH_RECORDS=100000,1000000`) runs several sizes; `BENCH_PASSES` (default 2, at least 2)
+//! sets how often each size is loaded. Uses `DATABASE_URL`, else the embedded test server.
 //!
-//! Each size is loaded twice into fresh databases. The first pass has the sandbox generate and
-//! serialise every page through async-graphql (about 15k records/s on one core of the 2-core
-//! reference machine, slower than the loader); it runs with `--retarus-cache-responses`, so the
-//! second pass gets the same answers as stored bytes and measures the loader. The second pass is
-//! the end-to-end figure; the first is printed too.
+//! The sandbox serves pre-rendered answers: it runs with `--retarus-cache-responses`, and a
+//! priming load (not counted) has it generate and remember every page, so the measured loads
+//! cost it only the copying of bytes and what is measured is the loader. Each measured pass
+//! loads the window into a fresh database, spawned on the multi-threaded runtime as the service
+//! runs its jobs, with the allocator the binary ships with. The raw-COPY baseline is the median
+//! of three COPYs of the loaded rows into fresh tables identical to the target (defaults,
+//! primary key, indexes).
 //!
 //! The sandbox runs as a separate process (`sandbox --only retarus`, built with
 //! `cargo build -p sandbox --release` unless `SANDBOX_BIN` names a binary), so this process's
-//! VmHWM is the loader's own: executor, JSON decoding, row mapping and one page of COPY text.
-//! The peak is reset before each size (`/proc/self/clear_refs`), so sizes don't inherit each
-//! other's. The sandbox's own peak and the CPU seconds of the loader, the sandbox and the
-//! PostgreSQL backend during the load are printed too: on a small machine they share the cores,
-//! and the CPU split shows which one bounded the end-to-end rate.
+//! VmHWM is the loader's own. The peak is reset after the priming load of each size
+//! (`/proc/self/clear_refs`), so sizes don't inherit each other's; the baseline's rows go through
+//! a file, never this process's memory. Per pass it prints the CPU seconds of the loader, the
+//! sandbox and the PostgreSQL backends (on a small machine they share the cores) and the time per
+//! stage of the data path (`reporting_etl::stages`; `copy` runs alongside the next page's fetch
+//! and decode, `copy_wait` is the loader waiting for it). The last line per size is
+//! `ingest records=N rows_per_s=… copy_rows_per_s=… ratio=… peak_rss_mib=…` (medians).
 //!
 //! A size is loaded the way a backfill loads it: one window of whole days (at most 40, within
-//! Retarus's 45-day limit), one transaction, 10,000-record pages.
+//! Retarus's 45-day limit), 10,000-record pages.
 
 #[path = "../tests/it/support/mod.rs"]
 mod support;
@@ -148,14 +152,27 @@ struct Pass {
     rows: i64,
     pages: i32,
     secs: f64,
-    /// This process's peak RSS during the load (KiB) and whether the peak could be reset first.
-    hwm_kib: u64,
-    rss_before_kib: u64,
-    reset: bool,
     cpu: String,
+    stages: String,
 }
 
-/// Loads the window into a fresh database the way a backfill does: one transaction.
+/// User + system CPU seconds of every server process of `db` now, by pid.
+async fn backend_cpu(db: &support::TestDb) -> Vec<(String, Option<f64>)> {
+    let pids: Vec<i32> =
+        sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap_or_default();
+    pids.into_iter()
+        .map(|pid| {
+            let pid = pid.to_string();
+            let cpu = cpu_secs(&pid);
+            (pid, cpu)
+        })
+        .collect()
+}
+
+/// Loads the window into a fresh database as a backfill does, spawned on the runtime.
 async fn load_pass(sandbox: &SandboxProcess, window: Window) -> Pass {
     let db = support::TestDb::new().await;
     let text = format!(
@@ -175,65 +192,124 @@ async fn load_pass(sandbox: &SandboxProcess, window: Window) -> Pass {
         reporting_etl::auth::build(&settings, db.pool.clone()),
     )
     .unwrap();
-    let dataset = catalog::find(SourceKind::Retarus, "fax_out_udr").unwrap();
-    let scope = ScopeTarget::Customer("99999".into());
-    let call = CallContext::new("retarus", "fax_out_udr");
-    let request = LoadRequest {
-        source_name: "retarus",
-        source: &settings.sources["retarus"],
-        dataset,
-        scope: &scope,
-        window: Some(window),
-        run_id: 1,
-        call: &call,
-    };
-    // The peak so far belongs to earlier loads or set-up: start this one's from the current RSS.
-    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
-    let rss_before_kib = status_kib("self", "VmRSS:");
-    let mut tx = db.pool.begin().await.unwrap();
-    let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    let backend = backend.to_string();
-    let cpu = (cpu_secs("self"), cpu_secs(&sandbox.pid), cpu_secs(&backend));
+    // Two connections open before the load (the load's and the token store's), so the CPU of
+    // the backends serving it can be read before and after.
+    let (a, b) = (db.pool.acquire().await.unwrap(), db.pool.acquire().await.unwrap());
+    drop((a, b));
+    let backends = backend_cpu(&db).await;
+    let cpu = (cpu_secs("self"), cpu_secs(&sandbox.pid));
+    reporting_etl::stages::reset();
+    let pool = db.pool.clone();
     let started = Instant::now();
-    let figures = vendors::load_with(&exec, &mut tx, &request, &Tuning::default())
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    let load = tokio::spawn(async move {
+        let dataset = catalog::find(SourceKind::Retarus, "fax_out_udr").unwrap();
+        let scope = ScopeTarget::Customer("99999".into());
+        let call = CallContext::new("retarus", "fax_out_udr");
+        let request = LoadRequest {
+            source_name: "retarus",
+            source: &settings.sources["retarus"],
+            dataset,
+            scope: &scope,
+            window: Some(window),
+            run_id: 1,
+            call: &call,
+        };
+        vendors::load_window(&exec, &pool, &request, &Tuning::default()).await
+    });
+    let figures = load.await.unwrap().unwrap();
     let secs = started.elapsed().as_secs_f64();
+    let stages = reporting_etl::stages::ALL
+        .iter()
+        .map(|s| format!("{} {:.2}s", s.name(), s.total().as_secs_f64()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let before: std::collections::HashMap<_, _> = backends.into_iter().collect();
+    let postgres: Option<f64> = backend_cpu(&db)
+        .await
+        .into_iter()
+        .map(|(pid, now)| Some(now? - before.get(&pid).copied().flatten().unwrap_or(0.0)))
+        .sum();
     let cpu = format!(
-        "CPU: loader {} sandbox {} postgres backend {}",
+        "CPU: loader {} sandbox {} postgres backends {}",
         cpu_delta("self", cpu.0),
         cpu_delta(&sandbox.pid, cpu.1),
-        cpu_delta(&backend, cpu.2),
+        postgres.map_or("n/a".into(), |s| format!("{s:.1}s")),
     );
     Pass {
-        hwm_kib: status_kib("self", "VmHWM:"),
         db: Some(db),
         rows: figures.rows,
         pages: figures.pages,
         secs,
-        rss_before_kib,
-        reset,
         cpu,
+        stages,
     }
 }
 
-fn describe(name: &str, pass: &Pass) -> String {
-    format!(
-        "{name}: {:.1}s = {:.0} rows/s, loader VmHWM {} MiB (RSS at start {} MiB{}), {}",
-        pass.secs,
-        pass.rows as f64 / pass.secs,
-        pass.hwm_kib / 1024,
-        pass.rss_before_kib / 1024,
-        if pass.reset { "" } else { ", peak not reset" },
-        pass.cpu
-    )
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
 }
 
-async fn run(records: u64, binary: &str) {
+/// Rows per second of raw COPYs of `table`'s rows into fresh tables identical to it (the median
+/// of `runs`, each listed). The rows go through a temporary file, not this process's memory.
+async fn raw_copy_rates(db: &support::TestDb, table: &str, rows: i64, runs: usize) -> (f64, String) {
+    use std::io::{Read, Seek, Write};
+    let mut conn = db.pool.acquire().await.unwrap();
+    let mut file = tempfile::tempfile().expect("a temporary file for the COPY text");
+    let mut dump = conn
+        .copy_out_raw(&format!("COPY {table} TO STDOUT"))
+        .await
+        .unwrap();
+    while let Some(chunk) = dump.next().await {
+        file.write_all(&chunk.unwrap()).unwrap();
+    }
+    drop(dump);
+    let mut rates = Vec::new();
+    for run in 0..runs {
+        let copy_table = format!("bench_raw_{run}");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE TABLE {copy_table} (LIKE {table} INCLUDING ALL)"
+        )))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+        file.rewind().unwrap();
+        let started = Instant::now();
+        let mut copy = conn
+            .copy_in_raw(&format!("COPY {copy_table} FROM STDIN"))
+            .await
+            .unwrap();
+        let mut buffer = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buffer).unwrap();
+            if n == 0 {
+                break;
+            }
+            copy.send(&buffer[..n]).await.unwrap();
+        }
+        let copied = copy.finish().await.unwrap();
+        let secs = started.elapsed().as_secs_f64();
+        assert_eq!(copied as i64, rows);
+        rates.push(copied as f64 / secs);
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {copy_table}")))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    let listed = rates
+        .iter()
+        .map(|r| format!("{r:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    (median(&mut rates), listed)
+}
+
+async fn run(records: u64, passes: usize, binary: &str) {
     let days: u64 = (records / 25_000).clamp(4, 40);
     let per_day = records.div_ceil(days);
     let anchor = Utc::now().duration_trunc(TimeDelta::hours(1)).unwrap();
@@ -242,75 +318,64 @@ async fn run(records: u64, binary: &str) {
     let last_day = anchor.duration_trunc(TimeDelta::days(1)).unwrap();
     let window = Window::new(last_day - Duration::days(days as i64), last_day);
 
-    // First pass: the sandbox generates every page (and remembers its answer). Second pass, into
-    // a fresh database: the same requests are answered from memory, so the upstream costs
-    // almost nothing and the rate is the loader's (HTTP, JSON decoding, mapping, COPY, upsert).
-    let mut cold = load_pass(&sandbox, window).await;
-    drop(cold.db.take());
-    let warm = load_pass(&sandbox, window).await;
-    let sandbox_hwm = status_kib(&sandbox.pid, "VmHWM:");
+    // The priming load: the sandbox generates every page and remembers its answer, so the
+    // measured loads get them as stored bytes.
+    let priming = load_pass(&sandbox, window).await;
+    println!(
+        "records={records}: priming load (sandbox generating) {:.1}s, {}",
+        priming.secs, priming.cpu
+    );
+    drop(priming);
+    // The peak so far belongs to set-up, the priming load or an earlier size.
+    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let mut measured = Vec::new();
+    for n in 1..=passes {
+        let mut pass = load_pass(&sandbox, window).await;
+        println!(
+            "  pass {n}: {:.1}s = {:.0} rows/s, {} pages; {}\n    stages: {}",
+            pass.secs,
+            pass.rows as f64 / pass.secs,
+            pass.pages,
+            pass.cpu,
+            pass.stages
+        );
+        if n < passes {
+            drop(pass.db.take());
+        }
+        measured.push(pass);
+    }
+    let hwm_kib = status_kib("self", "VmHWM:");
     drop(sandbox);
-    let rows = warm.rows;
-    assert_eq!(
-        rows as u64,
-        days * per_day,
-        "the load wrote every generated record"
-    );
-    assert_eq!(cold.rows, warm.rows);
-
-    // Raw COPY of the very same rows (dumped after the loader's peaks were read) into a table
-    // identical to the target (defaults, primary key, indexes), and into a bare landing table.
-    let db = warm.db.as_ref().expect("the second pass's database");
-    let mut conn = db.pool.acquire().await.unwrap();
-    let mut dump = conn
-        .copy_out_raw("COPY retarus.fax_out_udr TO STDOUT")
-        .await
-        .unwrap();
-    let mut data = Vec::new();
-    while let Some(chunk) = dump.next().await {
-        data.extend_from_slice(&chunk.unwrap());
+    let rows = measured[0].rows;
+    for pass in &measured {
+        assert_eq!(
+            pass.rows as u64,
+            days * per_day,
+            "the load wrote every generated record"
+        );
     }
-    drop(dump);
-    let mut copy_rates = Vec::new();
-    for (table, like) in [("bench_raw_same", "INCLUDING ALL"), ("bench_raw_bare", "")] {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE TABLE {table} (LIKE retarus.fax_out_udr {like})"
-        )))
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-        let started = Instant::now();
-        let mut copy = conn
-            .copy_in_raw(&format!("COPY {table} FROM STDIN"))
-            .await
-            .unwrap();
-        copy.send(data.as_slice()).await.unwrap();
-        let copied = copy.finish().await.unwrap();
-        let secs = started.elapsed().as_secs_f64();
-        assert_eq!(copied as i64, rows);
-        copy_rates.push((secs, copied as f64 / secs));
-    }
-    let (copy_secs, copy_rate) = copy_rates[0];
-    let (bare_secs, bare_rate) = copy_rates[1];
-    let load_rate = rows as f64 / warm.secs;
+    let mut rates: Vec<f64> = measured.iter().map(|p| p.rows as f64 / p.secs).collect();
+    let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
+    let rate = median(&mut rates);
+    let db = measured
+        .last()
+        .and_then(|p| p.db.as_ref())
+        .expect("the last pass's database");
+    let (copy_rate, copy_runs) = raw_copy_rates(db, "retarus.fax_out_udr", rows, 3).await;
     println!(
-        "records={records} rows={rows} pages={} window={days}d x {per_day}/day, {} MiB of COPY text",
-        warm.pages,
-        data.len() / (1024 * 1024)
+        "  {rows} rows in one window of {days}d x {per_day}/day; ingest rows/s min {min:.0} median {rate:.0} \
+         over {passes} passes; raw COPY into a fresh identical table {copy_runs} rows/s (median {copy_rate:.0}); \
+         peak {}",
+        if reset {
+            "reset after priming"
+        } else {
+            "not reset (no /proc/self/clear_refs)"
+        }
     );
     println!(
-        "  end-to-end {load_rate:.0} rows/s | raw COPY same rows, identical table (PK) {copy_secs:.2}s = \
-         {copy_rate:.0} rows/s | end-to-end/COPY = {:.3} | raw COPY into a bare table {bare_secs:.2}s = {bare_rate:.0} rows/s",
-        load_rate / copy_rate,
-    );
-    println!("  {}", describe("end-to-end, sandbox replaying answers", &warm));
-    println!(
-        "  {}",
-        describe("end-to-end, sandbox generating (first pass)", &cold)
-    );
-    println!(
-        "  sandbox process VmHWM {} MiB (holds every answer of the window)",
-        sandbox_hwm / 1024
+        "ingest records={records} rows_per_s={rate:.0} copy_rows_per_s={copy_rate:.0} ratio={:.3} peak_rss_mib={}",
+        rate / copy_rate,
+        hwm_kib / 1024
     );
 }
 
@@ -325,12 +390,18 @@ fn main() {
             .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
             .unwrap_or_else(|| vec![100_000]);
     }
+    let passes = std::env::var("BENCH_PASSES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2usize)
+        .max(2);
     let binary = sandbox_binary();
+    // Multi-threaded like the service's runtime (its jobs run in spawned tasks).
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     for size in sizes {
-        runtime.block_on(run(size, &binary));
+        runtime.block_on(run(size, passes, &binary));
     }
 }

@@ -17,6 +17,7 @@
 //! - [`app`]: the composition root wiring store, auth, executor and runner for every command.
 //! - [`service`]: `run`: the scheduler, health and metrics endpoints, graceful shutdown.
 //! - [`store`]: PostgreSQL: pool, migrations, the embedded default server, run records.
+//! - [`stages`]: per-stage timers of the data path (read by the load benchmark).
 //! - [`cli`]: the command line, `demo` (the one-command tour against the in-process sandbox
 //!   upstreams, default `sandbox` feature) among its commands; [`telemetry`]: logging.
 
@@ -32,6 +33,7 @@ pub mod jobs;
 #[cfg(test)]
 mod layering;
 pub mod service;
+pub mod stages;
 pub mod store;
 pub mod telemetry;
 pub mod vendors;

@@ -86,6 +86,9 @@ pub struct RetarusOptions {
     /// Fields removed from the schema (see [`crate::drift`]): introspection leaves them out and
     /// queries selecting them are refused. Empty by default.
     pub removed_fields: Vec<crate::drift::RemovedField>,
+    /// Serve at most this many records per page whatever `size` asks (pages stay contiguous):
+    /// many pages from little data, for tests of long extractions. `None` by default.
+    pub max_page_size: Option<i32>,
 }
 
 impl Default for RetarusOptions {
@@ -99,6 +102,7 @@ impl Default for RetarusOptions {
             token_lifetime: Duration::from_secs(300),
             cache_responses: false,
             removed_fields: Vec::new(),
+            max_page_size: None,
         }
     }
 }
@@ -264,6 +268,7 @@ pub async fn start(options: &SandboxOptions) -> std::io::Result<(RetarusHandle, 
             retarus.clients.clone()
         },
         token_lifetime: retarus.token_lifetime,
+        max_page_size: retarus.max_page_size,
         edits: Edits::default(),
         tokens: Mutex::new(HashMap::new()),
         tokens_issued: AtomicU64::new(0),
@@ -318,6 +323,7 @@ struct Shared {
     records_per_day: u32,
     clients: Vec<RetarusClient>,
     token_lifetime: Duration,
+    max_page_size: Option<i32>,
     edits: Edits,
     /// Live access tokens → (client id, expiry). Written by the token handler, read by every
     /// GraphQL call, cleared by [`RetarusHandle::expire_tokens`]; held only for a map operation.
@@ -1188,6 +1194,7 @@ fn run<T: DeserializeOwned>(
             "BAD_REQUEST",
         ));
     }
+    let size = shared.max_page_size.map_or(size, |max| size.min(max.max(1)));
     let (from, to) = (args.date_period.from_included.0, args.date_period.to_excluded.0);
     if from >= to {
         return Err(classified(
@@ -1877,6 +1884,7 @@ mod tests {
             records_per_day: 1_500,
             clients: RetarusOptions::default().clients,
             token_lifetime: Duration::from_secs(300),
+            max_page_size: None,
             edits: Edits::default(),
             tokens: Mutex::new(HashMap::new()),
             tokens_issued: AtomicU64::new(0),

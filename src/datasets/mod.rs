@@ -11,8 +11,9 @@
 //! - [`window`]: [`Window`], the cut of a range into the dataset's legal sizes, local-day
 //!   arithmetic.
 //! - [`scope`]: [`ScopeTarget`], the unit a dataset is loaded per.
-//! - [`rows`] / [`sink`]: typed cells and the page writer (COPY into a staging table, then an upsert
-//!   on the natural key).
+//! - [`rows`] / [`sink`]: typed cells and the page writer (pages COPYed into a staging table
+//!   outside any transaction, then swapped into the table in one short transaction), shared by
+//!   every vendor.
 
 pub mod rows;
 pub mod scope;
@@ -24,7 +25,7 @@ use crate::executor::CallContext;
 
 pub(crate) use scope::DiscoveredBy;
 pub use scope::ScopeTarget;
-pub use sink::TableSpec;
+pub use sink::{Sink, TableSpec};
 pub(crate) use window::split_windows;
 pub use window::{Window, split_windows_at};
 

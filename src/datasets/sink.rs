@@ -1,20 +1,31 @@
-//! The page writer shared by every dataset: replaces a scope's window in its table inside the
-//! caller's transaction, one upstream page at a time.
+//! The page writer shared by every dataset: stages a scope's window page by page outside any
+//! transaction, then swaps it into its table in one short transaction.
 //!
-//! Per load: check the table's primary key is the natural key this code assumes (a silently
-//! different key would turn replaces into duplicates), delete the window's rows, then for each
-//! page: drop duplicates within the page (last one wins), COPY the page into a session-temporary
-//! staging table shaped like the target, and `INSERT … SELECT … ON CONFLICT (key) DO UPDATE` from
-//! it. A record seen again on a later page (offset paging drift) or already stored under another
-//! window (its timestamp moved upstream) is replaced, never a key violation. Only one page is
-//! ever held in memory.
+//! A load owns one pool connection (a [`Sink`]) and no transaction while it waits for the
+//! vendor. Per load: check the table's primary key is the natural key this code assumes (a
+//! silently different key would turn replaces into duplicates), create a session-temporary
+//! staging table shaped like the target, and COPY each page into it as it arrives (each COPY
+//! commits on its own, so no transaction outlives a page). The COPY of page N runs in the
+//! background while the loader fetches and decodes page N+1: at most two pages are in flight.
+//! [`Sink::begin_swap`] then opens the window's one transaction: delete the window's rows,
+//! insert the staged rows (a record stored under another window, its timestamp moved upstream,
+//! is replaced, never a key violation), and hand the transaction
+//! back for the run record and the watermark. A record staged twice (offset paging drift, or a
+//! page repeating one) is resolved there: the last one staged wins. Until the swap commits,
+//! nothing of the load is visible and the previous rows stay; a load that fails or is dropped
+//! closes its connection, so its staging tables end with the session.
+
+use std::fmt::Write as _;
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::PgConnection;
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
+use tokio::task::JoinHandle;
 
 use super::rows::Row;
 use crate::failure::{Failure, FailureKind};
+use crate::stages::Stage;
 
 /// How a dataset's table is laid out.
 #[derive(Debug)]
@@ -50,7 +61,7 @@ impl TableSpec {
     }
 }
 
-/// Which rows a load replaces before writing.
+/// Which rows a load replaces.
 #[derive(Debug, Clone)]
 pub enum Replace {
     /// Every row of the source (and scope, when given).
@@ -69,18 +80,228 @@ pub enum Replace {
     },
 }
 
-/// Writes pages of one load into one table.
+/// COPY text is sent in pieces of about this size: PostgreSQL starts on the first while the rest
+/// is encoded, and no buffer grows (by doubling) to the size of a page.
+const CHUNK: usize = 1 << 20;
+
+/// One page's COPY into a staging table, running in the background.
+type Copying = JoinHandle<(PoolConnection<Postgres>, anyhow::Result<()>)>;
+
+/// Where one load's rows go: the load's one pool connection, its staging tables, and what the
+/// swap does with them. Dropped without [`Sink::finish`] (a failed, timed-out or interrupted
+/// load), its connection is closed instead of returned, taking the staging tables with it.
+pub struct Sink {
+    /// `None` while a page's COPY holds it (see `copying`).
+    conn: Option<PoolConnection<Postgres>>,
+    copying: Option<Copying>,
+    /// Set when the sink is dropped: a COPY still running then closes its connection too.
+    abandoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Closed writers, applied in order by the swap.
+    staged: Vec<Staged>,
+    /// Staging tables created on this connection (their names are unique per sink).
+    tables: usize,
+    /// The swap committed and dropped the staging tables: the connection may go back to the pool.
+    clean: bool,
+}
+
+/// A writer's staged load, waiting for the swap.
+struct Staged {
+    table: &'static str,
+    stage: String,
+    delete: Option<Delete>,
+    insert: String,
+    upsert: String,
+    dedupe: String,
+}
+
+/// The window's old rows (a statement and what it binds).
+struct Delete {
+    sql: String,
+    source: String,
+    replace: Replace,
+}
+
+impl Sink {
+    /// A sink on a connection taken from `pool` (held until the sink is dropped).
+    pub async fn acquire(pool: &PgPool) -> anyhow::Result<Sink> {
+        let conn = pool.acquire().await.context("taking a connection for the load")?;
+        Ok(Sink::new(conn))
+    }
+
+    /// A sink on `conn`.
+    pub fn new(conn: PoolConnection<Postgres>) -> Sink {
+        Sink {
+            conn: Some(conn),
+            copying: None,
+            abandoned: Default::default(),
+            staged: Vec::new(),
+            tables: 0,
+            clean: false,
+        }
+    }
+
+    /// The connection, once the COPY in flight (if any) is done; its failure is reported here.
+    async fn conn(&mut self) -> anyhow::Result<&mut PgConnection> {
+        if let Some(copying) = self.copying.take() {
+            let waiting = std::time::Instant::now();
+            let joined = copying.await;
+            Stage::CopyWait.since(waiting);
+            let (conn, outcome) = joined.context("the COPY task failed")?;
+            self.conn = Some(conn);
+            outcome?;
+        }
+        self.conn.as_deref_mut().context("the load's connection was lost")
+    }
+
+    /// Starts copying `chunks` with `statement` in the background, after the previous COPY.
+    /// `what` names the page in errors (which may surface at the next page or at the swap).
+    async fn copy(&mut self, statement: String, chunks: Vec<String>, what: String) -> anyhow::Result<()> {
+        self.conn().await?;
+        let mut conn = self.conn.take().context("the load's connection was lost")?;
+        let abandoned = self.abandoned.clone();
+        self.copying = Some(tokio::spawn(async move {
+            let copying = std::time::Instant::now();
+            let outcome: anyhow::Result<()> = async {
+                let mut copy = conn
+                    .copy_in_raw(&statement)
+                    .await
+                    .with_context(|| format!("starting to stage {what}"))?;
+                for chunk in chunks {
+                    if let Err(error) = copy.send(chunk.into_bytes()).await {
+                        let _ = copy.abort("sending the page failed").await;
+                        return Err(error).with_context(|| format!("staging {what}"));
+                    }
+                }
+                copy.finish().await.with_context(|| format!("staging {what}"))?;
+                Ok(())
+            }
+            .await;
+            Stage::Copy.since(copying);
+            if abandoned.load(std::sync::atomic::Ordering::SeqCst) {
+                conn.close_on_drop();
+            }
+            (conn, outcome)
+        }));
+        Ok(())
+    }
+
+    /// Waits for the last page, then opens the window's transaction on the load's connection and
+    /// swaps every staged load in: its old rows deleted, its staged rows inserted (the last one
+    /// staged wins for a key staged twice), its staging table dropped. Returns the transaction
+    /// (the caller adds the run record and the watermark, then commits and calls
+    /// [`Sink::finish`]) and the distinct rows written.
+    pub async fn begin_swap(&mut self) -> anyhow::Result<(Transaction<'_, Postgres>, i64)> {
+        let staged = std::mem::take(&mut self.staged);
+        let conn = self.conn().await?;
+        let swapping = std::time::Instant::now();
+        let mut tx = conn.begin().await.context("opening the window's transaction")?;
+        let mut rows = 0i64;
+        for load in staged {
+            let table = load.table;
+            if let Some(delete) = &load.delete {
+                delete
+                    .execute(&mut tx)
+                    .await
+                    .with_context(|| format!("deleting the rows being replaced in {table}"))?;
+            }
+            let inserted = {
+                // First a plain insert, in a savepoint: cheaper than `ON CONFLICT` row by row,
+                // and a conflict is rare (a record staged twice, or stored under another window
+                // because its timestamp moved upstream). On one, the staged duplicates go (the
+                // last one staged stays) and the upsert replaces what is stored elsewhere.
+                let mut attempt = tx.begin().await?;
+                match sqlx::query(sqlx::AssertSqlSafe(load.insert.clone()))
+                    .execute(&mut *attempt)
+                    .await
+                {
+                    Ok(done) => {
+                        attempt.commit().await?;
+                        done.rows_affected()
+                    }
+                    Err(error) if is_unique_violation(&error) => {
+                        attempt.rollback().await?;
+                        sqlx::query(sqlx::AssertSqlSafe(load.dedupe.clone()))
+                            .execute(&mut *tx)
+                            .await
+                            .with_context(|| format!("dropping records of {table} staged twice"))?;
+                        sqlx::query(sqlx::AssertSqlSafe(load.upsert.clone()))
+                            .execute(&mut *tx)
+                            .await
+                            .with_context(|| format!("writing the window into {table}"))?
+                            .rows_affected()
+                    }
+                    Err(error) => {
+                        return Err(
+                            anyhow::Error::new(error).context(format!("writing the window into {table}"))
+                        );
+                    }
+                }
+            };
+            rows += i64::try_from(inserted).unwrap_or(i64::MAX);
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE pg_temp.{}", load.stage)))
+                .execute(&mut *tx)
+                .await
+                .with_context(|| format!("dropping the staging table of {table}"))?;
+        }
+        Stage::Swap.since(swapping);
+        Ok((tx, rows))
+    }
+
+    /// The swap committed: its staging tables are gone, and the connection goes back to the pool.
+    pub fn finish(mut self) {
+        self.clean = true;
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        if self.clean {
+            return;
+        }
+        self.abandoned.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(conn) = self.conn.as_mut() {
+            conn.close_on_drop();
+        }
+    }
+}
+
+impl Delete {
+    async fn execute(&self, tx: &mut PgConnection) -> Result<u64, sqlx::Error> {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(self.sql.as_str())).bind(&self.source);
+        let scope = match &self.replace {
+            Replace::All { scope } | Replace::Instants { scope, .. } | Replace::Dates { scope, .. } => scope,
+        };
+        if let Some(scope) = scope {
+            query = query.bind(scope);
+        }
+        query = match &self.replace {
+            Replace::All { .. } => query,
+            Replace::Instants { start, end, .. } => query.bind(*start).bind(*end),
+            Replace::Dates { first, last, .. } => query.bind(*first).bind(*last),
+        };
+        Ok(query.execute(tx).await?.rows_affected())
+    }
+}
+
+/// An insert met a key that is already there.
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}
+
+/// Writes pages of one load into one table's staging table.
 pub struct Writer {
     spec: &'static TableSpec,
     source: String,
-    run_id: i64,
     stage: String,
-    key_index: Vec<usize>,
     copy_statement: String,
-    upsert_statement: String,
-    /// Replaces rows this load wrote on an earlier page; only run when a page repeats some.
-    refresh_statement: String,
-    /// Distinct rows this load wrote so far.
+    delete: Option<Delete>,
+    /// `source` in COPY text with its tab, written before every row.
+    prefix: String,
+    /// `_run_id` in COPY text, written after every row's data.
+    run_id: String,
+    /// Order of staging, written into every row: the last one staged wins a key staged twice.
+    seq: i64,
+    /// Rows staged so far. The distinct rows written are what [`Sink::begin_swap`] counts.
     pub rows: i64,
     /// Pages (or unpaged calls) read so far.
     pub pages: i32,
@@ -89,91 +310,54 @@ pub struct Writer {
 impl Writer {
     /// Prepares writing into `spec.table`: checks its primary key and creates the staging table.
     pub async fn open(
-        tx: &mut PgConnection,
+        sink: &mut Sink,
         spec: &'static TableSpec,
         source: &str,
         run_id: i64,
     ) -> anyhow::Result<Writer> {
-        check_primary_key(tx, spec).await?;
-        let key_index = spec
-            .key
-            .iter()
-            .map(|k| {
-                spec.columns
-                    .iter()
-                    .position(|c| c == k)
-                    .with_context(|| format!("key column {k} is not a column of {}", spec.table))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let stage = format!("etl_stage_{}", spec.table.replace('.', "_"));
-        // A session-temporary table (not ON COMMIT DROP) so the writer also works on a
-        // connection in autocommit mode; `close` drops it, and a rollback undoes its creation.
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {} INCLUDING DEFAULTS)",
+        for key in spec.key {
+            if !spec.columns.contains(key) {
+                bail!("key column {key} is not a column of {}", spec.table);
+            }
+        }
+        sink.tables += 1;
+        let stage = format!("etl_stage_{}_{}", spec.table.replace('.', "_"), sink.tables);
+        let conn = sink.conn().await?;
+        check_primary_key(conn, spec).await?;
+        // Session-temporary: nothing else sees it, its writes skip the WAL, and it ends with the
+        // session if the load never reaches its swap. `_seq` orders the rows as staged.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP TABLE IF EXISTS pg_temp.{stage}; \
+             CREATE TEMP TABLE {stage} (LIKE {} INCLUDING DEFAULTS, _seq bigint NOT NULL)",
             spec.table
         )))
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await
         .with_context(|| format!("creating the staging table for {}", spec.table))?;
-        let columns = spec.copy_columns().join(", ");
-        let key = spec.primary_key();
-        let on_key = key
-            .iter()
-            .map(|k| format!("t.{k} = s.{k}"))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        let updates = spec
-            .columns
-            .iter()
-            .filter(|c| !spec.key.contains(c))
-            .map(|c| format!("{c} = EXCLUDED.{c}"))
-            .chain([
-                "_run_id = EXCLUDED._run_id".to_owned(),
-                "_loaded_at = now()".to_owned(),
-            ])
-            .collect::<Vec<_>>()
-            .join(", ");
-        let refresh = spec
-            .columns
-            .iter()
-            .filter(|c| !spec.key.contains(c))
-            .map(|c| format!("{c} = s.{c}"))
-            .chain(["_loaded_at = now()".to_owned()])
-            .collect::<Vec<_>>()
-            .join(", ");
+        let mut prefix = String::new();
+        super::rows::Cell::from(source).write_copy(&mut prefix);
         Ok(Writer {
             spec,
             source: source.to_owned(),
-            run_id,
-            copy_statement: format!("COPY pg_temp.{stage} ({columns}) FROM STDIN"),
-            // Rows this very load already wrote (seen again on a later page) are left to
-            // `refresh_statement`, so what this statement reports is exactly the new rows. The
-            // previous way, counting them first with a join of the staging table against the
-            // target, let the planner (the staging table has no statistics) hash-join against a
-            // sequential scan of the whole target on every page: quadratic in the load's size.
-            upsert_statement: format!(
-                "INSERT INTO {} AS t ({columns}) SELECT {columns} FROM pg_temp.{stage} \
-                 ON CONFLICT ({}) DO UPDATE SET {updates} \
-                 WHERE t._run_id IS DISTINCT FROM EXCLUDED._run_id",
-                spec.table,
-                key.join(", ")
-            ),
-            refresh_statement: format!(
-                "UPDATE {} t SET {refresh} FROM pg_temp.{stage} s WHERE {on_key} AND t._run_id = $1",
-                spec.table
+            copy_statement: format!(
+                "COPY pg_temp.{stage} ({}, _seq) FROM STDIN",
+                spec.copy_columns().join(", ")
             ),
             stage,
-            key_index,
+            delete: None,
+            prefix,
+            run_id: format!("\t{run_id}\t"),
+            seq: 0,
             rows: 0,
             pages: 0,
         })
     }
 
-    /// Deletes the rows this load replaces.
-    pub async fn replace(&mut self, tx: &mut PgConnection, what: &Replace) -> anyhow::Result<u64> {
+    /// Makes the swap delete `what` (the rows this load replaces) before inserting the load.
+    pub async fn replace(&mut self, _sink: &mut Sink, what: &Replace) -> anyhow::Result<()> {
         let (scope, range) = match what {
-            Replace::All { scope } => (scope, None),
-            Replace::Instants { scope, .. } | Replace::Dates { scope, .. } => (scope, Some(())),
+            Replace::All { scope } => (scope, false),
+            Replace::Instants { scope, .. } | Replace::Dates { scope, .. } => (scope, true),
         };
         let mut sql = format!("DELETE FROM {} WHERE source = $1", self.spec.table);
         let mut next = 2;
@@ -182,34 +366,27 @@ impl Writer {
                 .spec
                 .scope_column
                 .with_context(|| format!("{} has no scope column", self.spec.table))?;
-            sql.push_str(&format!(" AND {column} = ${next}"));
+            let _ = write!(sql, " AND {column} = ${next}");
             next += 1;
         }
-        if range.is_some() {
+        if range {
             let column = self
                 .spec
                 .window_column
                 .with_context(|| format!("{} has no window column", self.spec.table))?;
-            sql.push_str(&format!(" AND {column} >= ${next} AND {column} < ${}", next + 1));
+            let _ = write!(sql, " AND {column} >= ${next} AND {column} < ${}", next + 1);
         }
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&self.source);
-        if let Some(scope) = scope {
-            query = query.bind(scope);
-        }
-        query = match what {
-            Replace::All { .. } => query,
-            Replace::Instants { start, end, .. } => query.bind(*start).bind(*end),
-            Replace::Dates { first, last, .. } => query.bind(*first).bind(*last),
-        };
-        let done = query
-            .execute(&mut *tx)
-            .await
-            .with_context(|| format!("deleting the rows being replaced in {}", self.spec.table))?;
-        Ok(done.rows_affected())
+        self.delete = Some(Delete {
+            sql,
+            source: self.source.clone(),
+            replace: what.clone(),
+        });
+        Ok(())
     }
 
-    /// Writes one page of rows (duplicates within the page: the last one wins).
-    pub async fn write(&mut self, tx: &mut PgConnection, rows: Vec<Row>) -> anyhow::Result<()> {
+    /// Stages one page of rows (a key repeated within or across pages: the last one wins). The
+    /// COPY runs in the background; its failure surfaces at the next write or at the swap.
+    pub async fn write(&mut self, sink: &mut Sink, rows: Vec<Row>) -> anyhow::Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -221,86 +398,86 @@ impl Writer {
                 bad.len()
             );
         }
-        let rows = self.dedupe(rows);
-        let mut text = String::with_capacity(rows.len() * 256);
-        let mut source = String::new();
-        super::rows::Cell::from(self.source.as_str()).write_copy(&mut source);
-        // Formatted once per page rather than once per row.
-        let run_id = format!("\t{}\n", self.run_id);
-        for row in &rows {
-            text.push_str(&source);
-            for cell in row {
+        self.rows += i64::try_from(rows.len()).unwrap_or(i64::MAX);
+        let encoding = std::time::Instant::now();
+        let chunks = self.encode(rows);
+        Stage::Encode.since(encoding);
+        let what = format!(
+            "page {} of this load into the staging table of {}",
+            self.pages.max(1),
+            self.spec.table
+        );
+        sink.copy(self.copy_statement.clone(), chunks, what).await
+    }
+
+    /// The page in COPY text, in pieces of about [`CHUNK`] bytes. Consumes the rows, so each
+    /// row's memory is freed as soon as it is encoded.
+    fn encode(&mut self, rows: Vec<Row>) -> Vec<String> {
+        let mut chunks = Vec::new();
+        let mut text = String::with_capacity(CHUNK + CHUNK / 8);
+        for row in rows {
+            text.push_str(&self.prefix);
+            for cell in &row {
                 text.push('\t');
                 cell.write_copy(&mut text);
             }
-            text.push_str(&run_id);
+            text.push_str(&self.run_id);
+            self.seq += 1;
+            let _ = writeln!(text, "{}", self.seq);
+            if text.len() >= CHUNK {
+                chunks.push(std::mem::replace(
+                    &mut text,
+                    String::with_capacity(CHUNK + CHUNK / 8),
+                ));
+            }
         }
-        let table = self.spec.table;
-        sqlx::query(sqlx::AssertSqlSafe(format!("TRUNCATE pg_temp.{}", self.stage)))
-            .execute(&mut *tx)
-            .await
-            .with_context(|| format!("clearing the staging table of {table}"))?;
-        let mut copy = tx
-            .copy_in_raw(&self.copy_statement)
-            .await
-            .with_context(|| format!("starting COPY into the staging table of {table}"))?;
-        if let Err(error) = copy.send(text.as_bytes()).await {
-            let _ = copy.abort("sending the page failed").await;
-            return Err(error).with_context(|| format!("copying a page into the staging table of {table}"));
+        if !text.is_empty() {
+            chunks.push(text);
         }
-        copy.finish()
-            .await
-            .with_context(|| format!("copying a page into the staging table of {table}"))?;
-        let done = sqlx::query(sqlx::AssertSqlSafe(self.upsert_statement.clone()))
-            .execute(&mut *tx)
-            .await
-            .with_context(|| format!("writing a page into {table}"))?;
-        // Every staged row was inserted or replaced except those this load already wrote (seen
-        // on an earlier page): those are replaced now, and are not new rows.
-        let written = i64::try_from(done.rows_affected()).unwrap_or(i64::MAX);
-        if written < i64::try_from(rows.len()).unwrap_or(i64::MAX) {
-            sqlx::query(sqlx::AssertSqlSafe(self.refresh_statement.clone()))
-                .bind(self.run_id)
-                .execute(&mut *tx)
-                .await
-                .with_context(|| format!("replacing rows of {table} an earlier page of this load wrote"))?;
-        }
-        self.rows += written;
-        Ok(())
+        chunks
     }
 
-    /// Drops the staging table.
-    pub async fn close(self, tx: &mut PgConnection) -> anyhow::Result<()> {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP TABLE IF EXISTS pg_temp.{}",
-            self.stage
-        )))
-        .execute(&mut *tx)
-        .await
-        .with_context(|| format!("dropping the staging table of {}", self.spec.table))?;
+    /// Hands the staged load to the sink's swap.
+    pub async fn close(self, sink: &mut Sink) -> anyhow::Result<()> {
+        let spec = self.spec;
+        let columns = spec.copy_columns().join(", ");
+        let updates = spec
+            .columns
+            .iter()
+            .filter(|c| !spec.key.contains(c))
+            .map(|c| format!("{c} = EXCLUDED.{c}"))
+            .chain([
+                "_run_id = EXCLUDED._run_id".to_owned(),
+                "_loaded_at = now()".to_owned(),
+            ])
+            .collect::<Vec<_>>()
+            .join(", ");
+        let same_key = spec
+            .key
+            .iter()
+            .map(|k| format!("a.{k} = b.{k}"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let stage = &self.stage;
+        sink.staged.push(Staged {
+            table: spec.table,
+            insert: format!(
+                "INSERT INTO {} ({columns}) SELECT {columns} FROM pg_temp.{stage}",
+                spec.table
+            ),
+            upsert: format!(
+                "INSERT INTO {} AS t ({columns}) SELECT {columns} FROM pg_temp.{stage} \
+                 ON CONFLICT ({}) DO UPDATE SET {updates}",
+                spec.table,
+                spec.primary_key().join(", ")
+            ),
+            dedupe: format!(
+                "DELETE FROM pg_temp.{stage} a USING pg_temp.{stage} b WHERE {same_key} AND a._seq < b._seq"
+            ),
+            stage: self.stage,
+            delete: self.delete,
+        });
         Ok(())
-    }
-
-    fn dedupe(&self, rows: Vec<Row>) -> Vec<Row> {
-        let key_of = |row: &Row| -> String {
-            self.key_index
-                .iter()
-                .map(|&i| row.get(i).map(|c| c.key_text()).unwrap_or_default())
-                .collect::<Vec<_>>()
-                .join("\u{1f}")
-        };
-        let mut last = std::collections::HashMap::with_capacity(rows.len());
-        for (index, row) in rows.iter().enumerate() {
-            last.insert(key_of(row), index);
-        }
-        if last.len() == rows.len() {
-            return rows;
-        }
-        rows.into_iter()
-            .enumerate()
-            .filter(|(index, row)| last.get(&key_of(row)) == Some(index))
-            .map(|(_, row)| row)
-            .collect()
     }
 }
 
@@ -312,8 +489,10 @@ impl Writer {
 /// (offset paging drift) is fine: the writer replaces those records.
 #[derive(Debug, Default)]
 pub struct SeenInLoad {
-    /// A hash of the natural key of every record read in this load.
-    records: std::collections::HashSet<u64>,
+    /// A hash of the natural key of every record read in this load, sorted and distinct: 8 bytes
+    /// a record, where a hash set took more than twice that (three times while it grew) — the
+    /// one part of a load's memory that grows with its window rather than its page.
+    records: Vec<u64>,
     /// Every cursor or page position the upstream answered with.
     positions: std::collections::HashSet<String>,
 }
@@ -327,30 +506,53 @@ impl SeenInLoad {
         rows: impl IntoIterator<Item = &'a Row>,
     ) -> anyhow::Result<()> {
         use std::hash::{Hash, Hasher};
-        let keys: Vec<u64> = rows
+        let index: Vec<Option<usize>> = spec
+            .key
+            .iter()
+            .map(|key| spec.columns.iter().position(|c| c == key))
+            .collect();
+        // One buffer for every key's text, rather than a string per key and record.
+        let mut text = String::new();
+        let mut keys: Vec<u64> = rows
             .into_iter()
             .map(|row| {
                 let mut hasher = std::collections::hash_map::DefaultHasher::new();
-                for key in spec.key {
-                    let cell = spec
-                        .columns
-                        .iter()
-                        .position(|c| c == key)
-                        .and_then(|i| row.get(i));
-                    cell.map(|c| c.key_text()).hash(&mut hasher);
+                for cell in index.iter().map(|i| i.and_then(|i| row.get(i))) {
+                    text.clear();
+                    if let Some(cell) = cell {
+                        cell.write_copy(&mut text);
+                    }
+                    (cell.is_some(), text.as_str()).hash(&mut hasher);
                 }
                 hasher.finish()
             })
             .collect();
-        if !keys.is_empty() && keys.iter().all(|k| self.records.contains(k)) {
+        let read = keys.len();
+        keys.sort_unstable();
+        keys.dedup();
+        if !keys.is_empty() && keys.iter().all(|k| self.records.binary_search(k).is_ok()) {
             return Err(Failure::invalid_answer(format!(
-                "the page holds only records an earlier page of this load already had ({} of them); \
-                 the upstream is cycling through its pages, so the load stopped and nothing of it is kept",
-                keys.len()
+                "the page holds only records an earlier page of this load already had ({read} of them); \
+                 the upstream is cycling through its pages, so the load stopped and nothing of it is kept"
             ))
             .into());
         }
-        self.records.extend(keys);
+        // Merged in place from the back: no second buffer the size of the load.
+        let (mut old, mut new) = (self.records.len(), keys.len());
+        self.records.extend_from_slice(&keys);
+        for at in (0..self.records.len()).rev() {
+            if new == 0 {
+                break;
+            }
+            if old > 0 && self.records[old - 1] > keys[new - 1] {
+                self.records[at] = self.records[old - 1];
+                old -= 1;
+            } else {
+                self.records[at] = keys[new - 1];
+                new -= 1;
+            }
+        }
+        self.records.dedup();
         Ok(())
     }
 
@@ -381,7 +583,7 @@ impl SeenInLoad {
 }
 
 /// Fails unless the table's primary key is exactly `source` + the natural key this code assumes.
-async fn check_primary_key(tx: &mut PgConnection, spec: &TableSpec) -> anyhow::Result<()> {
+async fn check_primary_key(conn: &mut PgConnection, spec: &TableSpec) -> anyhow::Result<()> {
     let actual: Option<Vec<String>> = sqlx::query_scalar(
         "SELECT array_agg(a.attname::text ORDER BY k.ord) \
          FROM pg_index i \
@@ -390,7 +592,7 @@ async fn check_primary_key(tx: &mut PgConnection, spec: &TableSpec) -> anyhow::R
          WHERE i.indrelid = $1::regclass AND i.indisprimary",
     )
     .bind(spec.table)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *conn)
     .await
     .with_context(|| {
         format!(
@@ -454,6 +656,19 @@ mod tests {
             .expect("new");
         seen.check_records(&SPEC, page(&["a2", "a3"]).iter())
             .expect("overlap with new");
+    }
+
+    #[test]
+    fn records_read_on_several_pages_count_once_and_stay_known_in_any_order() {
+        let mut seen = SeenInLoad::default();
+        seen.check_records(&SPEC, page(&["m", "c", "x"]).iter())
+            .expect("new");
+        seen.check_records(&SPEC, page(&["a", "x", "z", "a"]).iter())
+            .expect("overlap with new");
+        seen.check_total(Some(5)).expect("five distinct records");
+        for old in [["a", "z"], ["c", "m"], ["x", "a"]] {
+            assert!(seen.check_records(&SPEC, page(&old).iter()).is_err(), "{old:?}");
+        }
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The runner: turns one trigger of a job into scopes × windows, and loads each window in one
+//! The runner: turns one trigger of a job into scopes × windows, and loads each window: its
+//! pages are staged outside any transaction, then swapped into its table in one short
 //! transaction together with its run record and watermark.
 //!
 //! A job never runs twice at once: in-process through [`Runner::running`], across processes
@@ -147,7 +148,7 @@ pub struct Runner {
     running: Mutex<HashSet<String>>,
     /// Advisory locks keeping a job to one process at a time.
     job_locks: Arc<JobLocks>,
-    /// Windows loading at once. Each holds a pool connection for its transaction and needs more
+    /// Windows loading at once. Each holds a pool connection for its staging and swap and needs more
     /// for token reads and run records, so the count stays below the pool size: otherwise
     /// concurrent windows could take every connection and wait on each other forever.
     window_slots: tokio::sync::Semaphore,
@@ -658,10 +659,10 @@ impl Runner {
         reports
     }
 
-    /// Loads one scope × window: data, run record and watermark in one transaction, inside the
-    /// job's lock (re-taken first if its session was lost; the window stops and rolls back if
-    /// the lock is lost while it runs). Its events are inside a `window` span carrying the
-    /// scope, the window and the run id.
+    /// Loads one scope × window: data staged page by page, then data, run record and watermark
+    /// swapped in one short transaction, inside the job's lock (re-taken first if its session
+    /// was lost; the window stops and rolls back if the lock is lost while it runs). Its events
+    /// are inside a `window` span carrying the scope, the window and the run id.
     #[allow(clippy::too_many_arguments)]
     #[tracing::instrument(name = "window", skip_all, fields(
         scope = %scope.key(),
@@ -755,7 +756,8 @@ impl Runner {
             // start no attempt and no wait past it, and whatever is in flight then is dropped.
             let deadline = tokio::time::Instant::now() + deadline_after;
             let call = call_context(source_name, dataset.name, figures.clone()).with_deadline(deadline);
-            let mut tx = self.pool.begin().await.context("opening the load transaction")?;
+            // The load's one connection; no transaction is open on it while the vendor is called.
+            let mut sink = datasets::Sink::acquire(&self.pool).await?;
             let request = LoadRequest {
                 source_name,
                 source,
@@ -765,25 +767,28 @@ impl Runner {
                 run_id,
                 call: &call,
             };
-            let loaded =
-                match tokio::time::timeout_at(deadline, vendors::load(&self.executor, &mut tx, &request))
-                    .await
-                {
-                    Ok(loaded) => loaded?,
-                    // Dropping the load (and then `tx`) rolls the window back; commit is not timed,
-                    // so a window is never reported failed after it committed.
-                    Err(_) => {
-                        return Err(WindowDeadline {
-                            job: job.to_owned(),
-                            secs: deadline_after.as_secs(),
-                        }
-                        .into());
+            // Staging and the swap are timed; the commit is not, so a window is never reported
+            // failed after it committed.
+            let staged = async {
+                let loaded = vendors::load(&self.executor, &mut sink, &request).await?;
+                let (tx, rows) = sink.begin_swap().await?;
+                anyhow::Ok((loaded, tx, rows))
+            };
+            let (loaded, mut tx, rows) = match tokio::time::timeout_at(deadline, staged).await {
+                Ok(loaded) => loaded?,
+                // Dropping the load (and its transaction, if the swap began) rolls the window back.
+                Err(_) => {
+                    return Err(WindowDeadline {
+                        job: job.to_owned(),
+                        secs: deadline_after.as_secs(),
                     }
-                };
+                    .into());
+                }
+            };
             let run_figures = run_figures(
                 &figures,
                 discovery.as_deref(),
-                loaded.rows,
+                rows,
                 loaded.pages,
                 loaded.warnings,
             );
@@ -800,6 +805,7 @@ impl Runner {
                 watermarks::advance(&mut tx, job, &key, end, run_id).await?;
             }
             tx.commit().await.context("committing the window")?;
+            sink.finish();
             Ok::<RunFigures, anyhow::Error>(run_figures)
         };
         // A lost lock session stops the load at once: dropping it rolls its transaction back.

@@ -51,7 +51,7 @@ pub(crate) struct HeldLock {
 }
 
 impl JobLocks {
-    pub(crate) fn new(url: &str) -> JobLocks {
+    pub fn new(url: &str) -> JobLocks {
         JobLocks {
             url: url.to_owned(),
             session: Mutex::new(None),

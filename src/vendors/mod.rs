@@ -21,7 +21,7 @@ use futures::future::BoxFuture;
 
 use crate::catalog::{Dataset, DatasetInfo, SourceKind};
 use crate::config::{Scope, SourceSettings};
-use crate::datasets::{DiscoveredBy, LoadFigures, LoadRequest, ScopeTarget, TableSpec, Tuning};
+use crate::datasets::{DiscoveredBy, LoadFigures, LoadRequest, ScopeTarget, Sink, TableSpec, Tuning};
 use crate::executor::{CallContext, Executor};
 
 /// What the crate asks of a vendor. Implemented once per vendor folder.
@@ -47,7 +47,7 @@ pub(crate) trait Vendor: Sync {
     fn load<'a>(
         &'a self,
         exec: &'a Executor,
-        tx: &'a mut sqlx::PgConnection,
+        sink: &'a mut Sink,
         request: &'a LoadRequest<'a>,
         tuning: &'a Tuning,
     ) -> BoxFuture<'a, anyhow::Result<LoadFigures>>;
@@ -151,21 +151,22 @@ pub(crate) async fn discover_scopes_cached(
     vendor(dataset.kind).scopes_cached(job, pool).await
 }
 
-/// Replaces one scope's window (or, for snapshots, the whole scope) of a dataset with what the
-/// upstream serves now. Runs inside the caller's transaction: a failure part-way leaves the
-/// previous rows once the caller rolls back.
+/// Stages one scope's window (or, for snapshots, the whole scope) of a dataset as the upstream
+/// serves it now into `sink`; [`Sink::begin_swap`] then replaces the window's rows with it in one
+/// transaction. Nothing is written to the table before that: a failure part-way leaves the
+/// previous rows.
 pub async fn load(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    sink: &mut Sink,
     request: &LoadRequest<'_>,
 ) -> anyhow::Result<LoadFigures> {
-    load_with(exec, tx, request, &Tuning::default()).await
+    load_with(exec, sink, request, &Tuning::default()).await
 }
 
 /// [`load`] with explicit page sizes.
 pub async fn load_with(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    sink: &mut Sink,
     request: &LoadRequest<'_>,
     tuning: &Tuning,
 ) -> anyhow::Result<LoadFigures> {
@@ -179,7 +180,25 @@ pub async fn load_with(
         request.source_name
     );
     vendor(dataset.kind)
-        .load(exec, tx, request, tuning)
+        .load(exec, sink, request, tuning)
         .await
         .context(what)
+}
+
+/// Stages and swaps in one window on a connection of `pool`, without a run record or watermark
+/// (the runner adds those inside the swap): for tests, benchmarks and tools. The figures' rows
+/// are the distinct rows the swap wrote.
+pub async fn load_window(
+    exec: &Executor,
+    pool: &sqlx::PgPool,
+    request: &LoadRequest<'_>,
+    tuning: &Tuning,
+) -> anyhow::Result<LoadFigures> {
+    let mut sink = Sink::acquire(pool).await?;
+    let mut figures = load_with(exec, &mut sink, request, tuning).await?;
+    let (tx, rows) = sink.begin_swap().await?;
+    tx.commit().await.context("committing the window")?;
+    sink.finish();
+    figures.rows = rows;
+    Ok(figures)
 }

@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use reporting_etl::catalog::{self, CATALOG, SourceKind};
 use reporting_etl::datasets::rows::Cell;
-use reporting_etl::datasets::sink::{Replace, Writer};
+use reporting_etl::datasets::sink::{Replace, Sink, Writer};
 use reporting_etl::datasets::window::{self, Window, local_day_range, local_midnight};
 use reporting_etl::datasets::{ScopeTarget, split_windows_at};
 use reporting_etl::vendors::table_spec;
@@ -278,34 +278,52 @@ async fn names(db: &TestDb, source: &str) -> Vec<(String, String, i64)> {
     .unwrap()
 }
 
+/// Stages `pages` of campaigns for `source` (replacing the whole source) and swaps them in;
+/// `commit` false rolls the swap back. Returns the distinct rows the swap wrote.
+async fn load_campaigns(
+    db: &TestDb,
+    source: &str,
+    run: i64,
+    pages: Vec<Vec<Vec<Cell>>>,
+    commit: bool,
+) -> i64 {
+    let spec = table_spec(catalog::find(SourceKind::Retently, "campaigns").unwrap()).unwrap();
+    let mut sink = Sink::acquire(&db.pool).await.unwrap();
+    let mut writer = Writer::open(&mut sink, spec, source, run).await.unwrap();
+    writer
+        .replace(&mut sink, &Replace::All { scope: None })
+        .await
+        .unwrap();
+    for page in pages {
+        writer.write(&mut sink, page).await.unwrap();
+    }
+    writer.close(&mut sink).await.unwrap();
+    let (tx, rows) = sink.begin_swap().await.unwrap();
+    if commit {
+        tx.commit().await.unwrap();
+        sink.finish();
+    } else {
+        tx.rollback().await.unwrap();
+    }
+    rows
+}
+
 #[tokio::test]
 async fn a_record_repeated_within_and_across_pages_is_written_once_with_its_last_values() {
     let db = TestDb::new().await;
-    let spec = table_spec(catalog::find(SourceKind::Retently, "campaigns").unwrap()).unwrap();
-    let mut tx = db.pool.begin().await.unwrap();
-    let mut writer = Writer::open(&mut tx, spec, "acct", 7).await.unwrap();
-    writer
-        .replace(&mut tx, &Replace::All { scope: None })
-        .await
-        .unwrap();
-    writer
-        .write(
-            &mut tx,
-            vec![
-                campaign("a", "first"),
-                campaign("b", "b"),
-                campaign("a", "second"),
-            ],
-        )
-        .await
-        .unwrap();
-    writer
-        .write(&mut tx, vec![campaign("b", "b again"), campaign("c", "c")])
-        .await
-        .unwrap();
-    assert_eq!(writer.rows, 3, "three distinct campaigns");
-    writer.close(&mut tx).await.unwrap();
-    tx.commit().await.unwrap();
+    let pages = vec![
+        vec![
+            campaign("a", "first"),
+            campaign("b", "b"),
+            campaign("a", "second"),
+        ],
+        vec![campaign("b", "b again"), campaign("c", "c")],
+    ];
+    assert_eq!(
+        load_campaigns(&db, "acct", 7, pages, true).await,
+        3,
+        "three distinct campaigns"
+    );
     assert_eq!(
         names(&db, "acct").await,
         vec![
@@ -319,46 +337,51 @@ async fn a_record_repeated_within_and_across_pages_is_written_once_with_its_last
 #[tokio::test]
 async fn a_snapshot_replaces_only_its_own_source_and_a_rolled_back_load_changes_nothing() {
     let db = TestDb::new().await;
-    let spec = table_spec(catalog::find(SourceKind::Retently, "campaigns").unwrap()).unwrap();
     for (source, run) in [("one", 1), ("two", 2)] {
-        let mut tx = db.pool.begin().await.unwrap();
-        let mut writer = Writer::open(&mut tx, spec, source, run).await.unwrap();
-        writer
-            .replace(&mut tx, &Replace::All { scope: None })
-            .await
-            .unwrap();
-        writer
-            .write(&mut tx, vec![campaign("a", source), campaign("b", source)])
-            .await
-            .unwrap();
-        writer.close(&mut tx).await.unwrap();
-        tx.commit().await.unwrap();
+        let page = vec![campaign("a", source), campaign("b", source)];
+        load_campaigns(&db, source, run, vec![page], true).await;
     }
     // Source one now has only "c"; source two is untouched.
-    let mut tx = db.pool.begin().await.unwrap();
-    let mut writer = Writer::open(&mut tx, spec, "one", 3).await.unwrap();
-    writer
-        .replace(&mut tx, &Replace::All { scope: None })
-        .await
-        .unwrap();
-    writer.write(&mut tx, vec![campaign("c", "new")]).await.unwrap();
-    writer.close(&mut tx).await.unwrap();
-    tx.commit().await.unwrap();
+    load_campaigns(&db, "one", 3, vec![vec![campaign("c", "new")]], true).await;
     assert_eq!(names(&db, "one").await, vec![("c".into(), "new".into(), 3)]);
     assert_eq!(names(&db, "two").await.len(), 2);
-    // A load that fails after deleting and writing leaves the previous rows once rolled back.
-    let mut tx = db.pool.begin().await.unwrap();
-    let mut writer = Writer::open(&mut tx, spec, "two", 4).await.unwrap();
-    writer
-        .replace(&mut tx, &Replace::All { scope: None })
-        .await
-        .unwrap();
-    writer.write(&mut tx, vec![campaign("z", "half")]).await.unwrap();
-    tx.rollback().await.unwrap();
+    // A swap that deleted and wrote, then rolled back, leaves the previous rows.
+    load_campaigns(&db, "two", 4, vec![vec![campaign("z", "half")]], false).await;
     assert_eq!(
         names(&db, "two").await,
         vec![("a".into(), "two".into(), 2), ("b".into(), "two".into(), 2)]
     );
+}
+
+#[tokio::test]
+async fn a_load_staged_but_never_swapped_leaves_the_table_and_the_pool_untouched() {
+    let db = TestDb::new().await;
+    load_campaigns(&db, "acct", 1, vec![vec![campaign("a", "kept")]], true).await;
+    let spec = table_spec(catalog::find(SourceKind::Retently, "campaigns").unwrap()).unwrap();
+    let mut sink = Sink::acquire(&db.pool).await.unwrap();
+    let mut writer = Writer::open(&mut sink, spec, "acct", 2).await.unwrap();
+    writer
+        .replace(&mut sink, &Replace::All { scope: None })
+        .await
+        .unwrap();
+    writer
+        .write(&mut sink, vec![campaign("z", "staged")])
+        .await
+        .unwrap();
+    // While staged, nothing of the load is visible and no transaction waits open.
+    assert_eq!(names(&db, "acct").await, vec![("a".into(), "kept".into(), 1)]);
+    let open: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+         AND state LIKE 'idle in transaction%'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(open, 0, "staging holds no transaction");
+    // A load dropped before its swap (failed, timed out, interrupted) changes nothing.
+    drop(writer);
+    drop(sink);
+    assert_eq!(names(&db, "acct").await, vec![("a".into(), "kept".into(), 1)]);
 }
 
 #[tokio::test]
@@ -377,38 +400,39 @@ async fn a_window_replace_deletes_exactly_that_scope_and_window() {
             Some(3.0).into(),
         ]
     };
-    let mut tx = db.pool.begin().await.unwrap();
-    let mut writer = Writer::open(&mut tx, spec, "r", 1).await.unwrap();
-    writer
-        .write(
-            &mut tx,
+    let loads = [
+        (
+            1,
+            None,
             vec![
                 row("1", "2025-04-01", 1.0),
                 row("1", "2025-04-02", 1.0),
                 row("1", "2025-04-03", 1.0),
                 row("2", "2025-04-02", 1.0),
             ],
-        )
-        .await
-        .unwrap();
-    let mut writer2 = Writer::open(&mut tx, spec, "r", 2).await.unwrap();
-    let deleted = writer2
-        .replace(
-            &mut tx,
-            &Replace::Dates {
+        ),
+        (
+            2,
+            Some(Replace::Dates {
                 scope: Some("1".into()),
                 first: day("2025-04-02"),
                 last: day("2025-04-03"),
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(deleted, 1);
-    writer2
-        .write(&mut tx, vec![row("1", "2025-04-02", 9.0)])
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+            }),
+            vec![row("1", "2025-04-02", 9.0)],
+        ),
+    ];
+    for (run, replace, rows) in loads {
+        let mut sink = Sink::acquire(&db.pool).await.unwrap();
+        let mut writer = Writer::open(&mut sink, spec, "r", run).await.unwrap();
+        if let Some(replace) = replace {
+            writer.replace(&mut sink, &replace).await.unwrap();
+        }
+        writer.write(&mut sink, rows).await.unwrap();
+        writer.close(&mut sink).await.unwrap();
+        let (tx, _) = sink.begin_swap().await.unwrap();
+        tx.commit().await.unwrap();
+        sink.finish();
+    }
     let rows: Vec<(String, NaiveDate, f64)> = sqlx::query_as(
         "SELECT location_id, day, actual::float8 FROM roubler.location_sales ORDER BY location_id, day",
     )
@@ -438,8 +462,8 @@ async fn a_table_whose_key_differs_from_the_loaders_is_refused_loudly() {
         .await
         .unwrap();
     let spec = table_spec(catalog::find(SourceKind::Retently, "campaigns").unwrap()).unwrap();
-    let mut conn = db.pool.acquire().await.unwrap();
-    let error = Writer::open(&mut conn, spec, "x", 1)
+    let mut sink = Sink::acquire(&db.pool).await.unwrap();
+    let error = Writer::open(&mut sink, spec, "x", 1)
         .await
         .err()
         .expect("refused");
@@ -449,14 +473,14 @@ async fn a_table_whose_key_differs_from_the_loaders_is_refused_loudly() {
 #[tokio::test]
 async fn text_with_tabs_newlines_and_backslashes_survives_copy() {
     let db = TestDb::new().await;
-    let spec = table_spec(catalog::find(SourceKind::Retently, "campaigns").unwrap()).unwrap();
-    let mut conn = db.pool.acquire().await.unwrap();
-    let mut writer = Writer::open(&mut conn, spec, "x", 1).await.unwrap();
-    writer
-        .write(&mut conn, vec![campaign("a", "tab\there\nnew \\N line\r")])
-        .await
-        .unwrap();
-    writer.close(&mut conn).await.unwrap();
+    load_campaigns(
+        &db,
+        "x",
+        1,
+        vec![vec![campaign("a", "tab\there\nnew \\N line\r")]],
+        true,
+    )
+    .await;
     let name: String = sqlx::query_scalar("SELECT name FROM retently.campaigns")
         .fetch_one(&db.pool)
         .await

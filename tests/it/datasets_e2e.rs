@@ -174,17 +174,7 @@ impl Harness {
             run_id: self.runs.fetch_add(1, Ordering::SeqCst),
             call: &call,
         };
-        let mut tx = self.db.pool.begin().await?;
-        match vendors::load_with(&self.exec, &mut tx, &request, &tuning).await {
-            Ok(figures) => {
-                tx.commit().await?;
-                Ok(figures)
-            }
-            Err(error) => {
-                tx.rollback().await?;
-                Err(error)
-            }
-        }
+        vendors::load_window(&self.exec, &self.db.pool, &request, &tuning).await
     }
 
     /// Every row of `table` (optionally filtered), without the load bookkeeping columns.

@@ -877,17 +877,7 @@ impl Harness {
             retently_page_size: 9,
             flush_rows: 2,
         };
-        let mut tx = self.db.pool.begin().await?;
-        match vendors::load_with(&self.exec, &mut tx, &request, &tuning).await {
-            Ok(figures) => {
-                tx.commit().await?;
-                Ok(figures)
-            }
-            Err(error) => {
-                tx.rollback().await?;
-                Err(error)
-            }
-        }
+        vendors::load_window(&self.exec, &self.db.pool, &request, &tuning).await
     }
 
     /// Every row of the target's table, bookkeeping columns included (a rollback keeps them).

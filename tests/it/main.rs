@@ -21,6 +21,7 @@ mod operator;
 mod replicas;
 mod schema_pull;
 mod service;
+mod short_transactions;
 mod soak;
 mod store;
 mod upstream_check;

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::catalog::Dataset;
 use crate::datasets::rows::Row;
-use crate::datasets::sink::{Replace, TableSpec, Writer};
+use crate::datasets::sink::{Replace, Sink, TableSpec, Writer};
 use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget, Tuning};
 use crate::executor::{Executor, ScopeHeader, Service};
 use crate::failure::Failure;
@@ -118,7 +118,7 @@ fn add_warnings(all: &mut Vec<String>, new: Vec<String>) {
 
 pub(crate) async fn load(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    tx: &mut Sink,
     request: &LoadRequest<'_>,
     tuning: &Tuning,
 ) -> anyhow::Result<LoadFigures> {
@@ -162,7 +162,7 @@ fn mentions(list: Option<Vec<Option<Mention>>>) -> Option<Value> {
 
 async fn load_events(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    tx: &mut Sink,
     request: &LoadRequest<'_>,
     ids: &[String],
     tuning: &Tuning,
@@ -290,7 +290,7 @@ async fn load_events(
 
 async fn load_profiles(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    tx: &mut Sink,
     request: &LoadRequest<'_>,
     ids: &[String],
     tuning: &Tuning,

@@ -13,7 +13,7 @@ use graphql_client::GraphQLQuery;
 
 use crate::catalog::Dataset;
 use crate::datasets::rows::Row;
-use crate::datasets::sink::{Replace, SeenInLoad, TableSpec, Writer};
+use crate::datasets::sink::{Replace, SeenInLoad, Sink, TableSpec, Writer};
 use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget, Tuning};
 use crate::executor::{Executor, ScopeHeader, Service};
 use crate::failure::Failure;
@@ -564,7 +564,7 @@ impl Report for TransactionalEmailUdr {
 
 pub(crate) async fn load(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    tx: &mut Sink,
     request: &LoadRequest<'_>,
     tuning: &Tuning,
 ) -> anyhow::Result<LoadFigures> {
@@ -582,7 +582,7 @@ pub(crate) async fn load(
 
 async fn load_report<R: Report>(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    tx: &mut Sink,
     request: &LoadRequest<'_>,
     spec: &'static TableSpec,
     tuning: &Tuning,
@@ -641,6 +641,7 @@ async fn load_report<R: Report>(
             return Err(Failure::invalid_answer(format!("{}: the report came back null", what())).into());
         };
         let fetched = content.len();
+        let mapping = std::time::Instant::now();
         let mapped: Vec<(bool, Row)> = content
             .into_iter()
             .flatten()
@@ -658,6 +659,7 @@ async fn load_report<R: Report>(
             }
             rows.push(row);
         }
+        crate::stages::Stage::Map.since(mapping);
         writer.write(tx, rows).await.with_context(what)?;
         match more {
             Some(true) if fetched > 0 => page += 1,

@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use super::{ScopeQuery, Vendor};
 use crate::catalog::Dataset;
 use crate::config::{Scope, SourceSettings};
-use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget, TableSpec, Tuning};
+use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget, Sink, TableSpec, Tuning};
 use crate::executor::Executor;
 
 pub(super) struct Retarus;
@@ -36,10 +36,10 @@ impl Vendor for Retarus {
     fn load<'a>(
         &'a self,
         exec: &'a Executor,
-        tx: &'a mut sqlx::PgConnection,
+        sink: &'a mut Sink,
         request: &'a LoadRequest<'a>,
         tuning: &'a Tuning,
     ) -> BoxFuture<'a, anyhow::Result<LoadFigures>> {
-        Box::pin(datasets::load(exec, tx, request, tuning))
+        Box::pin(datasets::load(exec, sink, request, tuning))
     }
 }

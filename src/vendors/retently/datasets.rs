@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 use crate::catalog::Dataset;
 use crate::datasets::rows::Row;
-use crate::datasets::sink::{Replace, SeenInLoad, TableSpec, Writer};
+use crate::datasets::sink::{Replace, SeenInLoad, Sink, TableSpec, Writer};
 use crate::datasets::{LoadFigures, LoadRequest, Tuning, Window};
 use crate::executor::Executor;
 use crate::failure::Failure;
@@ -273,7 +273,7 @@ fn iso(at: DateTime<Utc>) -> String {
 
 pub(crate) async fn load(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    tx: &mut Sink,
     request: &LoadRequest<'_>,
     tuning: &Tuning,
 ) -> anyhow::Result<LoadFigures> {
@@ -402,7 +402,7 @@ pub(crate) async fn load(
 #[allow(clippy::too_many_arguments)]
 async fn load_list<T: DeserializeOwned>(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    tx: &mut Sink,
     request: &LoadRequest<'_>,
     tuning: &Tuning,
     spec: &'static TableSpec,
@@ -507,7 +507,7 @@ async fn load_list<T: DeserializeOwned>(
 
 async fn load_campaigns(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    tx: &mut Sink,
     request: &LoadRequest<'_>,
 ) -> anyhow::Result<LoadFigures> {
     let mut writer = Writer::open(tx, &CAMPAIGNS, request.source_name, request.run_id).await?;
@@ -554,11 +554,7 @@ async fn load_campaigns(
     Ok(figures)
 }
 
-async fn load_nps(
-    exec: &Executor,
-    tx: &mut sqlx::PgConnection,
-    request: &LoadRequest<'_>,
-) -> anyhow::Result<LoadFigures> {
+async fn load_nps(exec: &Executor, tx: &mut Sink, request: &LoadRequest<'_>) -> anyhow::Result<LoadFigures> {
     // One row per source and UTC day: a rerun the same day replaces that day's row and leaves
     // the history of earlier days alone.
     let day = Utc::now().date_naive();

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::catalog::Dataset;
 use crate::datasets::rows::{Row, instant_text};
-use crate::datasets::sink::{Replace, TableSpec, Writer};
+use crate::datasets::sink::{Replace, Sink, TableSpec, Writer};
 use crate::datasets::window::local_day_range;
 use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget};
 use crate::executor::{CallContext, Executor, ScopeHeader, Service};
@@ -249,7 +249,7 @@ pub(crate) async fn locations(
 
 pub(crate) async fn load(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    tx: &mut Sink,
     request: &LoadRequest<'_>,
 ) -> anyhow::Result<LoadFigures> {
     match (request.dataset.id, request.scope) {
@@ -304,7 +304,7 @@ fn figures(writer: Writer, warnings: Vec<String>) -> (LoadFigures, Writer) {
 
 async fn load_locations(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    tx: &mut Sink,
     request: &LoadRequest<'_>,
     company: &str,
 ) -> anyhow::Result<LoadFigures> {
@@ -376,7 +376,7 @@ fn status_text(status: employees::EmployeeStatus) -> String {
 
 async fn load_employees(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    tx: &mut Sink,
     request: &LoadRequest<'_>,
     company: &str,
 ) -> anyhow::Result<LoadFigures> {
@@ -447,7 +447,7 @@ async fn load_employees(
 
 async fn load_sales(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    tx: &mut Sink,
     request: &LoadRequest<'_>,
     place: &Place<'_>,
     window: crate::datasets::Window,
@@ -557,7 +557,7 @@ fn breaks_json(
 
 async fn load_timesheets(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    tx: &mut Sink,
     request: &LoadRequest<'_>,
     place: &Place<'_>,
     window: crate::datasets::Window,
@@ -648,7 +648,7 @@ async fn load_timesheets(
 
 async fn load_shifts(
     exec: &Executor,
-    tx: &mut sqlx::PgConnection,
+    tx: &mut Sink,
     request: &LoadRequest<'_>,
     place: &Place<'_>,
     window: crate::datasets::Window,

@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 
 use super::{ScopeQuery, Vendor};
 use crate::catalog::Dataset;
-use crate::datasets::{DiscoveredBy, LoadFigures, LoadRequest, ScopeTarget, TableSpec, Tuning};
+use crate::datasets::{DiscoveredBy, LoadFigures, LoadRequest, ScopeTarget, Sink, TableSpec, Tuning};
 use crate::executor::Executor;
 
 pub(super) struct Roubler;
@@ -55,10 +55,10 @@ impl Vendor for Roubler {
     fn load<'a>(
         &'a self,
         exec: &'a Executor,
-        tx: &'a mut sqlx::PgConnection,
+        sink: &'a mut Sink,
         request: &'a LoadRequest<'a>,
         _tuning: &'a Tuning,
     ) -> BoxFuture<'a, anyhow::Result<LoadFigures>> {
-        Box::pin(datasets::load(exec, tx, request))
+        Box::pin(datasets::load(exec, sink, request))
     }
 }

@@ -1,0 +1,75 @@
+//! Per-stage timers of the data path (fetch, decode, map, encode, COPY, swap), process-wide:
+//! cheap enough to stay on (one clock read per page and stage), read by the load-throughput
+//! benchmark to show where a load's time goes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A stage of loading a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Waiting for the upstream's answer and reading its body (rate-limit waits included).
+    Fetch,
+    /// Decoding the answer's JSON into the query's types.
+    Decode,
+    /// Mapping decoded records to rows.
+    Map,
+    /// Encoding rows as COPY text.
+    Encode,
+    /// COPY of pages into the staging table (in the background, alongside the next page).
+    Copy,
+    /// The loader waiting for the previous page's COPY before sending the next.
+    CopyWait,
+    /// The swap: deleting the window's old rows and inserting the staged ones.
+    Swap,
+}
+
+/// Every stage, in the order of the data path.
+pub const ALL: [Stage; 7] = [
+    Stage::Fetch,
+    Stage::Decode,
+    Stage::Map,
+    Stage::Encode,
+    Stage::Copy,
+    Stage::CopyWait,
+    Stage::Swap,
+];
+
+static NANOS: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Fetch => "fetch",
+            Stage::Decode => "decode",
+            Stage::Map => "map",
+            Stage::Encode => "encode",
+            Stage::Copy => "copy",
+            Stage::CopyWait => "copy_wait",
+            Stage::Swap => "swap",
+        }
+    }
+
+    /// Adds `elapsed` to this stage.
+    pub fn add(self, elapsed: Duration) {
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        NANOS[self as usize].fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Adds the time since `started` to this stage.
+    pub fn since(self, started: Instant) {
+        self.add(started.elapsed());
+    }
+
+    /// Time spent in this stage since the process started (or the last [`reset`]).
+    pub fn total(self) -> Duration {
+        Duration::from_nanos(NANOS[self as usize].load(Ordering::Relaxed))
+    }
+}
+
+/// Sets every stage's time back to zero.
+pub fn reset() {
+    for stage in &NANOS {
+        stage.store(0, Ordering::Relaxed);
+    }
+}
