@@ -1,0 +1,213 @@
+//! What a call carries and how it ends: the caller's [`CallContext`] and the run's
+//! [`CallFigures`], a GraphQL answer's [`GraphqlOutcome`], and the typed [`CallError`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+
+use crate::failure::FailureKind;
+
+/// Figures of one run, shared by all its calls (added up on the run record). Every call of the
+/// run adds to these from whichever task it runs on, hence atomics.
+#[derive(Debug, Default)]
+pub struct CallFigures {
+    /// Requests sent upstream (retries included).
+    pub calls: AtomicI64,
+    /// Attempts after the first, over all calls.
+    pub retries: AtomicI64,
+    /// Time spent waiting for the source's rate budget, in milliseconds.
+    pub throttled_ms: AtomicI64,
+    /// Bytes of answer bodies received.
+    pub bytes: AtomicI64,
+    /// Requests among `calls` that repeated an earlier attempt of the same call (a retry, a
+    /// renewed or replaced token): `calls - repeated` are first attempts.
+    pub repeated: AtomicI64,
+    /// Requests to the source's token endpoint made to get these calls a credential (not in
+    /// `calls`).
+    pub token_calls: AtomicI64,
+}
+
+impl CallFigures {
+    pub fn calls(&self) -> i64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+    pub fn retries(&self) -> i64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+    pub fn throttled_ms(&self) -> i64 {
+        self.throttled_ms.load(Ordering::Relaxed)
+    }
+    pub fn bytes(&self) -> i64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+    pub fn repeated(&self) -> i64 {
+        self.repeated.load(Ordering::Relaxed)
+    }
+    pub fn token_calls(&self) -> i64 {
+        self.token_calls.load(Ordering::Relaxed)
+    }
+}
+
+/// Who is calling: names for errors and metrics, and where the figures go.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    pub source: String,
+    pub dataset: String,
+    pub figures: Arc<CallFigures>,
+    /// When the run must be over: no attempt starts, and no wait is begun, that would end after
+    /// it. `None`: no deadline.
+    pub deadline: Option<Instant>,
+}
+
+impl CallContext {
+    /// A context with fresh figures and no deadline.
+    pub fn new(source: impl Into<String>, dataset: impl Into<String>) -> CallContext {
+        CallContext {
+            source: source.into(),
+            dataset: dataset.into(),
+            figures: Arc::new(CallFigures::default()),
+            deadline: None,
+        }
+    }
+
+    /// The same caller, adding to `figures`.
+    pub fn with_figures(mut self, figures: Arc<CallFigures>) -> CallContext {
+        self.figures = figures;
+        self
+    }
+
+    /// The same caller, with a deadline.
+    pub fn with_deadline(mut self, deadline: Instant) -> CallContext {
+        self.deadline = Some(deadline);
+        self
+    }
+}
+
+/// A successful GraphQL answer: data plus non-fatal warnings (Altrata `unauthorized`/`deprecated`).
+#[derive(Debug)]
+pub struct GraphqlOutcome<T> {
+    pub data: T,
+    pub warnings: Vec<String>,
+}
+
+/// Why a call failed after the executor did what it could. Messages name source, dataset and
+/// cause, and never a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// Retrying cannot help: the request, the configuration or the answer's shape is wrong
+    /// (`kind` says which).
+    #[error("{source_name}.{dataset}: {message}")]
+    Fatal {
+        source_name: String,
+        dataset: String,
+        message: String,
+        kind: FailureKind,
+    },
+    /// The source's daily quota is spent; calls fail without being sent until `until`.
+    #[error("{source_name}.{dataset}: the daily quota is spent until {until}: {message}")]
+    QuotaExhausted {
+        source_name: String,
+        dataset: String,
+        until: DateTime<Utc>,
+        message: String,
+    },
+    /// The upstream refused the credential even after a refresh, or auth could not produce one
+    /// (`kind`: [`FailureKind::Reauthorise`] when a person must log in again).
+    #[error("{source_name}.{dataset}: not authorised: {message}")]
+    Unauthorized {
+        source_name: String,
+        dataset: String,
+        message: String,
+        kind: FailureKind,
+    },
+    /// Every attempt of the retry budget failed with a transient error; a later run may succeed.
+    /// `kind` is the last attempt's (429s, an outage, garbled bodies).
+    #[error("{source_name}.{dataset}: gave up after {attempts} attempts: {message}")]
+    RetriesExhausted {
+        source_name: String,
+        dataset: String,
+        attempts: u32,
+        message: String,
+        kind: FailureKind,
+    },
+    /// The upstream asked for a longer wait than `rate_budget.max_wait_secs`; the message names
+    /// the header and its value. The source is held back for the cap only, so a later run works.
+    #[error("{source_name}.{dataset}: the upstream's wait is beyond the cap: {message}")]
+    WaitCapped {
+        source_name: String,
+        dataset: String,
+        message: String,
+    },
+    /// The run's deadline came before the call could succeed.
+    #[error("{source_name}.{dataset}: the run's deadline was reached: {message}")]
+    DeadlineExceeded {
+        source_name: String,
+        dataset: String,
+        message: String,
+    },
+    /// The upstream does not know, or no longer lets us reach, the scope the call named (see
+    /// [`Verdict::ScopeRefused`](super::classify::Verdict::ScopeRefused)); scopes discovered earlier may be stale.
+    #[error("{source_name}.{dataset}: the upstream refused the scope: {message}")]
+    ScopeRefused {
+        source_name: String,
+        dataset: String,
+        message: String,
+    },
+}
+
+impl CallError {
+    /// Why the call failed, for the run record and the metrics.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            CallError::Fatal { kind, .. }
+            | CallError::Unauthorized { kind, .. }
+            | CallError::RetriesExhausted { kind, .. } => *kind,
+            CallError::QuotaExhausted { .. } => FailureKind::Quota,
+            CallError::WaitCapped { .. } => FailureKind::RateLimited,
+            CallError::DeadlineExceeded { .. } => FailureKind::Timeout,
+            CallError::ScopeRefused { .. } => FailureKind::ScopeRefused,
+        }
+    }
+
+    /// Whether the same call may succeed in a later run (transient trouble, a quota that resets).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            CallError::RetriesExhausted { .. }
+                | CallError::DeadlineExceeded { .. }
+                | CallError::WaitCapped { .. }
+                | CallError::QuotaExhausted { .. }
+        )
+    }
+}
+
+pub(super) fn fatal(call: &CallContext, kind: FailureKind, message: String) -> CallError {
+    CallError::Fatal {
+        source_name: call.source.clone(),
+        dataset: call.dataset.clone(),
+        message,
+        kind,
+    }
+}
+
+pub(super) fn deadline(call: &CallContext, message: String) -> CallError {
+    CallError::DeadlineExceeded {
+        source_name: call.source.clone(),
+        dataset: call.dataset.clone(),
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_source_dataset_and_cause() {
+        let call = CallContext::new("altrata", "events");
+        let error = fatal(&call, FailureKind::UpstreamRejected, "HTTP 403: Forbidden".into());
+        assert_eq!(error.to_string(), "altrata.events: HTTP 403: Forbidden");
+    }
+}
