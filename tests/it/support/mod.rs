@@ -67,7 +67,7 @@ fn database_url(admin_url: &str, name: &str) -> String {
     )
 }
 
-/// The name of a database holding exactly what `store::migrate` makes of today's `migrations/`,
+/// The name of a database holding exactly what `store::migrate` makes of the embedded migrations,
 /// created on first use. Applying the migrations takes ~2 s (one fsync'd transaction each);
 /// copying the result takes a fraction of that. The name carries a hash of the migrations, so a
 /// changed migration gets a template of its own, and test processes running at the same time
@@ -79,16 +79,12 @@ async fn migrated_template() -> String {
         .get_or_init(|| async {
             use sha2::Digest;
             use sqlx::Connection;
-            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("migrations");
-            let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-                .expect("read migrations/")
-                .map(|entry| entry.expect("list migrations/").path())
-                .collect();
-            files.sort();
+            // Keyed by the migrations `store::migrate` embeds (what the template will hold), not
+            // by the files on disk, which a stale build may not have compiled in yet.
             let mut hash = sha2::Sha256::new();
-            for file in &files {
-                hash.update(file.file_name().unwrap().as_encoded_bytes());
-                hash.update(std::fs::read(file).expect("read a migration"));
+            for migration in store::MIGRATOR.iter() {
+                hash.update(migration.version.to_le_bytes());
+                hash.update(&migration.checksum);
             }
             let digest: String = hash.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect();
             let name = format!("etl_template_{digest}");
