@@ -43,7 +43,8 @@ pub(crate) trait Vendor: Sync {
         Box::pin(async move { Ok((self.scopes(job).await?, DiscoveredBy::Configuration)) })
     }
 
-    /// Replaces one scope's window (or the whole scope, for snapshots) of one of its datasets.
+    /// Stages one scope's window (or the whole scope, for snapshots) of one of its datasets into
+    /// `sink`, which the caller then swaps in (see [`load`]).
     fn load<'a>(
         &'a self,
         exec: &'a Executor,

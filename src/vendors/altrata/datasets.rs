@@ -118,7 +118,7 @@ fn add_warnings(all: &mut Vec<String>, new: Vec<String>) {
 
 pub(crate) async fn load(
     exec: &Executor,
-    tx: &mut Sink,
+    sink: &mut Sink,
     request: &LoadRequest<'_>,
     tuning: &Tuning,
 ) -> anyhow::Result<LoadFigures> {
@@ -129,8 +129,8 @@ pub(crate) async fn load(
         );
     };
     match request.dataset.id {
-        Dataset::Events => load_events(exec, tx, request, ids, tuning).await,
-        Dataset::Profiles => load_profiles(exec, tx, request, ids, tuning).await,
+        Dataset::Events => load_events(exec, sink, request, ids, tuning).await,
+        Dataset::Profiles => load_profiles(exec, sink, request, ids, tuning).await,
         other => anyhow::bail!("altrata has no dataset {other}"),
     }
 }
@@ -162,13 +162,13 @@ fn mentions(list: Option<Vec<Option<Mention>>>) -> Option<Value> {
 
 async fn load_events(
     exec: &Executor,
-    tx: &mut Sink,
+    sink: &mut Sink,
     request: &LoadRequest<'_>,
     ids: &[String],
     tuning: &Tuning,
 ) -> anyhow::Result<LoadFigures> {
-    let mut writer = Writer::open(tx, &EVENTS, request.source_name, request.run_id).await?;
-    writer.replace(tx, &Replace::All { scope: None }).await?;
+    let mut writer = Writer::open(sink, &EVENTS, request.source_name, request.run_id).await?;
+    writer.replace(sink, &Replace::All { scope: None }).await?;
     let mut warnings = Vec::new();
     let first = tuning.altrata_page_size.clamp(1, 50);
     for id in ids {
@@ -243,7 +243,7 @@ async fn load_events(
                 })
                 .collect();
             writer
-                .write(tx, rows)
+                .write(sink, rows)
                 .await
                 .with_context(|| format!("writing page {page} of altrata.events for {id}"))?;
             if skipped > 0 {
@@ -284,19 +284,19 @@ async fn load_events(
         pages: writer.pages,
         warnings,
     };
-    writer.close(tx).await?;
+    writer.close(sink).await?;
     Ok(figures)
 }
 
 async fn load_profiles(
     exec: &Executor,
-    tx: &mut Sink,
+    sink: &mut Sink,
     request: &LoadRequest<'_>,
     ids: &[String],
     tuning: &Tuning,
 ) -> anyhow::Result<LoadFigures> {
-    let mut writer = Writer::open(tx, &PROFILES, request.source_name, request.run_id).await?;
-    writer.replace(tx, &Replace::All { scope: None }).await?;
+    let mut writer = Writer::open(sink, &PROFILES, request.source_name, request.run_id).await?;
+    writer.replace(sink, &Replace::All { scope: None }).await?;
     let mut warnings = Vec::new();
     let mut rows: Vec<Row> = Vec::new();
     for id in ids {
@@ -383,15 +383,15 @@ async fn load_profiles(
             None => add_warnings(&mut warnings, vec![format!("altrata has no profile for {id}")]),
         }
         if rows.len() >= tuning.flush_rows {
-            writer.write(tx, std::mem::take(&mut rows)).await?;
+            writer.write(sink, std::mem::take(&mut rows)).await?;
         }
     }
-    writer.write(tx, rows).await?;
+    writer.write(sink, rows).await?;
     let figures = LoadFigures {
         rows: writer.rows,
         pages: writer.pages,
         warnings,
     };
-    writer.close(tx).await?;
+    writer.close(sink).await?;
     Ok(figures)
 }

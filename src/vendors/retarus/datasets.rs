@@ -564,17 +564,17 @@ impl Report for TransactionalEmailUdr {
 
 pub(crate) async fn load(
     exec: &Executor,
-    tx: &mut Sink,
+    sink: &mut Sink,
     request: &LoadRequest<'_>,
     tuning: &Tuning,
 ) -> anyhow::Result<LoadFigures> {
     match request.dataset.id {
-        Dataset::FaxInUdr => load_report::<FaxInUdr>(exec, tx, request, &FAX_IN, tuning).await,
-        Dataset::FaxOutUdr => load_report::<FaxOutUdr>(exec, tx, request, &FAX_OUT, tuning).await,
-        Dataset::SmsInUdr => load_report::<SmsInUdr>(exec, tx, request, &SMS_IN, tuning).await,
-        Dataset::SmsOutUdr => load_report::<SmsOutUdr>(exec, tx, request, &SMS_OUT, tuning).await,
+        Dataset::FaxInUdr => load_report::<FaxInUdr>(exec, sink, request, &FAX_IN, tuning).await,
+        Dataset::FaxOutUdr => load_report::<FaxOutUdr>(exec, sink, request, &FAX_OUT, tuning).await,
+        Dataset::SmsInUdr => load_report::<SmsInUdr>(exec, sink, request, &SMS_IN, tuning).await,
+        Dataset::SmsOutUdr => load_report::<SmsOutUdr>(exec, sink, request, &SMS_OUT, tuning).await,
         Dataset::TransactionalEmailUdr => {
-            load_report::<TransactionalEmailUdr>(exec, tx, request, &EMAIL, tuning).await
+            load_report::<TransactionalEmailUdr>(exec, sink, request, &EMAIL, tuning).await
         }
         other => anyhow::bail!("retarus has no dataset {other}"),
     }
@@ -582,7 +582,7 @@ pub(crate) async fn load(
 
 async fn load_report<R: Report>(
     exec: &Executor,
-    tx: &mut Sink,
+    sink: &mut Sink,
     request: &LoadRequest<'_>,
     spec: &'static TableSpec,
     tuning: &Tuning,
@@ -607,10 +607,10 @@ async fn load_report<R: Report>(
     let size = tuning
         .retarus_page_size
         .clamp(1, crate::datasets::RETARUS_MAX_PAGE_SIZE);
-    let mut writer = Writer::open(tx, spec, request.source_name, request.run_id).await?;
+    let mut writer = Writer::open(sink, spec, request.source_name, request.run_id).await?;
     writer
         .replace(
-            tx,
+            sink,
             &Replace::Instants {
                 scope: Some(customer.clone()),
                 start: window.start,
@@ -660,7 +660,7 @@ async fn load_report<R: Report>(
             rows.push(row);
         }
         crate::stages::Stage::Map.since(mapping);
-        writer.write(tx, rows).await.with_context(what)?;
+        writer.write(sink, rows).await.with_context(what)?;
         match more {
             Some(true) if fetched > 0 => page += 1,
             // Stopping would keep part of the window as if it were all of it; following an
@@ -687,6 +687,6 @@ async fn load_report<R: Report>(
         pages: writer.pages,
         warnings,
     };
-    writer.close(tx).await?;
+    writer.close(sink).await?;
     Ok(figures)
 }

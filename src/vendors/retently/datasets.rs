@@ -273,7 +273,7 @@ fn iso(at: DateTime<Utc>) -> String {
 
 pub(crate) async fn load(
     exec: &Executor,
-    tx: &mut Sink,
+    sink: &mut Sink,
     request: &LoadRequest<'_>,
     tuning: &Tuning,
 ) -> anyhow::Result<LoadFigures> {
@@ -282,7 +282,7 @@ pub(crate) async fn load(
             let window = request.window.context("retently.customers needs a window")?;
             load_list::<Customer>(
                 exec,
-                tx,
+                sink,
                 request,
                 tuning,
                 &CUSTOMERS,
@@ -311,7 +311,7 @@ pub(crate) async fn load(
             let window = request.window.context("retently.feedback needs a window")?;
             load_list::<Feedback>(
                 exec,
-                tx,
+                sink,
                 request,
                 tuning,
                 &FEEDBACK,
@@ -358,7 +358,7 @@ pub(crate) async fn load(
         Dataset::Companies => {
             load_list::<Company>(
                 exec,
-                tx,
+                sink,
                 request,
                 tuning,
                 &COMPANIES,
@@ -391,8 +391,8 @@ pub(crate) async fn load(
             )
             .await
         }
-        Dataset::Campaigns => load_campaigns(exec, tx, request).await,
-        Dataset::NpsScore => load_nps(exec, tx, request).await,
+        Dataset::Campaigns => load_campaigns(exec, sink, request).await,
+        Dataset::NpsScore => load_nps(exec, sink, request).await,
         other => anyhow::bail!("retently has no dataset {other}"),
     }
 }
@@ -402,7 +402,7 @@ pub(crate) async fn load(
 #[allow(clippy::too_many_arguments)]
 async fn load_list<T: DeserializeOwned>(
     exec: &Executor,
-    tx: &mut Sink,
+    sink: &mut Sink,
     request: &LoadRequest<'_>,
     tuning: &Tuning,
     spec: &'static TableSpec,
@@ -411,7 +411,7 @@ async fn load_list<T: DeserializeOwned>(
     window: Option<Window>,
     map: impl Fn(T) -> (Option<DateTime<Utc>>, Row),
 ) -> anyhow::Result<LoadFigures> {
-    let mut writer = Writer::open(tx, spec, request.source_name, request.run_id).await?;
+    let mut writer = Writer::open(sink, spec, request.source_name, request.run_id).await?;
     let replace = match window {
         Some(w) => Replace::Instants {
             scope: None,
@@ -420,7 +420,7 @@ async fn load_list<T: DeserializeOwned>(
         },
         None => Replace::All { scope: None },
     };
-    writer.replace(tx, &replace).await?;
+    writer.replace(sink, &replace).await?;
     let limit = tuning.retently_page_size.clamp(1, 1000);
     let mut warnings = Vec::new();
     let (mut undated, mut unnamed) = (0usize, 0usize);
@@ -472,7 +472,7 @@ async fn load_list<T: DeserializeOwned>(
             }
             rows.push(row);
         }
-        writer.write(tx, rows).await.with_context(what)?;
+        writer.write(sink, rows).await.with_context(what)?;
         let pages = data.pages.unwrap_or(1);
         let current = data.page.unwrap_or(page);
         seen.check_position("page", &current.to_string())
@@ -501,17 +501,17 @@ async fn load_list<T: DeserializeOwned>(
         pages: writer.pages,
         warnings,
     };
-    writer.close(tx).await?;
+    writer.close(sink).await?;
     Ok(figures)
 }
 
 async fn load_campaigns(
     exec: &Executor,
-    tx: &mut Sink,
+    sink: &mut Sink,
     request: &LoadRequest<'_>,
 ) -> anyhow::Result<LoadFigures> {
-    let mut writer = Writer::open(tx, &CAMPAIGNS, request.source_name, request.run_id).await?;
-    writer.replace(tx, &Replace::All { scope: None }).await?;
+    let mut writer = Writer::open(sink, &CAMPAIGNS, request.source_name, request.run_id).await?;
+    writer.replace(sink, &Replace::All { scope: None }).await?;
     // Campaigns are the one resource whose list is a top-level key, not under `data`.
     let answer: Campaigns = exec
         .get_json(request.call, "/api/v2/campaigns", &[])
@@ -540,7 +540,7 @@ async fn load_campaigns(
             ])
         })
         .collect();
-    writer.write(tx, rows).await?;
+    writer.write(sink, rows).await?;
     let mut warnings = Vec::new();
     if unnamed > 0 {
         warnings.push(format!("{unnamed} campaign(s) without an id were skipped"));
@@ -550,18 +550,22 @@ async fn load_campaigns(
         pages: writer.pages,
         warnings,
     };
-    writer.close(tx).await?;
+    writer.close(sink).await?;
     Ok(figures)
 }
 
-async fn load_nps(exec: &Executor, tx: &mut Sink, request: &LoadRequest<'_>) -> anyhow::Result<LoadFigures> {
+async fn load_nps(
+    exec: &Executor,
+    sink: &mut Sink,
+    request: &LoadRequest<'_>,
+) -> anyhow::Result<LoadFigures> {
     // One row per source and UTC day: a rerun the same day replaces that day's row and leaves
     // the history of earlier days alone.
     let day = Utc::now().date_naive();
-    let mut writer = Writer::open(tx, &NPS_SCORE, request.source_name, request.run_id).await?;
+    let mut writer = Writer::open(sink, &NPS_SCORE, request.source_name, request.run_id).await?;
     writer
         .replace(
-            tx,
+            sink,
             &Replace::Dates {
                 scope: None,
                 first: day,
@@ -579,7 +583,7 @@ async fn load_nps(exec: &Executor, tx: &mut Sink, request: &LoadRequest<'_>) -> 
         .ok_or_else(|| Failure::invalid_answer("retently nps/score answered without data"))?;
     writer
         .write(
-            tx,
+            sink,
             vec![vec![
                 day.into(),
                 nps.nps.into(),
@@ -598,6 +602,6 @@ async fn load_nps(exec: &Executor, tx: &mut Sink, request: &LoadRequest<'_>) -> 
         pages: writer.pages,
         warnings: Vec::new(),
     };
-    writer.close(tx).await?;
+    writer.close(sink).await?;
     Ok(figures)
 }

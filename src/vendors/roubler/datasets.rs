@@ -249,15 +249,15 @@ pub(crate) async fn locations(
 
 pub(crate) async fn load(
     exec: &Executor,
-    tx: &mut Sink,
+    sink: &mut Sink,
     request: &LoadRequest<'_>,
 ) -> anyhow::Result<LoadFigures> {
     match (request.dataset.id, request.scope) {
         (Dataset::Locations, ScopeTarget::Company(company)) => {
-            load_locations(exec, tx, request, company).await
+            load_locations(exec, sink, request, company).await
         }
         (Dataset::Employees, ScopeTarget::Company(company)) => {
-            load_employees(exec, tx, request, company).await
+            load_employees(exec, sink, request, company).await
         }
         (
             Dataset::LocationSales | Dataset::Timesheets | Dataset::Shifts,
@@ -276,9 +276,9 @@ pub(crate) async fn load(
                 time_zone: *time_zone,
             };
             match request.dataset.id {
-                Dataset::LocationSales => load_sales(exec, tx, request, &location, window).await,
-                Dataset::Timesheets => load_timesheets(exec, tx, request, &location, window).await,
-                _ => load_shifts(exec, tx, request, &location, window).await,
+                Dataset::LocationSales => load_sales(exec, sink, request, &location, window).await,
+                Dataset::Timesheets => load_timesheets(exec, sink, request, &location, window).await,
+                _ => load_shifts(exec, sink, request, &location, window).await,
             }
         }
         (name, scope) => anyhow::bail!("roubler.{name} cannot be loaded for {}", scope.describe()),
@@ -304,14 +304,14 @@ fn figures(writer: Writer, warnings: Vec<String>) -> (LoadFigures, Writer) {
 
 async fn load_locations(
     exec: &Executor,
-    tx: &mut Sink,
+    sink: &mut Sink,
     request: &LoadRequest<'_>,
     company: &str,
 ) -> anyhow::Result<LoadFigures> {
-    let mut writer = Writer::open(tx, &LOCATIONS, request.source_name, request.run_id).await?;
+    let mut writer = Writer::open(sink, &LOCATIONS, request.source_name, request.run_id).await?;
     writer
         .replace(
-            tx,
+            sink,
             &Replace::All {
                 scope: Some(company.to_owned()),
             },
@@ -349,10 +349,10 @@ async fn load_locations(
             ])
         })
         .collect();
-    writer.write(tx, rows).await?;
+    writer.write(sink, rows).await?;
     let warnings = without_id(skipped, outcome.warnings);
     let (figures, writer) = figures(writer, warnings);
-    writer.close(tx).await?;
+    writer.close(sink).await?;
     Ok(figures)
 }
 
@@ -376,14 +376,14 @@ fn status_text(status: employees::EmployeeStatus) -> String {
 
 async fn load_employees(
     exec: &Executor,
-    tx: &mut Sink,
+    sink: &mut Sink,
     request: &LoadRequest<'_>,
     company: &str,
 ) -> anyhow::Result<LoadFigures> {
-    let mut writer = Writer::open(tx, &EMPLOYEES, request.source_name, request.run_id).await?;
+    let mut writer = Writer::open(sink, &EMPLOYEES, request.source_name, request.run_id).await?;
     writer
         .replace(
-            tx,
+            sink,
             &Replace::All {
                 scope: Some(company.to_owned()),
             },
@@ -439,15 +439,15 @@ async fn load_employees(
             ])
         })
         .collect();
-    writer.write(tx, rows).await?;
+    writer.write(sink, rows).await?;
     let (figures, writer) = figures(writer, without_id(skipped, outcome.warnings));
-    writer.close(tx).await?;
+    writer.close(sink).await?;
     Ok(figures)
 }
 
 async fn load_sales(
     exec: &Executor,
-    tx: &mut Sink,
+    sink: &mut Sink,
     request: &LoadRequest<'_>,
     place: &Place<'_>,
     window: crate::datasets::Window,
@@ -456,10 +456,10 @@ async fn load_sales(
     // so each answered `day` is one of them whatever the zone's offset or DST state.
     let (first, last) = window.dates();
     let (start, end) = local_day_range(place.time_zone, &window);
-    let mut writer = Writer::open(tx, &LOCATION_SALES, request.source_name, request.run_id).await?;
+    let mut writer = Writer::open(sink, &LOCATION_SALES, request.source_name, request.run_id).await?;
     writer
         .replace(
-            tx,
+            sink,
             &Replace::Dates {
                 scope: Some(place.id.to_owned()),
                 first,
@@ -518,7 +518,7 @@ async fn load_sales(
             ])
         })
         .collect();
-    writer.write(tx, rows).await?;
+    writer.write(sink, rows).await?;
     if undated > 0 {
         warnings.push(format!("{undated} sales row(s) without a day were skipped"));
     }
@@ -528,7 +528,7 @@ async fn load_sales(
         ));
     }
     let (figures, writer) = figures(writer, warnings);
-    writer.close(tx).await?;
+    writer.close(sink).await?;
     Ok(figures)
 }
 
@@ -557,15 +557,15 @@ fn breaks_json(
 
 async fn load_timesheets(
     exec: &Executor,
-    tx: &mut Sink,
+    sink: &mut Sink,
     request: &LoadRequest<'_>,
     place: &Place<'_>,
     window: crate::datasets::Window,
 ) -> anyhow::Result<LoadFigures> {
-    let mut writer = Writer::open(tx, &TIMESHEETS, request.source_name, request.run_id).await?;
+    let mut writer = Writer::open(sink, &TIMESHEETS, request.source_name, request.run_id).await?;
     writer
         .replace(
-            tx,
+            sink,
             &Replace::Instants {
                 scope: Some(place.id.to_owned()),
                 start: window.start,
@@ -640,23 +640,23 @@ async fn load_timesheets(
             ])
         })
         .collect();
-    writer.write(tx, rows).await?;
+    writer.write(sink, rows).await?;
     let (figures, writer) = figures(writer, without_id(skipped, outcome.warnings));
-    writer.close(tx).await?;
+    writer.close(sink).await?;
     Ok(figures)
 }
 
 async fn load_shifts(
     exec: &Executor,
-    tx: &mut Sink,
+    sink: &mut Sink,
     request: &LoadRequest<'_>,
     place: &Place<'_>,
     window: crate::datasets::Window,
 ) -> anyhow::Result<LoadFigures> {
-    let mut writer = Writer::open(tx, &SHIFTS, request.source_name, request.run_id).await?;
+    let mut writer = Writer::open(sink, &SHIFTS, request.source_name, request.run_id).await?;
     writer
         .replace(
-            tx,
+            sink,
             &Replace::Instants {
                 scope: Some(place.id.to_owned()),
                 start: window.start,
@@ -717,8 +717,8 @@ async fn load_shifts(
             ])
         })
         .collect();
-    writer.write(tx, rows).await?;
+    writer.write(sink, rows).await?;
     let (figures, writer) = figures(writer, without_id(skipped, outcome.warnings));
-    writer.close(tx).await?;
+    writer.close(sink).await?;
     Ok(figures)
 }
