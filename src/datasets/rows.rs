@@ -1,11 +1,21 @@
-//! Typed cells: what a mapped upstream record becomes before it is written, and their encoding
+//! Typed rows: what a mapped upstream record becomes before it is written, and their encoding
 //! in PostgreSQL's COPY text format.
 //!
-//! Mapping code turns every `Option` field into a [`Cell`] with `.into()`, so a `None` from the
-//! vendor becomes SQL NULL deliberately and nothing is unwrapped. Text is trimmed on the way in
-//! because some vendors pad fields with spaces (Retarus `trackingId`).
+//! Each table has one row struct, declared with [`table_row!`]: its fields are the table's data
+//! columns in write order, and the same declaration names the table, its natural key, its scope
+//! column and its window column ([`TableRow::spec`]). Nothing else lists the columns: the writer
+//! builds its COPY, delete and upsert statements from the spec, and a test checks every struct
+//! against its table in the database (names, order-independent, and types, via
+//! [`TableRow::column_types`]).
+//!
+//! A field's type says how it is written ([`Column`]): `Option` fields become SQL NULL when the
+//! vendor sent nothing, so nothing is unwrapped. Text is trimmed on the way out because some
+//! vendors pad fields with spaces (Retarus `trackingId`); NaN and infinities are stored as
+//! unknown. Encoding appends to one buffer per page: no allocation per row or cell.
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+
+use super::TableSpec;
 
 /// One column value of one row.
 #[derive(Debug, Clone, PartialEq)]
@@ -195,6 +205,293 @@ fn escape(text: &str, out: &mut String) {
 /// from typed fields.
 pub fn instant_text(at: &DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// A value that fills one column: how it is written in COPY text, and which PostgreSQL types
+/// (`information_schema.columns.data_type`) a column holding it may have.
+pub trait Column {
+    /// The column types this value may be stored in.
+    fn sql_types() -> &'static [&'static str]
+    where
+        Self: Sized;
+    /// Appends the value in COPY text (`\N` for NULL, backslash escapes for the rest).
+    fn write_copy(&self, out: &mut String);
+}
+
+const TEXT: &[&str] = &["text"];
+const INTEGER: &[&str] = &["bigint", "integer"];
+const NUMBER: &[&str] = &["numeric", "double precision"];
+const BOOLEAN: &[&str] = &["boolean"];
+const INSTANT: &[&str] = &["timestamp with time zone"];
+const DAY: &[&str] = &["date"];
+const JSON: &[&str] = &["jsonb"];
+
+impl Column for String {
+    fn sql_types() -> &'static [&'static str] {
+        TEXT
+    }
+    fn write_copy(&self, out: &mut String) {
+        escape(self.trim(), out);
+    }
+}
+
+impl Column for &str {
+    fn sql_types() -> &'static [&'static str] {
+        TEXT
+    }
+    fn write_copy(&self, out: &mut String) {
+        escape(self.trim(), out);
+    }
+}
+
+impl Column for i64 {
+    fn sql_types() -> &'static [&'static str] {
+        INTEGER
+    }
+    fn write_copy(&self, out: &mut String) {
+        let _ = std::fmt::Write::write_fmt(out, format_args!("{self}"));
+    }
+}
+
+impl Column for i32 {
+    fn sql_types() -> &'static [&'static str] {
+        INTEGER
+    }
+    fn write_copy(&self, out: &mut String) {
+        let _ = std::fmt::Write::write_fmt(out, format_args!("{self}"));
+    }
+}
+
+impl Column for f64 {
+    fn sql_types() -> &'static [&'static str] {
+        NUMBER
+    }
+    fn write_copy(&self, out: &mut String) {
+        use std::fmt::Write;
+        if self.is_finite() {
+            // `Display` of f64 never uses an exponent and round-trips exactly.
+            let _ = write!(out, "{self}");
+        } else {
+            // NaN and infinities have no place in an analyst's sum: store them as unknown.
+            out.push_str("\\N");
+        }
+    }
+}
+
+impl Column for bool {
+    fn sql_types() -> &'static [&'static str] {
+        BOOLEAN
+    }
+    fn write_copy(&self, out: &mut String) {
+        out.push(if *self { 't' } else { 'f' });
+    }
+}
+
+impl Column for DateTime<Utc> {
+    fn sql_types() -> &'static [&'static str] {
+        INSTANT
+    }
+    fn write_copy(&self, out: &mut String) {
+        write_instant(self, out);
+    }
+}
+
+impl Column for NaiveDate {
+    fn sql_types() -> &'static [&'static str] {
+        DAY
+    }
+    fn write_copy(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = write!(out, "{}", self.format("%Y-%m-%d"));
+    }
+}
+
+impl Column for serde_json::Value {
+    fn sql_types() -> &'static [&'static str] {
+        JSON
+    }
+    fn write_copy(&self, out: &mut String) {
+        if self.is_null() {
+            out.push_str("\\N");
+        } else {
+            escape(&self.to_string(), out);
+        }
+    }
+}
+
+impl<T: Column> Column for Option<T> {
+    fn sql_types() -> &'static [&'static str] {
+        T::sql_types()
+    }
+    fn write_copy(&self, out: &mut String) {
+        match self {
+            Some(value) => value.write_copy(out),
+            None => out.push_str("\\N"),
+        }
+    }
+}
+
+/// A row the page writer can stage: its data columns in COPY text and a hash of its natural key.
+pub trait EncodeRow {
+    /// How many data columns the row holds (checked against the table's spec).
+    fn width(&self) -> usize;
+    /// Appends every data column, each preceded by a tab.
+    fn write_columns(&self, out: &mut String);
+    /// A hash of the natural key (`spec.key`) as written, NULL told apart from empty text;
+    /// `scratch` is a buffer to write into, so hashing allocates nothing.
+    fn key_hash(&self, spec: &TableSpec, scratch: &mut String) -> u64;
+}
+
+/// A table's row struct (declared with [`table_row!`]): the writer's rows for that table.
+pub trait TableRow: EncodeRow {
+    /// The table's layout, built from the same declaration as the struct.
+    fn spec() -> &'static TableSpec;
+    /// Per data column (in [`TableSpec::columns`] order), the column types its field may be
+    /// stored in.
+    fn column_types() -> Vec<&'static [&'static str]>;
+}
+
+/// Hashes key columns the way [`EncodeRow::key_hash`] promises.
+pub fn hash_key_columns<'a>(
+    columns: impl IntoIterator<Item = Option<&'a dyn Column>>,
+    scratch: &mut String,
+) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for column in columns {
+        scratch.clear();
+        if let Some(column) = column {
+            column.write_copy(scratch);
+        }
+        (column.is_some(), scratch.as_str()).hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+/// Declares a table's row struct and its layout in one place.
+///
+/// ```ignore
+/// table_row! {
+///     /// A location of a company.
+///     pub(crate) struct LocationRow<'a> in "roubler.locations" {
+///         key: [company_id, location_id],
+///         scope: company_id,
+///         columns: {
+///             company_id: &'a str,
+///             location_id: String,
+///             name: Option<String>,
+///         }
+///     }
+/// }
+/// ```
+///
+/// `scope:` (the column holding the scope id) and `window:` (the column a load window applies
+/// to) are optional, in that order. The fields are the data columns in write order; `source`,
+/// `_run_id` and `_loaded_at` are added by the writer. A key, scope or window column that is not
+/// a field does not compile.
+#[macro_export]
+macro_rules! table_row {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident<$lt:lifetime> in $table:literal { $($rest:tt)* }
+    ) => {
+        $crate::table_row!(@emit [$(#[$meta])*] [$vis] $name [<$lt>] [$name<'static>] $table $($rest)*);
+    };
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident in $table:literal { $($rest:tt)* }
+    ) => {
+        $crate::table_row!(@emit [$(#[$meta])*] [$vis] $name [] [$name] $table $($rest)*);
+    };
+    (@emit [$($meta:tt)*] [$vis:vis] $name:ident [$($generics:tt)*] [$($static_ty:tt)*] $table:literal
+        key: [$($key:ident),+ $(,)?],
+        $(scope: $scope:ident,)?
+        $(window: $window:ident,)?
+        columns: {
+            $( $(#[$field_meta:meta])* $field:ident : $ty:ty ),+ $(,)?
+        } $(,)?
+    ) => {
+        $($meta)*
+        $vis struct $name $($generics)* {
+            $( $(#[$field_meta])* pub $field: $ty, )+
+        }
+
+        impl $($generics)* $crate::datasets::rows::EncodeRow for $name $($generics)* {
+            fn width(&self) -> usize {
+                [$(stringify!($field)),+].len()
+            }
+            fn write_columns(&self, out: &mut String) {
+                $(
+                    out.push('\t');
+                    $crate::datasets::rows::Column::write_copy(&self.$field, out);
+                )+
+            }
+            fn key_hash(&self, _spec: &$crate::datasets::TableSpec, scratch: &mut String) -> u64 {
+                $crate::datasets::rows::hash_key_columns(
+                    [$(Some(&self.$key as &dyn $crate::datasets::rows::Column)),+],
+                    scratch,
+                )
+            }
+        }
+
+        impl $($generics)* $crate::datasets::rows::TableRow for $name $($generics)* {
+            fn spec() -> &'static $crate::datasets::TableSpec {
+                static SPEC: $crate::datasets::TableSpec = $crate::datasets::TableSpec {
+                    table: $table,
+                    columns: &[$(stringify!($field)),+],
+                    key: &[$(stringify!($key)),+],
+                    scope_column: $crate::table_row!(@column $($scope)?),
+                    window_column: $crate::table_row!(@column $($window)?),
+                    column_types: <$($static_ty)* as $crate::datasets::rows::TableRow>::column_types,
+                };
+                &SPEC
+            }
+            fn column_types() -> Vec<&'static [&'static str]> {
+                vec![$(<$ty as $crate::datasets::rows::Column>::sql_types()),+]
+            }
+        }
+    };
+    (@column) => { None };
+    (@column $column:ident) => { Some(stringify!($column)) };
+}
+
+pub use table_row;
+
+/// Transitional: the column types of a positional table spec are not known.
+pub fn untyped() -> Vec<&'static [&'static str]> {
+    Vec::new()
+}
+
+/// Transitional: positional rows of cells, checked against the spec at run time.
+impl EncodeRow for Vec<Cell> {
+    fn width(&self) -> usize {
+        self.len()
+    }
+    fn write_columns(&self, out: &mut String) {
+        for cell in self {
+            out.push('\t');
+            cell.write_copy(out);
+        }
+    }
+    fn key_hash(&self, spec: &TableSpec, scratch: &mut String) -> u64 {
+        let cells = spec.key.iter().map(|key| {
+            spec.columns
+                .iter()
+                .position(|c| c == key)
+                .and_then(|i| self.get(i))
+                .map(|cell| cell as &dyn Column)
+        });
+        hash_key_columns(cells, scratch)
+    }
+}
+
+impl Column for Cell {
+    fn sql_types() -> &'static [&'static str] {
+        &[]
+    }
+    fn write_copy(&self, out: &mut String) {
+        Cell::write_copy(self, out);
+    }
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 use tokio::task::JoinHandle;
 
-use super::rows::Row;
+use super::rows::{Column, EncodeRow};
 use crate::failure::{Failure, FailureKind};
 use crate::stages::Stage;
 
@@ -41,6 +41,9 @@ pub struct TableSpec {
     pub scope_column: Option<&'static str>,
     /// Column the load window applies to (a timestamptz, or a date for daily datasets).
     pub window_column: Option<&'static str>,
+    /// Per data column, the PostgreSQL types its row struct's field may be stored in
+    /// ([`super::rows::TableRow::column_types`]).
+    pub column_types: fn() -> Vec<&'static [&'static str]>,
 }
 
 impl TableSpec {
@@ -335,7 +338,7 @@ impl Writer {
         .await
         .with_context(|| format!("creating the staging table for {}", spec.table))?;
         let mut prefix = String::new();
-        super::rows::Cell::from(source).write_copy(&mut prefix);
+        source.write_copy(&mut prefix);
         Ok(Writer {
             spec,
             source: source.to_owned(),
@@ -386,55 +389,55 @@ impl Writer {
 
     /// Stages one page of rows (a key repeated within or across pages: the last one wins). The
     /// COPY runs in the background; its failure surfaces at the next write or at the swap.
-    pub async fn write(&mut self, sink: &mut Sink, rows: Vec<Row>) -> anyhow::Result<()> {
+    pub async fn write<R: EncodeRow>(&mut self, sink: &mut Sink, rows: Vec<R>) -> anyhow::Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
-        let width = self.spec.columns.len();
-        if let Some(bad) = rows.iter().find(|r| r.len() != width) {
+        let encoding = std::time::Instant::now();
+        let mut page = self.page();
+        for row in rows {
+            page.push(&row)?;
+        }
+        Stage::Encode.since(encoding);
+        self.send(sink, page).await
+    }
+
+    /// An empty page to encode rows into as they are decoded (see [`PageText`]); hand it to
+    /// [`Writer::send`]. Pages are staged in the order they are sent.
+    pub fn page(&self) -> PageText {
+        PageText {
+            table: self.spec.table,
+            width: self.spec.columns.len(),
+            prefix: self.prefix.clone(),
+            run_id: self.run_id.clone(),
+            first_seq: self.seq + 1,
+            chunks: Vec::new(),
+            text: String::new(),
+            rows: 0,
+        }
+    }
+
+    /// Stages an encoded page. The COPY runs in the background; its failure surfaces at the next
+    /// write or at the swap.
+    pub async fn send(&mut self, sink: &mut Sink, page: PageText) -> anyhow::Result<()> {
+        if page.rows == 0 {
+            return Ok(());
+        }
+        if page.first_seq != self.seq + 1 {
             bail!(
-                "a mapped row of {} has {} cells, the table has {width} data columns",
-                self.spec.table,
-                bad.len()
+                "a page of {} was encoded before the previous one was staged",
+                self.spec.table
             );
         }
-        self.rows += i64::try_from(rows.len()).unwrap_or(i64::MAX);
-        let encoding = std::time::Instant::now();
-        let chunks = self.encode(rows);
-        Stage::Encode.since(encoding);
+        self.rows += page.rows;
+        self.seq += page.rows;
+        let chunks = page.into_chunks();
         let what = format!(
             "page {} of this load into the staging table of {}",
             self.pages.max(1),
             self.spec.table
         );
         sink.copy(self.copy_statement.clone(), chunks, what).await
-    }
-
-    /// The page in COPY text, in pieces of about [`CHUNK`] bytes. Consumes the rows, so each
-    /// row's memory is freed as soon as it is encoded.
-    fn encode(&mut self, rows: Vec<Row>) -> Vec<String> {
-        let mut chunks = Vec::new();
-        let mut text = String::with_capacity(CHUNK + CHUNK / 8);
-        for row in rows {
-            text.push_str(&self.prefix);
-            for cell in &row {
-                text.push('\t');
-                cell.write_copy(&mut text);
-            }
-            text.push_str(&self.run_id);
-            self.seq += 1;
-            let _ = writeln!(text, "{}", self.seq);
-            if text.len() >= CHUNK {
-                chunks.push(std::mem::replace(
-                    &mut text,
-                    String::with_capacity(CHUNK + CHUNK / 8),
-                ));
-            }
-        }
-        if !text.is_empty() {
-            chunks.push(text);
-        }
-        chunks
     }
 
     /// Hands the staged load to the sink's swap.
@@ -481,6 +484,63 @@ impl Writer {
     }
 }
 
+/// One page of rows in COPY text, encoded as they come (by [`Writer::write`], or by a decoder
+/// straight from the vendor's answer) and kept in pieces of about [`CHUNK`] bytes: no buffer
+/// grows by doubling to the size of a page, and no row is kept once written.
+pub struct PageText {
+    table: &'static str,
+    width: usize,
+    /// `source` in COPY text, written before every row.
+    prefix: String,
+    /// `\t<run id>\t`, written after every row's data.
+    run_id: String,
+    /// `_seq` of this page's first row (rows count on from the previous page's).
+    first_seq: i64,
+    chunks: Vec<String>,
+    text: String,
+    /// Rows encoded so far.
+    rows: i64,
+}
+
+impl PageText {
+    /// Appends one row.
+    pub fn push(&mut self, row: &impl EncodeRow) -> anyhow::Result<()> {
+        if row.width() != self.width {
+            bail!(
+                "a mapped row of {} has {} cells, the table has {} data columns",
+                self.table,
+                row.width(),
+                self.width
+            );
+        }
+        if self.text.capacity() == 0 {
+            self.text.reserve(CHUNK + CHUNK / 8);
+        }
+        self.text.push_str(&self.prefix);
+        row.write_columns(&mut self.text);
+        self.text.push_str(&self.run_id);
+        Column::write_copy(&(self.first_seq + self.rows), &mut self.text);
+        self.text.push('\n');
+        self.rows += 1;
+        if self.text.len() >= CHUNK {
+            self.chunks.push(std::mem::take(&mut self.text));
+        }
+        Ok(())
+    }
+
+    /// Rows encoded so far.
+    pub fn rows(&self) -> i64 {
+        self.rows
+    }
+
+    fn into_chunks(mut self) -> Vec<String> {
+        if !self.text.is_empty() {
+            self.chunks.push(self.text);
+        }
+        self.chunks
+    }
+}
+
 /// Notices an upstream whose pages lie: a non-empty page made only of records this load already
 /// read (pages cycling A, B, A, B… or A, B, C, A…; a page repeated at once), a cursor or page
 /// number it already answered, and at the end a row count that disagrees with the total the
@@ -500,33 +560,22 @@ pub struct SeenInLoad {
 impl SeenInLoad {
     /// Refuses `rows` (every record of the page, skipped ones included) when all of them were
     /// read before in this load; remembers them otherwise.
-    pub fn check_records<'a>(
+    pub fn check_records<'a, R: EncodeRow + 'a>(
         &mut self,
         spec: &TableSpec,
-        rows: impl IntoIterator<Item = &'a Row>,
+        rows: impl IntoIterator<Item = &'a R>,
     ) -> anyhow::Result<()> {
-        use std::hash::{Hash, Hasher};
-        let index: Vec<Option<usize>> = spec
-            .key
-            .iter()
-            .map(|key| spec.columns.iter().position(|c| c == key))
-            .collect();
         // One buffer for every key's text, rather than a string per key and record.
-        let mut text = String::new();
-        let mut keys: Vec<u64> = rows
+        let mut scratch = String::new();
+        let keys = rows
             .into_iter()
-            .map(|row| {
-                let mut hasher = std::collections::hash_map::DefaultHasher::new();
-                for cell in index.iter().map(|i| i.and_then(|i| row.get(i))) {
-                    text.clear();
-                    if let Some(cell) = cell {
-                        cell.write_copy(&mut text);
-                    }
-                    (cell.is_some(), text.as_str()).hash(&mut hasher);
-                }
-                hasher.finish()
-            })
+            .map(|row| row.key_hash(spec, &mut scratch))
             .collect();
+        self.check_keys(keys)
+    }
+
+    /// [`SeenInLoad::check_records`] for key hashes already taken ([`EncodeRow::key_hash`]).
+    pub fn check_keys(&mut self, mut keys: Vec<u64>) -> anyhow::Result<()> {
         let read = keys.len();
         keys.sort_unstable();
         keys.dedup();
@@ -619,19 +668,24 @@ async fn check_primary_key(conn: &mut PgConnection, spec: &TableSpec) -> anyhow:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datasets::rows::Cell;
+    use crate::datasets::rows::{TableRow, table_row};
 
-    static SPEC: TableSpec = TableSpec {
-        table: "test.records",
-        columns: &["id", "value"],
-        key: &["id"],
-        scope_column: None,
-        window_column: None,
-    };
+    table_row! {
+        struct Record in "test.records" {
+            key: [id],
+            columns: {
+                id: String,
+                value: &'static str,
+            }
+        }
+    }
 
-    fn page(ids: &[&str]) -> Vec<Row> {
+    fn page(ids: &[&str]) -> Vec<Record> {
         ids.iter()
-            .map(|id| vec![Cell::from(*id), Cell::from("v")])
+            .map(|id| Record {
+                id: (*id).to_owned(),
+                value: "v",
+            })
             .collect()
     }
 
@@ -641,10 +695,10 @@ mod tests {
             let pages = [page(&["a1", "a2"]), page(&["b1", "b2"]), page(&["c1", "c2"])];
             let mut seen = SeenInLoad::default();
             for (n, rows) in pages.iter().cycle().take(period).enumerate() {
-                seen.check_records(&SPEC, rows.iter())
+                seen.check_records(Record::spec(), rows.iter())
                     .unwrap_or_else(|e| panic!("page {n} is new: {e}"));
             }
-            let again = seen.check_records(&SPEC, pages[0].iter());
+            let again = seen.check_records(Record::spec(), pages[0].iter());
             assert!(
                 again.is_err_and(|e| e.to_string().contains("cycling")),
                 "period {period}"
@@ -652,22 +706,25 @@ mod tests {
         }
         // Offset drift: a page that overlaps an earlier one but brings new records is fine.
         let mut seen = SeenInLoad::default();
-        seen.check_records(&SPEC, page(&["a1", "a2"]).iter())
+        seen.check_records(Record::spec(), page(&["a1", "a2"]).iter())
             .expect("new");
-        seen.check_records(&SPEC, page(&["a2", "a3"]).iter())
+        seen.check_records(Record::spec(), page(&["a2", "a3"]).iter())
             .expect("overlap with new");
     }
 
     #[test]
     fn records_read_on_several_pages_count_once_and_stay_known_in_any_order() {
         let mut seen = SeenInLoad::default();
-        seen.check_records(&SPEC, page(&["m", "c", "x"]).iter())
+        seen.check_records(Record::spec(), page(&["m", "c", "x"]).iter())
             .expect("new");
-        seen.check_records(&SPEC, page(&["a", "x", "z", "a"]).iter())
+        seen.check_records(Record::spec(), page(&["a", "x", "z", "a"]).iter())
             .expect("overlap with new");
         seen.check_total(Some(5)).expect("five distinct records");
         for old in [["a", "z"], ["c", "m"], ["x", "a"]] {
-            assert!(seen.check_records(&SPEC, page(&old).iter()).is_err(), "{old:?}");
+            assert!(
+                seen.check_records(Record::spec(), page(&old).iter()).is_err(),
+                "{old:?}"
+            );
         }
     }
 
@@ -677,7 +734,7 @@ mod tests {
         seen.check_position("cursor", "A").expect("new");
         seen.check_position("cursor", "B").expect("new");
         assert!(seen.check_position("cursor", "A").is_err());
-        seen.check_records(&SPEC, page(&["a1", "a2"]).iter())
+        seen.check_records(Record::spec(), page(&["a1", "a2"]).iter())
             .expect("new");
         seen.check_total(Some(2)).expect("agrees");
         seen.check_total(None).expect("nothing announced");

@@ -50,6 +50,7 @@ use crate::failure::FailureKind;
 use shared_budget::{BudgetDatabase, RateBudget};
 
 use attempt::Outgoing;
+pub(crate) use body::Nullable;
 use body::decode_graphql;
 use call::fatal;
 pub use call::{CallContext, CallError, CallFigures, GraphqlOutcome};
@@ -247,7 +248,33 @@ impl Executor {
                 format!("could not encode the query: {e}"),
             )
         })?;
-        self.post_graphql(call, service, scope, body).await
+        self.post_graphql(call, service, scope, body, || std::marker::PhantomData)
+            .await
+    }
+
+    /// Runs a typed query whose answer's `data` is decoded by a seed rather than into the query's
+    /// response type: a loader turns a page's records into rows as they are parsed, so a page
+    /// never exists as a vector of records. `seed` makes one seed per attempt. Same auth, limit,
+    /// retries and error classification as [`Executor::execute`].
+    pub async fn execute_seeded<Q: GraphQLQuery, S, T>(
+        &self,
+        call: &CallContext,
+        service: Service,
+        scope: &ScopeHeader,
+        variables: Q::Variables,
+        seed: impl Fn() -> S,
+    ) -> Result<GraphqlOutcome<T>, CallError>
+    where
+        S: for<'de> serde::de::DeserializeSeed<'de, Value = T>,
+    {
+        let body = serde_json::to_vec(&Q::build_query(variables)).map_err(|e| {
+            fatal(
+                call,
+                FailureKind::Internal,
+                format!("could not encode the query: {e}"),
+            )
+        })?;
+        self.post_graphql(call, service, scope, body, seed).await
     }
 
     /// Runs one GraphQL query given as text, answering untyped JSON: for queries that have no
@@ -269,17 +296,23 @@ impl Executor {
                     format!("could not encode the query: {e}"),
                 )
             })?;
-        self.post_graphql(call, service, scope, body).await
+        self.post_graphql(call, service, scope, body, || std::marker::PhantomData)
+            .await
     }
 
-    /// POSTs an encoded GraphQL request body to the source's `service` and decodes the answer.
-    async fn post_graphql<T: DeserializeOwned>(
+    /// POSTs an encoded GraphQL request body to the source's `service` and decodes the answer's
+    /// `data` with a seed from `seed`.
+    async fn post_graphql<S, T>(
         &self,
         call: &CallContext,
         service: Service,
         scope: &ScopeHeader,
         body: Vec<u8>,
-    ) -> Result<GraphqlOutcome<T>, CallError> {
+        seed: impl Fn() -> S,
+    ) -> Result<GraphqlOutcome<T>, CallError>
+    where
+        S: for<'de> serde::de::DeserializeSeed<'de, Value = T>,
+    {
         let source = self.source(call)?;
         let endpoint = graphql_endpoint(&source.settings, service).ok_or_else(|| {
             fatal(
@@ -295,7 +328,8 @@ impl Executor {
             body: Some(Bytes::from(body)),
             scope,
         };
-        self.run(call, &source, outgoing, decode_graphql::<T>).await
+        self.run(call, &source, outgoing, |body: &[u8]| decode_graphql(body, &seed))
+            .await
     }
 
     /// One REST GET (Retently), `path` relative to the source's `base_url`.

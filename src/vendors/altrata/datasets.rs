@@ -69,6 +69,7 @@ pub(crate) static EVENTS: TableSpec = TableSpec {
     key: &["subject_id", "event_id"],
     scope_column: None,
     window_column: None,
+    column_types: crate::datasets::rows::untyped,
 };
 
 pub(crate) static PROFILES: TableSpec = TableSpec {
@@ -95,6 +96,7 @@ pub(crate) static PROFILES: TableSpec = TableSpec {
     key: &["altrata_id"],
     scope_column: None,
     window_column: None,
+    column_types: crate::datasets::rows::untyped,
 };
 
 pub(crate) fn table(dataset: Dataset) -> Option<&'static TableSpec> {

@@ -36,6 +36,7 @@ pub(crate) static CUSTOMERS: TableSpec = TableSpec {
     key: &["customer_id"],
     scope_column: None,
     window_column: Some("created_date"),
+    column_types: crate::datasets::rows::untyped,
 };
 
 pub(crate) static FEEDBACK: TableSpec = TableSpec {
@@ -73,6 +74,7 @@ pub(crate) static FEEDBACK: TableSpec = TableSpec {
     key: &["feedback_id"],
     scope_column: None,
     window_column: Some("created_date"),
+    column_types: crate::datasets::rows::untyped,
 };
 
 pub(crate) static COMPANIES: TableSpec = TableSpec {
@@ -93,6 +95,7 @@ pub(crate) static COMPANIES: TableSpec = TableSpec {
     key: &["company_id"],
     scope_column: None,
     window_column: None,
+    column_types: crate::datasets::rows::untyped,
 };
 
 pub(crate) static CAMPAIGNS: TableSpec = TableSpec {
@@ -109,6 +112,7 @@ pub(crate) static CAMPAIGNS: TableSpec = TableSpec {
     key: &["campaign_id"],
     scope_column: None,
     window_column: None,
+    column_types: crate::datasets::rows::untyped,
 };
 
 pub(crate) static NPS_SCORE: TableSpec = TableSpec {
@@ -127,6 +131,7 @@ pub(crate) static NPS_SCORE: TableSpec = TableSpec {
     key: &["day"],
     scope_column: None,
     window_column: Some("day"),
+    column_types: crate::datasets::rows::untyped,
 };
 
 pub(crate) fn table(dataset: Dataset) -> Option<&'static TableSpec> {

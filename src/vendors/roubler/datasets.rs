@@ -83,6 +83,7 @@ pub(crate) static LOCATIONS: TableSpec = TableSpec {
     key: &["company_id", "location_id"],
     scope_column: Some("company_id"),
     window_column: None,
+    column_types: crate::datasets::rows::untyped,
 };
 
 pub(crate) static EMPLOYEES: TableSpec = TableSpec {
@@ -109,6 +110,7 @@ pub(crate) static EMPLOYEES: TableSpec = TableSpec {
     key: &["company_id", "employee_id"],
     scope_column: Some("company_id"),
     window_column: None,
+    column_types: crate::datasets::rows::untyped,
 };
 
 pub(crate) static LOCATION_SALES: TableSpec = TableSpec {
@@ -126,6 +128,7 @@ pub(crate) static LOCATION_SALES: TableSpec = TableSpec {
     key: &["location_id", "day"],
     scope_column: Some("location_id"),
     window_column: Some("day"),
+    column_types: crate::datasets::rows::untyped,
 };
 
 pub(crate) static TIMESHEETS: TableSpec = TableSpec {
@@ -154,6 +157,7 @@ pub(crate) static TIMESHEETS: TableSpec = TableSpec {
     key: &["location_id", "timesheet_id"],
     scope_column: Some("location_id"),
     window_column: Some("start_time"),
+    column_types: crate::datasets::rows::untyped,
 };
 
 pub(crate) static SHIFTS: TableSpec = TableSpec {
@@ -176,6 +180,7 @@ pub(crate) static SHIFTS: TableSpec = TableSpec {
     key: &["location_id", "shift_id"],
     scope_column: Some("location_id"),
     window_column: Some("start_time"),
+    column_types: crate::datasets::rows::untyped,
 };
 
 pub(crate) fn table(dataset: Dataset) -> Option<&'static TableSpec> {
