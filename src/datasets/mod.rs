@@ -11,12 +11,14 @@
 //! - [`window`]: [`Window`], the cut of a range into the dataset's legal sizes, local-day
 //!   arithmetic.
 //! - [`scope`]: [`ScopeTarget`], the unit a dataset is loaded per.
-//! - [`rows`] / [`sink`]: typed cells and the page writer (pages COPYed into a staging table
-//!   outside any transaction, then swapped into the table in one short transaction), shared by
-//!   every vendor.
+//! - [`rows`] / [`sink`]: row structs (one per table, declared with `table_row!`) and the page
+//!   writer (pages COPYed into a staging table outside any transaction, then swapped into the
+//!   table in one short transaction), shared by every vendor.
+//! - [`seen`]: [`seen::SeenInLoad`], the check that a load's pages are not cycling.
 
 pub mod rows;
 pub mod scope;
+pub mod seen;
 pub mod sink;
 pub mod window;
 

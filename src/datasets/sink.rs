@@ -405,16 +405,7 @@ impl Writer {
     /// An empty page to encode rows into as they are decoded (see [`PageText`]); hand it to
     /// [`Writer::send`]. Pages are staged in the order they are sent.
     pub fn page(&self) -> PageText {
-        PageText {
-            table: self.spec.table,
-            width: self.spec.columns.len(),
-            prefix: self.prefix.clone(),
-            run_id: self.run_id.clone(),
-            first_seq: self.seq + 1,
-            chunks: Vec::new(),
-            text: String::new(),
-            rows: 0,
-        }
+        PageText::new(self.spec, &self.prefix, &self.run_id, self.seq + 1)
     }
 
     /// Stages an encoded page. The COPY runs in the background; its failure surfaces at the next
@@ -503,6 +494,33 @@ pub struct PageText {
 }
 
 impl PageText {
+    /// An empty page of `spec`'s rows for `source` (in COPY text) and `run_id` (`\t<id>\t`), its
+    /// first row numbered `first_seq`.
+    fn new(spec: &'static TableSpec, source: &str, run_id: &str, first_seq: i64) -> PageText {
+        PageText {
+            table: spec.table,
+            width: spec.columns.len(),
+            prefix: source.to_owned(),
+            run_id: run_id.to_owned(),
+            first_seq,
+            chunks: Vec::new(),
+            text: String::new(),
+            rows: 0,
+        }
+    }
+
+    /// An empty page of `spec`'s rows for tests of decoders: source `test`, run 1.
+    #[cfg(test)]
+    pub(crate) fn for_test(spec: &'static TableSpec) -> PageText {
+        PageText::new(spec, "test", "\t1\t", 1)
+    }
+
+    /// The page's COPY text so far (tests).
+    #[cfg(test)]
+    pub(crate) fn text(&self) -> String {
+        self.chunks.concat() + &self.text
+    }
+
     /// Appends one row.
     pub fn push(&mut self, row: &impl EncodeRow) -> anyhow::Result<()> {
         if row.width() != self.width {
@@ -541,96 +559,6 @@ impl PageText {
     }
 }
 
-/// Notices an upstream whose pages lie: a non-empty page made only of records this load already
-/// read (pages cycling A, B, A, B… or A, B, C, A…; a page repeated at once), a cursor or page
-/// number it already answered, and at the end a row count that disagrees with the total the
-/// vendor announced. Comparing with the previous page only let a cycle of period 2 run its course
-/// as a "successful" load that kept 10 rows of 9,300. A page that merely overlaps earlier ones
-/// (offset paging drift) is fine: the writer replaces those records.
-#[derive(Debug, Default)]
-pub struct SeenInLoad {
-    /// A hash of the natural key of every record read in this load, sorted and distinct: 8 bytes
-    /// a record, where a hash set took more than twice that (three times while it grew) — the
-    /// one part of a load's memory that grows with its window rather than its page.
-    records: Vec<u64>,
-    /// Every cursor or page position the upstream answered with.
-    positions: std::collections::HashSet<String>,
-}
-
-impl SeenInLoad {
-    /// Refuses `rows` (every record of the page, skipped ones included) when all of them were
-    /// read before in this load; remembers them otherwise.
-    pub fn check_records<'a, R: EncodeRow + 'a>(
-        &mut self,
-        spec: &TableSpec,
-        rows: impl IntoIterator<Item = &'a R>,
-    ) -> anyhow::Result<()> {
-        // One buffer for every key's text, rather than a string per key and record.
-        let mut scratch = String::new();
-        let keys = rows
-            .into_iter()
-            .map(|row| row.key_hash(spec, &mut scratch))
-            .collect();
-        self.check_keys(keys)
-    }
-
-    /// [`SeenInLoad::check_records`] for key hashes already taken ([`EncodeRow::key_hash`]).
-    pub fn check_keys(&mut self, mut keys: Vec<u64>) -> anyhow::Result<()> {
-        let read = keys.len();
-        keys.sort_unstable();
-        keys.dedup();
-        if !keys.is_empty() && keys.iter().all(|k| self.records.binary_search(k).is_ok()) {
-            return Err(Failure::invalid_answer(format!(
-                "the page holds only records an earlier page of this load already had ({read} of them); \
-                 the upstream is cycling through its pages, so the load stopped and nothing of it is kept"
-            ))
-            .into());
-        }
-        // Merged in place from the back: no second buffer the size of the load.
-        let (mut old, mut new) = (self.records.len(), keys.len());
-        self.records.extend_from_slice(&keys);
-        for at in (0..self.records.len()).rev() {
-            if new == 0 {
-                break;
-            }
-            if old > 0 && self.records[old - 1] > keys[new - 1] {
-                self.records[at] = self.records[old - 1];
-                old -= 1;
-            } else {
-                self.records[at] = keys[new - 1];
-                new -= 1;
-            }
-        }
-        self.records.dedup();
-        Ok(())
-    }
-
-    /// Refuses a cursor or page position (`what` names it in the error) seen before in this load.
-    pub fn check_position(&mut self, what: &str, position: &str) -> anyhow::Result<()> {
-        if !self.positions.insert(format!("{what}\u{1f}{position}")) {
-            return Err(Failure::invalid_answer(format!(
-                "the upstream answered with {what} `{position}` a second time in this load; \
-                 its paging runs in a circle, so the load stopped and nothing of it is kept"
-            ))
-            .into());
-        }
-        Ok(())
-    }
-
-    /// Refuses a load whose distinct records disagree with the total the vendor announced.
-    pub fn check_total(&self, announced: Option<i64>) -> anyhow::Result<()> {
-        let read = i64::try_from(self.records.len()).unwrap_or(i64::MAX);
-        match announced {
-            Some(total) if total != read => Err(Failure::invalid_answer(format!(
-                "the upstream announced {total} record(s) but its pages held {read} distinct one(s); \
-                 the load is not kept"
-            ))
-            .into()),
-            _ => Ok(()),
-        }
-    }
-}
-
 /// Fails unless the table's primary key is exactly `source` + the natural key this code assumes.
 async fn check_primary_key(conn: &mut PgConnection, spec: &TableSpec) -> anyhow::Result<()> {
     let actual: Option<Vec<String>> = sqlx::query_scalar(
@@ -662,83 +590,5 @@ async fn check_primary_key(conn: &mut PgConnection, spec: &TableSpec) -> anyhow:
             ),
         )
         .into()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::datasets::rows::{TableRow, table_row};
-
-    table_row! {
-        struct Record in "test.records" {
-            key: [id],
-            columns: {
-                id: String,
-                value: &'static str,
-            }
-        }
-    }
-
-    fn page(ids: &[&str]) -> Vec<Record> {
-        ids.iter()
-            .map(|id| Record {
-                id: (*id).to_owned(),
-                value: "v",
-            })
-            .collect()
-    }
-
-    #[test]
-    fn pages_cycling_with_period_two_or_three_are_refused_and_drift_is_not() {
-        for period in [2usize, 3] {
-            let pages = [page(&["a1", "a2"]), page(&["b1", "b2"]), page(&["c1", "c2"])];
-            let mut seen = SeenInLoad::default();
-            for (n, rows) in pages.iter().cycle().take(period).enumerate() {
-                seen.check_records(Record::spec(), rows.iter())
-                    .unwrap_or_else(|e| panic!("page {n} is new: {e}"));
-            }
-            let again = seen.check_records(Record::spec(), pages[0].iter());
-            assert!(
-                again.is_err_and(|e| e.to_string().contains("cycling")),
-                "period {period}"
-            );
-        }
-        // Offset drift: a page that overlaps an earlier one but brings new records is fine.
-        let mut seen = SeenInLoad::default();
-        seen.check_records(Record::spec(), page(&["a1", "a2"]).iter())
-            .expect("new");
-        seen.check_records(Record::spec(), page(&["a2", "a3"]).iter())
-            .expect("overlap with new");
-    }
-
-    #[test]
-    fn records_read_on_several_pages_count_once_and_stay_known_in_any_order() {
-        let mut seen = SeenInLoad::default();
-        seen.check_records(Record::spec(), page(&["m", "c", "x"]).iter())
-            .expect("new");
-        seen.check_records(Record::spec(), page(&["a", "x", "z", "a"]).iter())
-            .expect("overlap with new");
-        seen.check_total(Some(5)).expect("five distinct records");
-        for old in [["a", "z"], ["c", "m"], ["x", "a"]] {
-            assert!(
-                seen.check_records(Record::spec(), page(&old).iter()).is_err(),
-                "{old:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_cursor_seen_before_and_a_total_that_disagrees_are_refused() {
-        let mut seen = SeenInLoad::default();
-        seen.check_position("cursor", "A").expect("new");
-        seen.check_position("cursor", "B").expect("new");
-        assert!(seen.check_position("cursor", "A").is_err());
-        seen.check_records(Record::spec(), page(&["a1", "a2"]).iter())
-            .expect("new");
-        seen.check_total(Some(2)).expect("agrees");
-        seen.check_total(None).expect("nothing announced");
-        let error = seen.check_total(Some(9300)).expect_err("disagrees");
-        assert!(error.to_string().contains("announced 9300"), "{error}");
     }
 }

@@ -16,7 +16,8 @@ use serde::de::{self, DeserializeOwned, DeserializeSeed, Deserializer, MapAccess
 
 use crate::catalog::Dataset;
 use crate::datasets::rows::{EncodeRow, TableRow, table_row};
-use crate::datasets::sink::{PageText, Replace, SeenInLoad, Sink, TableSpec, Writer};
+use crate::datasets::seen::SeenInLoad;
+use crate::datasets::sink::{PageText, Replace, Sink, TableSpec, Writer};
 use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget, Tuning};
 use crate::executor::{Executor, Nullable, ScopeHeader, Service};
 use crate::failure::Failure;
@@ -843,5 +844,78 @@ impl<'de, R: Report> Visitor<'de> for ContentSeed<'_, R> {
         Stage::Encode.add(encoding);
         Stage::Decode.exclude(mapping + encoding);
         Ok(decoded)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_report_field_is_the_top_level_field_of_its_query() {
+        fn check<R: Report>() {
+            let query = R::build_query(R::variables("1", Utc::now(), Utc::now(), 0, 1)).query;
+            assert!(
+                query.contains(&format!("{}(", R::FIELD)),
+                "{} not in {query}",
+                R::FIELD
+            );
+        }
+        check::<FaxInUdr>();
+        check::<FaxOutUdr>();
+        check::<SmsInUdr>();
+        check::<SmsOutUdr>();
+        check::<TransactionalEmailUdr>();
+    }
+
+    fn decode(data: &str) -> Result<Option<DecodedPage>, serde_json::Error> {
+        let seed = PageSeed::<SmsInUdr> {
+            customer: "99",
+            page: PageText::for_test(SmsInRow::spec()),
+            report: std::marker::PhantomData,
+        };
+        seed.deserialize(&mut serde_json::Deserializer::from_str(data))
+    }
+
+    #[test]
+    fn a_page_is_decoded_record_by_record_into_copy_text() {
+        let page = decode(
+            r#"{"other": [1, {"a": null}], "smsInUdrReport": {"pageIndex": 0, "content": [
+                {"smsId": "s1", "receivedTs": "2026-03-01T10:00:00Z", "sender": "  +49 1\t2  ", "numberOfParts": 2},
+                null,
+                {"smsId": "s2", "receivedTs": null},
+                {"smsId": "s1", "receivedTs": "2026-03-01T11:00:00Z"}
+            ], "hasMoreElements": true}}"#,
+        )
+        .unwrap()
+        .expect("a page");
+        assert_eq!((page.fetched, page.untimed, page.more), (4, 1, Some(true)));
+        assert_eq!(page.keys.len(), 3, "every record's key, the untimed one's too");
+        assert_eq!(page.keys[0], page.keys[2], "same key, same hash");
+        assert_eq!(page.text.rows(), 2);
+        let text = page.text.text();
+        let first: Vec<&str> = text.lines().next().unwrap().split('\t').collect();
+        assert_eq!(first.len(), 1 + SmsInRow::spec().columns.len() + 2);
+        assert_eq!(&first[..4], ["test", "99", "s1", "2026-03-01 10:00:00+00"]);
+        assert!(first.contains(&"+49 1\\t2"), "trimmed and escaped: {first:?}");
+        assert_eq!(&first[first.len() - 2..], ["1", "1"], "run id, then _seq");
+        assert!(text.lines().nth(1).unwrap().ends_with("\t1\t2"));
+    }
+
+    #[test]
+    fn a_null_report_or_content_and_a_wrong_shape_are_told_apart() {
+        assert!(decode(r#"{"smsInUdrReport": null}"#).unwrap().is_none());
+        assert!(decode(r#"{}"#).unwrap().is_none());
+        let empty = decode(r#"{"smsInUdrReport": {"content": null, "hasMoreElements": false}}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (empty.fetched, empty.more, empty.text.rows()),
+            (0, Some(false), 0)
+        );
+        let error = decode(r#"{"smsInUdrReport": {"content": [{"smsId": 5}]}}"#)
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("invalid type"), "{error}");
     }
 }

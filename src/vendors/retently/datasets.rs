@@ -15,7 +15,8 @@ use serde_json::{Map, Value};
 
 use crate::catalog::Dataset;
 use crate::datasets::rows::Row;
-use crate::datasets::sink::{Replace, SeenInLoad, Sink, TableSpec, Writer};
+use crate::datasets::seen::SeenInLoad;
+use crate::datasets::sink::{Replace, Sink, TableSpec, Writer};
 use crate::datasets::{LoadFigures, LoadRequest, Tuning, Window};
 use crate::executor::Executor;
 use crate::failure::Failure;
@@ -490,8 +491,12 @@ async fn load_list<T: DeserializeOwned>(
     }
     if unnamed == 0 {
         // Records without an id cannot be told apart, so the count is only exact without them.
-        seen.check_total(total)
-            .with_context(|| format!("loading retently.{}", request.dataset.name))?;
+        if let Some(unchecked) = seen
+            .check_total(total)
+            .with_context(|| format!("loading retently.{}", request.dataset.name))?
+        {
+            warnings.push(unchecked);
+        }
     }
     if undated > 0 {
         warnings.push(format!(
