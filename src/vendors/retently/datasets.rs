@@ -9,7 +9,7 @@
 
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, SecondsFormat, TimeDelta, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
@@ -23,11 +23,16 @@ use crate::failure::Failure;
 table_row! {
     /// A customer (`retently.customers`), filed under its creation time. The id is optional
     /// because the vendor may omit it: such rows are counted and skipped ([`ListRow::has_id`]).
+    /// Read straight from the vendor's record, whose fields are the columns.
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase")]
     pub struct CustomerRow in "retently.customers" {
         key: [customer_id],
         window: created_date,
         columns: {
+            #[serde(rename = "id")]
             customer_id: Option<String>,
+            #[serde(default, deserialize_with = "lenient_instant")]
             created_date: Option<DateTime<Utc>>,
             email: Option<String>,
             first_name: Option<String>,
@@ -42,12 +47,16 @@ table_row! {
 
 table_row! {
     /// A survey response (`retently.feedback`), filed under its creation time; rows without an
-    /// id are skipped as for customers.
+    /// id are skipped as for customers. Read straight from the vendor's record.
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase")]
     pub struct FeedbackRow in "retently.feedback" {
         key: [feedback_id],
         window: created_date,
         columns: {
+            #[serde(rename = "id")]
             feedback_id: Option<String>,
+            #[serde(default, deserialize_with = "lenient_instant")]
             created_date: Option<DateTime<Utc>>,
             customer_id: Option<String>,
             email: Option<String>,
@@ -189,53 +198,6 @@ struct ListData {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Customer {
-    id: Option<String>,
-    email: Option<String>,
-    first_name: Option<String>,
-    last_name: Option<String>,
-    company_name: Option<String>,
-    company_id: Option<String>,
-    tags: Option<Value>,
-    properties: Option<Value>,
-    created_date: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Feedback {
-    id: Option<String>,
-    customer_id: Option<String>,
-    email: Option<String>,
-    first_name: Option<String>,
-    last_name: Option<String>,
-    company_name: Option<String>,
-    job_title: Option<String>,
-    country: Option<String>,
-    state: Option<String>,
-    city: Option<String>,
-    tags: Option<Value>,
-    custom_props: Option<Value>,
-    campaign_id: Option<String>,
-    campaign_name: Option<String>,
-    created_date: Option<String>,
-    score: Option<i64>,
-    comment: Option<String>,
-    checkbox: Option<bool>,
-    additional_questions: Option<Value>,
-    feedback_tags: Option<Value>,
-    notes: Option<Value>,
-    status: Option<String>,
-    assigned: Option<String>,
-    rating_category: Option<String>,
-    resolved: Option<bool>,
-    channel: Option<String>,
-    metrics_type: Option<String>,
-    is_bogus: Option<bool>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct Company {
     id: Option<String>,
     created_date: Option<String>,
@@ -297,6 +259,11 @@ fn instant(text: &Option<String>) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// [`instant`] for a record's field: a missing, null or unparseable timestamp is unknown.
+fn lenient_instant<'de, D: Deserializer<'de>>(field: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    Ok(instant(&Option::<String>::deserialize(field)?))
+}
+
 fn iso(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
@@ -310,7 +277,7 @@ pub(crate) async fn load(
     match request.dataset.id {
         Dataset::Customers => {
             let window = request.window.context("retently.customers needs a window")?;
-            load_list::<Customer, CustomerRow>(
+            load_list::<CustomerRow, CustomerRow>(
                 exec,
                 sink,
                 request,
@@ -318,27 +285,13 @@ pub(crate) async fn load(
                 "/api/v2/customers",
                 "subscribers",
                 Some(window),
-                |c| {
-                    let created = instant(&c.created_date);
-                    let row = CustomerRow {
-                        customer_id: c.id,
-                        created_date: created,
-                        email: c.email,
-                        first_name: c.first_name,
-                        last_name: c.last_name,
-                        company_name: c.company_name,
-                        company_id: c.company_id,
-                        tags: c.tags,
-                        properties: c.properties,
-                    };
-                    (created, row)
-                },
+                |c| (c.created_date, c),
             )
             .await
         }
         Dataset::Feedback => {
             let window = request.window.context("retently.feedback needs a window")?;
-            load_list::<Feedback, FeedbackRow>(
+            load_list::<FeedbackRow, FeedbackRow>(
                 exec,
                 sink,
                 request,
@@ -346,40 +299,7 @@ pub(crate) async fn load(
                 "/api/v2/feedback",
                 "responses",
                 Some(window),
-                |f| {
-                    let created = instant(&f.created_date);
-                    let row = FeedbackRow {
-                        feedback_id: f.id,
-                        created_date: created,
-                        customer_id: f.customer_id,
-                        email: f.email,
-                        first_name: f.first_name,
-                        last_name: f.last_name,
-                        company_name: f.company_name,
-                        job_title: f.job_title,
-                        country: f.country,
-                        state: f.state,
-                        city: f.city,
-                        tags: f.tags,
-                        custom_props: f.custom_props,
-                        campaign_id: f.campaign_id,
-                        campaign_name: f.campaign_name,
-                        score: f.score,
-                        comment: f.comment,
-                        checkbox: f.checkbox,
-                        additional_questions: f.additional_questions,
-                        feedback_tags: f.feedback_tags,
-                        notes: f.notes,
-                        status: f.status,
-                        assigned: f.assigned,
-                        rating_category: f.rating_category,
-                        resolved: f.resolved,
-                        channel: f.channel,
-                        metrics_type: f.metrics_type,
-                        is_bogus: f.is_bogus,
-                    };
-                    (created, row)
-                },
+                |f| (f.created_date, f),
             )
             .await
         }
