@@ -9,8 +9,8 @@
 
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, SecondsFormat, TimeDelta, Utc};
-use serde::{Deserialize, Deserializer};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 use crate::catalog::Dataset;
