@@ -17,140 +17,6 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 
 use super::TableSpec;
 
-/// One column value of one row.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Cell {
-    Text(Option<String>),
-    Int(Option<i64>),
-    Num(Option<f64>),
-    Bool(Option<bool>),
-    Ts(Option<DateTime<Utc>>),
-    Date(Option<NaiveDate>),
-    Json(Option<serde_json::Value>),
-}
-
-/// One row in the column order of its table's [`super::TableSpec`] (without `source`, `_run_id`
-/// and `_loaded_at`, which the writer adds).
-pub type Row = Vec<Cell>;
-
-impl From<Option<String>> for Cell {
-    fn from(value: Option<String>) -> Cell {
-        Cell::Text(value.map(trimmed))
-    }
-}
-
-impl From<String> for Cell {
-    fn from(value: String) -> Cell {
-        Cell::Text(Some(trimmed(value)))
-    }
-}
-
-impl From<&str> for Cell {
-    fn from(value: &str) -> Cell {
-        Cell::Text(Some(value.trim().to_owned()))
-    }
-}
-
-impl From<Option<&str>> for Cell {
-    fn from(value: Option<&str>) -> Cell {
-        Cell::Text(value.map(|v| v.trim().to_owned()))
-    }
-}
-
-impl From<Option<i64>> for Cell {
-    fn from(value: Option<i64>) -> Cell {
-        Cell::Int(value)
-    }
-}
-
-impl From<Option<i32>> for Cell {
-    fn from(value: Option<i32>) -> Cell {
-        Cell::Int(value.map(i64::from))
-    }
-}
-
-impl From<Option<f64>> for Cell {
-    fn from(value: Option<f64>) -> Cell {
-        // NaN and infinities have no place in an analyst's sum: store them as unknown.
-        Cell::Num(value.filter(|v| v.is_finite()))
-    }
-}
-
-impl From<Option<bool>> for Cell {
-    fn from(value: Option<bool>) -> Cell {
-        Cell::Bool(value)
-    }
-}
-
-impl From<bool> for Cell {
-    fn from(value: bool) -> Cell {
-        Cell::Bool(Some(value))
-    }
-}
-
-impl From<Option<DateTime<Utc>>> for Cell {
-    fn from(value: Option<DateTime<Utc>>) -> Cell {
-        Cell::Ts(value)
-    }
-}
-
-impl From<DateTime<Utc>> for Cell {
-    fn from(value: DateTime<Utc>) -> Cell {
-        Cell::Ts(Some(value))
-    }
-}
-
-impl From<Option<NaiveDate>> for Cell {
-    fn from(value: Option<NaiveDate>) -> Cell {
-        Cell::Date(value)
-    }
-}
-
-impl From<NaiveDate> for Cell {
-    fn from(value: NaiveDate) -> Cell {
-        Cell::Date(Some(value))
-    }
-}
-
-impl From<Option<serde_json::Value>> for Cell {
-    fn from(value: Option<serde_json::Value>) -> Cell {
-        Cell::Json(value.filter(|v| !v.is_null()))
-    }
-}
-
-fn trimmed(value: String) -> String {
-    let trimmed = value.trim();
-    if trimmed.len() == value.len() {
-        value
-    } else {
-        trimmed.to_owned()
-    }
-}
-
-impl Cell {
-    /// Appends this cell in COPY text format (`\N` for NULL, backslash escapes for the rest).
-    pub fn write_copy(&self, out: &mut String) {
-        use std::fmt::Write;
-        match self {
-            Cell::Text(Some(text)) => escape(text, out),
-            Cell::Int(Some(n)) => {
-                let _ = write!(out, "{n}");
-            }
-            Cell::Num(Some(n)) => {
-                // `Display` of f64 never uses an exponent and round-trips exactly.
-                let _ = write!(out, "{n}");
-            }
-            Cell::Bool(Some(b)) => out.push(if *b { 't' } else { 'f' }),
-            Cell::Ts(Some(at)) => write_instant(at, out),
-            Cell::Date(Some(day)) => {
-                let _ = write!(out, "{}", day.format("%Y-%m-%d"));
-            }
-            Cell::Json(Some(value)) => escape(&value.to_string(), out),
-            _ => out.push_str("\\N"),
-        }
-    }
-}
-
 /// An instant in COPY text (`2026-01-31 23:59:59.123+00`), formatted field by field: the
 /// general formatter allocated a string per cell, a visible share of the loader's time.
 fn write_instant(at: &DateTime<Utc>, out: &mut String) {
@@ -457,82 +323,52 @@ macro_rules! table_row {
 
 pub use table_row;
 
-/// Transitional: the column types of a positional table spec are not known.
-pub fn untyped() -> Vec<&'static [&'static str]> {
-    Vec::new()
-}
-
-/// Transitional: positional rows of cells, checked against the spec at run time.
-impl EncodeRow for Vec<Cell> {
-    fn width(&self) -> usize {
-        self.len()
-    }
-    fn write_columns(&self, out: &mut String) {
-        for cell in self {
-            out.push('\t');
-            cell.write_copy(out);
-        }
-    }
-    fn key_hash(&self, spec: &TableSpec, scratch: &mut String) -> u64 {
-        let cells = spec.key.iter().map(|key| {
-            spec.columns
-                .iter()
-                .position(|c| c == key)
-                .and_then(|i| self.get(i))
-                .map(|cell| cell as &dyn Column)
-        });
-        hash_key_columns(cells, scratch)
-    }
-}
-
-impl Column for Cell {
-    fn sql_types() -> &'static [&'static str] {
-        &[]
-    }
-    fn write_copy(&self, out: &mut String) {
-        Cell::write_copy(self, out);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn copy(cell: Cell) -> String {
+    fn copy(value: &impl Column) -> String {
         let mut out = String::new();
-        cell.write_copy(&mut out);
+        value.write_copy(&mut out);
         out
     }
 
     #[test]
     fn padded_text_is_trimmed_and_nulls_are_written_as_backslash_n() {
-        assert_eq!(copy(Some("12345   ".to_string()).into()), "12345");
-        assert_eq!(copy(Option::<String>::None.into()), "\\N");
-        assert_eq!(copy(Option::<i32>::None.into()), "\\N");
+        assert_eq!(copy(&Some("12345   ".to_string())), "12345");
+        assert_eq!(copy(&"  bor\trowed \n"), "bor\\trowed");
+        assert_eq!(copy(&Option::<String>::None), "\\N");
+        assert_eq!(copy(&Option::<i64>::None), "\\N");
+        assert_eq!(copy(&Some(serde_json::Value::Null)), "\\N");
+        assert_eq!(copy(&Some(serde_json::json!({"a": 1}))), r#"{"a":1}"#);
     }
 
     #[test]
     fn control_characters_are_escaped() {
-        assert_eq!(copy(Cell::from("a\tb\nc\\d")), "a\\tb\\nc\\\\d");
+        assert_eq!(copy(&"a\tb\nc\\d\r\0e".to_string()), "a\\tb\\nc\\\\d\\re");
     }
 
     #[test]
     fn instants_are_written_in_utc_with_their_fraction() {
-        let at = |s: &str| Cell::Ts(Some(DateTime::parse_from_rfc3339(s).unwrap().to_utc()));
-        assert_eq!(copy(at("2026-03-01T10:20:30Z")), "2026-03-01 10:20:30+00");
+        let at = |s: &str| Some(DateTime::parse_from_rfc3339(s).unwrap().to_utc());
+        assert_eq!(copy(&at("2026-03-01T10:20:30Z")), "2026-03-01 10:20:30+00");
         assert_eq!(
-            copy(at("2026-03-01T10:20:30.5+02:00")),
+            copy(&at("2026-03-01T10:20:30.5+02:00")),
             "2026-03-01 08:20:30.500000000+00"
         );
         assert_eq!(
-            copy(at("0999-01-02T03:04:05.000001Z")),
+            copy(&at("0999-01-02T03:04:05.000001Z")),
             "0999-01-02 03:04:05.000001000+00"
         );
+        let day = NaiveDate::from_ymd_opt(2026, 3, 1);
+        assert_eq!(copy(&day), "2026-03-01");
     }
 
     #[test]
     fn non_finite_numbers_become_null() {
-        assert_eq!(copy(Some(f64::NAN).into()), "\\N");
-        assert_eq!(copy(Some(240000.5).into()), "240000.5");
+        assert_eq!(copy(&Some(f64::NAN)), "\\N");
+        assert_eq!(copy(&f64::INFINITY), "\\N");
+        assert_eq!(copy(&Some(240000.5)), "240000.5");
+        assert_eq!(copy(&Some(true)), "t");
     }
 }

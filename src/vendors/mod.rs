@@ -8,13 +8,23 @@
 //! name. What the vendors document and what we inferred is in `docs/vendors/`.
 //!
 //! Adding a dataset: a [`crate::catalog::Dataset`] variant and catalogue row, its query file in
-//! `queries/<vendor>/`, its table spec and load arm in `src/vendors/<vendor>/datasets.rs`, a
-//! migration, and tests.
+//! `queries/<vendor>/`, its row struct (`table_row!`) and load arm in
+//! `src/vendors/<vendor>/datasets.rs`, a migration, and tests.
 
 mod altrata;
 mod retarus;
 mod retently;
 mod roubler;
+
+/// The row structs of the vendor tables (see [`crate::datasets::rows`]): one per table, its
+/// fields the table's data columns in write order. Public so tests and tools can stage rows
+/// through [`crate::datasets::sink::Writer`] without going through a vendor's mapping. Retarus's
+/// rows are not here yet: they are still crate-private.
+pub mod rows {
+    pub use super::altrata::datasets::{EventRow, ProfileRow};
+    pub use super::retently::datasets::{CampaignRow, CompanyRow, CustomerRow, FeedbackRow, NpsScoreRow};
+    pub use super::roubler::datasets::{EmployeeRow, LocationRow, LocationSalesRow, ShiftRow, TimesheetRow};
+}
 
 use anyhow::Context;
 use futures::future::BoxFuture;

@@ -1,17 +1,17 @@
 //! Datasets without the upstream calls: legal window sizes, local days across DST changes, the
-//! vendor tables' migration (keys, comments, columns the loaders write) and the page writer's
-//! replace/upsert semantics against real PostgreSQL. End-to-end loads from the sandbox are in
-//! `tests/datasets_e2e.rs`.
+//! vendor tables' migration (keys, comments, the columns each row struct writes and their types)
+//! and the page writer's replace/upsert semantics against real PostgreSQL. End-to-end loads from
+//! the sandbox are in `tests/datasets_e2e.rs`.
 
 use crate::support;
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use reporting_etl::catalog::{self, CATALOG, SourceKind};
-use reporting_etl::datasets::rows::Cell;
 use reporting_etl::datasets::sink::{Replace, Sink, Writer};
 use reporting_etl::datasets::window::{self, Window, local_day_range, local_midnight};
 use reporting_etl::datasets::{ScopeTarget, split_windows_at};
+use reporting_etl::vendors::rows::{CampaignRow, LocationSalesRow};
 use reporting_etl::vendors::table_spec;
 use support::TestDb;
 
@@ -219,19 +219,40 @@ async fn every_dataset_table_has_the_columns_its_loader_writes_and_a_key_led_by_
         let spec = table_spec(dataset).unwrap_or_else(|| panic!("{} has no table spec", dataset.name));
         assert_eq!(spec.table, dataset.table);
         let (schema, table) = dataset.table.split_once('.').unwrap();
-        let mut columns: Vec<String> = sqlx::query_scalar(
-            "SELECT column_name::text FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
+        let typed: Vec<(String, String)> = sqlx::query_as(
+            "SELECT column_name::text, data_type::text FROM information_schema.columns \
+             WHERE table_schema = $1 AND table_name = $2",
         )
         .bind(schema)
         .bind(table)
         .fetch_all(&db.pool)
         .await
         .unwrap();
+        let mut columns: Vec<String> = typed.iter().map(|(name, _)| name.clone()).collect();
         columns.sort();
         let mut expected: Vec<String> = spec.copy_columns().iter().map(|c| c.to_string()).collect();
         expected.push("_loaded_at".into());
         expected.sort();
         assert_eq!(columns, expected, "{}", dataset.table);
+        // Each field of the row struct may be stored in its column's type.
+        let allowed = (spec.column_types)();
+        assert_eq!(
+            allowed.len(),
+            spec.columns.len(),
+            "{}: one list of column types per data column",
+            dataset.table
+        );
+        for (column, allowed) in spec.columns.iter().zip(allowed) {
+            let (_, data_type) = typed
+                .iter()
+                .find(|(name, _)| name == column)
+                .unwrap_or_else(|| panic!("{}.{column} is missing", dataset.table));
+            assert!(
+                allowed.contains(&data_type.as_str()),
+                "{}.{column} is {data_type}, but its row struct writes one of {allowed:?}",
+                dataset.table
+            );
+        }
         let key: Vec<String> = sqlx::query_scalar(
             "SELECT a.attname::text FROM pg_index i
              CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
@@ -244,28 +265,24 @@ async fn every_dataset_table_has_the_columns_its_loader_writes_and_a_key_led_by_
         .unwrap();
         assert_eq!(key, spec.primary_key(), "{}", dataset.table);
         // Typed, not everything as text.
-        let types: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT data_type::text FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
-        )
-        .bind(schema)
-        .bind(table)
-        .fetch_all(&db.pool)
-        .await
-        .unwrap();
-        assert!(types.iter().any(|t| t != "text"), "{} is all text", dataset.table);
+        assert!(
+            typed.iter().any(|(_, t)| t != "text"),
+            "{} is all text",
+            dataset.table
+        );
     }
 }
 
-fn campaign(id: &str, name: &str) -> Vec<Cell> {
-    vec![
-        id.into(),
-        name.into(),
-        Cell::Bool(Some(true)),
-        Cell::Text(None),
-        "NPS".into(),
-        "recurring".into(),
-        "email".into(),
-    ]
+fn campaign(id: &str, name: &str) -> CampaignRow {
+    CampaignRow {
+        campaign_id: id.into(),
+        name: Some(name.into()),
+        is_active: Some(true),
+        template_id: None,
+        metric: Some("NPS".into()),
+        campaign_type: Some("recurring".into()),
+        channel: Some("email".into()),
+    }
 }
 
 async fn names(db: &TestDb, source: &str) -> Vec<(String, String, i64)> {
@@ -284,7 +301,7 @@ async fn load_campaigns(
     db: &TestDb,
     source: &str,
     run: i64,
-    pages: Vec<Vec<Vec<Cell>>>,
+    pages: Vec<Vec<CampaignRow>>,
     commit: bool,
 ) -> i64 {
     let spec = table_spec(catalog::find(SourceKind::Retently, "campaigns").unwrap()).unwrap();
@@ -388,17 +405,15 @@ async fn a_load_staged_but_never_swapped_leaves_the_table_and_the_pool_untouched
 async fn a_window_replace_deletes_exactly_that_scope_and_window() {
     let db = TestDb::new().await;
     let spec = table_spec(catalog::find(SourceKind::Roubler, "location_sales").unwrap()).unwrap();
-    let row = |location: &str, d: &str, actual: f64| {
-        vec![
-            location.into(),
-            Cell::Date(Some(day(d))),
-            "789".into(),
-            "Australia/Sydney".into(),
-            Some(1.0).into(),
-            Some(actual).into(),
-            Some(2.0).into(),
-            Some(3.0).into(),
-        ]
+    let row = |location: &'static str, d: &str, actual: f64| LocationSalesRow {
+        location_id: location,
+        day: day(d),
+        company_id: "789",
+        time_zone: "Australia/Sydney",
+        forecast: Some(1.0),
+        actual: Some(actual),
+        hours: Some(2.0),
+        cost: Some(3.0),
     };
     let loads = [
         (

@@ -13,7 +13,7 @@ use graphql_client::GraphQLQuery;
 use serde_json::{Value, json};
 
 use crate::catalog::Dataset;
-use crate::datasets::rows::Row;
+use crate::datasets::rows::{TableRow, table_row};
 use crate::datasets::sink::{Replace, Sink, TableSpec, Writer};
 use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget, Tuning};
 use crate::executor::{Executor, ScopeHeader, Service};
@@ -47,62 +47,62 @@ pub struct PersonProfile;
 )]
 pub struct OrganizationProfile;
 
-pub(crate) static EVENTS: TableSpec = TableSpec {
-    table: "altrata.events",
-    columns: &[
-        "subject_id",
-        "event_id",
-        "event_type",
-        "event_text",
-        "event_date",
-        "event_date_precision",
-        "event_display_date",
-        "announcement_date",
-        "announcement_date_precision",
-        "announcement_display_date",
-        "event_published_date",
-        "start_role_title",
-        "end_role_title",
-        "person_mentions",
-        "organization_mentions",
-    ],
-    key: &["subject_id", "event_id"],
-    scope_column: None,
-    window_column: None,
-    column_types: crate::datasets::rows::untyped,
-};
+table_row! {
+    /// An event about a watched person or organisation (`altrata.events`); `subject_id` is the
+    /// watch-list id the event was read for.
+    pub struct EventRow<'a> in "altrata.events" {
+        key: [subject_id, event_id],
+        columns: {
+            subject_id: &'a str,
+            event_id: String,
+            event_type: Option<String>,
+            event_text: Option<String>,
+            event_date: Option<Date>,
+            event_date_precision: Option<String>,
+            event_display_date: Option<String>,
+            announcement_date: Option<Date>,
+            announcement_date_precision: Option<String>,
+            announcement_display_date: Option<String>,
+            event_published_date: Option<Date>,
+            start_role_title: Option<String>,
+            end_role_title: Option<String>,
+            person_mentions: Option<Value>,
+            organization_mentions: Option<Value>,
+        }
+    }
+}
 
-pub(crate) static PROFILES: TableSpec = TableSpec {
-    table: "altrata.profiles",
-    columns: &[
-        "altrata_id",
-        "kind",
-        "name",
-        "first_name",
-        "last_name",
-        "title",
-        "primary_organization_id",
-        "primary_organization_name",
-        "industry",
-        "country",
-        "city",
-        "employee_count",
-        "website",
-        "net_worth_usd",
-        "revenue_usd",
-        "wx_person_id",
-        "updated_at",
-    ],
-    key: &["altrata_id"],
-    scope_column: None,
-    window_column: None,
-    column_types: crate::datasets::rows::untyped,
-};
+table_row! {
+    /// A person or organisation profile (`altrata.profiles`): one table for both kinds, the
+    /// columns one kind lacks left NULL.
+    pub struct ProfileRow in "altrata.profiles" {
+        key: [altrata_id],
+        columns: {
+            altrata_id: String,
+            kind: &'static str,
+            name: Option<String>,
+            first_name: Option<String>,
+            last_name: Option<String>,
+            title: Option<String>,
+            primary_organization_id: Option<String>,
+            primary_organization_name: Option<String>,
+            industry: Option<String>,
+            country: Option<String>,
+            city: Option<String>,
+            employee_count: Option<i64>,
+            website: Option<String>,
+            net_worth_usd: Option<f64>,
+            revenue_usd: Option<f64>,
+            wx_person_id: Option<String>,
+            updated_at: Option<DateTime>,
+        }
+    }
+}
 
 pub(crate) fn table(dataset: Dataset) -> Option<&'static TableSpec> {
     Some(match dataset {
-        Dataset::Events => &EVENTS,
-        Dataset::Profiles => &PROFILES,
+        Dataset::Events => EventRow::spec(),
+        Dataset::Profiles => ProfileRow::spec(),
         _ => return None,
     })
 }
@@ -169,7 +169,7 @@ async fn load_events(
     ids: &[String],
     tuning: &Tuning,
 ) -> anyhow::Result<LoadFigures> {
-    let mut writer = Writer::open(sink, &EVENTS, request.source_name, request.run_id).await?;
+    let mut writer = Writer::open(sink, EventRow::spec(), request.source_name, request.run_id).await?;
     writer.replace(sink, &Replace::All { scope: None }).await?;
     let mut warnings = Vec::new();
     let first = tuning.altrata_page_size.clamp(1, 50);
@@ -200,7 +200,7 @@ async fn load_events(
                 break;
             };
             let mut skipped = 0;
-            let rows: Vec<Row> = response
+            let rows: Vec<EventRow> = response
                 .items
                 .unwrap_or_default()
                 .into_iter()
@@ -225,23 +225,23 @@ async fn load_events(
                         e.organization_mentions
                             .map(|l| l.into_iter().map(|m| m.map(|m| (m.altrata_id, m.name))).collect()),
                     );
-                    Some(vec![
-                        id.as_str().into(),
-                        e.event_id.into(),
-                        e.event_type.into(),
-                        e.event_text.into(),
-                        date.into(),
-                        date_precision.into(),
-                        display.into(),
-                        a_date.into(),
-                        a_precision.into(),
-                        a_display.into(),
-                        e.event_published_date.into(),
-                        e.start_role_title.into(),
-                        e.end_role_title.into(),
-                        persons.into(),
-                        organizations.into(),
-                    ])
+                    Some(EventRow {
+                        subject_id: id,
+                        event_id: e.event_id,
+                        event_type: e.event_type,
+                        event_text: e.event_text,
+                        event_date: date,
+                        event_date_precision: date_precision,
+                        event_display_date: display,
+                        announcement_date: a_date,
+                        announcement_date_precision: a_precision,
+                        announcement_display_date: a_display,
+                        event_published_date: e.event_published_date,
+                        start_role_title: e.start_role_title,
+                        end_role_title: e.end_role_title,
+                        person_mentions: persons,
+                        organization_mentions: organizations,
+                    })
                 })
                 .collect();
             writer
@@ -297,12 +297,12 @@ async fn load_profiles(
     ids: &[String],
     tuning: &Tuning,
 ) -> anyhow::Result<LoadFigures> {
-    let mut writer = Writer::open(sink, &PROFILES, request.source_name, request.run_id).await?;
+    let mut writer = Writer::open(sink, ProfileRow::spec(), request.source_name, request.run_id).await?;
     writer.replace(sink, &Replace::All { scope: None }).await?;
     let mut warnings = Vec::new();
-    let mut rows: Vec<Row> = Vec::new();
+    let mut rows: Vec<ProfileRow> = Vec::new();
     for id in ids {
-        let row: Option<Row> = if id.starts_with("1-per-") {
+        let row: Option<ProfileRow> = if id.starts_with("1-per-") {
             let outcome = exec
                 .execute::<PersonProfile>(
                     request.call,
@@ -315,26 +315,24 @@ async fn load_profiles(
                 .await
                 .with_context(|| format!("fetching the altrata person profile {id}"))?;
             add_warnings(&mut warnings, outcome.warnings);
-            outcome.data.person_id_search.map(|p| {
-                vec![
-                    p.altrata_id.into(),
-                    "person".into(),
-                    p.full_name.into(),
-                    p.first_name.into(),
-                    p.last_name.into(),
-                    p.title.into(),
-                    p.primary_organization_id.into(),
-                    p.primary_organization_name.into(),
-                    Option::<String>::None.into(),
-                    p.country.into(),
-                    p.city.into(),
-                    Option::<i64>::None.into(),
-                    Option::<String>::None.into(),
-                    p.net_worth_usd.into(),
-                    Option::<f64>::None.into(),
-                    p.wx_person_id.into(),
-                    p.updated_at.into(),
-                ]
+            outcome.data.person_id_search.map(|p| ProfileRow {
+                altrata_id: p.altrata_id,
+                kind: "person",
+                name: p.full_name,
+                first_name: p.first_name,
+                last_name: p.last_name,
+                title: p.title,
+                primary_organization_id: p.primary_organization_id,
+                primary_organization_name: p.primary_organization_name,
+                industry: None,
+                country: p.country,
+                city: p.city,
+                employee_count: None,
+                website: None,
+                net_worth_usd: p.net_worth_usd,
+                revenue_usd: None,
+                wx_person_id: p.wx_person_id,
+                updated_at: p.updated_at,
             })
         } else if id.starts_with("1-org-") {
             let outcome = exec
@@ -349,26 +347,24 @@ async fn load_profiles(
                 .await
                 .with_context(|| format!("fetching the altrata organisation profile {id}"))?;
             add_warnings(&mut warnings, outcome.warnings);
-            outcome.data.organization_id_search.map(|o| {
-                vec![
-                    o.altrata_id.into(),
-                    "organization".into(),
-                    o.name.into(),
-                    Option::<String>::None.into(),
-                    Option::<String>::None.into(),
-                    Option::<String>::None.into(),
-                    Option::<String>::None.into(),
-                    Option::<String>::None.into(),
-                    o.industry.into(),
-                    o.country.into(),
-                    Option::<String>::None.into(),
-                    o.employee_count.into(),
-                    o.website.into(),
-                    Option::<f64>::None.into(),
-                    o.revenue_usd.into(),
-                    Option::<String>::None.into(),
-                    o.updated_at.into(),
-                ]
+            outcome.data.organization_id_search.map(|o| ProfileRow {
+                altrata_id: o.altrata_id,
+                kind: "organization",
+                name: o.name,
+                first_name: None,
+                last_name: None,
+                title: None,
+                primary_organization_id: None,
+                primary_organization_name: None,
+                industry: o.industry,
+                country: o.country,
+                city: None,
+                employee_count: o.employee_count,
+                website: o.website,
+                net_worth_usd: None,
+                revenue_usd: o.revenue_usd,
+                wx_person_id: None,
+                updated_at: o.updated_at,
             })
         } else {
             add_warnings(

@@ -2,7 +2,7 @@
 //! client credentials over Basic auth and an `x-api-key`, cursor paging and a daily quota
 //! (`docs/vendors/altrata.md`). Its one scope is the watch-list.
 
-mod datasets;
+pub(super) mod datasets;
 
 use futures::future::BoxFuture;
 

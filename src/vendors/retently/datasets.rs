@@ -8,140 +8,174 @@
 //! and rows are filtered to `[start, end)` here as well, so either reading gives the same rows.
 
 use anyhow::Context;
-use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
-use serde::Deserialize;
+use chrono::{DateTime, NaiveDate, SecondsFormat, TimeDelta, Utc};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 use crate::catalog::Dataset;
-use crate::datasets::rows::Row;
+use crate::datasets::rows::{TableRow, table_row};
 use crate::datasets::seen::SeenInLoad;
 use crate::datasets::sink::{Replace, Sink, TableSpec, Writer};
 use crate::datasets::{LoadFigures, LoadRequest, Tuning, Window};
 use crate::executor::Executor;
 use crate::failure::Failure;
 
-pub(crate) static CUSTOMERS: TableSpec = TableSpec {
-    table: "retently.customers",
-    columns: &[
-        "customer_id",
-        "created_date",
-        "email",
-        "first_name",
-        "last_name",
-        "company_name",
-        "company_id",
-        "tags",
-        "properties",
-    ],
-    key: &["customer_id"],
-    scope_column: None,
-    window_column: Some("created_date"),
-    column_types: crate::datasets::rows::untyped,
-};
+table_row! {
+    /// A customer (`retently.customers`), filed under its creation time. The id is optional
+    /// because the vendor may omit it: such rows are counted and skipped ([`ListRow::has_id`]).
+    /// Read straight from the vendor's record, whose fields are the columns.
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct CustomerRow in "retently.customers" {
+        key: [customer_id],
+        window: created_date,
+        columns: {
+            #[serde(rename = "id")]
+            customer_id: Option<String>,
+            #[serde(default, deserialize_with = "lenient_instant")]
+            created_date: Option<DateTime<Utc>>,
+            email: Option<String>,
+            first_name: Option<String>,
+            last_name: Option<String>,
+            company_name: Option<String>,
+            company_id: Option<String>,
+            tags: Option<Value>,
+            properties: Option<Value>,
+        }
+    }
+}
 
-pub(crate) static FEEDBACK: TableSpec = TableSpec {
-    table: "retently.feedback",
-    columns: &[
-        "feedback_id",
-        "created_date",
-        "customer_id",
-        "email",
-        "first_name",
-        "last_name",
-        "company_name",
-        "job_title",
-        "country",
-        "state",
-        "city",
-        "tags",
-        "custom_props",
-        "campaign_id",
-        "campaign_name",
-        "score",
-        "comment",
-        "checkbox",
-        "additional_questions",
-        "feedback_tags",
-        "notes",
-        "status",
-        "assigned",
-        "rating_category",
-        "resolved",
-        "channel",
-        "metrics_type",
-        "is_bogus",
-    ],
-    key: &["feedback_id"],
-    scope_column: None,
-    window_column: Some("created_date"),
-    column_types: crate::datasets::rows::untyped,
-};
+table_row! {
+    /// A survey response (`retently.feedback`), filed under its creation time; rows without an
+    /// id are skipped as for customers. Read straight from the vendor's record.
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct FeedbackRow in "retently.feedback" {
+        key: [feedback_id],
+        window: created_date,
+        columns: {
+            #[serde(rename = "id")]
+            feedback_id: Option<String>,
+            #[serde(default, deserialize_with = "lenient_instant")]
+            created_date: Option<DateTime<Utc>>,
+            customer_id: Option<String>,
+            email: Option<String>,
+            first_name: Option<String>,
+            last_name: Option<String>,
+            company_name: Option<String>,
+            job_title: Option<String>,
+            country: Option<String>,
+            state: Option<String>,
+            city: Option<String>,
+            tags: Option<Value>,
+            custom_props: Option<Value>,
+            campaign_id: Option<String>,
+            campaign_name: Option<String>,
+            score: Option<i64>,
+            comment: Option<String>,
+            checkbox: Option<bool>,
+            additional_questions: Option<Value>,
+            feedback_tags: Option<Value>,
+            notes: Option<Value>,
+            status: Option<String>,
+            assigned: Option<String>,
+            rating_category: Option<String>,
+            resolved: Option<bool>,
+            channel: Option<String>,
+            metrics_type: Option<String>,
+            is_bogus: Option<bool>,
+        }
+    }
+}
 
-pub(crate) static COMPANIES: TableSpec = TableSpec {
-    table: "retently.companies",
-    columns: &[
-        "company_id",
-        "created_date",
-        "domain",
-        "company_name",
-        "industry_name",
-        "tags",
-        "nps",
-        "csat",
-        "ces",
-        "star",
-        "contacts_count",
-    ],
-    key: &["company_id"],
-    scope_column: None,
-    window_column: None,
-    column_types: crate::datasets::rows::untyped,
-};
+table_row! {
+    /// A company with its CX metrics (`retently.companies`), from the snapshot; rows without an
+    /// id are skipped as for customers.
+    pub struct CompanyRow in "retently.companies" {
+        key: [company_id],
+        columns: {
+            company_id: Option<String>,
+            created_date: Option<DateTime<Utc>>,
+            domain: Option<String>,
+            company_name: Option<String>,
+            industry_name: Option<String>,
+            tags: Option<Value>,
+            nps: Option<f64>,
+            csat: Option<f64>,
+            ces: Option<f64>,
+            star: Option<f64>,
+            contacts_count: Option<i64>,
+        }
+    }
+}
 
-pub(crate) static CAMPAIGNS: TableSpec = TableSpec {
-    table: "retently.campaigns",
-    columns: &[
-        "campaign_id",
-        "name",
-        "is_active",
-        "template_id",
-        "metric",
-        "campaign_type",
-        "channel",
-    ],
-    key: &["campaign_id"],
-    scope_column: None,
-    window_column: None,
-    column_types: crate::datasets::rows::untyped,
-};
+table_row! {
+    /// A survey campaign (`retently.campaigns`), from the snapshot.
+    pub struct CampaignRow in "retently.campaigns" {
+        key: [campaign_id],
+        columns: {
+            campaign_id: String,
+            name: Option<String>,
+            is_active: Option<bool>,
+            template_id: Option<String>,
+            metric: Option<String>,
+            campaign_type: Option<String>,
+            channel: Option<String>,
+        }
+    }
+}
 
-pub(crate) static NPS_SCORE: TableSpec = TableSpec {
-    table: "retently.nps_score",
-    columns: &[
-        "day",
-        "nps",
-        "promoters",
-        "passives",
-        "detractors",
-        "promoters_count",
-        "passives_count",
-        "detractors_count",
-        "total_responses",
-    ],
-    key: &["day"],
-    scope_column: None,
-    window_column: Some("day"),
-    column_types: crate::datasets::rows::untyped,
-};
+table_row! {
+    /// The source's NPS figures as of one UTC day (`retently.nps_score`).
+    pub struct NpsScoreRow in "retently.nps_score" {
+        key: [day],
+        window: day,
+        columns: {
+            day: NaiveDate,
+            nps: Option<f64>,
+            promoters: Option<f64>,
+            passives: Option<f64>,
+            detractors: Option<f64>,
+            promoters_count: Option<i64>,
+            passives_count: Option<i64>,
+            detractors_count: Option<i64>,
+            total_responses: Option<i64>,
+        }
+    }
+}
+
+/// A row of a paged list resource, whose record may come without an id.
+trait ListRow: TableRow {
+    /// Whether the record had an id: rows without one cannot be told apart and are skipped.
+    fn has_id(&self) -> bool;
+}
+
+impl ListRow for CustomerRow {
+    fn has_id(&self) -> bool {
+        self.customer_id.is_some()
+    }
+}
+
+impl ListRow for FeedbackRow {
+    fn has_id(&self) -> bool {
+        self.feedback_id.is_some()
+    }
+}
+
+impl ListRow for CompanyRow {
+    fn has_id(&self) -> bool {
+        self.company_id.is_some()
+    }
+}
 
 pub(crate) fn table(dataset: Dataset) -> Option<&'static TableSpec> {
     Some(match dataset {
-        Dataset::Customers => &CUSTOMERS,
-        Dataset::Feedback => &FEEDBACK,
-        Dataset::Companies => &COMPANIES,
-        Dataset::Campaigns => &CAMPAIGNS,
-        Dataset::NpsScore => &NPS_SCORE,
+        Dataset::Customers => CustomerRow::spec(),
+        Dataset::Feedback => FeedbackRow::spec(),
+        Dataset::Companies => CompanyRow::spec(),
+        Dataset::Campaigns => CampaignRow::spec(),
+        Dataset::NpsScore => NpsScoreRow::spec(),
         _ => return None,
     })
 }
@@ -161,53 +195,6 @@ struct ListData {
     total: Option<i64>,
     #[serde(flatten)]
     rest: Map<String, Value>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Customer {
-    id: Option<String>,
-    email: Option<String>,
-    first_name: Option<String>,
-    last_name: Option<String>,
-    company_name: Option<String>,
-    company_id: Option<String>,
-    tags: Option<Value>,
-    properties: Option<Value>,
-    created_date: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Feedback {
-    id: Option<String>,
-    customer_id: Option<String>,
-    email: Option<String>,
-    first_name: Option<String>,
-    last_name: Option<String>,
-    company_name: Option<String>,
-    job_title: Option<String>,
-    country: Option<String>,
-    state: Option<String>,
-    city: Option<String>,
-    tags: Option<Value>,
-    custom_props: Option<Value>,
-    campaign_id: Option<String>,
-    campaign_name: Option<String>,
-    created_date: Option<String>,
-    score: Option<i64>,
-    comment: Option<String>,
-    checkbox: Option<bool>,
-    additional_questions: Option<Value>,
-    feedback_tags: Option<Value>,
-    notes: Option<Value>,
-    status: Option<String>,
-    assigned: Option<String>,
-    rating_category: Option<String>,
-    resolved: Option<bool>,
-    channel: Option<String>,
-    metrics_type: Option<String>,
-    is_bogus: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -273,6 +260,11 @@ fn instant(text: &Option<String>) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// [`instant`] for a record's field: a missing, null or unparseable timestamp is unknown.
+fn lenient_instant<'de, D: Deserializer<'de>>(field: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    Ok(instant(&Option::<String>::deserialize(field)?))
+}
+
 fn iso(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
@@ -286,88 +278,38 @@ pub(crate) async fn load(
     match request.dataset.id {
         Dataset::Customers => {
             let window = request.window.context("retently.customers needs a window")?;
-            load_list::<Customer>(
+            load_list::<CustomerRow, CustomerRow>(
                 exec,
                 sink,
                 request,
                 tuning,
-                &CUSTOMERS,
                 "/api/v2/customers",
                 "subscribers",
                 Some(window),
-                |c| {
-                    let created = instant(&c.created_date);
-                    let row = vec![
-                        c.id.into(),
-                        created.into(),
-                        c.email.into(),
-                        c.first_name.into(),
-                        c.last_name.into(),
-                        c.company_name.into(),
-                        c.company_id.into(),
-                        c.tags.into(),
-                        c.properties.into(),
-                    ];
-                    (created, row)
-                },
+                |c| (c.created_date, c),
             )
             .await
         }
         Dataset::Feedback => {
             let window = request.window.context("retently.feedback needs a window")?;
-            load_list::<Feedback>(
+            load_list::<FeedbackRow, FeedbackRow>(
                 exec,
                 sink,
                 request,
                 tuning,
-                &FEEDBACK,
                 "/api/v2/feedback",
                 "responses",
                 Some(window),
-                |f| {
-                    let created = instant(&f.created_date);
-                    let row = vec![
-                        f.id.into(),
-                        created.into(),
-                        f.customer_id.into(),
-                        f.email.into(),
-                        f.first_name.into(),
-                        f.last_name.into(),
-                        f.company_name.into(),
-                        f.job_title.into(),
-                        f.country.into(),
-                        f.state.into(),
-                        f.city.into(),
-                        f.tags.into(),
-                        f.custom_props.into(),
-                        f.campaign_id.into(),
-                        f.campaign_name.into(),
-                        f.score.into(),
-                        f.comment.into(),
-                        f.checkbox.into(),
-                        f.additional_questions.into(),
-                        f.feedback_tags.into(),
-                        f.notes.into(),
-                        f.status.into(),
-                        f.assigned.into(),
-                        f.rating_category.into(),
-                        f.resolved.into(),
-                        f.channel.into(),
-                        f.metrics_type.into(),
-                        f.is_bogus.into(),
-                    ];
-                    (created, row)
-                },
+                |f| (f.created_date, f),
             )
             .await
         }
         Dataset::Companies => {
-            load_list::<Company>(
+            load_list::<Company, CompanyRow>(
                 exec,
                 sink,
                 request,
                 tuning,
-                &COMPANIES,
                 "/api/v2/companies",
                 "companies",
                 None,
@@ -379,19 +321,19 @@ pub(crate) async fn load(
                         ces: None,
                         star: None,
                     });
-                    let row = vec![
-                        c.id.into(),
-                        created.into(),
-                        c.domain.into(),
-                        c.company_name.into(),
-                        c.industry_name.into(),
-                        c.tags.into(),
-                        metrics.nps.into(),
-                        metrics.csat.into(),
-                        metrics.ces.into(),
-                        metrics.star.into(),
-                        c.contacts_count.into(),
-                    ];
+                    let row = CompanyRow {
+                        company_id: c.id,
+                        created_date: created,
+                        domain: c.domain,
+                        company_name: c.company_name,
+                        industry_name: c.industry_name,
+                        tags: c.tags,
+                        nps: metrics.nps,
+                        csat: metrics.csat,
+                        ces: metrics.ces,
+                        star: metrics.star,
+                        contacts_count: c.contacts_count,
+                    };
                     (created, row)
                 },
             )
@@ -403,20 +345,20 @@ pub(crate) async fn load(
     }
 }
 
-/// Pages through a list resource. `map` gives each record's creation instant (for the window
-/// filter) and its row; rows whose first cell (the id) is NULL are skipped.
+/// Pages through a list resource into `R`'s table. `map` gives each record's creation instant
+/// (for the window filter) and its row; rows without an id ([`ListRow::has_id`]) are skipped.
 #[allow(clippy::too_many_arguments)]
-async fn load_list<T: DeserializeOwned>(
+async fn load_list<T: DeserializeOwned, R: ListRow>(
     exec: &Executor,
     sink: &mut Sink,
     request: &LoadRequest<'_>,
     tuning: &Tuning,
-    spec: &'static TableSpec,
     path: &str,
     key: &str,
     window: Option<Window>,
-    map: impl Fn(T) -> (Option<DateTime<Utc>>, Row),
+    map: impl Fn(T) -> (Option<DateTime<Utc>>, R),
 ) -> anyhow::Result<LoadFigures> {
+    let spec = R::spec();
     let mut writer = Writer::open(sink, spec, request.source_name, request.run_id).await?;
     let replace = match window {
         Some(w) => Replace::Instants {
@@ -456,12 +398,12 @@ async fn load_list<T: DeserializeOwned>(
             serde_json::from_value(items).with_context(|| format!("{}: reading data.{key}", what()))?
         };
         let fetched = records.len();
-        let mapped: Vec<(Option<DateTime<Utc>>, Row)> = records.into_iter().flatten().map(&map).collect();
+        let mapped: Vec<(Option<DateTime<Utc>>, R)> = records.into_iter().flatten().map(&map).collect();
         seen.check_records(spec, mapped.iter().map(|(_, row)| row))
             .with_context(what)?;
         let mut rows = Vec::with_capacity(fetched);
         for (created, row) in mapped {
-            if matches!(row.first(), Some(crate::datasets::rows::Cell::Text(None)) | None) {
+            if !row.has_id() {
                 unnamed += 1;
                 continue;
             }
@@ -520,7 +462,7 @@ async fn load_campaigns(
     sink: &mut Sink,
     request: &LoadRequest<'_>,
 ) -> anyhow::Result<LoadFigures> {
-    let mut writer = Writer::open(sink, &CAMPAIGNS, request.source_name, request.run_id).await?;
+    let mut writer = Writer::open(sink, CampaignRow::spec(), request.source_name, request.run_id).await?;
     writer.replace(sink, &Replace::All { scope: None }).await?;
     // Campaigns are the one resource whose list is a top-level key, not under `data`.
     let answer: Campaigns = exec
@@ -529,7 +471,7 @@ async fn load_campaigns(
         .context("fetching retently.campaigns")?;
     writer.pages += 1;
     let mut unnamed = 0;
-    let rows: Vec<Row> = answer
+    let rows: Vec<CampaignRow> = answer
         .campaigns
         .unwrap_or_default()
         .into_iter()
@@ -539,15 +481,15 @@ async fn load_campaigns(
                 unnamed += 1;
                 return None;
             };
-            Some(vec![
-                id.into(),
-                c.name.into(),
-                c.is_active.into(),
-                c.template_id.into(),
-                c.metric.into(),
-                c.kind.into(),
-                c.channel.into(),
-            ])
+            Some(CampaignRow {
+                campaign_id: id,
+                name: c.name,
+                is_active: c.is_active,
+                template_id: c.template_id,
+                metric: c.metric,
+                campaign_type: c.kind,
+                channel: c.channel,
+            })
         })
         .collect();
     writer.write(sink, rows).await?;
@@ -572,7 +514,7 @@ async fn load_nps(
     // One row per source and UTC day: a rerun the same day replaces that day's row and leaves
     // the history of earlier days alone.
     let day = Utc::now().date_naive();
-    let mut writer = Writer::open(sink, &NPS_SCORE, request.source_name, request.run_id).await?;
+    let mut writer = Writer::open(sink, NpsScoreRow::spec(), request.source_name, request.run_id).await?;
     writer
         .replace(
             sink,
@@ -594,17 +536,17 @@ async fn load_nps(
     writer
         .write(
             sink,
-            vec![vec![
-                day.into(),
-                nps.nps.into(),
-                nps.promoters.into(),
-                nps.passives.into(),
-                nps.detractors.into(),
-                nps.promoters_count.into(),
-                nps.passives_count.into(),
-                nps.detractors_count.into(),
-                nps.total_responses.into(),
-            ]],
+            vec![NpsScoreRow {
+                day,
+                nps: nps.nps,
+                promoters: nps.promoters,
+                passives: nps.passives,
+                detractors: nps.detractors,
+                promoters_count: nps.promoters_count,
+                passives_count: nps.passives_count,
+                detractors_count: nps.detractors_count,
+                total_responses: nps.total_responses,
+            }],
         )
         .await?;
     let figures = LoadFigures {

@@ -11,7 +11,7 @@ use graphql_client::GraphQLQuery;
 use serde_json::{Value, json};
 
 use crate::catalog::Dataset;
-use crate::datasets::rows::{Row, instant_text};
+use crate::datasets::rows::{TableRow, instant_text, table_row};
 use crate::datasets::sink::{Replace, Sink, TableSpec, Writer};
 use crate::datasets::window::local_day_range;
 use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget};
@@ -70,126 +70,129 @@ pub struct Timesheets;
 )]
 pub struct Shifts;
 
-pub(crate) static LOCATIONS: TableSpec = TableSpec {
-    table: "roubler.locations",
-    columns: &[
-        "company_id",
-        "location_id",
-        "name",
-        "time_zone",
-        "rosterable",
-        "parent_id",
-    ],
-    key: &["company_id", "location_id"],
-    scope_column: Some("company_id"),
-    window_column: None,
-    column_types: crate::datasets::rows::untyped,
-};
+table_row! {
+    /// A location of a company (`roubler.locations`), from the company's snapshot.
+    pub struct LocationRow<'a> in "roubler.locations" {
+        key: [company_id, location_id],
+        scope: company_id,
+        columns: {
+            company_id: &'a str,
+            location_id: String,
+            name: Option<String>,
+            time_zone: Option<String>,
+            rosterable: Option<bool>,
+            parent_id: Option<String>,
+        }
+    }
+}
 
-pub(crate) static EMPLOYEES: TableSpec = TableSpec {
-    table: "roubler.employees",
-    columns: &[
-        "company_id",
-        "employee_id",
-        "full_name",
-        "work_email",
-        "status",
-        "rosterable",
-        "visible",
-        "person_mobile",
-        "person_email",
-        "person_date_of_birth",
-        "location_id",
-        "location_name",
-        "position_id",
-        "position_name",
-        "start_date",
-        "terminated_at",
-        "modified_at",
-    ],
-    key: &["company_id", "employee_id"],
-    scope_column: Some("company_id"),
-    window_column: None,
-    column_types: crate::datasets::rows::untyped,
-};
+table_row! {
+    /// An employee of a company (`roubler.employees`), terminated ones included.
+    pub struct EmployeeRow<'a> in "roubler.employees" {
+        key: [company_id, employee_id],
+        scope: company_id,
+        columns: {
+            company_id: &'a str,
+            employee_id: String,
+            full_name: Option<String>,
+            work_email: Option<String>,
+            status: Option<String>,
+            rosterable: Option<bool>,
+            visible: Option<bool>,
+            person_mobile: Option<String>,
+            person_email: Option<String>,
+            person_date_of_birth: Option<Date>,
+            location_id: Option<String>,
+            location_name: Option<String>,
+            position_id: Option<String>,
+            position_name: Option<String>,
+            start_date: Option<Date>,
+            terminated_at: Option<DateTime>,
+            modified_at: Option<DateTime>,
+        }
+    }
+}
 
-pub(crate) static LOCATION_SALES: TableSpec = TableSpec {
-    table: "roubler.location_sales",
-    columns: &[
-        "location_id",
-        "day",
-        "company_id",
-        "time_zone",
-        "forecast",
-        "actual",
-        "hours",
-        "cost",
-    ],
-    key: &["location_id", "day"],
-    scope_column: Some("location_id"),
-    window_column: Some("day"),
-    column_types: crate::datasets::rows::untyped,
-};
+table_row! {
+    /// One local day of a location's sales (`roubler.location_sales`).
+    pub struct LocationSalesRow<'a> in "roubler.location_sales" {
+        key: [location_id, day],
+        scope: location_id,
+        window: day,
+        columns: {
+            location_id: &'a str,
+            day: Date,
+            company_id: &'a str,
+            time_zone: &'a str,
+            forecast: Option<f64>,
+            actual: Option<f64>,
+            hours: Option<f64>,
+            cost: Option<f64>,
+        }
+    }
+}
 
-pub(crate) static TIMESHEETS: TableSpec = TableSpec {
-    table: "roubler.timesheets",
-    columns: &[
-        "location_id",
-        "timesheet_id",
-        "company_id",
-        "start_time",
-        "end_time",
-        "status",
-        "hours",
-        "cost",
-        "variance",
-        "work_type_id",
-        "work_type_name",
-        "work_type_applied_from_id",
-        "breaks",
-        "employee_id",
-        "employee_name",
-        "position_id",
-        "position_text",
-        "location_name",
-        "location_time_zone",
-    ],
-    key: &["location_id", "timesheet_id"],
-    scope_column: Some("location_id"),
-    window_column: Some("start_time"),
-    column_types: crate::datasets::rows::untyped,
-};
+table_row! {
+    /// A timesheet of a location (`roubler.timesheets`), filed under its start time.
+    pub struct TimesheetRow<'a> in "roubler.timesheets" {
+        key: [location_id, timesheet_id],
+        scope: location_id,
+        window: start_time,
+        columns: {
+            location_id: &'a str,
+            timesheet_id: String,
+            company_id: &'a str,
+            start_time: DateTime,
+            end_time: Option<DateTime>,
+            status: Option<String>,
+            hours: Option<f64>,
+            cost: Option<f64>,
+            variance: Option<f64>,
+            work_type_id: Option<String>,
+            work_type_name: Option<String>,
+            work_type_applied_from_id: Option<String>,
+            breaks: Option<Value>,
+            employee_id: Option<String>,
+            employee_name: Option<String>,
+            position_id: Option<String>,
+            position_text: Option<String>,
+            location_name: Option<String>,
+            location_time_zone: Option<String>,
+        }
+    }
+}
 
-pub(crate) static SHIFTS: TableSpec = TableSpec {
-    table: "roubler.shifts",
-    columns: &[
-        "location_id",
-        "shift_id",
-        "company_id",
-        "start_time",
-        "end_time",
-        "published",
-        "hours",
-        "breaks",
-        "employee_id",
-        "employee_name",
-        "position_id",
-        "position_text",
-        "location_name",
-    ],
-    key: &["location_id", "shift_id"],
-    scope_column: Some("location_id"),
-    window_column: Some("start_time"),
-    column_types: crate::datasets::rows::untyped,
-};
+table_row! {
+    /// A rostered shift of a location (`roubler.shifts`), filed under its start time.
+    pub struct ShiftRow<'a> in "roubler.shifts" {
+        key: [location_id, shift_id],
+        scope: location_id,
+        window: start_time,
+        columns: {
+            location_id: &'a str,
+            shift_id: String,
+            company_id: &'a str,
+            start_time: DateTime,
+            end_time: Option<DateTime>,
+            published: Option<bool>,
+            hours: Option<f64>,
+            breaks: Option<Value>,
+            employee_id: Option<String>,
+            employee_name: Option<String>,
+            position_id: Option<String>,
+            position_text: Option<String>,
+            location_name: Option<String>,
+        }
+    }
+}
 
 pub(crate) fn table(dataset: Dataset) -> Option<&'static TableSpec> {
     Some(match dataset {
-        Dataset::Locations => &LOCATIONS,
-        Dataset::Employees => &EMPLOYEES,
-        Dataset::LocationSales => &LOCATION_SALES,
-        Dataset::Timesheets => &TIMESHEETS,
-        Dataset::Shifts => &SHIFTS,
+        Dataset::Locations => LocationRow::spec(),
+        Dataset::Employees => EmployeeRow::spec(),
+        Dataset::LocationSales => LocationSalesRow::spec(),
+        Dataset::Timesheets => TimesheetRow::spec(),
+        Dataset::Shifts => ShiftRow::spec(),
         _ => return None,
     })
 }
@@ -313,7 +316,7 @@ async fn load_locations(
     request: &LoadRequest<'_>,
     company: &str,
 ) -> anyhow::Result<LoadFigures> {
-    let mut writer = Writer::open(sink, &LOCATIONS, request.source_name, request.run_id).await?;
+    let mut writer = Writer::open(sink, LocationRow::spec(), request.source_name, request.run_id).await?;
     writer
         .replace(
             sink,
@@ -333,7 +336,7 @@ async fn load_locations(
         .with_context(|| format!("fetching roubler.locations for company {company}"))?;
     writer.pages += 1;
     let mut skipped = 0;
-    let rows: Vec<Row> = outcome
+    let rows: Vec<LocationRow> = outcome
         .data
         .locations
         .unwrap_or_default()
@@ -344,14 +347,14 @@ async fn load_locations(
                 skipped += 1;
                 return None;
             };
-            Some(vec![
-                company.into(),
-                id.into(),
-                l.name.into(),
-                l.time_zone.into(),
-                l.rosterable.into(),
-                l.parent_id.into(),
-            ])
+            Some(LocationRow {
+                company_id: company,
+                location_id: id,
+                name: l.name,
+                time_zone: l.time_zone,
+                rosterable: l.rosterable,
+                parent_id: l.parent_id,
+            })
         })
         .collect();
     writer.write(sink, rows).await?;
@@ -385,7 +388,7 @@ async fn load_employees(
     request: &LoadRequest<'_>,
     company: &str,
 ) -> anyhow::Result<LoadFigures> {
-    let mut writer = Writer::open(sink, &EMPLOYEES, request.source_name, request.run_id).await?;
+    let mut writer = Writer::open(sink, EmployeeRow::spec(), request.source_name, request.run_id).await?;
     writer
         .replace(
             sink,
@@ -406,7 +409,7 @@ async fn load_employees(
         .with_context(|| format!("fetching roubler.employees for company {company}"))?;
     writer.pages += 1;
     let mut skipped = 0;
-    let rows: Vec<Row> = outcome
+    let rows: Vec<EmployeeRow> = outcome
         .data
         .employees
         .unwrap_or_default()
@@ -423,25 +426,25 @@ async fn load_employees(
             };
             let (location_id, location_name) = e.location.map_or((None, None), |l| (l.id, l.name));
             let (position_id, position_name) = e.position.map_or((None, None), |p| (p.id, p.name));
-            Some(vec![
-                company.into(),
-                id.into(),
-                e.full_name.into(),
-                e.work_email.into(),
-                e.status.map(status_text).into(),
-                e.rosterable.into(),
-                e.visible.into(),
-                mobile.into(),
-                email.into(),
-                birth.into(),
-                location_id.into(),
-                location_name.into(),
-                position_id.into(),
-                position_name.into(),
-                e.start_date.into(),
-                e.terminated_at.into(),
-                e.modified_at.into(),
-            ])
+            Some(EmployeeRow {
+                company_id: company,
+                employee_id: id,
+                full_name: e.full_name,
+                work_email: e.work_email,
+                status: e.status.map(status_text),
+                rosterable: e.rosterable,
+                visible: e.visible,
+                person_mobile: mobile,
+                person_email: email,
+                person_date_of_birth: birth,
+                location_id,
+                location_name,
+                position_id,
+                position_name,
+                start_date: e.start_date,
+                terminated_at: e.terminated_at,
+                modified_at: e.modified_at,
+            })
         })
         .collect();
     writer.write(sink, rows).await?;
@@ -461,7 +464,13 @@ async fn load_sales(
     // so each answered `day` is one of them whatever the zone's offset or DST state.
     let (first, last) = window.dates();
     let (start, end) = local_day_range(place.time_zone, &window);
-    let mut writer = Writer::open(sink, &LOCATION_SALES, request.source_name, request.run_id).await?;
+    let mut writer = Writer::open(
+        sink,
+        LocationSalesRow::spec(),
+        request.source_name,
+        request.run_id,
+    )
+    .await?;
     writer
         .replace(
             sink,
@@ -494,7 +503,7 @@ async fn load_sales(
     let mut outside = 0;
     let mut undated = 0;
     let zone = place.time_zone.name();
-    let rows: Vec<Row> = outcome
+    let rows: Vec<LocationSalesRow> = outcome
         .data
         .location_sales
         .unwrap_or_default()
@@ -511,16 +520,16 @@ async fn load_sales(
                 outside += 1;
                 return None;
             }
-            Some(vec![
-                place.id.into(),
-                day.into(),
-                place.company.into(),
-                zone.into(),
-                s.forecast.into(),
-                s.actual.into(),
-                s.hours.into(),
-                s.cost.into(),
-            ])
+            Some(LocationSalesRow {
+                location_id: place.id,
+                day,
+                company_id: place.company,
+                time_zone: zone,
+                forecast: s.forecast,
+                actual: s.actual,
+                hours: s.hours,
+                cost: s.cost,
+            })
         })
         .collect();
     writer.write(sink, rows).await?;
@@ -567,7 +576,7 @@ async fn load_timesheets(
     place: &Place<'_>,
     window: crate::datasets::Window,
 ) -> anyhow::Result<LoadFigures> {
-    let mut writer = Writer::open(sink, &TIMESHEETS, request.source_name, request.run_id).await?;
+    let mut writer = Writer::open(sink, TimesheetRow::spec(), request.source_name, request.run_id).await?;
     writer
         .replace(
             sink,
@@ -598,7 +607,7 @@ async fn load_timesheets(
         })?;
     writer.pages += 1;
     let mut skipped = 0;
-    let rows: Vec<Row> = outcome
+    let rows: Vec<TimesheetRow> = outcome
         .data
         .timesheets
         .unwrap_or_default()
@@ -622,27 +631,27 @@ async fn load_timesheets(
             let (employee_id, employee_name) = t.employee.map_or((None, None), |e| (e.id, e.full_name));
             let (position_id, position_text) = t.position.map_or((None, None), |p| (p.id, p.text));
             let (location_name, location_zone) = t.location.map_or((None, None), |l| (l.name, l.timezone));
-            Some(vec![
-                place.id.into(),
-                id.into(),
-                place.company.into(),
-                start.into(),
-                t.end_time.into(),
-                t.status.into(),
-                t.hours.into(),
-                t.cost.into(),
-                t.variance.into(),
-                work_id.into(),
-                work_name.into(),
-                work_from.into(),
-                breaks.into(),
-                employee_id.into(),
-                employee_name.into(),
-                position_id.into(),
-                position_text.into(),
-                location_name.into(),
-                location_zone.into(),
-            ])
+            Some(TimesheetRow {
+                location_id: place.id,
+                timesheet_id: id,
+                company_id: place.company,
+                start_time: start,
+                end_time: t.end_time,
+                status: t.status,
+                hours: t.hours,
+                cost: t.cost,
+                variance: t.variance,
+                work_type_id: work_id,
+                work_type_name: work_name,
+                work_type_applied_from_id: work_from,
+                breaks,
+                employee_id,
+                employee_name,
+                position_id,
+                position_text,
+                location_name,
+                location_time_zone: location_zone,
+            })
         })
         .collect();
     writer.write(sink, rows).await?;
@@ -658,7 +667,7 @@ async fn load_shifts(
     place: &Place<'_>,
     window: crate::datasets::Window,
 ) -> anyhow::Result<LoadFigures> {
-    let mut writer = Writer::open(sink, &SHIFTS, request.source_name, request.run_id).await?;
+    let mut writer = Writer::open(sink, ShiftRow::spec(), request.source_name, request.run_id).await?;
     writer
         .replace(
             sink,
@@ -685,7 +694,7 @@ async fn load_shifts(
         .with_context(|| format!("fetching roubler.shifts for location {} in {window}", place.id))?;
     writer.pages += 1;
     let mut skipped = 0;
-    let rows: Vec<Row> = outcome
+    let rows: Vec<ShiftRow> = outcome
         .data
         .shifts
         .unwrap_or_default()
@@ -705,21 +714,21 @@ async fn load_shifts(
             });
             let (employee_id, employee_name) = s.employee.map_or((None, None), |e| (e.id, e.full_name));
             let (position_id, position_text) = s.position.map_or((None, None), |p| (p.id, p.text));
-            Some(vec![
-                place.id.into(),
-                id.into(),
-                place.company.into(),
-                start.into(),
-                s.end_time.into(),
-                s.published.into(),
-                s.hours.into(),
-                breaks.into(),
-                employee_id.into(),
-                employee_name.into(),
-                position_id.into(),
-                position_text.into(),
-                s.location.and_then(|l| l.name).into(),
-            ])
+            Some(ShiftRow {
+                location_id: place.id,
+                shift_id: id,
+                company_id: place.company,
+                start_time: start,
+                end_time: s.end_time,
+                published: s.published,
+                hours: s.hours,
+                breaks,
+                employee_id,
+                employee_name,
+                position_id,
+                position_text,
+                location_name: s.location.and_then(|l| l.name),
+            })
         })
         .collect();
     writer.write(sink, rows).await?;

@@ -3,7 +3,7 @@
 //! (`docs/vendors/roubler.md`). Its scopes (companies and their locations) are discovered, and
 //! the discovery is cached (`scopes.rs`).
 
-mod datasets;
+pub(super) mod datasets;
 mod scopes;
 
 use futures::future::BoxFuture;
