@@ -205,7 +205,7 @@ pub trait EncodeRow {
     fn write_columns(&self, out: &mut String);
     /// A hash of the natural key (`spec.key`) as written, NULL told apart from empty text;
     /// `scratch` is a buffer to write into, so hashing allocates nothing.
-    fn key_hash(&self, spec: &TableSpec, scratch: &mut String) -> u64;
+    fn key_hash(&self, scratch: &mut String) -> u64;
 }
 
 /// A table's row struct (declared with [`table_row!`]): the writer's rows for that table.
@@ -218,18 +218,14 @@ pub trait TableRow: EncodeRow {
 }
 
 /// Hashes key columns the way [`EncodeRow::key_hash`] promises.
-pub fn hash_key_columns<'a>(
-    columns: impl IntoIterator<Item = Option<&'a dyn Column>>,
-    scratch: &mut String,
-) -> u64 {
+pub fn hash_key_columns(columns: &[&dyn Column], scratch: &mut String) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     for column in columns {
         scratch.clear();
-        if let Some(column) = column {
-            column.write_copy(scratch);
-        }
-        (column.is_some(), scratch.as_str()).hash(&mut hasher);
+        // As written: `\N` for NULL, so NULL and empty text differ.
+        column.write_copy(scratch);
+        scratch.as_str().hash(&mut hasher);
     }
     hasher.finish()
 }
@@ -292,9 +288,9 @@ macro_rules! table_row {
                     $crate::datasets::rows::Column::write_copy(&self.$field, out);
                 )+
             }
-            fn key_hash(&self, _spec: &$crate::datasets::TableSpec, scratch: &mut String) -> u64 {
+            fn key_hash(&self, scratch: &mut String) -> u64 {
                 $crate::datasets::rows::hash_key_columns(
-                    [$(Some(&self.$key as &dyn $crate::datasets::rows::Column)),+],
+                    &[$(&self.$key as &dyn $crate::datasets::rows::Column),+],
                     scratch,
                 )
             }

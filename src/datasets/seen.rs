@@ -1,7 +1,6 @@
 //! Checks that a load's pages are not lying: [`SeenInLoad`].
 
 use super::rows::EncodeRow;
-use super::sink::TableSpec;
 use crate::failure::Failure;
 
 /// Notices an upstream whose pages lie: a non-empty page made only of records this load already
@@ -56,15 +55,11 @@ impl SeenInLoad {
     /// read before in this load; remembers them otherwise.
     pub fn check_records<'a, R: EncodeRow + 'a>(
         &mut self,
-        spec: &TableSpec,
         rows: impl IntoIterator<Item = &'a R>,
     ) -> anyhow::Result<()> {
         // One buffer for every key's text, rather than a string per key and record.
         let mut scratch = String::new();
-        let keys = rows
-            .into_iter()
-            .map(|row| row.key_hash(spec, &mut scratch))
-            .collect();
+        let keys = rows.into_iter().map(|row| row.key_hash(&mut scratch)).collect();
         self.check_keys(keys)
     }
 
@@ -161,7 +156,7 @@ impl SeenInLoad {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datasets::rows::{TableRow, table_row};
+    use crate::datasets::rows::table_row;
 
     table_row! {
         struct Record in "test.records" {
@@ -188,10 +183,10 @@ mod tests {
             let pages = [page(&["a1", "a2"]), page(&["b1", "b2"]), page(&["c1", "c2"])];
             let mut seen = SeenInLoad::default();
             for (n, rows) in pages.iter().cycle().take(period).enumerate() {
-                seen.check_records(Record::spec(), rows.iter())
+                seen.check_records(rows.iter())
                     .unwrap_or_else(|e| panic!("page {n} is new: {e}"));
             }
-            let again = seen.check_records(Record::spec(), pages[0].iter());
+            let again = seen.check_records(pages[0].iter());
             assert!(
                 again.is_err_and(|e| e.to_string().contains("cycling")),
                 "period {period}"
@@ -199,25 +194,20 @@ mod tests {
         }
         // Offset drift: a page that overlaps an earlier one but brings new records is fine.
         let mut seen = SeenInLoad::default();
-        seen.check_records(Record::spec(), page(&["a1", "a2"]).iter())
-            .expect("new");
-        seen.check_records(Record::spec(), page(&["a2", "a3"]).iter())
+        seen.check_records(page(&["a1", "a2"]).iter()).expect("new");
+        seen.check_records(page(&["a2", "a3"]).iter())
             .expect("overlap with new");
     }
 
     #[test]
     fn records_read_on_several_pages_count_once_and_stay_known_in_any_order() {
         let mut seen = SeenInLoad::default();
-        seen.check_records(Record::spec(), page(&["m", "c", "x"]).iter())
-            .expect("new");
-        seen.check_records(Record::spec(), page(&["a", "x", "z", "a"]).iter())
+        seen.check_records(page(&["m", "c", "x"]).iter()).expect("new");
+        seen.check_records(page(&["a", "x", "z", "a"]).iter())
             .expect("overlap with new");
         assert_eq!(seen.check_total(Some(5)).expect("five distinct records"), None);
         for old in [["a", "z"], ["c", "m"], ["x", "a"]] {
-            assert!(
-                seen.check_records(Record::spec(), page(&old).iter()).is_err(),
-                "{old:?}"
-            );
+            assert!(seen.check_records(page(&old).iter()).is_err(), "{old:?}");
         }
     }
 
@@ -227,8 +217,7 @@ mod tests {
         seen.check_position("cursor", "A").expect("new");
         seen.check_position("cursor", "B").expect("new");
         assert!(seen.check_position("cursor", "A").is_err());
-        seen.check_records(Record::spec(), page(&["a1", "a2"]).iter())
-            .expect("new");
+        seen.check_records(page(&["a1", "a2"]).iter()).expect("new");
         assert_eq!(seen.check_total(Some(2)).expect("agrees"), None);
         seen.check_total(None).expect("nothing announced");
         let error = seen.check_total(Some(9300)).expect_err("disagrees");
@@ -240,17 +229,14 @@ mod tests {
         let mut seen = SeenInLoad::remembering(4);
         let pages = [page(&["a1", "a2"]), page(&["b1", "b2"]), page(&["c1", "c2"])];
         for rows in &pages {
-            seen.check_records(Record::spec(), rows.iter()).expect("new");
+            seen.check_records(rows.iter()).expect("new");
         }
         assert!(seen.records.len() <= 4, "never more than its limit");
         // c1, c2 were read past the limit: not remembered one by one, but as a page.
-        let again = seen.check_records(Record::spec(), pages[2].iter());
+        let again = seen.check_records(pages[2].iter());
         assert!(again.is_err_and(|e| e.to_string().contains("repeats an earlier page")));
         // A new mix of remembered records is still refused record by record.
-        assert!(
-            seen.check_records(Record::spec(), page(&["a1", "b2"]).iter())
-                .is_err()
-        );
+        assert!(seen.check_records(page(&["a1", "b2"]).iter()).is_err());
         let unchecked = seen
             .check_total(Some(6))
             .expect("not refused")

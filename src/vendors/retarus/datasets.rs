@@ -69,7 +69,7 @@ pub struct TransactionalEmailUdr;
 table_row! {
     /// An inbound fax usage record (`retarus.fax_in_udr`).
     /// Columns follow the vendor's fields; `record_customer_id` is the record's own `customerId`.
-    pub(crate) struct FaxInRow<'a> in "retarus.fax_in_udr" {
+    pub struct FaxInRow<'a> in "retarus.fax_in_udr" {
         key: [customer_id, fax_id],
         scope: customer_id,
         window: key_timestamp,
@@ -111,7 +111,7 @@ table_row! {
 
 table_row! {
     /// An outbound fax usage record (`retarus.fax_out_udr`).
-    pub(crate) struct FaxOutRow<'a> in "retarus.fax_out_udr" {
+    pub struct FaxOutRow<'a> in "retarus.fax_out_udr" {
         key: [customer_id, fax_id],
         scope: customer_id,
         window: key_timestamp,
@@ -169,7 +169,7 @@ table_row! {
 table_row! {
     /// An inbound SMS usage record (`retarus.sms_in_udr`).
     /// Columns follow the vendor's fields; `record_customer_id` is the record's own `customerId`.
-    pub(crate) struct SmsInRow<'a> in "retarus.sms_in_udr" {
+    pub struct SmsInRow<'a> in "retarus.sms_in_udr" {
         key: [customer_id, sms_id],
         scope: customer_id,
         window: received_ts,
@@ -202,7 +202,7 @@ table_row! {
 table_row! {
     /// An outbound SMS usage record (`retarus.sms_out_udr`).
     /// Columns follow the vendor's fields; `record_customer_id` is the record's own `customerId`.
-    pub(crate) struct SmsOutRow<'a> in "retarus.sms_out_udr" {
+    pub struct SmsOutRow<'a> in "retarus.sms_out_udr" {
         key: [customer_id, sms_id],
         scope: customer_id,
         window: delivery_processed_ts,
@@ -246,7 +246,7 @@ table_row! {
 table_row! {
     /// A transactional e-mail usage record (`retarus.transactional_email_udr`).
     /// Columns follow the vendor's fields; `record_customer_id` is the record's own `customerId`.
-    pub(crate) struct EmailRow<'a> in "retarus.transactional_email_udr" {
+    pub struct EmailRow<'a> in "retarus.transactional_email_udr" {
         key: [customer_id, meta_id],
         scope: customer_id,
         window: usage_creation_time,
@@ -817,7 +817,6 @@ impl<'de, R: Report> Visitor<'de> for ContentSeed<'_, R> {
         deserializer.deserialize_seq(self)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let spec = R::Row::spec();
         let customer = self.customer;
         let mut decoded = self.empty();
         decoded.keys.reserve(seq.size_hint().unwrap_or(0));
@@ -829,7 +828,7 @@ impl<'de, R: Report> Visitor<'de> for ContentSeed<'_, R> {
             let started = Instant::now();
             let timed = R::filter_time(&record).is_some();
             let row = R::row(customer, record);
-            decoded.keys.push(row.key_hash(spec, &mut scratch));
+            decoded.keys.push(row.key_hash(&mut scratch));
             let mapped = Instant::now();
             mapping += mapped - started;
             if timed {

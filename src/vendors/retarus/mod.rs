@@ -2,7 +2,7 @@
 //! credentials, paged by `page`/`size`, 45 days per request and 90 days of history
 //! (`docs/vendors/retarus.md`). Its scopes are the configured customer ids.
 
-mod datasets;
+pub(super) mod datasets;
 
 use futures::future::BoxFuture;
 

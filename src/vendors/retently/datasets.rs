@@ -399,7 +399,7 @@ async fn load_list<T: DeserializeOwned, R: ListRow>(
         };
         let fetched = records.len();
         let mapped: Vec<(Option<DateTime<Utc>>, R)> = records.into_iter().flatten().map(&map).collect();
-        seen.check_records(spec, mapped.iter().map(|(_, row)| row))
+        seen.check_records(mapped.iter().map(|(_, row)| row))
             .with_context(what)?;
         let mut rows = Vec::with_capacity(fetched);
         for (created, row) in mapped {
