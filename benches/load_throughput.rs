@@ -380,6 +380,8 @@ async fn run(records: u64, passes: usize, binary: &str) {
 }
 
 fn main() {
+    // As the binary does at startup: the allocator it ships with, configured the same way.
+    reporting_etl::allocator::tune();
     let mut sizes: Vec<u64> = std::env::args()
         .skip(1)
         .filter_map(|a| a.replace('_', "").parse().ok())

@@ -17,10 +17,12 @@
 //! - [`app`]: the composition root wiring store, auth, executor and runner for every command.
 //! - [`service`]: `run`: the scheduler, health and metrics endpoints, graceful shutdown.
 //! - [`store`]: PostgreSQL: pool, migrations, the embedded default server, run records.
+//! - [`allocator`]: the memory allocator's settings, chosen by measurement.
 //! - [`stages`]: per-stage timers of the data path (read by the load benchmark).
 //! - [`cli`]: the command line, `demo` (the one-command tour against the in-process sandbox
 //!   upstreams, default `sandbox` feature) among its commands; [`telemetry`]: logging.
 
+pub mod allocator;
 pub mod app;
 pub mod auth;
 pub mod catalog;
