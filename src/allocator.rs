@@ -6,8 +6,9 @@
 //! freed, so after the first page every later page-sized buffer comes from the heap arenas of
 //! whichever worker thread ran it and stays resident there: peak RSS grew with the window (61 MiB
 //! at 100k records, 78 MiB at 1M). A fixed threshold keeps every large buffer mmapped, so it goes
-//! back to the kernel when freed (36 and 38 MiB, same speed). mimalloc (the `mimalloc` feature)
-//! was measured against it.
+//! back to the kernel when freed (37 and 38 MiB, same speed). mimalloc (the `mimalloc` feature,
+//! `cargo bench --bench load_throughput --features mimalloc`) held 89 and 97 MiB at the same speed;
+//! capping glibc's arenas as well (`MALLOC_ARENA_MAX=1`) changed nothing.
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]

@@ -494,13 +494,13 @@ pub struct PageText {
 }
 
 impl PageText {
-    /// An empty page of `spec`'s rows for `source` (in COPY text) and `run_id` (`\t<id>\t`), its
-    /// first row numbered `first_seq`.
-    fn new(spec: &'static TableSpec, source: &str, run_id: &str, first_seq: i64) -> PageText {
+    /// An empty page of `spec`'s rows, each starting with `prefix` (the source in COPY text) and
+    /// ending with `run_id` (`\t<id>\t`) and its `_seq`, the first `first_seq`.
+    fn new(spec: &'static TableSpec, prefix: &str, run_id: &str, first_seq: i64) -> PageText {
         PageText {
             table: spec.table,
             width: spec.columns.len(),
-            prefix: source.to_owned(),
+            prefix: prefix.to_owned(),
             run_id: run_id.to_owned(),
             first_seq,
             chunks: Vec::new(),
