@@ -339,6 +339,22 @@ impl Executor {
         path: &str,
         query: &[(&str, String)],
     ) -> Result<T, CallError> {
+        self.get_json_seeded(call, path, query, || std::marker::PhantomData)
+            .await
+    }
+
+    /// [`Executor::get_json`] decoding the answer with a seed from `seed` (one per attempt): for
+    /// answers whose shape depends on the request, such as a list under the resource's own key.
+    pub async fn get_json_seeded<S, T>(
+        &self,
+        call: &CallContext,
+        path: &str,
+        query: &[(&str, String)],
+        seed: impl Fn() -> S,
+    ) -> Result<T, CallError>
+    where
+        S: for<'de> serde::de::DeserializeSeed<'de, Value = T>,
+    {
         let source = self.source(call)?;
         let SourceSettings::Retently(settings) = &source.settings else {
             return Err(fatal(
@@ -359,7 +375,11 @@ impl Executor {
             scope: &ScopeHeader::None,
         };
         self.run(call, &source, outgoing, |body: &[u8]| {
-            serde_json::from_slice::<T>(body).map_err(|e| classify::undecodable(&e, body))
+            let mut json = serde_json::Deserializer::from_slice(body);
+            seed()
+                .deserialize(&mut json)
+                .and_then(|value| json.end().map(|()| value))
+                .map_err(|e| classify::undecodable(&e, body))
         })
         .await
     }

@@ -7,11 +7,13 @@
 //! `endDate` is inclusive is not documented: the request ends a millisecond before the window
 //! and rows are filtered to `[start, end)` here as well, so either reading gives the same rows.
 
+use std::marker::PhantomData;
+
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, SecondsFormat, TimeDelta, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::catalog::Dataset;
 use crate::datasets::rows::{TableRow, table_row};
@@ -20,6 +22,8 @@ use crate::datasets::sink::{Replace, Sink, TableSpec, Writer};
 use crate::datasets::{LoadFigures, LoadRequest, Tuning, Window};
 use crate::executor::Executor;
 use crate::failure::Failure;
+
+use super::list::ListAnswer;
 
 table_row! {
     /// A customer (`retently.customers`), filed under its creation time. The id is optional
@@ -184,17 +188,6 @@ pub(crate) fn table(dataset: Dataset) -> Option<&'static TableSpec> {
 #[derive(Debug, Deserialize)]
 struct Envelope<T> {
     data: Option<T>,
-}
-
-/// The `data` of a list: the collection under its key, plus paging.
-#[derive(Debug, Deserialize)]
-struct ListData {
-    page: Option<i64>,
-    pages: Option<i64>,
-    /// Records matching the query, over all pages (documented: `"total":1000`).
-    total: Option<i64>,
-    #[serde(flatten)]
-    rest: Map<String, Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -383,20 +376,19 @@ async fn load_list<T: DeserializeOwned, R: ListRow>(
             query.push(("endDate", iso(w.end - TimeDelta::milliseconds(1))));
         }
         let what = || format!("fetching page {page} of retently.{}", request.dataset.name);
-        let envelope: Envelope<ListData> = exec
-            .get_json(request.call, path, &query)
+        // Straight into the records' types: no JSON tree of the page in between.
+        let answer = exec
+            .get_json_seeded(request.call, path, &query, || ListAnswer::<T> {
+                key,
+                records: PhantomData,
+            })
             .await
             .with_context(what)?;
         writer.pages += 1;
-        let Some(mut data) = envelope.data else {
+        let Some(data) = answer else {
             return Err(Failure::invalid_answer(format!("{}: the answer has no data", what())).into());
         };
-        let items = data.rest.remove(key).unwrap_or(Value::Null);
-        let records: Vec<Option<T>> = if items.is_null() {
-            Vec::new()
-        } else {
-            serde_json::from_value(items).with_context(|| format!("{}: reading data.{key}", what()))?
-        };
+        let records = data.records;
         let fetched = records.len();
         let mapped: Vec<(Option<DateTime<Utc>>, R)> = records.into_iter().flatten().map(&map).collect();
         seen.check_records(mapped.iter().map(|(_, row)| row))

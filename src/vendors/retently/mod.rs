@@ -2,6 +2,7 @@
 //! by `page`/`limit` (`docs/vendors/retently.md`). Its one scope is the account.
 
 pub(super) mod datasets;
+mod list;
 
 use futures::future::BoxFuture;
 
