@@ -3,6 +3,7 @@
 //! (`docs/vendors/retarus.md`). Its scopes are the configured customer ids.
 
 pub(super) mod datasets;
+mod page;
 
 use futures::future::BoxFuture;
 
