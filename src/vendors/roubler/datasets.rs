@@ -299,15 +299,53 @@ struct Place<'a> {
     time_zone: chrono_tz::Tz,
 }
 
-fn figures(writer: Writer, warnings: Vec<String>) -> (LoadFigures, Writer) {
-    (
-        LoadFigures {
-            rows: writer.rows,
-            pages: writer.pages,
-            warnings,
-        },
-        writer,
-    )
+/// What every Roubler load shares: one unpaged query whose answer replaces `replace` in `R`'s
+/// table. `rows` makes the rows of the answer and adds a warning for whatever it skips.
+#[allow(clippy::too_many_arguments)]
+async fn load_one_call<Q: GraphQLQuery, R: TableRow>(
+    exec: &Executor,
+    sink: &mut Sink,
+    request: &LoadRequest<'_>,
+    replace: Replace,
+    scope: ScopeHeader,
+    variables: Q::Variables,
+    what: String,
+    rows: impl FnOnce(Q::ResponseData, &mut Vec<String>) -> Vec<R>,
+) -> anyhow::Result<LoadFigures> {
+    let mut writer = Writer::open(sink, R::spec(), request.source_name, request.run_id).await?;
+    writer.replace(sink, &replace).await?;
+    let outcome = exec
+        .execute::<Q>(request.call, Service::Default, &scope, variables)
+        .await
+        .with_context(|| what)?;
+    writer.pages += 1;
+    let mut warnings = outcome.warnings;
+    let rows = rows(outcome.data, &mut warnings);
+    writer.write(sink, rows).await?;
+    let figures = LoadFigures {
+        rows: writer.rows,
+        pages: writer.pages,
+        warnings,
+    };
+    writer.close(sink).await?;
+    Ok(figures)
+}
+
+/// The rows `row` makes of `records`; a record it returns `None` for has no id (or no start) and
+/// is counted in a warning.
+fn identified<T, R>(
+    records: Option<Vec<Option<T>>>,
+    warnings: &mut Vec<String>,
+    row: impl FnMut(T) -> Option<R>,
+) -> Vec<R> {
+    let records: Vec<T> = records.unwrap_or_default().into_iter().flatten().collect();
+    let read = records.len();
+    let rows: Vec<R> = records.into_iter().filter_map(row).collect();
+    let skipped = read - rows.len();
+    if skipped > 0 {
+        warnings.push(format!("{skipped} record(s) without an id were skipped"));
+    }
+    rows
 }
 
 async fn load_locations(
@@ -316,59 +354,30 @@ async fn load_locations(
     request: &LoadRequest<'_>,
     company: &str,
 ) -> anyhow::Result<LoadFigures> {
-    let mut writer = Writer::open(sink, LocationRow::spec(), request.source_name, request.run_id).await?;
-    writer
-        .replace(
-            sink,
-            &Replace::All {
-                scope: Some(company.to_owned()),
-            },
-        )
-        .await?;
-    let outcome = exec
-        .execute::<Locations>(
-            request.call,
-            Service::Default,
-            &ScopeHeader::Company(company.to_owned()),
-            locations::Variables {},
-        )
-        .await
-        .with_context(|| format!("fetching roubler.locations for company {company}"))?;
-    writer.pages += 1;
-    let mut skipped = 0;
-    let rows: Vec<LocationRow> = outcome
-        .data
-        .locations
-        .unwrap_or_default()
-        .into_iter()
-        .flatten()
-        .filter_map(|l| {
-            let Some(id) = l.id else {
-                skipped += 1;
-                return None;
-            };
-            Some(LocationRow {
-                company_id: company,
-                location_id: id,
-                name: l.name,
-                time_zone: l.time_zone,
-                rosterable: l.rosterable,
-                parent_id: l.parent_id,
+    load_one_call::<Locations, _>(
+        exec,
+        sink,
+        request,
+        Replace::All {
+            scope: Some(company.to_owned()),
+        },
+        ScopeHeader::Company(company.to_owned()),
+        locations::Variables {},
+        format!("fetching roubler.locations for company {company}"),
+        |data, warnings| {
+            identified(data.locations, warnings, |l| {
+                Some(LocationRow {
+                    company_id: company,
+                    location_id: l.id?,
+                    name: l.name,
+                    time_zone: l.time_zone,
+                    rosterable: l.rosterable,
+                    parent_id: l.parent_id,
+                })
             })
-        })
-        .collect();
-    writer.write(sink, rows).await?;
-    let warnings = without_id(skipped, outcome.warnings);
-    let (figures, writer) = figures(writer, warnings);
-    writer.close(sink).await?;
-    Ok(figures)
-}
-
-fn without_id(skipped: usize, mut warnings: Vec<String>) -> Vec<String> {
-    if skipped > 0 {
-        warnings.push(format!("{skipped} record(s) without an id were skipped"));
-    }
-    warnings
+        },
+    )
+    .await
 }
 
 fn status_text(status: employees::EmployeeStatus) -> String {
@@ -388,69 +397,49 @@ async fn load_employees(
     request: &LoadRequest<'_>,
     company: &str,
 ) -> anyhow::Result<LoadFigures> {
-    let mut writer = Writer::open(sink, EmployeeRow::spec(), request.source_name, request.run_id).await?;
-    writer
-        .replace(
-            sink,
-            &Replace::All {
-                scope: Some(company.to_owned()),
-            },
-        )
-        .await?;
     // No status filter: terminated employees stay in the snapshot.
-    let outcome = exec
-        .execute::<Employees>(
-            request.call,
-            Service::Default,
-            &ScopeHeader::Company(company.to_owned()),
-            employees::Variables {},
-        )
-        .await
-        .with_context(|| format!("fetching roubler.employees for company {company}"))?;
-    writer.pages += 1;
-    let mut skipped = 0;
-    let rows: Vec<EmployeeRow> = outcome
-        .data
-        .employees
-        .unwrap_or_default()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| {
-            let Some(id) = e.id else {
-                skipped += 1;
-                return None;
-            };
-            let (mobile, email, birth) = match e.person {
-                Some(p) => (p.mobile, p.email, p.date_of_birth),
-                None => (None, None, None),
-            };
-            let (location_id, location_name) = e.location.map_or((None, None), |l| (l.id, l.name));
-            let (position_id, position_name) = e.position.map_or((None, None), |p| (p.id, p.name));
-            Some(EmployeeRow {
-                company_id: company,
-                employee_id: id,
-                full_name: e.full_name,
-                work_email: e.work_email,
-                status: e.status.map(status_text),
-                rosterable: e.rosterable,
-                visible: e.visible,
-                person_mobile: mobile,
-                person_email: email,
-                person_date_of_birth: birth,
-                location_id,
-                location_name,
-                position_id,
-                position_name,
-                start_date: e.start_date,
-                terminated_at: e.terminated_at,
-                modified_at: e.modified_at,
+    load_one_call::<Employees, _>(
+        exec,
+        sink,
+        request,
+        Replace::All {
+            scope: Some(company.to_owned()),
+        },
+        ScopeHeader::Company(company.to_owned()),
+        employees::Variables {},
+        format!("fetching roubler.employees for company {company}"),
+        |data, warnings| {
+            identified(data.employees, warnings, |e| {
+                let id = e.id?;
+                let (mobile, email, birth) = match e.person {
+                    Some(p) => (p.mobile, p.email, p.date_of_birth),
+                    None => (None, None, None),
+                };
+                let (location_id, location_name) = e.location.map_or((None, None), |l| (l.id, l.name));
+                let (position_id, position_name) = e.position.map_or((None, None), |p| (p.id, p.name));
+                Some(EmployeeRow {
+                    company_id: company,
+                    employee_id: id,
+                    full_name: e.full_name,
+                    work_email: e.work_email,
+                    status: e.status.map(status_text),
+                    rosterable: e.rosterable,
+                    visible: e.visible,
+                    person_mobile: mobile,
+                    person_email: email,
+                    person_date_of_birth: birth,
+                    location_id,
+                    location_name,
+                    position_id,
+                    position_name,
+                    start_date: e.start_date,
+                    terminated_at: e.terminated_at,
+                    modified_at: e.modified_at,
+                })
             })
-        })
-        .collect();
-    writer.write(sink, rows).await?;
-    let (figures, writer) = figures(writer, without_id(skipped, outcome.warnings));
-    writer.close(sink).await?;
-    Ok(figures)
+        },
+    )
+    .await
 }
 
 async fn load_sales(
@@ -464,86 +453,67 @@ async fn load_sales(
     // so each answered `day` is one of them whatever the zone's offset or DST state.
     let (first, last) = window.dates();
     let (start, end) = local_day_range(place.time_zone, &window);
-    let mut writer = Writer::open(
-        sink,
-        LocationSalesRow::spec(),
-        request.source_name,
-        request.run_id,
-    )
-    .await?;
-    writer
-        .replace(
-            sink,
-            &Replace::Dates {
-                scope: Some(place.id.to_owned()),
-                first,
-                last,
-            },
-        )
-        .await?;
-    let outcome = exec
-        .execute::<LocationSales>(
-            request.call,
-            Service::Default,
-            &ScopeHeader::Location(place.id.to_owned()),
-            location_sales::Variables {
-                start_time: start,
-                end_time: end,
-            },
-        )
-        .await
-        .with_context(|| {
-            format!(
-                "fetching roubler.location_sales for location {} ({first} to {last})",
-                place.id
-            )
-        })?;
-    writer.pages += 1;
-    let mut warnings = outcome.warnings;
-    let mut outside = 0;
-    let mut undated = 0;
     let zone = place.time_zone.name();
-    let rows: Vec<LocationSalesRow> = outcome
-        .data
-        .location_sales
-        .unwrap_or_default()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| {
-            let Some(day) = s.day else {
-                undated += 1;
-                return None;
-            };
-            if day < first || day >= last {
-                // A day outside the replaced range would survive the next reload of its own
-                // window twice over; keep the table's days exactly the window's.
-                outside += 1;
-                return None;
+    load_one_call::<LocationSales, _>(
+        exec,
+        sink,
+        request,
+        Replace::Dates {
+            scope: Some(place.id.to_owned()),
+            first,
+            last,
+        },
+        ScopeHeader::Location(place.id.to_owned()),
+        location_sales::Variables {
+            start_time: start,
+            end_time: end,
+        },
+        format!(
+            "fetching roubler.location_sales for location {} ({first} to {last})",
+            place.id
+        ),
+        |data, warnings| {
+            let (mut outside, mut undated) = (0, 0);
+            let rows: Vec<LocationSalesRow> = data
+                .location_sales
+                .unwrap_or_default()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| {
+                    let Some(day) = s.day else {
+                        undated += 1;
+                        return None;
+                    };
+                    if day < first || day >= last {
+                        // A day outside the replaced range would survive the next reload of its own
+                        // window twice over; keep the table's days exactly the window's.
+                        outside += 1;
+                        return None;
+                    }
+                    Some(LocationSalesRow {
+                        location_id: place.id,
+                        day,
+                        company_id: place.company,
+                        time_zone: zone,
+                        forecast: s.forecast,
+                        actual: s.actual,
+                        hours: s.hours,
+                        cost: s.cost,
+                    })
+                })
+                .collect();
+            if undated > 0 {
+                warnings.push(format!("{undated} sales row(s) without a day were skipped"));
             }
-            Some(LocationSalesRow {
-                location_id: place.id,
-                day,
-                company_id: place.company,
-                time_zone: zone,
-                forecast: s.forecast,
-                actual: s.actual,
-                hours: s.hours,
-                cost: s.cost,
-            })
-        })
-        .collect();
-    writer.write(sink, rows).await?;
-    if undated > 0 {
-        warnings.push(format!("{undated} sales row(s) without a day were skipped"));
-    }
-    if outside > 0 {
-        warnings.push(format!(
-            "{outside} sales row(s) for days outside {first}..{last} were skipped"
-        ));
-    }
-    let (figures, writer) = figures(writer, warnings);
-    writer.close(sink).await?;
-    Ok(figures)
+            if outside > 0 {
+                warnings.push(format!(
+                    "{outside} sales row(s) for days outside {first}..{last} were skipped"
+                ));
+            }
+            rows
+        },
+    )
+    .await
 }
 
 /// A break list as JSON, in the vendor's field names, timestamps as the vendor writes them. A
@@ -576,88 +546,67 @@ async fn load_timesheets(
     place: &Place<'_>,
     window: crate::datasets::Window,
 ) -> anyhow::Result<LoadFigures> {
-    let mut writer = Writer::open(sink, TimesheetRow::spec(), request.source_name, request.run_id).await?;
-    writer
-        .replace(
-            sink,
-            &Replace::Instants {
-                scope: Some(place.id.to_owned()),
-                start: window.start,
-                end: window.end,
-            },
-        )
-        .await?;
-    let outcome = exec
-        .execute::<Timesheets>(
-            request.call,
-            Service::Default,
-            &ScopeHeader::Company(place.company.to_owned()),
-            timesheets::Variables {
-                start_time: window.start,
-                end_time: window.end,
-                location_id: place.id.to_owned(),
-            },
-        )
-        .await
-        .with_context(|| {
-            format!(
-                "fetching roubler.timesheets for location {} in {window}",
-                place.id
-            )
-        })?;
-    writer.pages += 1;
-    let mut skipped = 0;
-    let rows: Vec<TimesheetRow> = outcome
-        .data
-        .timesheets
-        .unwrap_or_default()
-        .into_iter()
-        .flatten()
-        .filter_map(|t| {
-            let (Some(id), Some(start)) = (t.id, t.start_time) else {
-                skipped += 1;
-                return None;
-            };
-            let (work_id, work_name, work_from) = t
-                .work_type
-                .map_or((None, None, None), |w| (w.id, w.name, w.applied_from_id));
-            let breaks = t.breaks.map(|b| {
-                breaks_json(
-                    b.into_iter()
-                        .flatten()
-                        .map(|b| (b.id, b.start_time, b.end_time, b.subtracts)),
-                )
-            });
-            let (employee_id, employee_name) = t.employee.map_or((None, None), |e| (e.id, e.full_name));
-            let (position_id, position_text) = t.position.map_or((None, None), |p| (p.id, p.text));
-            let (location_name, location_zone) = t.location.map_or((None, None), |l| (l.name, l.timezone));
-            Some(TimesheetRow {
-                location_id: place.id,
-                timesheet_id: id,
-                company_id: place.company,
-                start_time: start,
-                end_time: t.end_time,
-                status: t.status,
-                hours: t.hours,
-                cost: t.cost,
-                variance: t.variance,
-                work_type_id: work_id,
-                work_type_name: work_name,
-                work_type_applied_from_id: work_from,
-                breaks,
-                employee_id,
-                employee_name,
-                position_id,
-                position_text,
-                location_name,
-                location_time_zone: location_zone,
+    load_one_call::<Timesheets, _>(
+        exec,
+        sink,
+        request,
+        Replace::Instants {
+            scope: Some(place.id.to_owned()),
+            start: window.start,
+            end: window.end,
+        },
+        ScopeHeader::Company(place.company.to_owned()),
+        timesheets::Variables {
+            start_time: window.start,
+            end_time: window.end,
+            location_id: place.id.to_owned(),
+        },
+        format!(
+            "fetching roubler.timesheets for location {} in {window}",
+            place.id
+        ),
+        |data, warnings| {
+            identified(data.timesheets, warnings, |t| {
+                let (id, start) = (t.id?, t.start_time?);
+                let (work_id, work_name, work_from) = t
+                    .work_type
+                    .map_or((None, None, None), |w| (w.id, w.name, w.applied_from_id));
+                let breaks = t.breaks.map(|b| {
+                    breaks_json(
+                        b.into_iter()
+                            .flatten()
+                            .map(|b| (b.id, b.start_time, b.end_time, b.subtracts)),
+                    )
+                });
+                let (employee_id, employee_name) = t.employee.map_or((None, None), |e| (e.id, e.full_name));
+                let (position_id, position_text) = t.position.map_or((None, None), |p| (p.id, p.text));
+                let (location_name, location_zone) =
+                    t.location.map_or((None, None), |l| (l.name, l.timezone));
+                Some(TimesheetRow {
+                    location_id: place.id,
+                    timesheet_id: id,
+                    company_id: place.company,
+                    start_time: start,
+                    end_time: t.end_time,
+                    status: t.status,
+                    hours: t.hours,
+                    cost: t.cost,
+                    variance: t.variance,
+                    work_type_id: work_id,
+                    work_type_name: work_name,
+                    work_type_applied_from_id: work_from,
+                    breaks,
+                    employee_id,
+                    employee_name,
+                    position_id,
+                    position_text,
+                    location_name,
+                    location_time_zone: location_zone,
+                })
             })
-        })
-        .collect();
-    writer.write(sink, rows).await?;
-    let (figures, writer) = figures(writer, without_id(skipped, outcome.warnings));
-    writer.close(sink).await?;
-    Ok(figures)
+        },
+    )
+    .await
 }
 
 async fn load_shifts(
@@ -667,72 +616,52 @@ async fn load_shifts(
     place: &Place<'_>,
     window: crate::datasets::Window,
 ) -> anyhow::Result<LoadFigures> {
-    let mut writer = Writer::open(sink, ShiftRow::spec(), request.source_name, request.run_id).await?;
-    writer
-        .replace(
-            sink,
-            &Replace::Instants {
-                scope: Some(place.id.to_owned()),
-                start: window.start,
-                end: window.end,
-            },
-        )
-        .await?;
     // `published` left out: rostered shifts are wanted whether published or not.
-    let outcome = exec
-        .execute::<Shifts>(
-            request.call,
-            Service::Default,
-            &ScopeHeader::Company(place.company.to_owned()),
-            shifts::Variables {
-                start_time: window.start,
-                end_time: window.end,
-                location_id: place.id.to_owned(),
-            },
-        )
-        .await
-        .with_context(|| format!("fetching roubler.shifts for location {} in {window}", place.id))?;
-    writer.pages += 1;
-    let mut skipped = 0;
-    let rows: Vec<ShiftRow> = outcome
-        .data
-        .shifts
-        .unwrap_or_default()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| {
-            let (Some(id), Some(start)) = (s.id, s.start_time) else {
-                skipped += 1;
-                return None;
-            };
-            let breaks = s.breaks.map(|b| {
-                breaks_json(
-                    b.into_iter()
-                        .flatten()
-                        .map(|b| (None, b.start_time, b.end_time, b.subtracts)),
-                )
-            });
-            let (employee_id, employee_name) = s.employee.map_or((None, None), |e| (e.id, e.full_name));
-            let (position_id, position_text) = s.position.map_or((None, None), |p| (p.id, p.text));
-            Some(ShiftRow {
-                location_id: place.id,
-                shift_id: id,
-                company_id: place.company,
-                start_time: start,
-                end_time: s.end_time,
-                published: s.published,
-                hours: s.hours,
-                breaks,
-                employee_id,
-                employee_name,
-                position_id,
-                position_text,
-                location_name: s.location.and_then(|l| l.name),
+    load_one_call::<Shifts, _>(
+        exec,
+        sink,
+        request,
+        Replace::Instants {
+            scope: Some(place.id.to_owned()),
+            start: window.start,
+            end: window.end,
+        },
+        ScopeHeader::Company(place.company.to_owned()),
+        shifts::Variables {
+            start_time: window.start,
+            end_time: window.end,
+            location_id: place.id.to_owned(),
+        },
+        format!("fetching roubler.shifts for location {} in {window}", place.id),
+        |data, warnings| {
+            identified(data.shifts, warnings, |s| {
+                let (id, start) = (s.id?, s.start_time?);
+                let breaks = s.breaks.map(|b| {
+                    breaks_json(
+                        b.into_iter()
+                            .flatten()
+                            .map(|b| (None, b.start_time, b.end_time, b.subtracts)),
+                    )
+                });
+                let (employee_id, employee_name) = s.employee.map_or((None, None), |e| (e.id, e.full_name));
+                let (position_id, position_text) = s.position.map_or((None, None), |p| (p.id, p.text));
+                Some(ShiftRow {
+                    location_id: place.id,
+                    shift_id: id,
+                    company_id: place.company,
+                    start_time: start,
+                    end_time: s.end_time,
+                    published: s.published,
+                    hours: s.hours,
+                    breaks,
+                    employee_id,
+                    employee_name,
+                    position_id,
+                    position_text,
+                    location_name: s.location.and_then(|l| l.name),
+                })
             })
-        })
-        .collect();
-    writer.write(sink, rows).await?;
-    let (figures, writer) = figures(writer, without_id(skipped, outcome.warnings));
-    writer.close(sink).await?;
-    Ok(figures)
+        },
+    )
+    .await
 }
