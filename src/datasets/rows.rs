@@ -197,10 +197,14 @@ impl<T: Column> Column for Option<T> {
     }
 }
 
-/// A row the page writer can stage: its data columns in COPY text and a hash of its natural key.
-pub trait EncodeRow {
-    /// How many data columns the row holds (checked against the table's spec).
-    fn width(&self) -> usize;
+/// A table's row struct (declared with [`table_row!`]): its table's layout, its data columns in
+/// COPY text and a hash of its natural key.
+pub trait TableRow {
+    /// The table's layout, built from the same declaration as the struct.
+    fn spec() -> &'static TableSpec;
+    /// Per data column (in [`TableSpec::columns`] order), the column types its field may be
+    /// stored in.
+    fn column_types() -> Vec<&'static [&'static str]>;
     /// Appends every data column, each preceded by a tab.
     fn write_columns(&self, out: &mut String);
     /// A hash of the natural key (`spec.key`) as written, NULL told apart from empty text;
@@ -208,16 +212,7 @@ pub trait EncodeRow {
     fn key_hash(&self, scratch: &mut String) -> u64;
 }
 
-/// A table's row struct (declared with [`table_row!`]): the writer's rows for that table.
-pub trait TableRow: EncodeRow {
-    /// The table's layout, built from the same declaration as the struct.
-    fn spec() -> &'static TableSpec;
-    /// Per data column (in [`TableSpec::columns`] order), the column types its field may be
-    /// stored in.
-    fn column_types() -> Vec<&'static [&'static str]>;
-}
-
-/// Hashes key columns the way [`EncodeRow::key_hash`] promises.
+/// Hashes key columns the way [`TableRow::key_hash`] promises.
 pub fn hash_key_columns(columns: &[&dyn Column], scratch: &mut String) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -278,24 +273,6 @@ macro_rules! table_row {
             $( $(#[$field_meta])* pub $field: $ty, )+
         }
 
-        impl $($generics)* $crate::datasets::rows::EncodeRow for $name $($generics)* {
-            fn width(&self) -> usize {
-                [$(stringify!($field)),+].len()
-            }
-            fn write_columns(&self, out: &mut String) {
-                $(
-                    out.push('\t');
-                    $crate::datasets::rows::Column::write_copy(&self.$field, out);
-                )+
-            }
-            fn key_hash(&self, scratch: &mut String) -> u64 {
-                $crate::datasets::rows::hash_key_columns(
-                    &[$(&self.$key as &dyn $crate::datasets::rows::Column),+],
-                    scratch,
-                )
-            }
-        }
-
         impl $($generics)* $crate::datasets::rows::TableRow for $name $($generics)* {
             fn spec() -> &'static $crate::datasets::TableSpec {
                 static SPEC: $crate::datasets::TableSpec = $crate::datasets::TableSpec {
@@ -310,6 +287,18 @@ macro_rules! table_row {
             }
             fn column_types() -> Vec<&'static [&'static str]> {
                 vec![$(<$ty as $crate::datasets::rows::Column>::sql_types()),+]
+            }
+            fn write_columns(&self, out: &mut String) {
+                $(
+                    out.push('\t');
+                    $crate::datasets::rows::Column::write_copy(&self.$field, out);
+                )+
+            }
+            fn key_hash(&self, scratch: &mut String) -> u64 {
+                $crate::datasets::rows::hash_key_columns(
+                    &[$(&self.$key as &dyn $crate::datasets::rows::Column),+],
+                    scratch,
+                )
             }
         }
     };

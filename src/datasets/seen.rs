@@ -1,6 +1,6 @@
 //! Checks that a load's pages are not lying: [`SeenInLoad`].
 
-use super::rows::EncodeRow;
+use super::rows::TableRow;
 use crate::failure::Failure;
 
 /// Notices an upstream whose pages lie: a non-empty page made only of records this load already
@@ -53,7 +53,7 @@ impl SeenInLoad {
 
     /// Refuses `rows` (every record of the page, skipped ones included) when all of them were
     /// read before in this load; remembers them otherwise.
-    pub fn check_records<'a, R: EncodeRow + 'a>(
+    pub fn check_records<'a, R: TableRow + 'a>(
         &mut self,
         rows: impl IntoIterator<Item = &'a R>,
     ) -> anyhow::Result<()> {
@@ -63,7 +63,7 @@ impl SeenInLoad {
         self.check_keys(keys)
     }
 
-    /// [`SeenInLoad::check_records`] for key hashes already taken ([`EncodeRow::key_hash`]).
+    /// [`SeenInLoad::check_records`] for key hashes already taken ([`TableRow::key_hash`]).
     pub fn check_keys(&mut self, mut keys: Vec<u64>) -> anyhow::Result<()> {
         let read = keys.len();
         keys.sort_unstable();

@@ -23,7 +23,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 use tokio::task::JoinHandle;
 
-use super::rows::{Column, EncodeRow};
+use super::rows::{Column, TableRow};
 use crate::failure::{Failure, FailureKind};
 use crate::stages::Stage;
 
@@ -389,7 +389,7 @@ impl Writer {
 
     /// Stages one page of rows (a key repeated within or across pages: the last one wins). The
     /// COPY runs in the background; its failure surfaces at the next write or at the swap.
-    pub async fn write<R: EncodeRow>(&mut self, sink: &mut Sink, rows: Vec<R>) -> anyhow::Result<()> {
+    pub async fn write<R: TableRow>(&mut self, sink: &mut Sink, rows: Vec<R>) -> anyhow::Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -479,8 +479,8 @@ impl Writer {
 /// straight from the vendor's answer) and kept in pieces of about [`CHUNK`] bytes: no buffer
 /// grows by doubling to the size of a page, and no row is kept once written.
 pub struct PageText {
-    table: &'static str,
-    width: usize,
+    /// The table whose rows this page holds (a row of another table is refused).
+    spec: &'static TableSpec,
     /// `source` in COPY text, written before every row.
     prefix: String,
     /// `\t<run id>\t`, written after every row's data.
@@ -498,8 +498,7 @@ impl PageText {
     /// ending with `run_id` (`\t<id>\t`) and its `_seq`, the first `first_seq`.
     fn new(spec: &'static TableSpec, prefix: &str, run_id: &str, first_seq: i64) -> PageText {
         PageText {
-            table: spec.table,
-            width: spec.columns.len(),
+            spec,
             prefix: prefix.to_owned(),
             run_id: run_id.to_owned(),
             first_seq,
@@ -522,13 +521,12 @@ impl PageText {
     }
 
     /// Appends one row.
-    pub fn push(&mut self, row: &impl EncodeRow) -> anyhow::Result<()> {
-        if row.width() != self.width {
+    pub fn push<R: TableRow>(&mut self, row: &R) -> anyhow::Result<()> {
+        if !std::ptr::eq(R::spec(), self.spec) {
             bail!(
-                "a mapped row of {} has {} cells, the table has {} data columns",
-                self.table,
-                row.width(),
-                self.width
+                "a row of {} was written into a page of {}",
+                R::spec().table,
+                self.spec.table
             );
         }
         if self.text.capacity() == 0 {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::datasets::Report;
-use crate::datasets::rows::EncodeRow;
+use crate::datasets::rows::TableRow;
 use crate::datasets::sink::PageText;
 use crate::executor::Nullable;
 use crate::stages::Stage;
