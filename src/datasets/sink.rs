@@ -23,6 +23,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 use tokio::task::JoinHandle;
 
+use super::LoadFigures;
 use super::rows::{Column, TableRow};
 use crate::failure::{Failure, FailureKind};
 use crate::stages::Stage;
@@ -429,6 +430,18 @@ impl Writer {
             self.spec.table
         );
         sink.copy(self.copy_statement.clone(), chunks, what).await
+    }
+
+    /// Hands the staged load to the sink's swap and reports it: the rows staged, the pages read
+    /// and `warnings`.
+    pub async fn finish(self, sink: &mut Sink, warnings: Vec<String>) -> anyhow::Result<LoadFigures> {
+        let figures = LoadFigures {
+            rows: self.rows,
+            pages: self.pages,
+            warnings,
+        };
+        self.close(sink).await?;
+        Ok(figures)
     }
 
     /// Hands the staged load to the sink's swap.

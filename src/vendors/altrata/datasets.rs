@@ -281,13 +281,7 @@ async fn load_events(
             }
         }
     }
-    let figures = LoadFigures {
-        rows: writer.rows,
-        pages: writer.pages,
-        warnings,
-    };
-    writer.close(sink).await?;
-    Ok(figures)
+    writer.finish(sink, warnings).await
 }
 
 async fn load_profiles(
@@ -385,11 +379,5 @@ async fn load_profiles(
         }
     }
     writer.write(sink, rows).await?;
-    let figures = LoadFigures {
-        rows: writer.rows,
-        pages: writer.pages,
-        warnings,
-    };
-    writer.close(sink).await?;
-    Ok(figures)
+    writer.finish(sink, warnings).await
 }

@@ -667,13 +667,7 @@ async fn load_report<R: Report>(
             "{untimed} record(s) without their filter timestamp were skipped"
         ));
     }
-    let figures = LoadFigures {
-        rows: writer.rows,
-        pages: writer.pages,
-        warnings,
-    };
-    writer.close(sink).await?;
-    Ok(figures)
+    writer.finish(sink, warnings).await
 }
 
 #[cfg(test)]

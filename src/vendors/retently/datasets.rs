@@ -440,13 +440,7 @@ async fn load_list<T: DeserializeOwned, R: ListRow>(
     if unnamed > 0 {
         warnings.push(format!("{unnamed} record(s) without an id were skipped"));
     }
-    let figures = LoadFigures {
-        rows: writer.rows,
-        pages: writer.pages,
-        warnings,
-    };
-    writer.close(sink).await?;
-    Ok(figures)
+    writer.finish(sink, warnings).await
 }
 
 async fn load_campaigns(
@@ -489,13 +483,7 @@ async fn load_campaigns(
     if unnamed > 0 {
         warnings.push(format!("{unnamed} campaign(s) without an id were skipped"));
     }
-    let figures = LoadFigures {
-        rows: writer.rows,
-        pages: writer.pages,
-        warnings,
-    };
-    writer.close(sink).await?;
-    Ok(figures)
+    writer.finish(sink, warnings).await
 }
 
 async fn load_nps(
@@ -541,11 +529,5 @@ async fn load_nps(
             }],
         )
         .await?;
-    let figures = LoadFigures {
-        rows: writer.rows,
-        pages: writer.pages,
-        warnings: Vec::new(),
-    };
-    writer.close(sink).await?;
-    Ok(figures)
+    writer.finish(sink, Vec::new()).await
 }

@@ -322,13 +322,7 @@ async fn load_one_call<Q: GraphQLQuery, R: TableRow>(
     let mut warnings = outcome.warnings;
     let rows = rows(outcome.data, &mut warnings);
     writer.write(sink, rows).await?;
-    let figures = LoadFigures {
-        rows: writer.rows,
-        pages: writer.pages,
-        warnings,
-    };
-    writer.close(sink).await?;
-    Ok(figures)
+    writer.finish(sink, warnings).await
 }
 
 /// The rows `row` makes of `records`; a record it returns `None` for has no id (or no start) and
