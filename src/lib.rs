@@ -7,6 +7,8 @@
 //!
 //! - [`catalog`]: every vendor kind, window policy and dataset, with their facts (a leaf).
 //! - [`config`]: TOML + environment → validated, typed settings (sources, jobs, database, ...).
+//! - [`transport`]: the one road to the outside: every upstream request (data and token alike)
+//!   and the limits its answer is held to (timeouts, no redirects, body size).
 //! - [`auth`]: one token provider per source (tokens shared through `etl.tokens`).
 //! - [`executor`]: the one rate-limited, retrying path to every upstream.
 //! - [`failure`]: why a run failed, as a closed set of kinds carried from the call to the record.
@@ -38,4 +40,5 @@ pub mod service;
 pub mod stages;
 pub mod store;
 pub mod telemetry;
+pub mod transport;
 pub mod vendors;

@@ -269,24 +269,39 @@ async fn serve_http(
     }))
 }
 
-/// Ready when the database answers, no source waits for a person to re-authorise it, and no
-/// upstream told a source to wait longer than `rate_budget.max_wait_secs` within that time.
+/// Ready when the database answers and takes writes, no source waits for a person to
+/// re-authorise it, and no upstream told a source to wait longer than
+/// `rate_budget.max_wait_secs` within that time.
+///
+/// A database that answers but refuses writes (`default_transaction_read_only`, a hot standby
+/// after a failover) cannot record a single run: that is not ready either.
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
-    let query = sqlx::query_as::<_, (String,)>(
-        "SELECT source FROM etl.tokens WHERE status = 'reauthorize' ORDER BY source",
+    let query = sqlx::query_as::<_, (bool, Vec<String>)>(
+        "SELECT current_setting('transaction_read_only') = 'on' OR pg_is_in_recovery(),
+                COALESCE((SELECT array_agg(source ORDER BY source) FROM etl.tokens
+                          WHERE status = 'reauthorize'), '{}')",
     )
-    .fetch_all(&state.pool);
-    let broken = tokio::time::timeout(READYZ_TIMEOUT, query).await;
-    let mut problems = match broken {
+    .fetch_one(&state.pool);
+    let checked = tokio::time::timeout(READYZ_TIMEOUT, query).await;
+    let mut problems = match checked {
         Err(_) | Ok(Err(_)) => vec!["the database is unreachable".to_owned()],
-        Ok(Ok(rows)) if !rows.is_empty() => {
-            let names: Vec<String> = rows.into_iter().map(|(name,)| name).collect();
-            vec![format!(
-                "re-authorise {} with `reporting-etl auth login`",
-                names.join(", ")
-            )]
+        Ok(Ok((read_only, reauthorise))) => {
+            let mut problems = Vec::new();
+            if read_only {
+                problems.push(
+                    "database read-only: PostgreSQL refuses writes (default_transaction_read_only, \
+                     or a standby), so no run can be recorded"
+                        .to_owned(),
+                );
+            }
+            if !reauthorise.is_empty() {
+                problems.push(format!(
+                    "re-authorise {} with `reporting-etl auth login`",
+                    reauthorise.join(", ")
+                ));
+            }
+            problems
         }
-        Ok(Ok(_)) => Vec::new(),
     };
     for (source, why) in state.executor.wait_capped_sources(state.max_wait) {
         problems.push(format!("{source}: {why}"));

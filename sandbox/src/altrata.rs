@@ -135,6 +135,8 @@ pub struct AltrataHandle {
     pub password: String,
     pub api_key: String,
     pub faults: Faults,
+    /// Any part of any answer (token endpoint included) replaced on demand.
+    pub hostile: crate::hostile::Hostile,
     pub edits: Edits,
     shared: Arc<Shared>,
 }
@@ -310,7 +312,8 @@ pub async fn start(options: &SandboxOptions) -> std::io::Result<(AltrataHandle, 
         .route(PROFILE_PATH, service_route(AltrataService::Profile))
         .route(TOKEN_PATH, post(token))
         .with_state(app);
-    let guard = crate::serve(router).await?;
+    let hostile = crate::hostile::Hostile::default();
+    let guard = crate::serve_vendor(router, &hostile).await?;
     let base_url = format!("http://{}", guard.addr);
     let handle = AltrataHandle {
         token_url: format!("{base_url}{TOKEN_PATH}"),
@@ -321,6 +324,7 @@ pub async fn start(options: &SandboxOptions) -> std::io::Result<(AltrataHandle, 
         password: o.password.clone(),
         api_key: o.api_key.clone(),
         faults,
+        hostile,
         edits: shared.edits.clone(),
         shared,
     };

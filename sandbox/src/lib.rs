@@ -11,6 +11,8 @@
 //!
 //! - [`SandboxOptions`] / [`Sandbox::start`]: start all four vendors on ephemeral loopback ports.
 //! - [`faults`]: latency, 5xx, resets, timeouts, malformed JSON and GraphQL errors on demand.
+//! - [`hostile`]: any part of any answer (token or data) replaced on demand, and a [`hostile::Trap`]
+//!   host for redirects.
 //! - [`drift`]: fields removed from a GraphQL vendor's schema, as after a vendor's release.
 //! - [`data`]: the deterministic record generator shared by every vendor.
 //! - [`authcode`]: authorization-code grant with refresh tokens (rotation rules, chains, PKCE),
@@ -27,6 +29,7 @@ pub mod data;
 pub mod drift;
 pub mod faults;
 pub mod gql;
+pub mod hostile;
 pub mod ratelimit;
 pub mod retarus;
 pub mod retently;
@@ -107,6 +110,15 @@ impl Drop for ServerGuard {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Serves a vendor's whole `router` (see [`serve`]) behind its [`hostile::Hostile`] layer.
+pub async fn serve_vendor(router: axum::Router, hostile: &hostile::Hostile) -> std::io::Result<ServerGuard> {
+    serve(router.layer(axum::middleware::from_fn_with_state(
+        hostile.clone(),
+        hostile::mutate,
+    )))
+    .await
 }
 
 /// Binds an ephemeral loopback port and serves `router` on it until the guard is dropped.

@@ -185,6 +185,8 @@ pub struct RetarusHandle {
     /// Customer ids the first client may query.
     pub customer_ids: Vec<String>,
     pub faults: Faults,
+    /// Any part of any answer (token endpoint included) replaced on demand.
+    pub hostile: crate::hostile::Hostile,
     pub edits: Edits,
     shared: Arc<Shared>,
 }
@@ -295,7 +297,8 @@ pub async fn start(options: &SandboxOptions) -> std::io::Result<(RetarusHandle, 
         )
         .route(TOKEN_PATH, post(token))
         .with_state(app);
-    let guard = crate::serve(router).await?;
+    let hostile = crate::hostile::Hostile::default();
+    let guard = crate::serve_vendor(router, &hostile).await?;
     let base_url = format!("http://{}", guard.addr);
     let handle = RetarusHandle {
         token_url: format!("{base_url}{TOKEN_PATH}"),
@@ -305,6 +308,7 @@ pub async fn start(options: &SandboxOptions) -> std::io::Result<(RetarusHandle, 
         client_secret: first.client_secret,
         customer_ids: first.customer_ids,
         faults,
+        hostile,
         edits: shared.edits.clone(),
         shared,
     };

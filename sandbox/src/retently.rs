@@ -99,6 +99,8 @@ pub struct RetentlyHandle {
     pub client_secret: String,
     pub api_key: String,
     pub faults: Faults,
+    /// Any part of any answer (token endpoint included) replaced on demand.
+    pub hostile: crate::hostile::Hostile,
     pub edits: Edits,
     /// The authorization server (counts, knobs, direct grants).
     pub auth: AuthServer,
@@ -186,7 +188,8 @@ pub async fn start(options: &SandboxOptions) -> std::io::Result<(RetentlyHandle,
             auth: auth.clone(),
             token_endpoint_down: token_endpoint_down.clone(),
         });
-    let guard = crate::serve(oauth_routes.merge(api_routes)).await?;
+    let hostile = crate::hostile::Hostile::default();
+    let guard = crate::serve_vendor(oauth_routes.merge(api_routes), &hostile).await?;
     let base_url = format!("http://{}", guard.addr);
     let handle = RetentlyHandle {
         authorize_url: format!("{base_url}/api/oauth/authorize"),
@@ -196,6 +199,7 @@ pub async fn start(options: &SandboxOptions) -> std::io::Result<(RetentlyHandle,
         client_secret: o.client_secret.clone(),
         api_key: o.api_key.clone(),
         faults,
+        hostile,
         edits: data.edits.clone(),
         auth,
         rate,

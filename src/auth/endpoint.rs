@@ -1,8 +1,11 @@
 //! Token endpoint requests, in each vendor's dialect (where the grant type goes, how the client
 //! authenticates), and the one place their answers are read.
 //!
-//! Errors keep the vendor's OAuth `error` code and description (never a token), split into a
-//! refusal (the vendor said no) and unavailability (transport, 5xx, garbage: try again later).
+//! Requests go out through the one [`Transport`] (no redirects, timeouts, the body size limit),
+//! as data calls do. Errors keep the vendor's OAuth `error` code and description (never a token),
+//! split into a refusal (the vendor said no), an answer that can never be used (a redirect, an
+//! oversized body: not worth asking again) and unavailability (transport, 5xx, garbage: try again
+//! later). The token's lifetime is read into [`TokenLifetime`], which holds it to its bounds.
 
 use std::time::Duration;
 
@@ -12,6 +15,25 @@ use serde::Deserialize;
 
 use super::token::{AccessToken, RefreshToken};
 use crate::config::HttpUrl;
+use crate::failure::FailureKind;
+use crate::transport::{Limits, Transport, TransportError};
+
+/// How long one token request may take, from sending to the last byte of the answer (shorter
+/// than a data call's: a token answer is small, and every call of the source waits for it).
+pub const TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest token answer read. Real ones are a few kilobytes (a JWT with its claims); a
+/// megabyte leaves room for any of them and keeps a hostile endpoint from filling memory.
+pub const MAX_TOKEN_BODY_BYTES: usize = 1024 * 1024;
+
+/// The transport limits of token requests: a data call's, with the shorter timeout and the
+/// smaller body above.
+pub fn limits() -> Limits {
+    Limits {
+        request_timeout: TOKEN_REQUEST_TIMEOUT,
+        max_body_bytes: MAX_TOKEN_BODY_BYTES,
+        ..Limits::default()
+    }
+}
 
 /// How a vendor wants the client to authenticate at its token endpoint.
 #[derive(Clone)]
@@ -64,6 +86,9 @@ pub enum EndpointError {
     },
     /// Transport failure, 5xx, 429 or an unreadable body.
     Unavailable(String),
+    /// An answer that will come back the same however often it is asked for (a redirect, a body
+    /// past the size limit): fails at once with `kind`.
+    Unusable { reason: String, kind: FailureKind },
 }
 
 impl EndpointError {
@@ -79,26 +104,14 @@ impl EndpointError {
                 error,
                 description,
             } => format!("HTTP {status} {error}: {description}"),
-            EndpointError::Unavailable(reason) => reason.clone(),
+            EndpointError::Unavailable(reason) | EndpointError::Unusable { reason, .. } => reason.clone(),
         }
     }
 }
 
-/// A client for token endpoints: redirects are never followed (a redirect could carry the
-/// client secret to another host), and every request has a timeout.
-pub fn token_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(30))
-        .user_agent(concat!("reporting-etl/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("a TLS backend is compiled in")
-}
-
 /// Sends one token request.
 pub async fn request(
-    client: &reqwest::Client,
+    transport: &Transport,
     token_url: &HttpUrl,
     auth: &ClientAuth,
     grant: Grant<'_>,
@@ -123,7 +136,7 @@ pub async fn request(
             }
         }
     }
-    let mut builder = client.post(token_url.url().clone());
+    let mut builder = transport.request(reqwest::Method::POST, token_url.url().clone());
     match auth {
         ClientAuth::FormWithScope { client_id, secret } => {
             form.push(("client_id", client_id.clone()));
@@ -158,23 +171,21 @@ pub async fn request(
         }
     }
     super::count_token_request();
-    let response = builder
+    let request = builder
         .header(reqwest::header::ACCEPT, "application/json")
-        .form(&form)
-        .send()
-        .await
-        .map_err(|e| {
-            EndpointError::Unavailable(format!(
-                "token request to {} failed: {}",
-                host(token_url),
-                without_url(&e)
-            ))
-        })?;
-    let status = response.status();
-    let body = response.bytes().await.map_err(|e| {
-        EndpointError::Unavailable(format!("reading the token response failed: {}", without_url(&e)))
+        .form(&form);
+    let answer = transport.send(request).await.map_err(|e| match e {
+        TransportError::Unreachable { .. } => EndpointError::Unavailable(format!(
+            "token request to {} failed: {e}",
+            host(token_url)
+        )),
+        _ => EndpointError::Unusable {
+            reason: format!("the token endpoint at {}: {e}", host(token_url)),
+            kind: e.kind(),
+        },
     })?;
-    if status.is_server_error() || status.as_u16() == 429 || status.is_redirection() {
+    let (status, body) = (answer.status, answer.body);
+    if status.is_server_error() || status.as_u16() == 429 {
         return Err(EndpointError::Unavailable(format!(
             "the token endpoint at {} answered HTTP {status}",
             host(token_url)
@@ -218,16 +229,14 @@ pub async fn request(
             "the token endpoint returned an empty access token".into(),
         ));
     }
-    let lifetime = match success.expires_in {
-        Some(serde_json::Value::Number(n)) => n.as_i64(),
-        Some(serde_json::Value::String(s)) => s.parse().ok(),
-        _ => None,
+    let lifetime = TokenLifetime::read(success.expires_in.as_ref());
+    if let Some(warning) = &lifetime.warning {
+        tracing::warn!(token_endpoint = %host(token_url), warning = %warning,
+            "The token's lifetime is out of bounds; using the nearest bound.");
     }
-    .unwrap_or(3600)
-    .max(1);
     Ok(Issued {
         access_token: AccessToken::new(success.access_token),
-        expires_at: Utc::now() + chrono::Duration::seconds(lifetime),
+        expires_at: Utc::now() + lifetime.duration(),
         refresh_token: success
             .refresh_token
             .filter(|t| !t.is_empty())
@@ -235,23 +244,81 @@ pub async fn request(
     })
 }
 
-fn host(url: &HttpUrl) -> String {
-    url.url().host_str().unwrap_or("?").to_owned()
+/// A token's lifetime as the endpoint announced it (`expires_in`), held to
+/// [`TokenLifetime::MIN_SECS`]..=[`TokenLifetime::MAX_SECS`]: a lifetime out of bounds (zero,
+/// negative, 10^13 seconds, not a number) becomes the nearest bound, or an hour when absent or
+/// unreadable (RFC 6749 §5.1 makes it only RECOMMENDED), with a warning. A shorter lifetime than
+/// announced only renews the token earlier; a longer one could never be stored or computed with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLifetime {
+    secs: i64,
+    /// Why the announced value was not taken as it was.
+    pub warning: Option<String>,
 }
 
-/// reqwest errors print the URL; token URLs carry no secrets, but keep messages short anyway.
-fn without_url(error: &reqwest::Error) -> String {
-    let mut source: Option<&dyn std::error::Error> = Some(error);
-    let mut last = error.to_string();
-    while let Some(e) = source {
-        last = e.to_string();
-        source = e.source();
+impl TokenLifetime {
+    /// The shortest lifetime believed (a token must outlive the call it is fetched for).
+    pub const MIN_SECS: i64 = 1;
+    /// The longest lifetime believed: a day. Every vendor's tokens live 5 minutes to 6 hours; a
+    /// token that really lives longer is renewed daily, which costs one request a day.
+    pub const MAX_SECS: i64 = 86_400;
+    /// Assumed when the endpoint does not say.
+    pub const DEFAULT_SECS: i64 = 3_600;
+
+    /// Reads `expires_in` as a number or a numeric string (integer or decimal).
+    pub fn read(value: Option<&serde_json::Value>) -> TokenLifetime {
+        let announced: Option<f64> = match value {
+            None | Some(serde_json::Value::Null) => {
+                return TokenLifetime {
+                    secs: Self::DEFAULT_SECS,
+                    warning: None,
+                };
+            }
+            Some(serde_json::Value::Number(n)) => n.as_f64(),
+            Some(serde_json::Value::String(s)) => s.trim().parse::<f64>().ok(),
+            Some(_) => None,
+        };
+        let shown = || truncate(&value.map(|v| v.to_string()).unwrap_or_default(), 40);
+        match announced {
+            Some(secs) if secs.is_finite() => {
+                let bounded = secs.clamp(Self::MIN_SECS as f64, Self::MAX_SECS as f64);
+                let out_of_bounds = secs < Self::MIN_SECS as f64 || secs > Self::MAX_SECS as f64;
+                let warning = out_of_bounds.then(|| {
+                    format!(
+                        "expires_in {} is outside {}..={} s; using {} s",
+                        shown(),
+                        Self::MIN_SECS,
+                        Self::MAX_SECS,
+                        bounded as i64
+                    )
+                });
+                TokenLifetime {
+                    secs: bounded as i64,
+                    warning,
+                }
+            }
+            _ => TokenLifetime {
+                secs: Self::DEFAULT_SECS,
+                warning: Some(format!(
+                    "expires_in {} is not a number of seconds; assuming {} s",
+                    shown(),
+                    Self::DEFAULT_SECS
+                )),
+            },
+        }
     }
-    if error.is_timeout() {
-        format!("timed out ({last})")
-    } else {
-        last
+
+    pub fn secs(&self) -> i64 {
+        self.secs
     }
+
+    pub fn duration(&self) -> chrono::Duration {
+        chrono::Duration::seconds(self.secs)
+    }
+}
+
+fn host(url: &HttpUrl) -> String {
+    url.url().host_str().unwrap_or("?").to_owned()
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -357,7 +424,8 @@ mod tests {
         grant: Grant<'_>,
     ) -> (Result<Issued, EndpointError>, Seen) {
         let (url, seen) = serve_once(status, answer).await;
-        let result = request(&token_client(), &url, auth, grant).await;
+        let transport = Transport::new(limits()).unwrap();
+        let result = request(&transport, &url, auth, grant).await;
         (result, seen.await.unwrap())
     }
 
@@ -504,11 +572,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn server_errors_rate_limits_redirects_and_garbage_are_unavailable_not_refusals() {
+    async fn server_errors_rate_limits_and_garbage_are_unavailable_not_refusals() {
         for (status, body) in [
             (503, "{}"),
             (429, "{}"),
-            (302, ""),
             (200, "<html>maintenance</html>"),
             (200, r#"{"access_token":""}"#),
         ] {
@@ -524,6 +591,65 @@ mod tests {
             );
             assert!(!error.reason().contains("s3cret"), "{}", error.reason());
         }
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_rejected_at_once_as_on_a_data_call() {
+        let error = exchange(302, "", &retarus(), Grant::ClientCredentials)
+            .await
+            .0
+            .err()
+            .expect("a redirect is no token");
+        assert!(
+            matches!(
+                error,
+                EndpointError::Unusable {
+                    kind: FailureKind::UpstreamRejected,
+                    ..
+                }
+            ),
+            "{}",
+            error.reason()
+        );
+        assert!(error.reason().contains("redirects are not followed"), "{}", error.reason());
+    }
+
+    #[test]
+    fn a_lifetime_out_of_bounds_becomes_the_nearest_bound_with_a_warning() {
+        use serde_json::json;
+        let read = |v: serde_json::Value| TokenLifetime::read(Some(&v));
+        for huge in [
+            json!(10_000_000_000_000i64),
+            json!(i64::MAX),
+            json!(u64::MAX),
+            json!(1e300),
+            json!("1e13"),
+            json!("10000000000000"),
+            json!(1_000_000_000_000i64),
+        ] {
+            let lifetime = read(huge.clone());
+            assert_eq!(lifetime.secs(), TokenLifetime::MAX_SECS, "{huge}");
+            assert!(lifetime.warning.is_some(), "{huge}: no warning");
+            // Computing the expiry from it cannot overflow.
+            let _ = Utc::now() + lifetime.duration();
+        }
+        for tiny in [json!(0), json!(-5), json!(i64::MIN), json!("-1e13")] {
+            let lifetime = read(tiny.clone());
+            assert_eq!(lifetime.secs(), TokenLifetime::MIN_SECS, "{tiny}");
+            assert!(lifetime.warning.is_some(), "{tiny}: no warning");
+        }
+        for garbage in [json!("soon"), json!(true), json!([300]), json!({"s": 1}), json!("NaN"), json!("inf")] {
+            let lifetime = read(garbage.clone());
+            assert_eq!(lifetime.secs(), TokenLifetime::DEFAULT_SECS, "{garbage}");
+            assert!(lifetime.warning.is_some(), "{garbage}: no warning");
+        }
+        for (fine, secs) in [(json!(300), 300), (json!("21600"), 21_600), (json!(299.9), 299), (json!(86_400), 86_400)] {
+            let lifetime = read(fine.clone());
+            assert_eq!(lifetime.secs(), secs, "{fine}");
+            assert_eq!(lifetime.warning, None, "{fine}");
+        }
+        assert_eq!(TokenLifetime::read(None).secs(), TokenLifetime::DEFAULT_SECS);
+        assert_eq!(TokenLifetime::read(None).warning, None);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use super::endpoint::{self, ClientAuth, Grant};
 use super::store::{NewTokens, TokenStore};
 use super::{Flow, flow_for};
 use crate::config::{HttpUrl, Settings, SourceSettings};
+use crate::transport::Transport;
 
 /// One login in progress: the authorize URL to open, and what must come back.
 pub(crate) struct Attempt {
@@ -291,13 +292,13 @@ async fn exchange_and_store(
     code: &str,
     verifier: Option<&str>,
 ) -> Result<()> {
-    let http = endpoint::token_client();
+    let transport = Transport::new(endpoint::limits())?;
     let grant = Grant::Code {
         code,
         redirect_uri: redirect_uri.as_str(),
         verifier,
     };
-    let issued = endpoint::request(&http, token_url, client, grant)
+    let issued = endpoint::request(&transport, token_url, client, grant)
         .await
         .map_err(|e| anyhow!("exchanging the authorization code failed: {}", e.reason()))?;
     if issued.refresh_token.is_none() {

@@ -34,6 +34,7 @@ use sqlx::PgPool;
 use tokio::sync::Mutex;
 
 use crate::config::{HttpUrl, Settings, SourceSettings};
+use crate::transport::Transport;
 use endpoint::ClientAuth;
 use store::TokenStore;
 pub use token::{AccessToken, Credential, RefreshToken};
@@ -71,6 +72,14 @@ pub enum AuthError {
     /// The token endpoint could not be reached or failed; worth retrying later.
     #[error("source {source_name}: the token endpoint is unavailable: {reason}")]
     Unavailable { source_name: String, reason: String },
+    /// The token endpoint's answer can never be used as it comes (a redirect, a body past the
+    /// size limit): asking again would get the same, so the run fails at once with `kind`.
+    #[error("source {source_name}: the token endpoint's answer cannot be used: {reason}")]
+    Unusable {
+        source_name: String,
+        reason: String,
+        kind: crate::failure::FailureKind,
+    },
     /// Reading or writing `etl.tokens` failed.
     #[error("source {source_name}: token storage failed: {reason}")]
     Storage { source_name: String, reason: String },
@@ -85,6 +94,7 @@ impl AuthError {
             AuthError::Refused { .. } => FailureKind::Unauthorised,
             AuthError::Unavailable { .. } => FailureKind::UpstreamUnavailable,
             AuthError::Storage { .. } => FailureKind::Database,
+            AuthError::Unusable { kind, .. } => *kind,
         }
     }
 
@@ -171,7 +181,8 @@ pub struct SourceAuth {
     name: String,
     flow: Flow,
     store: TokenStore,
-    http: reqwest::Client,
+    /// The one road out, as data calls take it (see [`crate::transport`]).
+    transport: Transport,
     /// The current credential (and tokens waiting to be stored). Every caller of this source
     /// takes this lock, so while one caller refreshes, the others wait for its result instead of
     /// refreshing too (single flight).
@@ -292,7 +303,8 @@ pub type AuthRegistry = HashMap<String, Arc<SourceAuth>>;
 /// unencrypted.
 pub fn build(settings: &Settings, pool: PgPool) -> AuthRegistry {
     let store = TokenStore::new(pool, settings.security.token_key.as_ref());
-    let http = endpoint::token_client();
+    // Token requests take the same road as data calls, with the same limits.
+    let transport = Transport::new(endpoint::limits()).expect("a TLS backend is compiled in");
     let uses_refresh_tokens = settings
         .sources
         .values()
@@ -310,7 +322,7 @@ pub fn build(settings: &Settings, pool: PgPool) -> AuthRegistry {
                 name: name.clone(),
                 flow: flow_for(source),
                 store: store.clone(),
-                http: http.clone(),
+                transport: transport.clone(),
                 cache: Mutex::new(Slot::default()),
             };
             (name.clone(), Arc::new(auth))

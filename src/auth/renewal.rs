@@ -102,7 +102,7 @@ impl SourceAuth {
             Flow::ClientCredentials {
                 token_url, client, ..
             } => {
-                let issued = endpoint::request(&self.http, token_url, client, Grant::ClientCredentials)
+                let issued = endpoint::request(&self.transport, token_url, client, Grant::ClientCredentials)
                     .await
                     .map_err(|e| match e {
                         EndpointError::Refused { .. } => AuthError::Refused {
@@ -110,6 +110,7 @@ impl SourceAuth {
                             reason: e.reason(),
                         },
                         EndpointError::Unavailable(reason) => self.unavailable(reason),
+                        EndpointError::Unusable { reason, kind } => self.unusable(reason, kind),
                     })?;
                 let tokens = NewTokens {
                     access_token: &issued.access_token,
@@ -147,7 +148,7 @@ impl SourceAuth {
                 let Some(refresh_token) = &stored.refresh_token else {
                     return Err(self.reauthorize("no authorisation is stored for this source".into()));
                 };
-                match endpoint::request(&self.http, token_url, client, Grant::Refresh(refresh_token)).await {
+                match endpoint::request(&self.transport, token_url, client, Grant::Refresh(refresh_token)).await {
                     Ok(issued) => {
                         // Commit the rotated refresh token before anyone uses the new access token.
                         let tokens = NewTokens {
@@ -184,6 +185,8 @@ impl SourceAuth {
                         Err(self.reauthorize(reason))
                     }
                     Err(EndpointError::Unavailable(reason)) => Err(self.unavailable(reason)),
+                    // Not a refusal of the refresh token (it was not even read): keep it.
+                    Err(EndpointError::Unusable { reason, kind }) => Err(self.unusable(reason, kind)),
                 }
             }
         }
@@ -258,6 +261,14 @@ impl SourceAuth {
         AuthError::Unavailable {
             source_name: self.name.clone(),
             reason,
+        }
+    }
+
+    pub(super) fn unusable(&self, reason: String, kind: crate::failure::FailureKind) -> AuthError {
+        AuthError::Unusable {
+            source_name: self.name.clone(),
+            reason,
+            kind,
         }
     }
 

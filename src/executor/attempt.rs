@@ -12,7 +12,6 @@ use secrecy::ExposeSecret;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use super::body::{Body, read_body};
 use super::call::{deadline, fatal};
 use super::classify::Verdict;
 use super::headers::RateHeaders;
@@ -23,6 +22,7 @@ use super::{
 };
 use crate::auth::{Credential, SourceAuth};
 use crate::failure::FailureKind;
+use crate::transport::TransportError;
 
 /// What one attempt sends; the body is built once and reused by every attempt.
 pub(super) struct Outgoing<'a> {
@@ -261,77 +261,43 @@ impl Executor {
             .request(source, outgoing, &credential)
             .map_err(|verdict| (Attempt::Verdict(verdict), Some(credential.clone())))?;
 
-        let answer = match request.send().await {
-            Ok(response) => {
-                let status = response.status();
-                let retry_after_text = response.headers().get(RETRY_AFTER).map(|v| {
-                    String::from_utf8_lossy(v.as_bytes())
-                        .chars()
-                        .take(64)
-                        .collect::<String>()
-                });
-                let (headers, overlong) =
-                    RateHeaders::parse(response.headers(), Utc::now()).capped(source.max_wait);
-                let body = read_body(response, self.options.max_body_bytes).await;
-                Ok((status, headers, overlong, retry_after_text, body))
-            }
-            Err(e) => Err(e),
-        };
+        let sent = self.transport.send(request).await;
         // The call has ended for the limiter once the answer is in (or failed).
         drop(permit);
         let failed = |verdict: Verdict| (Attempt::Verdict(verdict), Some(credential.clone()));
-
-        let (status, rate, overlong, retry_after_text, body) = match answer {
-            Ok((status, rate, overlong, text, Ok(Body::Complete(body)))) => {
-                (status, rate, overlong, text, body)
-            }
-            Ok((status, rate, _, _, Ok(Body::TooLarge))) => {
-                source.limiter.observe(&rate);
-                // Retrying would fetch the same oversized answer again.
-                let verdict = Verdict::Fatal {
-                    cause: format!(
-                        "HTTP {}: the answer is larger than {} bytes; it was not read",
-                        status.as_u16(),
-                        self.options.max_body_bytes
-                    ),
-                    kind: FailureKind::InvalidAnswer,
+        let answer = match sent {
+            Ok(answer) => answer,
+            Err(error) => {
+                // A refused answer's rate-limit headers count all the same.
+                if let Some(headers) = error.headers() {
+                    let (rate, _) = RateHeaders::parse(headers, Utc::now()).capped(source.max_wait);
+                    source.limiter.observe(&rate);
+                }
+                let verdict = classify::transport(&error);
+                let bytes = match error {
+                    TransportError::TooLarge { limit, .. } => limit,
+                    _ => 0,
                 };
                 instruments::call(
                     &call.figures,
                     repeat,
                     &call.source,
-                    instruments::status_class(Some(status.as_u16())),
+                    instruments::status_class(error.status().map(|s| s.as_u16())),
                     verdict.outcome(),
-                    self.options.max_body_bytes,
-                );
-                return Err(failed(verdict));
-            }
-            Ok((status, rate, _, _, Err(e))) => {
-                source.limiter.observe(&rate);
-                let verdict = classify::transport(&e);
-                instruments::call(
-                    &call.figures,
-                    repeat,
-                    &call.source,
-                    instruments::status_class(Some(status.as_u16())),
-                    verdict.outcome(),
-                    0,
-                );
-                return Err(failed(verdict));
-            }
-            Err(e) => {
-                let verdict = classify::transport(&e);
-                instruments::call(
-                    &call.figures,
-                    repeat,
-                    &call.source,
-                    instruments::status_class(None),
-                    verdict.outcome(),
-                    0,
+                    bytes,
                 );
                 return Err(failed(verdict));
             }
         };
+        let status = answer.status;
+        let retry_after_text = answer.headers.get(RETRY_AFTER).map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .chars()
+                .take(64)
+                .collect::<String>()
+        });
+        let (rate, overlong) = RateHeaders::parse(&answer.headers, Utc::now()).capped(source.max_wait);
+        let body = answer.body;
         source.limiter.observe(&rate);
         let status_label = instruments::status_class(Some(status.as_u16()));
         crate::stages::Stage::Fetch.add(started.elapsed());
@@ -402,7 +368,7 @@ impl Executor {
         credential: &Credential,
     ) -> Result<reqwest::RequestBuilder, Verdict> {
         let mut request = self
-            .http
+            .transport
             .request(outgoing.method.clone(), outgoing.url.clone())
             .header(ACCEPT, "application/json");
         if !outgoing.query.is_empty() {

@@ -1,38 +1,13 @@
-//! Reading an answer's body within the size limit, and decoding a GraphQL answer straight into
-//! the query's types (or, when that fails, telling garbled JSON, GraphQL errors and data of the
-//! wrong shape apart).
+//! Decoding a GraphQL answer straight into the query's types (or, when that fails, telling
+//! garbled JSON, GraphQL errors and data of the wrong shape apart). Bodies arrive whole and
+//! within the size limit from [`crate::transport`].
 
-use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
 use super::classify::{GraphqlClass, GraphqlError, Verdict};
 use super::{GraphqlOutcome, classify};
 use crate::failure::FailureKind;
-
-/// A body read up to the size limit.
-pub(super) enum Body {
-    Complete(Bytes),
-    TooLarge,
-}
-
-/// Reads the answer's body chunk by chunk, stopping as soon as it exceeds `max` bytes (the
-/// announced length is checked first, so an honest oversized answer is not read at all).
-pub(super) async fn read_body(mut response: reqwest::Response, max: usize) -> Result<Body, reqwest::Error> {
-    if response.content_length().is_some_and(|n| n > max as u64) {
-        return Ok(Body::TooLarge);
-    }
-    // Sized from the announced length: growing by doubling held up to twice a page's size.
-    let announced = response.content_length().map_or(0, |n| n as usize);
-    let mut body = bytes::BytesMut::with_capacity(announced.min(max));
-    while let Some(chunk) = response.chunk().await? {
-        if body.len() + chunk.len() > max {
-            return Ok(Body::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Body::Complete(body.freeze()))
-}
 
 /// GraphQL answer body in any vendor's dialect (see [`classify::GraphqlError`]).
 #[derive(Deserialize)]

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::failure::FailureKind;
+use crate::transport::TransportError;
 
 /// What to do about one attempt's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,21 +70,20 @@ pub enum GraphqlClass {
     Failed(Verdict),
 }
 
-/// A transport failure (no complete answer): always worth retrying.
-pub fn transport(error: &reqwest::Error) -> Verdict {
-    let what = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "could not connect"
-    } else if error.is_body() || error.is_decode() {
-        "the answer was cut off"
+/// A request that brought no usable answer (see [`crate::transport`]): no answer at all is worth
+/// retrying; a redirect or an oversized answer would come back the same.
+pub fn transport(error: &TransportError) -> Verdict {
+    if error.is_retryable() {
+        Verdict::Retry {
+            cause: error.to_string(),
+            after: None,
+            kind: error.kind(),
+        }
     } else {
-        "the request failed"
-    };
-    Verdict::Retry {
-        cause: format!("{what}: {}", error_chain(error)),
-        after: None,
-        kind: FailureKind::UpstreamUnavailable,
+        Verdict::Fatal {
+            cause: error.to_string(),
+            kind: error.kind(),
+        }
     }
 }
 
@@ -367,21 +367,6 @@ fn excerpt(text: &str) -> String {
     } else {
         flat
     }
-}
-
-/// The error and its sources, one line: reqwest's own message rarely says *why*.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        let next = inner.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = inner.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The executor: the only code that sends upstream data requests.
 //!
-//! One shared `reqwest` client (rustls, connect and request timeouts, gzip, no redirects). Per
-//! call it takes the source's rate-limit slot, injects the source's credential and the scope
+//! Requests go out through the one [`Transport`] (timeouts, no redirects, the body size limit,
+//! the same for token requests). Per call it takes the source's rate-limit slot, injects the source's credential and the scope
 //! header, sends, classifies the answer in one place ([`classify`]: retry / refresh-and-retry-once
 //! / fail / quota spent / partial data), and adds the call's figures to the run.
 //!
@@ -47,6 +47,7 @@ use serde::de::DeserializeOwned;
 use crate::auth::{AuthRegistry, SourceAuth};
 use crate::config::{HttpUrl, Settings, SourceSettings};
 use crate::failure::FailureKind;
+use crate::transport::{Limits, Transport};
 use shared_budget::{BudgetDatabase, RateBudget};
 
 use attempt::Outgoing;
@@ -55,19 +56,12 @@ use body::decode_graphql;
 use call::fatal;
 pub use call::{CallContext, CallError, CallFigures, GraphqlOutcome};
 
-/// How long establishing a connection may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long one request may take, from sending to the last byte of the answer.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+pub use crate::transport::{CONNECT_TIMEOUT, MAX_BODY_BYTES, REQUEST_TIMEOUT};
 /// Attempts per call, the first included (the retry budget).
 pub const MAX_ATTEMPTS: u32 = 6;
 /// The first backoff; each retry doubles it, up to [`BACKOFF_MAX`]. Jitter takes 0–50 % off.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(500);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// The largest answer body read (after decompression). A full Retarus page of 10,000 records is
-/// about 20 MB; anything far beyond that is a broken upstream (or a gzip bomb) and would otherwise
-/// be held in memory whole.
-pub const MAX_BODY_BYTES: usize = 128 * 1024 * 1024;
 
 /// Added to `rate_budget.max_wait_secs` for a call already waiting when a block of the full cap
 /// was set (by another caller's `Retry-After`), so that it is not refused for the grace alone.
@@ -105,6 +99,17 @@ pub struct ExecutorOptions {
     pub backoff_max: Duration,
     /// Bodies longer than this are refused (see [`MAX_BODY_BYTES`]).
     pub max_body_bytes: usize,
+}
+
+impl ExecutorOptions {
+    /// The transport limits these options set.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            connect_timeout: self.connect_timeout,
+            request_timeout: self.request_timeout,
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
 }
 
 impl Default for ExecutorOptions {
@@ -147,7 +152,8 @@ impl Source {
 
 /// The shared executor.
 pub struct Executor {
-    http: reqwest::Client,
+    /// The one road out (limits, redirects, body size), shared with nothing else of this executor.
+    transport: Transport,
     sources: HashMap<String, Arc<Source>>,
     options: ExecutorOptions,
 }
@@ -186,16 +192,7 @@ impl Executor {
         options: ExecutorOptions,
         budget: Option<BudgetDatabase>,
     ) -> anyhow::Result<Executor> {
-        use anyhow::Context as _;
-        let http = reqwest::Client::builder()
-            // A redirect could carry the credential to another host; the configured URLs are final.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(options.connect_timeout)
-            .timeout(options.request_timeout)
-            .gzip(true)
-            .user_agent(concat!("reporting-etl/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("building the upstream HTTP client")?;
+        let transport = Transport::new(options.limits())?;
         let sources = settings
             .sources
             .iter()
@@ -227,7 +224,7 @@ impl Executor {
             })
             .collect();
         Ok(Executor {
-            http,
+            transport,
             sources,
             options,
         })

@@ -169,6 +169,11 @@ pub enum Finished {
 /// database refuses a failed or interrupted run without a kind). Pass the data transaction to
 /// commit both together.
 ///
+/// `ended_at` is when the window ended in the process, not when this is written: an outcome kept
+/// through a database outage and written later must not make the run look as if it had held its
+/// window until then (overlapping another process's run of the same window). It is never put
+/// before the run's start (the two clocks may differ).
+///
 /// Status only moves `running → {succeeded, failed, interrupted}`: the guard is in the SQL, so a
 /// record another process already made final is never overwritten (that is logged, and reported
 /// as [`Finished::AlreadyFinal`] so a load can roll back instead of committing under it).
@@ -178,6 +183,7 @@ pub async fn finish<'e>(
     status: RunStatus,
     figures: &RunFigures,
     error: Option<(FailureKind, &str)>,
+    ended_at: DateTime<Utc>,
 ) -> Result<Finished> {
     let (error_kind, error) = error.map(|(kind, text)| (kind.as_str(), text)).unzip();
     // One statement (it may run inside the caller's transaction): the outer SELECT sees the row
@@ -185,7 +191,7 @@ pub async fn finish<'e>(
     let (recorded, current): (bool, Option<String>) = sqlx::query_as(
         "WITH updated AS (
              UPDATE etl.runs
-             SET status = $2, finished_at = clock_timestamp(), rows_written = $3, pages = $4,
+             SET status = $2, finished_at = GREATEST($15, started_at), rows_written = $3, pages = $4,
                  upstream_calls = $5, retries = $6, throttled_ms = $7, warnings = $8, error = $9,
                  data_calls = $10, discovery_calls = $11, token_calls = $12, retry_calls = $13,
                  error_kind = $14
@@ -207,6 +213,7 @@ pub async fn finish<'e>(
     .bind(figures.calls.token)
     .bind(figures.calls.retry)
     .bind(error_kind)
+    .bind(ended_at)
     .fetch_one(executor)
     .await
     .with_context(|| format!("recording the outcome of run {id}"))?;

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use reporting_etl::auth::endpoint::{self, ClientAuth, Grant};
+use reporting_etl::auth::endpoint::{self, ClientAuth, EndpointError, Grant};
+use reporting_etl::failure::FailureKind;
+use reporting_etl::transport::Transport;
 use reporting_etl::config::{ConfigError, ConfigSource, HttpUrl, Settings};
 use sandbox::{Sandbox, SandboxOptions};
 use secrecy::SecretString;
@@ -149,13 +151,27 @@ async fn token_requests_never_follow_a_redirect() {
     for status in [301, 302, 303, 307, 308] {
         let (server, asked, followed) = redirecting_token_server(status).await;
         let url = HttpUrl::parse(&format!("http://{}/token", server.addr)).unwrap();
+        let transport = Transport::new(endpoint::limits()).unwrap();
         for client in &clients {
-            let result =
-                endpoint::request(&endpoint::token_client(), &url, client, Grant::ClientCredentials).await;
+            let result = endpoint::request(&transport, &url, client, Grant::ClientCredentials).await;
             let error = match result {
                 Ok(_) => panic!("HTTP {status}: a token came back through the redirect"),
-                Err(error) => error.reason(),
+                Err(error) => error,
             };
+            // Refused at once as `upstream_rejected`, as the same redirect on a data call is:
+            // an answer that would come back the same is not worth retrying.
+            assert!(
+                matches!(
+                    error,
+                    EndpointError::Unusable {
+                        kind: FailureKind::UpstreamRejected,
+                        ..
+                    }
+                ),
+                "HTTP {status}: {}",
+                error.reason()
+            );
+            let error = error.reason();
             assert!(error.contains(&status.to_string()), "{error}");
             assert!(!error.contains("client-secret-value"), "{error}");
         }

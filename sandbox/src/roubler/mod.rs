@@ -120,6 +120,8 @@ pub struct RoublerHandle {
     /// The registered redirect URI (any loopback http URI works too unless disabled).
     pub redirect_uri: String,
     pub faults: Faults,
+    /// Any part of any answer (token endpoint included) replaced on demand.
+    pub hostile: crate::hostile::Hostile,
     pub edits: Edits,
     /// The authorization server (counts, knobs, direct grants).
     pub auth: AuthServer,
@@ -215,7 +217,8 @@ pub async fn start(options: &SandboxOptions) -> std::io::Result<(RoublerHandle, 
         .route("/oauth2/token", post(oauth::token))
         .with_state(oauth_state)
         .route("/graphql", graphql_route);
-    let guard = crate::serve(router).await?;
+    let hostile = crate::hostile::Hostile::default();
+    let guard = crate::serve_vendor(router, &hostile).await?;
     let base_url = format!("http://{}", guard.addr);
     let edits = world.edits.clone();
     let handle = RoublerHandle {
@@ -231,6 +234,7 @@ pub async fn start(options: &SandboxOptions) -> std::io::Result<(RoublerHandle, 
             .cloned()
             .unwrap_or_else(|| "http://localhost/callback".into()),
         faults,
+        hostile,
         edits,
         auth,
         rate,

@@ -18,7 +18,9 @@ use crate::store::scope_cache;
 use crate::store::{is_connection_error, watermarks};
 use crate::vendors;
 
-use super::report::{JobLockLost, WindowDeadline, failed_job, failure_kind, record_metrics, run_figures};
+use super::report::{
+    JobLockLost, WindowDeadline, catching_panics, failed_job, failure_kind, record_metrics, run_figures,
+};
 use super::{JobLock, Progress, Runner, WindowReport};
 
 impl Runner {
@@ -160,7 +162,7 @@ impl Runner {
                 return Err(JobLockLost.into());
             }
             if let Finished::AlreadyFinal(status) =
-                runs::finish(&mut *tx, run_id, RunStatus::Succeeded, &run_figures, None).await?
+                runs::finish(&mut *tx, run_id, RunStatus::Succeeded, &run_figures, None, chrono::Utc::now()).await?
             {
                 anyhow::bail!("run {run_id} was recorded as {status} meanwhile; its window was rolled back");
             }
@@ -172,9 +174,11 @@ impl Runner {
             Ok::<RunFigures, anyhow::Error>(run_figures)
         };
         // A lost lock session stops the load at once: dropping it rolls its transaction back.
+        // A panic inside it (a bug, or a value from outside that slipped its bounds) fails the
+        // window like any other error.
         let outcome = tokio::select! {
             biased; // a load that finished wins over a loss noticed in the same instant
-            outcome = load => outcome,
+            outcome = catching_panics(load) => outcome,
             () = self.job_locks.lost(held) => Err(JobLockLost.into()),
         };
         tracing::info!("Left the job's window.");

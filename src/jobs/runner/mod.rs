@@ -50,7 +50,7 @@ use load::call_context;
 pub use once::{OnceOutcome, run_once, run_once_until};
 use records::Unrecorded;
 pub use report::WindowReport;
-use report::{WindowDeadline, failed_job, failure_kind, run_figures};
+use report::{WindowDeadline, catching_panics, failed_job, failure_kind, run_figures};
 
 /// How long a fire waits for an unreachable database (connection errors while taking its lock
 /// or writing its records) before it gives up and is recorded as failed: a restart takes
@@ -232,18 +232,27 @@ impl Runner {
                 return vec![failed_job(job, dataset.name, kind, message)];
             }
         };
-        let reports = self
-            .run_locked(
-                job,
-                &job_settings.source,
-                source,
-                dataset,
-                trigger,
-                backfill,
-                cancel,
-                &lock,
-            )
-            .await;
+        let run = self.run_locked(
+            job,
+            &job_settings.source,
+            source,
+            dataset,
+            trigger,
+            backfill,
+            cancel,
+            &lock,
+        );
+        // Windows and discovery record their own panics; this catches one in the runner itself,
+        // so that the task (and the service) goes on and the metric counts it.
+        let reports = match catching_panics(async { anyhow::Ok(run.await) }).await {
+            Ok(reports) => reports,
+            Err(error) => {
+                let message = format!("{error:#}");
+                tracing::error!(error = %message, "The job's run panicked.");
+                report::record_metrics(job, dataset.name, "all", Err(FailureKind::Internal));
+                vec![failed_job(job, dataset.name, FailureKind::Internal, message)]
+            }
+        };
         drop(lock); // returning the connection to the pool ends the session lock below
         // A record written just now shows the database is back: write what it missed.
         if reports.iter().any(|r| r.run_id.is_some()) {
@@ -283,7 +292,7 @@ impl Runner {
                 dataset,
                 &job_settings.scope,
             );
-            match tokio::time::timeout_at(deadline, discover).await {
+            match tokio::time::timeout_at(deadline, catching_panics(discover)).await {
                 Ok(discovered) => discovered,
                 Err(_) => Err(anyhow!(WindowDeadline {
                     job: job.to_owned(),

@@ -20,7 +20,7 @@ const MAX_UNRECORDED_RUNS: usize = 1000;
 #[derive(Default)]
 pub(super) struct Unrecorded {
     /// Runs whose record is still `running`: the outcome to write into it.
-    finishes: Vec<(i64, RunStatus, RunFigures, FailureKind, String)>,
+    finishes: Vec<(i64, RunStatus, RunFigures, FailureKind, String, DateTime<Utc>)>,
     /// Fires that could not create a record at all, one entry per job (so this is bounded by the
     /// configuration).
     missed: BTreeMap<String, MissedFires>,
@@ -46,11 +46,11 @@ impl Runner {
         let mut written = 0;
         let mut finishes = finishes.into_iter();
         let mut failed_on = None;
-        for (run_id, status, figures, kind, message) in finishes.by_ref() {
-            match runs::finish(&self.pool, run_id, status, &figures, Some((kind, &message))).await {
+        for (run_id, status, figures, kind, message, ended_at) in finishes.by_ref() {
+            match runs::finish(&self.pool, run_id, status, &figures, Some((kind, &message)), ended_at).await {
                 Ok(_) => written += 1,
                 Err(error) => {
-                    failed_on = Some(((run_id, status, figures, kind, message), error));
+                    failed_on = Some(((run_id, status, figures, kind, message, ended_at), error));
                     break;
                 }
             }
@@ -75,11 +75,14 @@ impl Runner {
                     Ok(run_id) => {
                         let figures = RunFigures::default();
                         let error = Some((fires.kind, message.as_str()));
+                        let ended_at = Utc::now();
                         if let Err(error) =
-                            runs::finish(&self.pool, run_id, RunStatus::Failed, &figures, error).await
+                            runs::finish(&self.pool, run_id, RunStatus::Failed, &figures, error, ended_at).await
                         {
-                            failed_on =
-                                Some(((run_id, RunStatus::Failed, figures, fires.kind, message), error));
+                            failed_on = Some((
+                                (run_id, RunStatus::Failed, figures, fires.kind, message, ended_at),
+                                error,
+                            ));
                             break;
                         }
                         written += 1;
@@ -118,6 +121,7 @@ impl Runner {
         status: RunStatus,
         figures: RunFigures,
         (kind, message): (FailureKind, &str),
+        ended_at: DateTime<Utc>,
         error: &anyhow::Error,
     ) {
         tracing::error!(run_id, status = status.as_str(), error = %format!("{error:#}"),
@@ -126,7 +130,7 @@ impl Runner {
         if unrecorded.finishes.len() < MAX_UNRECORDED_RUNS {
             unrecorded
                 .finishes
-                .push((run_id, status, figures, kind, message.to_owned()));
+                .push((run_id, status, figures, kind, message.to_owned(), ended_at));
         }
     }
 
@@ -141,7 +145,7 @@ impl Runner {
         error: &str,
     ) {
         tracing::warn!(error_kind = kind.as_str(), error = %error,
-            "Run could not start or be recorded (database unreachable?); it will be recorded as failed when the database is back.");
+            "Run could not start or be recorded; it will be recorded as failed when the database takes writes again.");
         let now = Utc::now();
         let mut unrecorded = self.lock_unrecorded();
         let fires = unrecorded
@@ -171,8 +175,10 @@ impl Runner {
         figures: RunFigures,
         error: (FailureKind, &str),
     ) {
-        if let Err(failed) = runs::finish(&self.pool, run_id, status, &figures, Some(error)).await {
-            self.unfinished(run_id, status, figures, error, &failed);
+        // The window ended now, whenever the database takes its record.
+        let ended_at = Utc::now();
+        if let Err(failed) = runs::finish(&self.pool, run_id, status, &figures, Some(error), ended_at).await {
+            self.unfinished(run_id, status, figures, error, ended_at, &failed);
         }
     }
 

@@ -44,6 +44,46 @@ impl std::fmt::Display for WindowDeadline {
 
 impl std::error::Error for WindowDeadline {}
 
+/// A window, a discovery or a job whose task panicked: a bug, recorded as a failure of kind
+/// `internal` with the panic's message (the run is never left `running`, and the service goes on).
+#[derive(Debug)]
+pub(super) struct Panicked(pub(super) String);
+
+impl std::fmt::Display for Panicked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "internal error (a bug; please report it with this message): the task panicked: {}",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for Panicked {}
+
+/// Runs `future`, turning a panic inside it into a [`Panicked`] error. Whatever the future held
+/// is dropped while unwinding: an open transaction rolls back, so a window that panicked keeps
+/// its previous rows. Every lock the runner shares is taken with `unwrap_or_else(into_inner)`,
+/// so a panic poisons nothing that later runs need.
+pub(super) async fn catching_panics<T>(future: impl Future<Output = Result<T>>) -> Result<T> {
+    use futures::FutureExt as _;
+    match std::panic::AssertUnwindSafe(future).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(payload) => Err(Panicked(panic_message(payload.as_ref())).into()),
+    }
+}
+
+/// The text a panic was raised with (`panic!("…")`, an `expect`, an overflow), if it has one.
+pub(super) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&'static str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic without a message".to_owned()
+    }
+}
+
 /// Why a window or a discovery failed, from the typed errors in its chain (the first one that
 /// knows its kind): the runner's own deadline and lock errors, the executor's [`CallError`],
 /// auth's [`AuthError`], a [`Failure`] a loader or the sink raised, the database driver's
@@ -53,6 +93,9 @@ pub(super) fn failure_kind(error: &anyhow::Error) -> FailureKind {
         return FailureKind::Database;
     }
     for cause in error.chain() {
+        if cause.is::<Panicked>() {
+            return FailureKind::Internal;
+        }
         if cause.is::<WindowDeadline>() {
             return FailureKind::Timeout;
         }

@@ -307,6 +307,11 @@ pub(crate) trait Report: GraphQLQuery {
     fn filter_time(record: &Self::Record) -> Option<DateTime>;
     /// The row, `customer` being the scope's customer id.
     fn row(customer: &str, record: Self::Record) -> Self::Row<'_>;
+    /// The customer the record says it belongs to, where the report has that field: a record of
+    /// another customer in a customer's answer fails the window rather than replace its rows.
+    fn record_customer(_record: &Self::Record) -> Option<&str> {
+        None
+    }
 }
 
 macro_rules! report_paging {
@@ -334,6 +339,9 @@ impl Report for FaxInUdr {
     type Row<'a> = FaxInRow<'a>;
     type Record = fax_in_udr::FaxInUdrFaxInUdrReportContent;
     report_paging!(fax_in_udr, "faxInUdrReport");
+    fn record_customer(record: &Self::Record) -> Option<&str> {
+        record.customer_id.as_deref()
+    }
     fn filter_time(record: &Self::Record) -> Option<DateTime> {
         record.key_timestamp
     }
@@ -437,6 +445,9 @@ impl Report for SmsInUdr {
     type Row<'a> = SmsInRow<'a>;
     type Record = sms_in_udr::SmsInUdrSmsInUdrReportContent;
     report_paging!(sms_in_udr, "smsInUdrReport");
+    fn record_customer(record: &Self::Record) -> Option<&str> {
+        record.customer_id.as_deref()
+    }
     fn filter_time(record: &Self::Record) -> Option<DateTime> {
         record.received_ts
     }
@@ -471,6 +482,9 @@ impl Report for SmsOutUdr {
     type Row<'a> = SmsOutRow<'a>;
     type Record = sms_out_udr::SmsOutUdrSmsOutUdrReportContent;
     report_paging!(sms_out_udr, "smsOutUdrReport");
+    fn record_customer(record: &Self::Record) -> Option<&str> {
+        record.customer_id.as_deref()
+    }
     fn filter_time(record: &Self::Record) -> Option<DateTime> {
         record.delivery_processed_ts
     }
@@ -516,6 +530,9 @@ impl Report for TransactionalEmailUdr {
     type Row<'a> = EmailRow<'a>;
     type Record = transactional_email_udr::TransactionalEmailUdrTransactionalEmailUdrReportContent;
     report_paging!(transactional_email_udr, "transactionalEmailUdrReport");
+    fn record_customer(record: &Self::Record) -> Option<&str> {
+        record.customer_id.as_deref()
+    }
     fn filter_time(record: &Self::Record) -> Option<DateTime> {
         record.usage_creation_time
     }
@@ -643,6 +660,13 @@ async fn load_report<R: Report>(
         let Some(decoded) = outcome.data else {
             return Err(Failure::invalid_answer(format!("{}: the report came back null", what())).into());
         };
+        if let Some(foreign) = &decoded.foreign_customer {
+            return Err(Failure::invalid_answer(format!(
+                "{}: the answer holds records of customer {foreign}; nothing of it is kept",
+                what()
+            ))
+            .into());
+        }
         seen.check_keys(decoded.keys).with_context(what)?;
         untimed += decoded.untimed;
         writer.send(sink, decoded.text).await.with_context(what)?;

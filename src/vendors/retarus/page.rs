@@ -25,6 +25,9 @@ pub(super) struct DecodedPage {
     pub untimed: usize,
     /// `hasMoreElements`.
     pub more: Option<bool>,
+    /// The first customer id, other than the one asked for, that a record named (truncated):
+    /// the page belongs to another customer and must not replace this one's rows.
+    pub foreign_customer: Option<String>,
 }
 
 /// Decodes a report's `data` (`{ <FIELD>: { content: [...], hasMoreElements } }`) record by
@@ -127,6 +130,7 @@ impl<R: Report> ContentSeed<'_, R> {
             fetched: 0,
             untimed: 0,
             more: None,
+            foreign_customer: None,
         }
     }
 }
@@ -163,6 +167,11 @@ impl<'de, R: Report> Visitor<'de> for ContentSeed<'_, R> {
             decoded.fetched += 1;
             let Some(record) = record else { continue };
             let started = Instant::now();
+            if decoded.foreign_customer.is_none()
+                && let Some(other) = R::record_customer(&record).filter(|id| id.trim() != customer)
+            {
+                decoded.foreign_customer = Some(other.chars().take(64).collect());
+            }
             let timed = R::filter_time(&record).is_some();
             let row = R::row(customer, record);
             decoded.keys.push(row.key_hash(&mut scratch));
@@ -211,6 +220,7 @@ mod tests {
         .unwrap()
         .expect("a page");
         assert_eq!((page.fetched, page.untimed, page.more), (4, 1, Some(true)));
+        assert_eq!(page.foreign_customer, None);
         assert_eq!(page.keys.len(), 3, "every record's key, the untimed one's too");
         assert_eq!(page.keys[0], page.keys[2], "same key, same hash");
         assert_eq!(page.text.rows(), 2);
@@ -221,6 +231,20 @@ mod tests {
         assert!(first.contains(&"+49 1\\t2"), "trimmed and escaped: {first:?}");
         assert_eq!(&first[first.len() - 2..], ["1", "1"], "run id, then _seq");
         assert!(text.lines().nth(1).unwrap().ends_with("\t1\t2"));
+    }
+
+    #[test]
+    fn a_record_of_another_customer_is_noticed() {
+        let page = decode(
+            r#"{"smsInUdrReport": {"content": [
+                {"smsId": "s1", "receivedTs": "2026-03-01T10:00:00Z", "customerId": "99"},
+                {"smsId": "s2", "receivedTs": "2026-03-01T10:00:00Z", "customerId": "88888"},
+                {"smsId": "s3", "receivedTs": "2026-03-01T10:00:00Z"}
+            ], "hasMoreElements": false}}"#,
+        )
+        .unwrap()
+        .expect("a page");
+        assert_eq!(page.foreign_customer.as_deref(), Some("88888"));
     }
 
     #[test]

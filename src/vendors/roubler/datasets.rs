@@ -300,7 +300,8 @@ struct Place<'a> {
 }
 
 /// What every Roubler load shares: one unpaged query whose answer replaces `replace` in `R`'s
-/// table. `rows` makes the rows of the answer and adds a warning for whatever it skips.
+/// table. `rows` makes the rows of the answer and adds a warning for whatever it skips, or fails
+/// the window (an answer that cannot be this scope's, see [`same_location`]).
 #[allow(clippy::too_many_arguments)]
 async fn load_one_call<Q: GraphQLQuery, R: TableRow>(
     exec: &Executor,
@@ -310,19 +311,35 @@ async fn load_one_call<Q: GraphQLQuery, R: TableRow>(
     scope: ScopeHeader,
     variables: Q::Variables,
     what: String,
-    rows: impl FnOnce(Q::ResponseData, &mut Vec<String>) -> Vec<R>,
+    rows: impl FnOnce(Q::ResponseData, &mut Vec<String>) -> anyhow::Result<Vec<R>>,
 ) -> anyhow::Result<LoadFigures> {
     let mut writer = Writer::open(sink, R::spec(), request.source_name, request.run_id).await?;
     writer.replace(sink, &replace).await?;
     let outcome = exec
         .execute::<Q>(request.call, Service::Default, &scope, variables)
         .await
-        .with_context(|| what)?;
+        .with_context(|| what.clone())?;
+    let what_again = what;
     writer.pages += 1;
     let mut warnings = outcome.warnings;
-    let rows = rows(outcome.data, &mut warnings);
+    let rows = rows(outcome.data, &mut warnings).with_context(|| what_again)?;
     writer.write(sink, rows).await?;
     writer.finish(sink, warnings).await
+}
+
+/// Fails when a record names a location other than the one asked for: such an answer belongs
+/// to another scope, and storing it would replace this location's rows with another's.
+fn same_location<'a>(asked: &str, named: impl Iterator<Item = &'a str>) -> anyhow::Result<()> {
+    for id in named {
+        if id.trim() != asked {
+            let shown: String = id.chars().take(64).collect();
+            return Err(Failure::invalid_answer(format!(
+                "the answer holds records of location {shown}, not {asked}; nothing of it is kept"
+            ))
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// The rows `row` makes of `records`; a record it returns `None` for has no id (or no start) and
@@ -359,7 +376,7 @@ async fn load_locations(
         locations::Variables {},
         format!("fetching roubler.locations for company {company}"),
         |data, warnings| {
-            identified(data.locations, warnings, |l| {
+            Ok(identified(data.locations, warnings, |l| {
                 Some(LocationRow {
                     company_id: company,
                     location_id: l.id?,
@@ -368,7 +385,7 @@ async fn load_locations(
                     rosterable: l.rosterable,
                     parent_id: l.parent_id,
                 })
-            })
+            }))
         },
     )
     .await
@@ -403,7 +420,7 @@ async fn load_employees(
         employees::Variables {},
         format!("fetching roubler.employees for company {company}"),
         |data, warnings| {
-            identified(data.employees, warnings, |e| {
+            Ok(identified(data.employees, warnings, |e| {
                 let id = e.id?;
                 let (mobile, email, birth) = match e.person {
                     Some(p) => (p.mobile, p.email, p.date_of_birth),
@@ -430,7 +447,7 @@ async fn load_employees(
                     terminated_at: e.terminated_at,
                     modified_at: e.modified_at,
                 })
-            })
+            }))
         },
     )
     .await
@@ -504,7 +521,7 @@ async fn load_sales(
                     "{outside} sales row(s) for days outside {first}..{last} were skipped"
                 ));
             }
-            rows
+            Ok(rows)
         },
     )
     .await
@@ -560,7 +577,9 @@ async fn load_timesheets(
             place.id
         ),
         |data, warnings| {
-            identified(data.timesheets, warnings, |t| {
+            let locations = data.timesheets.iter().flatten().flatten();
+            same_location(place.id, locations.filter_map(|t| t.location.as_ref()?.id.as_deref()))?;
+            Ok(identified(data.timesheets, warnings, |t| {
                 let (id, start) = (t.id?, t.start_time?);
                 let (work_id, work_name, work_from) = t
                     .work_type
@@ -597,7 +616,7 @@ async fn load_timesheets(
                     location_name,
                     location_time_zone: location_zone,
                 })
-            })
+            }))
         },
     )
     .await
@@ -628,7 +647,9 @@ async fn load_shifts(
         },
         format!("fetching roubler.shifts for location {} in {window}", place.id),
         |data, warnings| {
-            identified(data.shifts, warnings, |s| {
+            let locations = data.shifts.iter().flatten().flatten();
+            same_location(place.id, locations.filter_map(|s| s.location.as_ref()?.id.as_deref()))?;
+            Ok(identified(data.shifts, warnings, |s| {
                 let (id, start) = (s.id?, s.start_time?);
                 let breaks = s.breaks.map(|b| {
                     breaks_json(
@@ -654,7 +675,7 @@ async fn load_shifts(
                     position_text,
                     location_name: s.location.and_then(|l| l.name),
                 })
-            })
+            }))
         },
     )
     .await
