@@ -69,7 +69,7 @@ pub enum Mutation {
     Endless,
     /// Answer only after this long.
     Slow(Duration),
-    /// Answer `302 Found` pointing at `location` (typically a [`Trap`]).
+    /// Answer `302 Found` pointing at `location` (typically a [`Trap`]), without asking the vendor.
     Redirect { location: String },
 }
 
@@ -170,7 +170,13 @@ pub async fn mutate(State(hostile): State<Hostile>, request: Request, next: Next
     if mutations.is_empty() {
         return next.run(request).await;
     }
-    let response = next.run(request).await;
+    // A redirect comes from in front of the vendor (a gateway, a moved host): the vendor never
+    // sees the request, so a single-use refresh token it carried is not used up.
+    let response = if mutations.iter().any(|m| matches!(m, Mutation::Redirect { .. })) {
+        Response::new(Body::empty())
+    } else {
+        next.run(request).await
+    };
     let (mut parts, body) = response.into_parts();
     let mut body = axum::body::to_bytes(body, MAX_ORIGINAL).await.unwrap_or_default();
     let mut stream: Option<(u64, bool)> = None;

@@ -24,15 +24,15 @@ use crate::support::{self, TestDb};
 
 /// Sandbox, database (Roubler authorised) and a runner wired as `run` wires it, with a retry
 /// budget of two attempts and millisecond backoff so that "the retries ran out" comes quickly.
-struct Harness {
-    sandbox: Sandbox,
-    db: TestDb,
-    runner: Arc<Runner>,
-    store: Store,
-    file: tempfile::NamedTempFile,
+pub(crate) struct Harness {
+    pub(crate) sandbox: Sandbox,
+    pub(crate) db: TestDb,
+    pub(crate) runner: Arc<Runner>,
+    pub(crate) store: Store,
+    pub(crate) file: tempfile::NamedTempFile,
 }
 
-async fn harness(options: SandboxOptions, jobs: &str) -> Harness {
+pub(crate) async fn harness(options: SandboxOptions, jobs: &str) -> Harness {
     // The process's recorder, as `run` installs it: counts made before it exists are lost.
     reporting_etl::service::install_metrics().expect("the recorder installs");
     let sandbox = Sandbox::start(options).await.expect("sandbox starts");
@@ -72,14 +72,14 @@ async fn harness(options: SandboxOptions, jobs: &str) -> Harness {
 }
 
 /// A job of `dataset` on `source`, never fired by a schedule (the tests run it once).
-fn job(name: &str, source: &str, dataset: &str, more: &str) -> String {
+pub(crate) fn job(name: &str, source: &str, dataset: &str, more: &str) -> String {
     format!(
         "\n[jobs.{name}]\nsource = \"{source}\"\ndataset = \"{dataset}\"\nschedule = \"0 0 0 1 1 *\"\n{more}\n"
     )
 }
 
 impl Harness {
-    async fn run(&self, job: &str) -> Vec<WindowReport> {
+    pub(crate) async fn run(&self, job: &str) -> Vec<WindowReport> {
         self.runner
             .run_job(job, Trigger::Once, None, &CancellationToken::new())
             .await
@@ -88,7 +88,7 @@ impl Harness {
     /// Asserts that `job` (of `dataset`) failed with `kind` and with nothing else: every run
     /// that did not succeed records it, the freshness view shows it as the latest attempt's,
     /// the reports carry it, and the runs counter counts it under `outcome="<kind>"`.
-    async fn assert_failed_with(&self, job: &str, dataset: &str, reports: &[WindowReport], kind: &str) {
+    pub(crate) async fn assert_failed_with(&self, job: &str, dataset: &str, reports: &[WindowReport], kind: &str) {
         let failing: Vec<&WindowReport> = reports
             .iter()
             .filter(|r| r.status != RunStatus::Succeeded)

@@ -121,6 +121,8 @@ impl Runner {
             // start no attempt and no wait past it, and whatever is in flight then is dropped.
             let deadline = tokio::time::Instant::now() + deadline_after;
             let call = call_context(source_name, dataset.name, figures.clone()).with_deadline(deadline);
+            #[cfg(feature = "sandbox")]
+            super::injected_panic(job);
             // The load's one connection; no transaction is open on it while the vendor is called.
             let mut sink = datasets::Sink::acquire(&self.pool).await?;
             let request = LoadRequest {
