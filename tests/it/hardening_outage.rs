@@ -326,8 +326,8 @@ schedule = \"1/2 * * * * *\"
     .fetch_all(&pool)
     .await
     .unwrap();
-    let (in_flight_status, in_flight_error): (String, Option<String>) =
-        sqlx::query_as("SELECT status, error FROM etl.runs WHERE id = $1")
+    let (in_flight_status, in_flight_error, in_flight_finished): (String, Option<String>, Option<DateTime<Utc>>) =
+        sqlx::query_as("SELECT status, error, finished_at FROM etl.runs WHERE id = $1")
             .bind(in_flight)
             .fetch_one(&pool)
             .await
@@ -353,6 +353,13 @@ schedule = \"1/2 * * * * *\"
     );
     // Cut off from the database mid-window: interrupted (nothing committed), not failed.
     assert_eq!(in_flight_status, "interrupted", "{in_flight_error:?}\n{logs_now}");
+    // Recorded once the database was back, but stamped with when its window ended (in the
+    // outage): it must not seem to have held its window until the record was written.
+    let in_flight_finished = in_flight_finished.expect("finished");
+    assert!(
+        in_flight_finished < restarted,
+        "run {in_flight} ended in the outage but is recorded finished at {in_flight_finished}, after the database came back at {restarted}"
+    );
     assert!(
         !failed.is_empty(),
         "the outage left no failed or interrupted run record:\n{logs_now}"
@@ -407,6 +414,113 @@ schedule = \"1/2 * * * * *\"
         .expect("stops within the grace period")
         .unwrap();
     assert!(status.success(), "{}", log());
+    pool.close().await;
+    db.stop().await;
+}
+
+/// A database that answers but refuses writes (`default_transaction_read_only`, as on a standby
+/// after a failover) cannot record a run: `/readyz` says so within 10 s, and is ready again
+/// within 10 s of writes working; the fires it refused are recorded `database` afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readyz_says_read_only_while_the_database_refuses_writes() {
+    let mut db = support::PrivateDb::start().await;
+    let pool = store::connect(&db.url, 2).await.unwrap();
+    store::migrate(&pool).await.unwrap();
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let port = free_port();
+    let extra = format!(
+        "
+[jobs.fax]
+source = \"retarus\"
+dataset = \"fax_out_udr\"
+schedule = \"*/2 * * * * *\"
+lookback_minutes = 1
+
+[server]
+listen = \"127.0.0.1:{port}\"
+"
+    );
+    let (_, file) = support::load_config(&support::sandbox_config(&sandbox, &db.url, &extra));
+    let logs = tempfile::NamedTempFile::new().unwrap();
+    let mut child = tokio::process::Command::from(support::binary())
+        .args(["run", "--config"])
+        .arg(file.path())
+        .stdout(Stdio::null())
+        .stderr(logs.reopen().unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(logs.path()).unwrap_or_default();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let readyz = || async {
+        let response = http.get(format!("http://127.0.0.1:{port}/readyz")).send().await.ok()?;
+        Some((response.status().as_u16(), response.text().await.unwrap_or_default()))
+    };
+    let began = Utc::now() - chrono::Duration::seconds(1);
+    support::wait_until("a first scheduled run", Duration::from_secs(60), || async {
+        succeeded_since(&pool, "fax", began).await >= 1
+    })
+    .await;
+    assert_eq!(readyz().await.map(|r| r.0), Some(200), "{}", log());
+
+    // Every session, the service's pooled ones included, turns read-only at the reload.
+    let admin = |on: bool| {
+        let pool = pool.clone();
+        async move {
+            let mut conn = pool.acquire().await.unwrap();
+            sqlx::query("SET default_transaction_read_only = off").execute(&mut *conn).await.unwrap();
+            let statement = if on {
+                "ALTER SYSTEM SET default_transaction_read_only = on"
+            } else {
+                "ALTER SYSTEM RESET default_transaction_read_only"
+            };
+            sqlx::query(statement).execute(&mut *conn).await.unwrap();
+            sqlx::query("SELECT pg_reload_conf()").execute(&mut *conn).await.unwrap();
+        }
+    };
+    admin(true).await;
+    let turned = Instant::now();
+    let read_only_at = Utc::now();
+    let answer = support::wait_for("/readyz to say read-only", Duration::from_secs(10), || async {
+        readyz().await.filter(|(status, _)| *status == 503)
+    })
+    .await;
+    println!("/readyz 503 after {:?}: {}", turned.elapsed(), answer.1.trim());
+    assert!(answer.1.contains("database read-only"), "{answer:?}");
+    // Fires meanwhile cannot even create their records.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(child.try_wait().unwrap().is_none(), "the service died:\n{}", log());
+
+    admin(false).await;
+    let restored = Instant::now();
+    support::wait_for("/readyz to be ready again", Duration::from_secs(10), || async {
+        readyz().await.filter(|(status, _)| *status == 200)
+    })
+    .await;
+    println!("/readyz 200 again after {:?}", restored.elapsed());
+    // The refused fires are recorded once a run reaches the database again, as `database`.
+    support::wait_until("the refused fires to be recorded", Duration::from_secs(30), || async {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM etl.runs WHERE job = 'fax' AND status = 'failed' AND error_kind = 'database' AND started_at > $1",
+        )
+        .bind(read_only_at)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        n >= 1
+    })
+    .await;
+    let (running,): (i64,) = sqlx::query_as("SELECT count(*) FROM etl.runs WHERE status = 'running' AND started_at < $1")
+        .bind(read_only_at)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(running, 0, "{}", log());
+    let _ = child.start_kill();
+    let _ = child.wait().await;
     pool.close().await;
     db.stop().await;
 }
