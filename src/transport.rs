@@ -112,7 +112,9 @@ impl TransportError {
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             TransportError::Unreachable { status, .. } => *status,
-            TransportError::Redirected { status, .. } | TransportError::TooLarge { status, .. } => Some(*status),
+            TransportError::Redirected { status, .. } | TransportError::TooLarge { status, .. } => {
+                Some(*status)
+            }
         }
     }
 
@@ -120,7 +122,9 @@ impl TransportError {
     pub fn headers(&self) -> Option<&HeaderMap> {
         match self {
             TransportError::Unreachable { headers, .. } => headers.as_ref(),
-            TransportError::Redirected { headers, .. } | TransportError::TooLarge { headers, .. } => Some(headers),
+            TransportError::Redirected { headers, .. } | TransportError::TooLarge { headers, .. } => {
+                Some(headers)
+            }
         }
     }
 }
@@ -176,7 +180,11 @@ impl Transport {
         }
         let headers = response.headers().clone();
         match read_body(response, self.limits.max_body_bytes).await {
-            Ok(Some(body)) => Ok(Answer { status, headers, body }),
+            Ok(Some(body)) => Ok(Answer {
+                status,
+                headers,
+                body,
+            }),
             Ok(None) => Err(TransportError::TooLarge {
                 status,
                 limit: self.limits.max_body_bytes,
@@ -206,7 +214,11 @@ async fn read_body(mut response: reqwest::Response, max: usize) -> Result<Option
     Ok(Some(body.freeze()))
 }
 
-fn unreachable(error: &reqwest::Error, status: Option<StatusCode>, headers: Option<HeaderMap>) -> TransportError {
+fn unreachable(
+    error: &reqwest::Error,
+    status: Option<StatusCode>,
+    headers: Option<HeaderMap>,
+) -> TransportError {
     let what = if error.is_timeout() {
         "timed out"
     } else if error.is_connect() {

@@ -147,8 +147,14 @@ impl Hostile {
             Target::Data => state.counts.data_answers += 1,
         }
         let mutations = match target {
-            Target::Token => state.token.pop_front().unwrap_or_else(|| state.always_token.clone()),
-            Target::Data => state.data.pop_front().unwrap_or_else(|| state.always_data.clone()),
+            Target::Token => state
+                .token
+                .pop_front()
+                .unwrap_or_else(|| state.always_token.clone()),
+            Target::Data => state
+                .data
+                .pop_front()
+                .unwrap_or_else(|| state.always_data.clone()),
         };
         if !mutations.is_empty() {
             state.counts.mutated += 1;
@@ -186,7 +192,9 @@ pub async fn mutate(State(hostile): State<Hostile>, request: Request, next: Next
                 parts.status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
             }
             Mutation::Header { name, value } => {
-                let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else { continue };
+                let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+                    continue;
+                };
                 match value.and_then(|v| HeaderValue::from_str(&v).ok()) {
                     Some(value) => {
                         parts.headers.insert(name, value);
@@ -235,10 +243,13 @@ pub async fn mutate(State(hostile): State<Hostile>, request: Request, next: Next
             if announced && let Ok(value) = HeaderValue::from_str(&bytes.to_string()) {
                 parts.headers.insert(header::CONTENT_LENGTH, value);
             }
-            Response::from_parts(parts, Body::from_stream(Filler {
-                left: bytes,
-                started: false,
-            }))
+            Response::from_parts(
+                parts,
+                Body::from_stream(Filler {
+                    left: bytes,
+                    started: false,
+                }),
+            )
         }
         None => Response::from_parts(parts, Body::from(body)),
     }
@@ -295,17 +306,20 @@ impl futures_core::Stream for Filler {
     }
 }
 
+/// One request a [`Trap`] received: its path and query, and its headers.
+pub type TrappedRequest = (String, Vec<(String, String)>);
+
 /// A host nobody should ever reach: the target of hostile redirects. Records every request it
 /// gets (path and headers), so a test can prove no credential was carried to it.
 pub struct Trap {
     pub url: String,
-    seen: Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>,
+    seen: Arc<Mutex<Vec<TrappedRequest>>>,
     _guard: crate::ServerGuard,
 }
 
 impl Trap {
     pub async fn start() -> std::io::Result<Trap> {
-        let seen: Arc<Mutex<Vec<(String, Vec<(String, String)>)>>> = Arc::default();
+        let seen: Arc<Mutex<Vec<TrappedRequest>>> = Arc::default();
         let record = seen.clone();
         let router = axum::Router::new().fallback(move |request: Request| {
             let record = record.clone();
@@ -331,7 +345,7 @@ impl Trap {
     }
 
     /// Every request the trap received: path and headers.
-    pub fn requests(&self) -> Vec<(String, Vec<(String, String)>)> {
+    pub fn requests(&self) -> Vec<TrappedRequest> {
         self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
@@ -342,9 +356,14 @@ mod tests {
 
     #[test]
     fn a_pointer_replaces_a_value_or_adds_a_key_to_an_object() {
-        let mut json = serde_json::json!({"access_token": "a", "expires_in": 300, "data": {"r": [{"id": 1}]}});
+        let mut json =
+            serde_json::json!({"access_token": "a", "expires_in": 300, "data": {"r": [{"id": 1}]}});
         assert!(set_pointer(&mut json, "/expires_in", serde_json::json!(1e13)));
-        assert!(set_pointer(&mut json, "/data/r/0/customerId", serde_json::json!("88888")));
+        assert!(set_pointer(
+            &mut json,
+            "/data/r/0/customerId",
+            serde_json::json!("88888")
+        ));
         assert!(!set_pointer(&mut json, "/nothing/here", serde_json::json!(1)));
         assert_eq!(json["expires_in"], serde_json::json!(1e13));
         assert_eq!(json["data"]["r"][0]["customerId"], "88888");

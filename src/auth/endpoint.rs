@@ -175,10 +175,9 @@ pub async fn request(
         .header(reqwest::header::ACCEPT, "application/json")
         .form(&form);
     let answer = transport.send(request).await.map_err(|e| match e {
-        TransportError::Unreachable { .. } => EndpointError::Unavailable(format!(
-            "token request to {} failed: {e}",
-            host(token_url)
-        )),
+        TransportError::Unreachable { .. } => {
+            EndpointError::Unavailable(format!("token request to {} failed: {e}", host(token_url)))
+        }
         _ => EndpointError::Unusable {
             reason: format!("the token endpoint at {}: {e}", host(token_url)),
             kind: e.kind(),
@@ -611,7 +610,11 @@ mod tests {
             "{}",
             error.reason()
         );
-        assert!(error.reason().contains("redirects are not followed"), "{}", error.reason());
+        assert!(
+            error.reason().contains("redirects are not followed"),
+            "{}",
+            error.reason()
+        );
     }
 
     #[test]
@@ -638,12 +641,24 @@ mod tests {
             assert_eq!(lifetime.secs(), TokenLifetime::MIN_SECS, "{tiny}");
             assert!(lifetime.warning.is_some(), "{tiny}: no warning");
         }
-        for garbage in [json!("soon"), json!(true), json!([300]), json!({"s": 1}), json!("NaN"), json!("inf")] {
+        for garbage in [
+            json!("soon"),
+            json!(true),
+            json!([300]),
+            json!({"s": 1}),
+            json!("NaN"),
+            json!("inf"),
+        ] {
             let lifetime = read(garbage.clone());
             assert_eq!(lifetime.secs(), TokenLifetime::DEFAULT_SECS, "{garbage}");
             assert!(lifetime.warning.is_some(), "{garbage}: no warning");
         }
-        for (fine, secs) in [(json!(300), 300), (json!("21600"), 21_600), (json!(299.9), 299), (json!(86_400), 86_400)] {
+        for (fine, secs) in [
+            (json!(300), 300),
+            (json!("21600"), 21_600),
+            (json!(299.9), 299),
+            (json!(86_400), 86_400),
+        ] {
             let lifetime = read(fine.clone());
             assert_eq!(lifetime.secs(), secs, "{fine}");
             assert_eq!(lifetime.warning, None, "{fine}");

@@ -148,7 +148,9 @@ impl SourceAuth {
                 let Some(refresh_token) = &stored.refresh_token else {
                     return Err(self.reauthorize("no authorisation is stored for this source".into()));
                 };
-                match endpoint::request(&self.transport, token_url, client, Grant::Refresh(refresh_token)).await {
+                match endpoint::request(&self.transport, token_url, client, Grant::Refresh(refresh_token))
+                    .await
+                {
                     Ok(issued) => {
                         // Commit the rotated refresh token before anyone uses the new access token.
                         let tokens = NewTokens {

@@ -88,7 +88,13 @@ impl Harness {
     /// Asserts that `job` (of `dataset`) failed with `kind` and with nothing else: every run
     /// that did not succeed records it, the freshness view shows it as the latest attempt's,
     /// the reports carry it, and the runs counter counts it under `outcome="<kind>"`.
-    pub(crate) async fn assert_failed_with(&self, job: &str, dataset: &str, reports: &[WindowReport], kind: &str) {
+    pub(crate) async fn assert_failed_with(
+        &self,
+        job: &str,
+        dataset: &str,
+        reports: &[WindowReport],
+        kind: &str,
+    ) {
         let failing: Vec<&WindowReport> = reports
             .iter()
             .filter(|r| r.status != RunStatus::Succeeded)

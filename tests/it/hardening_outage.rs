@@ -326,12 +326,15 @@ schedule = \"1/2 * * * * *\"
     .fetch_all(&pool)
     .await
     .unwrap();
-    let (in_flight_status, in_flight_error, in_flight_finished): (String, Option<String>, Option<DateTime<Utc>>) =
-        sqlx::query_as("SELECT status, error, finished_at FROM etl.runs WHERE id = $1")
-            .bind(in_flight)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let (in_flight_status, in_flight_error, in_flight_finished): (
+        String,
+        Option<String>,
+        Option<DateTime<Utc>>,
+    ) = sqlx::query_as("SELECT status, error, finished_at FROM etl.runs WHERE id = $1")
+        .bind(in_flight)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     let counts = sandbox.roubler.counts();
     let logs_now = log();
     println!("run {in_flight}, in flight when the database went: {in_flight_status} ({in_flight_error:?})");
@@ -442,22 +445,22 @@ listen = \"127.0.0.1:{port}\"
     );
     let (_, file) = support::load_config(&support::sandbox_config(&sandbox, &db.url, &extra));
     let logs = tempfile::NamedTempFile::new().unwrap();
-    let mut child = tokio::process::Command::from(support::binary())
-        .args(["run", "--config"])
-        .arg(file.path())
-        .stdout(Stdio::null())
-        .stderr(logs.reopen().unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = support::spawn_service(file.path(), logs.path());
     let log = || std::fs::read_to_string(logs.path()).unwrap_or_default();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
     let readyz = || async {
-        let response = http.get(format!("http://127.0.0.1:{port}/readyz")).send().await.ok()?;
-        Some((response.status().as_u16(), response.text().await.unwrap_or_default()))
+        let response = http
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+            .ok()?;
+        Some((
+            response.status().as_u16(),
+            response.text().await.unwrap_or_default(),
+        ))
     };
     let began = Utc::now() - chrono::Duration::seconds(1);
     support::wait_until("a first scheduled run", Duration::from_secs(60), || async {
@@ -471,14 +474,20 @@ listen = \"127.0.0.1:{port}\"
         let pool = pool.clone();
         async move {
             let mut conn = pool.acquire().await.unwrap();
-            sqlx::query("SET default_transaction_read_only = off").execute(&mut *conn).await.unwrap();
+            sqlx::query("SET default_transaction_read_only = off")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
             let statement = if on {
                 "ALTER SYSTEM SET default_transaction_read_only = on"
             } else {
                 "ALTER SYSTEM RESET default_transaction_read_only"
             };
             sqlx::query(statement).execute(&mut *conn).await.unwrap();
-            sqlx::query("SELECT pg_reload_conf()").execute(&mut *conn).await.unwrap();
+            sqlx::query("SELECT pg_reload_conf()")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
         }
     };
     admin(true).await;
@@ -492,7 +501,11 @@ listen = \"127.0.0.1:{port}\"
     assert!(answer.1.contains("database read-only"), "{answer:?}");
     // Fires meanwhile cannot even create their records.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert!(child.try_wait().unwrap().is_none(), "the service died:\n{}", log());
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the service died:\n{}",
+        log()
+    );
 
     admin(false).await;
     let restored = Instant::now();
@@ -513,11 +526,12 @@ listen = \"127.0.0.1:{port}\"
         n >= 1
     })
     .await;
-    let (running,): (i64,) = sqlx::query_as("SELECT count(*) FROM etl.runs WHERE status = 'running' AND started_at < $1")
-        .bind(read_only_at)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let (running,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM etl.runs WHERE status = 'running' AND started_at < $1")
+            .bind(read_only_at)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(running, 0, "{}", log());
     let _ = child.start_kill();
     let _ = child.wait().await;

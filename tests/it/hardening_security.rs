@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use reporting_etl::auth::endpoint::{self, ClientAuth, EndpointError, Grant};
+use reporting_etl::config::{ConfigError, ConfigSource, HttpUrl, Settings};
 use reporting_etl::failure::FailureKind;
 use reporting_etl::transport::Transport;
-use reporting_etl::config::{ConfigError, ConfigSource, HttpUrl, Settings};
 use sandbox::{Sandbox, SandboxOptions};
 use secrecy::SecretString;
 use sqlx::Connection;

@@ -19,7 +19,7 @@ use crate::failure_kinds::{Harness, harness, job};
 const MIB: u64 = 1024 * 1024;
 
 /// The process's peak resident memory (`VmHWM`), in MiB.
-fn peak_rss_mib() -> u64 {
+pub(crate) fn peak_rss_mib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
@@ -72,7 +72,10 @@ async fn a_token_answer_of_a_gigabyte_is_refused_at_the_limit_and_not_retried() 
         Mutation::Endless,
     ] {
         let before = h.sandbox.retarus.hostile.counts().token_answers;
-        h.sandbox.retarus.hostile.push(Target::Token, vec![mutation.clone()]);
+        h.sandbox
+            .retarus
+            .hostile
+            .push(Target::Token, vec![mutation.clone()]);
         let reports = h.run(name).await;
         assert_eq!(reports.len(), 1, "{reports:?}");
         assert_eq!(reports[0].status, RunStatus::Failed, "{mutation:?}: {reports:?}");
@@ -96,7 +99,10 @@ async fn a_token_answer_of_a_gigabyte_is_refused_at_the_limit_and_not_retried() 
     );
     // With an honest answer, the same job loads.
     let reports = h.run(name).await;
-    assert!(reports.iter().all(|r| r.status == RunStatus::Succeeded), "{reports:?}");
+    assert!(
+        reports.iter().all(|r| r.status == RunStatus::Succeeded),
+        "{reports:?}"
+    );
 }
 
 /// Defect 2: `expires_in` of 10^13 (also `i64::MAX`, the string "1e13") panicked computing the
@@ -189,7 +195,12 @@ async fn a_panic_in_a_window_is_a_recorded_internal_failure_and_the_next_run_goe
 async fn a_redirect_from_the_token_endpoint_is_rejected_at_once_and_reaches_nothing() {
     let trap = Trap::start().await.expect("trap starts");
     let jobs = [
-        ("hostile_redirect_retarus", "retarus", "sms_in_udr", "scope = [\"99999\"]"),
+        (
+            "hostile_redirect_retarus",
+            "retarus",
+            "sms_in_udr",
+            "scope = [\"99999\"]",
+        ),
         ("hostile_redirect_altrata", "altrata", "events", ""),
         ("hostile_redirect_roubler", "roubler", "locations", ""),
     ];
@@ -199,10 +210,12 @@ async fn a_redirect_from_the_token_endpoint_is_rejected_at_once_and_reaches_noth
         .collect();
     let h = harness(SandboxOptions::default(), &config).await;
     // The seeded Roubler token is spent: its first call must refresh.
-    sqlx::query("UPDATE etl.tokens SET access_expires_at = now() - interval '1 hour' WHERE source = 'roubler'")
-        .execute(&h.db.pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE etl.tokens SET access_expires_at = now() - interval '1 hour' WHERE source = 'roubler'",
+    )
+    .execute(&h.db.pool)
+    .await
+    .unwrap();
     for (name, source, ..) in jobs {
         let hostile = match source {
             "retarus" => &h.sandbox.retarus.hostile,
@@ -234,10 +247,17 @@ async fn a_redirect_from_the_token_endpoint_is_rejected_at_once_and_reaches_noth
             "{name}: the redirected token request was repeated"
         );
     }
-    assert_eq!(trap.requests(), Vec::new(), "a request reached the redirect's host");
+    assert_eq!(
+        trap.requests(),
+        Vec::new(),
+        "a request reached the redirect's host"
+    );
     // The refused refresh left Roubler's authorisation usable: the next run refreshes and loads.
     let reports = h.run("hostile_redirect_roubler").await;
-    assert!(reports.iter().all(|r| r.status == RunStatus::Succeeded), "{reports:?}");
+    assert!(
+        reports.iter().all(|r| r.status == RunStatus::Succeeded),
+        "{reports:?}"
+    );
 }
 
 /// Defect 6: an answer for customer 88888's window that held customer 99999's records was stored
@@ -252,7 +272,12 @@ async fn records_of_another_scope_fail_the_window_and_keep_its_rows() {
         "retarus",
         "sms_in_udr",
         "scope = [\"88888\"]\nwindow = \"trailing\"\ntrailing_days = 3",
-    ) + &job(roubler, "roubler", "timesheets", "window = \"trailing\"\ntrailing_days = 3");
+    ) + &job(
+        roubler,
+        "roubler",
+        "timesheets",
+        "window = \"trailing\"\ntrailing_days = 3",
+    );
     let h = harness(SandboxOptions::default(), &config).await;
     for (name, table, hostile, pointer, foreign) in [
         (
@@ -271,7 +296,10 @@ async fn records_of_another_scope_fail_the_window_and_keep_its_rows() {
         ),
     ] {
         let reports = h.run(name).await;
-        assert!(reports.iter().all(|r| r.status == RunStatus::Succeeded), "{reports:?}");
+        assert!(
+            reports.iter().all(|r| r.status == RunStatus::Succeeded),
+            "{reports:?}"
+        );
         let before = table_digest(&h, table).await;
         assert!(before.0 > 0, "{table} loaded no rows to keep");
         // Every data answer of the next run names another scope in its first record.
@@ -284,11 +312,21 @@ async fn records_of_another_scope_fail_the_window_and_keep_its_rows() {
         );
         let reports = h.run(name).await;
         hostile.always(Target::Data, Vec::new());
-        let failed: Vec<_> = reports.iter().filter(|r| r.status != RunStatus::Succeeded).collect();
-        assert!(!failed.is_empty(), "{name}: a foreign record was stored: {reports:?}");
+        let failed: Vec<_> = reports
+            .iter()
+            .filter(|r| r.status != RunStatus::Succeeded)
+            .collect();
+        assert!(
+            !failed.is_empty(),
+            "{name}: a foreign record was stored: {reports:?}"
+        );
         for report in failed {
             assert_eq!(report.status, RunStatus::Failed, "{report:?}");
-            assert_eq!(report.error_kind.map(|k| k.as_str()), Some("invalid_answer"), "{report:?}");
+            assert_eq!(
+                report.error_kind.map(|k| k.as_str()),
+                Some("invalid_answer"),
+                "{report:?}"
+            );
             let error = report.error.clone().unwrap_or_default();
             assert!(error.contains("records of"), "{error}");
         }
@@ -327,7 +365,10 @@ async fn a_run_recorded_late_keeps_the_time_its_window_ended() {
         id,
         RunStatus::Failed,
         &RunFigures::default(),
-        Some((reporting_etl::failure::FailureKind::Database, "the database went away")),
+        Some((
+            reporting_etl::failure::FailureKind::Database,
+            "the database went away",
+        )),
         ended,
     )
     .await

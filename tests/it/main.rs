@@ -17,6 +17,7 @@ mod hardening_input;
 mod hardening_outage;
 mod hardening_security;
 mod hostile_config;
+mod hostile_property;
 mod hostile_upstream;
 mod operator;
 mod replicas;

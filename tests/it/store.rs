@@ -104,9 +104,16 @@ async fn a_run_record_goes_from_running_to_succeeded_with_its_figures() {
         },
     };
     let mut tx = store.pool().begin().await.unwrap();
-    runs::finish(&mut *tx, id, RunStatus::Succeeded, &figures, None, chrono::Utc::now())
-        .await
-        .unwrap();
+    runs::finish(
+        &mut *tx,
+        id,
+        RunStatus::Succeeded,
+        &figures,
+        None,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
 
     let run = runs::get(store.pool(), id).await.unwrap();
@@ -212,9 +219,16 @@ async fn a_final_run_record_is_never_overwritten() {
         rows_written: 5,
         ..Default::default()
     };
-    let finished = runs::finish(store.pool(), id, RunStatus::Succeeded, &figures, None, chrono::Utc::now())
-        .await
-        .unwrap();
+    let finished = runs::finish(
+        store.pool(),
+        id,
+        RunStatus::Succeeded,
+        &figures,
+        None,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
     assert_eq!(finished, Finished::AlreadyFinal("interrupted".into()));
     let run = runs::get(store.pool(), id).await.unwrap();
     assert_eq!(
@@ -227,18 +241,32 @@ async fn a_final_run_record_is_never_overwritten() {
         .unwrap();
     let finished = fail(&store, other, &figures, FailureKind::Internal, "boom").await;
     assert_eq!(finished, Finished::Recorded);
-    let again = runs::finish(store.pool(), other, RunStatus::Succeeded, &figures, None, chrono::Utc::now())
-        .await
-        .unwrap();
+    let again = runs::finish(
+        store.pool(),
+        other,
+        RunStatus::Succeeded,
+        &figures,
+        None,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
     assert_eq!(again, Finished::AlreadyFinal("failed".into()));
     store.close().await.unwrap();
 }
 
 /// Ends a running run as `failed` with `kind` and `error`.
 async fn fail(store: &Store, id: i64, figures: &RunFigures, kind: FailureKind, error: &str) -> Finished {
-    runs::finish(store.pool(), id, RunStatus::Failed, figures, Some((kind, error)), chrono::Utc::now())
-        .await
-        .unwrap()
+    runs::finish(
+        store.pool(),
+        id,
+        RunStatus::Failed,
+        figures,
+        Some((kind, error)),
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap()
 }
 
 /// Migration 0008's constraints: a failed or interrupted run without a kind, a kind on any other

@@ -163,8 +163,15 @@ impl Runner {
             if !locks::still_held(&mut *tx, job, held).await? {
                 return Err(JobLockLost.into());
             }
-            if let Finished::AlreadyFinal(status) =
-                runs::finish(&mut *tx, run_id, RunStatus::Succeeded, &run_figures, None, chrono::Utc::now()).await?
+            if let Finished::AlreadyFinal(status) = runs::finish(
+                &mut *tx,
+                run_id,
+                RunStatus::Succeeded,
+                &run_figures,
+                None,
+                chrono::Utc::now(),
+            )
+            .await?
             {
                 anyhow::bail!("run {run_id} was recorded as {status} meanwhile; its window was rolled back");
             }

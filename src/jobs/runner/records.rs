@@ -47,7 +47,16 @@ impl Runner {
         let mut finishes = finishes.into_iter();
         let mut failed_on = None;
         for (run_id, status, figures, kind, message, ended_at) in finishes.by_ref() {
-            match runs::finish(&self.pool, run_id, status, &figures, Some((kind, &message)), ended_at).await {
+            match runs::finish(
+                &self.pool,
+                run_id,
+                status,
+                &figures,
+                Some((kind, &message)),
+                ended_at,
+            )
+            .await
+            {
                 Ok(_) => written += 1,
                 Err(error) => {
                     failed_on = Some(((run_id, status, figures, kind, message, ended_at), error));
@@ -77,7 +86,8 @@ impl Runner {
                         let error = Some((fires.kind, message.as_str()));
                         let ended_at = Utc::now();
                         if let Err(error) =
-                            runs::finish(&self.pool, run_id, RunStatus::Failed, &figures, error, ended_at).await
+                            runs::finish(&self.pool, run_id, RunStatus::Failed, &figures, error, ended_at)
+                                .await
                         {
                             failed_on = Some((
                                 (run_id, RunStatus::Failed, figures, fires.kind, message, ended_at),

@@ -578,7 +578,10 @@ async fn load_timesheets(
         ),
         |data, warnings| {
             let locations = data.timesheets.iter().flatten().flatten();
-            same_location(place.id, locations.filter_map(|t| t.location.as_ref()?.id.as_deref()))?;
+            same_location(
+                place.id,
+                locations.filter_map(|t| t.location.as_ref()?.id.as_deref()),
+            )?;
             Ok(identified(data.timesheets, warnings, |t| {
                 let (id, start) = (t.id?, t.start_time?);
                 let (work_id, work_name, work_from) = t
@@ -648,7 +651,10 @@ async fn load_shifts(
         format!("fetching roubler.shifts for location {} in {window}", place.id),
         |data, warnings| {
             let locations = data.shifts.iter().flatten().flatten();
-            same_location(place.id, locations.filter_map(|s| s.location.as_ref()?.id.as_deref()))?;
+            same_location(
+                place.id,
+                locations.filter_map(|s| s.location.as_ref()?.id.as_deref()),
+            )?;
             Ok(identified(data.shifts, warnings, |s| {
                 let (id, start) = (s.id?, s.start_time?);
                 let breaks = s.breaks.map(|b| {
