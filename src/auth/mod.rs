@@ -141,6 +141,10 @@ impl Flow {
     }
 }
 
+/// Held by one upstream call from taking its credential until its answer is in: a renewal that
+/// kills the previous token waits for every such call of its process.
+pub(crate) struct CallGuard(#[allow(dead_code)] Option<tokio::sync::OwnedRwLockReadGuard<()>>);
+
 /// A credential this process may keep using until `use_until` without asking the database.
 struct Cached {
     credential: Credential,
@@ -183,6 +187,16 @@ pub struct SourceAuth {
     store: TokenStore,
     /// The one road out, as data calls take it (see [`crate::transport`]).
     transport: Transport,
+    /// Whether a new token kills the previous one (Altrata; Roubler's Hydra revokes the old
+    /// access token on refresh): then renewals wait for the calls in flight ([`SourceAuth::gate`])
+    /// and every process keeps a quiet period before them (see `renewal::SourceAuth::last_use`).
+    kills_previous: bool,
+    /// The renewal gate of a kill-on-renew source: every call holds it shared from the moment it
+    /// takes the credential until its answer is in ([`CallGuard`]); a renewal takes it
+    /// exclusively, so it waits for those calls and none starts until it is done. Taken shared
+    /// only while [`SourceAuth::cache`] is held, and exclusively only by a renewal holding it, so
+    /// the two locks are always taken in the same order.
+    gate: Arc<tokio::sync::RwLock<()>>,
     /// The current credential (and tokens waiting to be stored). Every caller of this source
     /// takes this lock, so while one caller refreshes, the others wait for its result instead of
     /// refreshing too (single flight).
@@ -192,8 +206,31 @@ pub struct SourceAuth {
 impl SourceAuth {
     /// A credential valid for a while yet; fetches or refreshes when needed.
     pub async fn credential(&self) -> Result<Credential, AuthError> {
+        self.credential_for_call().await.map(|(credential, _)| credential)
+    }
+
+    /// A credential for one upstream call, with the guard the call holds until its answer is in
+    /// (a renewal that kills the previous token waits for it). Waits out a quiet period before
+    /// such a renewal (see `renewal::SourceAuth::last_use`).
+    pub(crate) async fn credential_for_call(&self) -> Result<(Credential, CallGuard), AuthError> {
+        loop {
+            match self.credential_or_quiet().await? {
+                Ok(ready) => return Ok(ready),
+                Err(renew_at) => {
+                    let wait = (renew_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                    tracing::debug!(source = %self.name, wait_ms = wait.as_millis() as u64,
+                        "Waiting for the quiet period before a renewal that kills the current token.");
+                    tokio::time::sleep(wait.min(renewal::MAX_QUIET)).await;
+                }
+            }
+        }
+    }
+
+    /// A credential with its call guard, or (`Err` inside) the instant until which every caller
+    /// must wait because the token is in its quiet period.
+    async fn credential_or_quiet(&self) -> Result<Result<(Credential, CallGuard), DateTime<Utc>>, AuthError> {
         if let Flow::StaticKey(key) = &self.flow {
-            return Ok(Credential::ApiKey(key.clone()));
+            return Ok(Ok((Credential::ApiKey(key.clone()), CallGuard(None))));
         }
         let mut slot = self.cache.lock().await;
         let now = Utc::now();
@@ -201,21 +238,33 @@ impl SourceAuth {
         if let Some(cached) = slot.current.as_ref()
             && now < cached.use_until
         {
-            return Ok(cached.credential.clone());
+            return Ok(Ok((cached.credential.clone(), self.call_guard().await)));
         }
         // Another process may have fetched or refreshed: read before taking any lock.
         let stored = self.store.read(&self.name).await.map_err(|e| self.storage(e))?;
-        if let Some(stored) = &stored
-            && let Some(cached) = self.usable(stored, now)
-        {
-            let credential = cached.credential.clone();
-            slot.current = Some(cached);
-            return Ok(credential);
+        if let Some(stored) = &stored {
+            if let Some(cached) = self.usable(stored, now) {
+                let credential = cached.credential.clone();
+                slot.current = Some(cached);
+                return Ok(Ok((credential, self.call_guard().await)));
+            }
+            if let Some(renew_at) = self.quiet_until(stored, now) {
+                return Ok(Err(renew_at));
+            }
         }
         let cached = self.renew(&mut slot, false).await?;
         let credential = cached.credential.clone();
         slot.current = Some(cached);
-        Ok(credential)
+        Ok(Ok((credential, self.call_guard().await)))
+    }
+
+    /// The gate taken shared for one call (immediate: only a renewal, which holds the slot lock
+    /// the caller holds now, ever takes it exclusively).
+    async fn call_guard(&self) -> CallGuard {
+        match self.kills_previous {
+            true => CallGuard(Some(self.gate.clone().read_owned().await)),
+            false => CallGuard(None),
+        }
     }
 
     /// The upstream answered 401 to `rejected`. If it is still the stored token, mark it expired
@@ -321,6 +370,8 @@ pub fn build(settings: &Settings, pool: PgPool) -> AuthRegistry {
             let auth = SourceAuth {
                 name: name.clone(),
                 flow: flow_for(source),
+                kills_previous: kills_previous_token(source),
+                gate: Arc::default(),
                 store: store.clone(),
                 transport: transport.clone(),
                 cache: Mutex::new(Slot::default()),
@@ -333,6 +384,12 @@ pub fn build(settings: &Settings, pool: PgPool) -> AuthRegistry {
 fn secret(value: &Option<SecretString>) -> SecretString {
     // Validation guarantees required secrets are present; an absent optional one is empty.
     value.clone().unwrap_or_else(|| SecretString::from(String::new()))
+}
+
+/// Whether a source's vendor kills the previous access token when it issues a new one: Altrata
+/// (its documented rule) and Roubler (Hydra revokes the old access token on refresh).
+fn kills_previous_token(source: &SourceSettings) -> bool {
+    matches!(source, SourceSettings::Altrata(_) | SourceSettings::Roubler(_))
 }
 
 fn flow_for(source: &SourceSettings) -> Flow {

@@ -97,6 +97,13 @@ impl SourceAuth {
         if !force && let Some(cached) = self.usable(&stored, Utc::now()) {
             return Ok(cached); // dropping the lock rolls back: nothing was written
         }
+        // The new token kills the old one: wait until no call of this process is in flight with
+        // it (each holds the gate shared until its answer is in). No new call can take it
+        // meanwhile: they all wait for the slot lock held by the caller.
+        let _exclusive = match self.kills_previous {
+            true => Some(self.gate.write().await),
+            false => None,
+        };
         match &self.flow {
             Flow::StaticKey(_) => unreachable!("static keys never renew"),
             Flow::ClientCredentials {
@@ -226,10 +233,43 @@ impl SourceAuth {
         let token = stored.access_token.clone()?;
         let expires_at = stored.access_expires_at?;
         let margin = self.margin_for(stored, expires_at);
-        (now < expires_at - margin).then(|| Cached {
-            use_until: use_until(expires_at, margin),
+        (now < self.last_use(expires_at, margin)).then(|| Cached {
+            use_until: self.use_until(expires_at, margin),
             credential: Credential::Bearer(token),
         })
+    }
+
+    /// When the stored token is in its quiet period (see [`SourceAuth::last_use`]): the instant
+    /// it may be renewed, which every caller waits for.
+    pub(super) fn quiet_until(&self, stored: &StoredToken, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if !self.kills_previous || stored.status != "ok" || stored.access_token.is_none() {
+            return None;
+        }
+        let expires_at = stored.access_expires_at?;
+        let margin = self.margin_for(stored, expires_at);
+        let renew_at = expires_at - margin;
+        (now >= self.last_use(expires_at, margin) && now < renew_at).then_some(renew_at)
+    }
+
+    /// The last instant a call may *start* with a token that expires at `expires_at`.
+    ///
+    /// Where a new token kills the previous one (Altrata; Roubler's Hydra revokes the old access
+    /// token on refresh), a renewal would refuse every call still in flight with the old token.
+    /// In this process the renewal gate waits for them; other processes cannot be seen, so every
+    /// process stops starting calls with the old token a quiet period before anyone may renew
+    /// (`expires_at - margin`), long enough for a call in flight to finish: calls meanwhile wait
+    /// for the renewal. Elsewhere a token is used until the renewal is due.
+    pub(super) fn last_use(&self, expires_at: DateTime<Utc>, margin: chrono::Duration) -> DateTime<Utc> {
+        if self.kills_previous {
+            expires_at - margin - quiet_period(margin)
+        } else {
+            expires_at - margin
+        }
+    }
+
+    /// Until when this process may hand out a token from its cache without asking the database.
+    pub(super) fn use_until(&self, expires_at: DateTime<Utc>, margin: chrono::Duration) -> DateTime<Utc> {
+        use_until(expires_at, margin).min(self.last_use(expires_at, margin))
     }
 
     pub(super) fn cached(
@@ -241,7 +281,7 @@ impl SourceAuth {
         let margin = scaled_margin(self.flow.margin(), expires_at - issued_at);
         Cached {
             credential,
-            use_until: use_until(expires_at, margin),
+            use_until: self.use_until(expires_at, margin),
         }
     }
 
@@ -280,6 +320,15 @@ impl SourceAuth {
             reason,
         }
     }
+}
+
+/// The longest quiet period before a kill-on-renew renewal (see [`SourceAuth::last_use`]): calls
+/// take well under a second; the cap keeps a long-lived token's pause short.
+pub(super) const MAX_QUIET: Duration = Duration::from_secs(10);
+
+/// The quiet period before a kill-on-renew renewal: the renewal margin, at most [`MAX_QUIET`].
+pub(super) fn quiet_period(margin: chrono::Duration) -> chrono::Duration {
+    margin.min(chrono::Duration::from_std(MAX_QUIET).unwrap_or(chrono::Duration::MAX))
 }
 
 /// Renew `margin` before expiry, but never more than a fifth of the token's life (short-lived

@@ -243,9 +243,11 @@ impl Executor {
         );
         // Chosen now, after the wait: a token read before it may have expired or been replaced
         // (Hydra revokes the old access token on refresh) while this call waited for its slot.
-        let (credential, token_requests) = crate::auth::counting_token_requests(auth.credential()).await;
+        // The guard is held until the answer is in: a renewal that kills this token waits for it.
+        let (credential, token_requests) =
+            crate::auth::counting_token_requests(auth.credential_for_call()).await;
         instruments::token_calls(&call.figures, token_requests);
-        let credential = match credential {
+        let (credential, in_flight) = match credential {
             Ok(credential) => credential,
             Err(e) if e.is_retryable() => {
                 let verdict = Verdict::Retry {
@@ -262,8 +264,10 @@ impl Executor {
             .map_err(|verdict| (Attempt::Verdict(verdict), Some(credential.clone())))?;
 
         let sent = self.transport.send(request).await;
-        // The call has ended for the limiter once the answer is in (or failed).
+        // The call has ended for the limiter and for the token's renewal once the answer is in
+        // (or failed).
         drop(permit);
+        drop(in_flight);
         let failed = |verdict: Verdict| (Attempt::Verdict(verdict), Some(credential.clone()));
         let answer = match sent {
             Ok(answer) => answer,
