@@ -93,9 +93,10 @@ async fn altrata_workers_and_restarts_over_a_compressed_day_never_lose_a_call_to
     options.altrata.rate_per_sec = 1000.0;
     options.altrata.burst = 1000;
     let sandbox = Sandbox::start(options).await.unwrap();
-    // Every call spends 100 ms at the vendor with its token, so renewals land on calls in flight.
+    // Every call spends 400 ms at the vendor with its token, so renewals land on calls in flight
+    // (shorter than the 0.6 s quiet period of a 3-second token).
     sandbox.altrata.faults.set(sandbox::faults::FaultPlan {
-        latency: Duration::from_millis(100),
+        latency: Duration::from_millis(400),
         ..Default::default()
     });
     let db = TestDb::new().await;
@@ -169,7 +170,7 @@ async fn altrata_workers_and_restarts_over_a_compressed_day_never_lose_a_call_to
     // 3-second tokens renewed ~0.6 s before expiry after a quiet period over 12 s: about 5 to 6;
     // never one per worker or restart.
     assert!(issued <= 8, "{issued} tokens for {run_for:?} of 3-second tokens");
-    assert!(calls > 200, "only {calls} calls in {run_for:?}");
+    assert!(calls > 60, "only {calls} calls in {run_for:?}");
 }
 
 /// Runs `reporting-etl auth login roubler`, answering with the redirect the sandbox gives (pasted
