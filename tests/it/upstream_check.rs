@@ -8,7 +8,8 @@
 //! A scalar field whose type the vendor renamed is judged by what the generated types decode,
 //! and each verdict is proved by a run of the dataset against the same sandbox: `Date` become
 //! `String` with the same JSON strings is a notice (exit 0, and the run loads every row), `Date`
-//! become `Int` with numbers is drift (exit 1, and the run fails `schema_mismatch`).
+//! become `Int` with numbers, or `Float` become `String` with strings, is drift (exit 1, and the run
+//! fails `schema_mismatch`).
 
 use crate::support;
 
@@ -146,10 +147,10 @@ async fn check_upstream_fails_naming_a_source_it_cannot_introspect() {
 const SALES_JOB: &str =
     "\n[jobs.sales]\nsource = \"roubler\"\ndataset = \"location_sales\"\nschedule = \"0 0 0 * * *\"\n";
 
-/// A sandbox whose Roubler `LocationSalesDay.day` (a `Date`) is now `to`, values included.
-async fn day_retyped_to(to: NewScalar) -> Harness {
+/// A sandbox whose Roubler `LocationSalesDay.<field>` is now `to`, values included.
+async fn sales_field_retyped(field: &str, to: NewScalar) -> Harness {
     let mut options = SandboxOptions::default();
-    options.roubler.retyped_fields = vec![RetypedField::new("LocationSalesDay", "day", to)];
+    options.roubler.retyped_fields = vec![RetypedField::new("LocationSalesDay", field, to)];
     harness(options, true, SALES_JOB).await
 }
 
@@ -176,7 +177,7 @@ async fn run_sales(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_date_renamed_string_with_the_same_values_is_a_notice_and_the_run_loads_every_row() {
-    let h = day_retyped_to(NewScalar::String).await;
+    let h = sales_field_retyped("day", NewScalar::String).await;
 
     let (code, stdout, stderr) = binary(h.config.path(), &["check", "--upstream"]).await;
     assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
@@ -235,21 +236,46 @@ async fn a_date_renamed_string_with_the_same_values_is_a_notice_and_the_run_load
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_date_become_a_number_is_drift_and_the_run_fails_with_schema_mismatch() {
-    let h = day_retyped_to(NewScalar::Int).await;
+async fn a_string_become_a_number_or_the_reverse_is_drift_and_the_run_fails_with_schema_mismatch() {
+    for (field, to, reported) in [
+        (
+            "day",
+            NewScalar::Int,
+            "LocationSalesDay.day: its type changed from `Date` to `Int`: its values now come as \
+             JSON integers, which the generated type (NaiveDate) cannot decode: it takes JSON \
+             strings (used at locationSales.day)",
+        ),
+        (
+            "actual",
+            NewScalar::String,
+            "LocationSalesDay.actual: its type changed from `Float` to `String`: its values now \
+             come as JSON strings, which the generated type (f64) cannot decode: it takes JSON \
+             numbers, fractions included (used at locationSales.actual)",
+        ),
+    ] {
+        a_change_is_drift_and_the_run_fails_with_schema_mismatch(field, to, reported).await;
+    }
+}
+
+async fn a_change_is_drift_and_the_run_fails_with_schema_mismatch(
+    field: &str,
+    to: NewScalar,
+    reported: &str,
+) {
+    let h = sales_field_retyped(field, to).await;
 
     let (code, stdout, stderr) = binary(h.config.path(), &["check", "--upstream"]).await;
     assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert_eq!(
         stdout,
-        "retently: skipped: a retently source has a REST API, no GraphQL schema to check\n\
-         roubler: queries/roubler/location_sales.graphql: LocationSalesDay.day: its type changed \
-         from `Date` to `Int`: its values now come as JSON integers, which the generated type \
-         (NaiveDate) cannot decode: it takes JSON strings (used at locationSales.day)\n\
-         14 queries checked against 3 sources: 1 problem in 1 query.\n\
-         The live schema no longer fits these queries: runs of their datasets will fail. \
-         `reporting-etl schema pull SOURCE` writes the live schema to schemas/; rebuild to see \
-         where the queries must change.\n"
+        format!(
+            "retently: skipped: a retently source has a REST API, no GraphQL schema to check\n\
+             roubler: queries/roubler/location_sales.graphql: {reported}\n\
+             14 queries checked against 3 sources: 1 problem in 1 query.\n\
+             The live schema no longer fits these queries: runs of their datasets will fail. \
+             `reporting-etl schema pull SOURCE` writes the live schema to schemas/; rebuild to see \
+             where the queries must change.\n"
+        )
     );
 
     // The verdict, proved: the run fails, as the decode failure it is, and loads nothing.
@@ -266,7 +292,7 @@ async fn a_date_become_a_number_is_drift_and_the_run_fails_with_schema_mismatch(
         kinds
             .iter()
             .all(|(status, kind)| status == "failed" && kind.as_deref() == Some("schema_mismatch")),
-        "{kinds:?}"
+        "{field} -> {to:?}: {kinds:?}"
     );
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM roubler.location_sales")
         .fetch_one(pool)
