@@ -337,7 +337,8 @@ fn fires_within_a_year(job: &JobSettings, now: DateTime<Utc>) -> Result<(), Stri
 }
 
 /// `database.url` must be a PostgreSQL URL that connects as written. The value is a secret (it
-/// may embed a password): messages quote only a scheme, and only when it looks like one.
+/// may embed a password): messages quote only a scheme, and only when it looks like one, and the
+/// name and value of a query option that is not the password ([`check_url_option`]).
 fn check_database_url(value: &str) -> Result<(), String> {
     let value = value.trim();
     if value.is_empty() {

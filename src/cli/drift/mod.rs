@@ -71,8 +71,8 @@ impl fmt::Display for Problem {
 }
 
 /// Every way the query `text` no longer fits `live`, given that it was compiled against
-/// `expected`, and every notice. No [`Severity::Breaks`] in the list: the query still works. `Err`: the query does not parse or names no
-/// operation (a build would have refused it).
+/// `expected`, and every notice. No [`Severity::Breaks`] in the list: the query still works.
+/// `Err`: the query does not parse or names no operation (a build would have refused it).
 pub(crate) fn check_query(text: &str, expected: &SchemaModel, live: &SchemaModel) -> Result<Vec<Problem>> {
     let document = graphql_parser::parse_query::<&str>(text).map_err(|e| anyhow::anyhow!("{e}"))?;
     let fragments: HashMap<&str, &q::FragmentDefinition<'_, &str>> = document
