@@ -13,7 +13,8 @@
 //! - [`faults`]: latency, 5xx, resets, timeouts, malformed JSON and GraphQL errors on demand.
 //! - [`hostile`]: any part of any answer (token or data) replaced on demand, and a [`hostile::Trap`]
 //!   host for redirects.
-//! - [`drift`]: fields removed from a GraphQL vendor's schema, as after a vendor's release.
+//! - [`drift`]: fields removed from a GraphQL vendor's schema, or a scalar field retyped with its
+//!   values, as after a vendor's release.
 //! - [`data`]: the deterministic record generator shared by every vendor.
 //! - [`authcode`]: authorization-code grant with refresh tokens (rotation rules, chains, PKCE),
 //!   shared by Roubler and Retently.

@@ -7,7 +7,8 @@
 //! `--only retarus` starts just that vendor (the load benchmark needs millions of Retarus records
 //! without the other vendors generating theirs at start-up), and `--anchor` pins the data set's
 //! "now" so a caller knows which windows hold data. `--remove-field retarus:FaxInUdr.faxId` starts a
-//! vendor whose schema lost that field (schema-drift checks).
+//! vendor whose schema lost that field, `--retype-field roubler:LocationSalesDay.day:String` one
+//! whose field changed type (schema-drift checks).
 
 use std::time::Duration;
 
@@ -63,15 +64,31 @@ struct Cli {
     /// leaves it out and queries selecting it are refused.
     #[arg(long, value_name = "VENDOR:TYPE.FIELD", value_parser = parse_removal)]
     remove_field: Vec<(SdlVendor, sandbox::drift::RemovedField)>,
+    /// Change a scalar field's type in a GraphQL vendor's schema, values included:
+    /// `VENDOR:Type.field:Scalar` with String, ID, Int or Float (e.g.
+    /// `roubler:LocationSalesDay.day:String`); repeat for several.
+    #[arg(long, value_name = "VENDOR:TYPE.FIELD:SCALAR", value_parser = parse_retyping)]
+    retype_field: Vec<(SdlVendor, sandbox::drift::RetypedField)>,
 }
 
 fn parse_removal(text: &str) -> Result<(SdlVendor, sandbox::drift::RemovedField), String> {
+    let (vendor, field) = vendor_and(text, "Type.field", "retarus:FaxInUdr.faxId")?;
+    Ok((vendor, field.parse()?))
+}
+
+fn parse_retyping(text: &str) -> Result<(SdlVendor, sandbox::drift::RetypedField), String> {
+    let (vendor, retyping) = vendor_and(text, "Type.field:Scalar", "roubler:LocationSalesDay.day:String")?;
+    Ok((vendor, retyping.parse()?))
+}
+
+/// `VENDOR:rest`, the vendor a GraphQL one.
+fn vendor_and<'t>(text: &'t str, rest: &str, example: &str) -> Result<(SdlVendor, &'t str), String> {
     let (vendor, field) = text
         .split_once(':')
-        .ok_or_else(|| format!("`{text}` is not `VENDOR:Type.field` (e.g. `retarus:FaxInUdr.faxId`)"))?;
+        .ok_or_else(|| format!("`{text}` is not `VENDOR:{rest}` (e.g. `{example}`)"))?;
     let vendor = SdlVendor::from_str(vendor, true)
         .map_err(|_| format!("`{vendor}` is not a GraphQL vendor (retarus, roubler or altrata)"))?;
-    Ok((vendor, field.parse()?))
+    Ok((vendor, field))
 }
 
 fn parse_anchor(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
@@ -97,7 +114,7 @@ enum Command {
     },
 }
 
-/// The GraphQL vendors (`sdl`, `--remove-field`).
+/// The GraphQL vendors (`sdl`, `--remove-field`, `--retype-field`).
 #[derive(ValueEnum, Clone, Copy, Debug)]
 enum SdlVendor {
     Retarus,
@@ -153,6 +170,13 @@ async fn main() -> std::io::Result<()> {
             SdlVendor::Retarus => options.retarus.removed_fields.push(field),
             SdlVendor::Roubler => options.roubler.removed_fields.push(field),
             SdlVendor::Altrata => options.altrata.removed_fields.push(field),
+        }
+    }
+    for (vendor, retyping) in cli.retype_field {
+        match vendor {
+            SdlVendor::Retarus => options.retarus.retyped_fields.push(retyping),
+            SdlVendor::Roubler => options.roubler.retyped_fields.push(retyping),
+            SdlVendor::Altrata => options.altrata.retyped_fields.push(retyping),
         }
     }
 

@@ -5,15 +5,18 @@
 //! and retries apply), and every query compiled into this binary for that vendor is checked
 //! against the live schema by [`super::drift`]. One line per problem on stdout, naming the
 //! source, the query file and the field (or argument, input field, enum value, type); exit code 1
-//! when anything drifted or a source could not be introspected. Retently has a REST API and no
-//! schema to ask: it is skipped, and the output says so.
+//! when anything drifted (a run of the query's dataset would fail) or a source could not be
+//! introspected. A change the generated types still decode (a scalar renamed while its values
+//! travel as the same JSON) is a line marked `notice:` and leaves the exit code 0: failing the
+//! check for it would cry wolf. Retently has a REST API and no schema to ask: it is skipped, and
+//! the output says so.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 
-use super::drift::{self, SchemaModel};
+use super::drift::{self, SchemaModel, Severity};
 use super::schema;
 use crate::catalog::SourceKind;
 use crate::config::Settings;
@@ -105,6 +108,7 @@ pub(crate) async fn check_upstream(settings: Settings) -> Result<ExitCode> {
     let mut sources = 0usize;
     let mut drifted = 0usize;
     let mut problems = 0usize;
+    let mut notices = 0usize;
     let mut unreachable = 0usize;
     for (name, source) in &settings.sources {
         let kind = source.kind();
@@ -134,12 +138,20 @@ pub(crate) async fn check_upstream(settings: Settings) -> Result<ExitCode> {
                 checked += 1;
                 let found = drift::check_query(query.text, &expected, &live)
                     .with_context(|| format!("{}: the compiled query does not parse", query.path))?;
-                if !found.is_empty() {
+                if found.iter().any(|p| p.severity == Severity::Breaks) {
                     drifted += 1;
                 }
                 for problem in found {
-                    problems += 1;
-                    println!("{name}: {}: {problem}", query.path);
+                    match problem.severity {
+                        Severity::Breaks => {
+                            problems += 1;
+                            println!("{name}: {}: {problem}", query.path);
+                        }
+                        Severity::Notice => {
+                            notices += 1;
+                            println!("{name}: {}: notice: {problem}", query.path);
+                        }
+                    }
                 }
             }
         }
@@ -151,8 +163,21 @@ pub(crate) async fn check_upstream(settings: Settings) -> Result<ExitCode> {
         plural(checked, "query", "queries"),
         plural(sources, "source", "sources")
     );
+    let notes = match notices {
+        0 => String::new(),
+        n => format!(
+            "; {n} {} of a renamed type whose values still decode",
+            plural(n, "notice", "notices")
+        ),
+    };
     if problems == 0 && unreachable == 0 {
-        println!("{summary}, no drift.");
+        println!("{summary}, no drift{notes}.");
+        if notices > 0 {
+            println!(
+                "Runs are not affected. `reporting-etl schema pull SOURCE` writes the live schema to \
+                 schemas/ to bring the compiled one up to date."
+            );
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let mut outcome = Vec::new();
@@ -169,7 +194,7 @@ pub(crate) async fn check_upstream(settings: Settings) -> Result<ExitCode> {
             plural(unreachable, "service", "services")
         ));
     }
-    println!("{summary}: {}.", outcome.join(", "));
+    println!("{summary}: {}{notes}.", outcome.join(", "));
     if problems > 0 {
         println!(
             "The live schema no longer fits these queries: runs of their datasets will fail. \

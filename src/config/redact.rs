@@ -42,12 +42,18 @@ impl Redactor {
         if value.is_empty() {
             return;
         }
-        if let Ok(url) = url::Url::parse(value)
-            && let Some(password) = url.password()
-        {
-            self.add(password.to_owned());
-            if let Ok(decoded) = percent_decode(password) {
-                self.add(decoded);
+        if let Ok(url) = url::Url::parse(value) {
+            if let Some(password) = url.password() {
+                self.add(password.to_owned());
+                if let Ok(decoded) = percent_decode(password) {
+                    self.add(decoded);
+                }
+            }
+            // A PostgreSQL URL may carry its password as a query option too (`?password=`).
+            for (option, given) in url.query_pairs() {
+                if option == "password" {
+                    self.add(given.into_owned());
+                }
             }
         }
         for line in value.lines() {
@@ -218,6 +224,9 @@ mod tests {
         redactor.remember("postgres://etl:p%40ss-word@db/etl");
         let cleaned = redactor.clean("got p@ss-word and p%40ss-word");
         assert_eq!(cleaned, "got [redacted] and [redacted]");
+        // A password given as a query option is as secret as one in the user-info.
+        redactor.remember("postgres://etl@db/etl?sslmode=require&password=opt%2Dsecret");
+        assert_eq!(redactor.clean("got opt-secret"), "got [redacted]");
         assert_eq!(
             redactor.clean_foreign(
                 "sources.r.client_secret",

@@ -337,7 +337,8 @@ fn fires_within_a_year(job: &JobSettings, now: DateTime<Utc>) -> Result<(), Stri
 }
 
 /// `database.url` must be a PostgreSQL URL that connects as written. The value is a secret (it
-/// may embed a password): messages quote only a scheme, and only when it looks like one.
+/// may embed a password): messages quote only a scheme, and only when it looks like one, and the
+/// name and value of a query option that is not the password ([`check_url_option`]).
 fn check_database_url(value: &str) -> Result<(), String> {
     let value = value.trim();
     if value.is_empty() {
@@ -355,6 +356,9 @@ fn check_database_url(value: &str) -> Result<(), String> {
             None => "must start with postgres:// or postgresql://".into(),
         });
     }
+    for (option, given) in url.query_pairs() {
+        check_url_option(&option, &given)?;
+    }
     value
         .parse::<sqlx::postgres::PgConnectOptions>()
         .map(|_| ())
@@ -371,4 +375,82 @@ fn check_database_url(value: &str) -> Result<(), String> {
                 redact::drop_quoted(message)
             )
         })
+}
+
+/// The `sslmode` values PostgreSQL (and sqlx, in any case) knows.
+const SSL_MODES: [&str; 6] = [
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
+
+/// The query options sqlx reads from a PostgreSQL URL (`options[NAME]` aside); it ignores any
+/// other, logging its value, which may be a misspelt `password`.
+const URL_OPTIONS: [&str; 19] = [
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+    "options[NAME]",
+];
+
+/// One query option of `database.url`. Checked here, not left to sqlx, because sqlx's messages
+/// name neither the option nor the value plainly (`unknown value "x" for `ssl_mode``, `invalid
+/// digit found in string`) and what they quote must be dropped: the URL as a whole is a secret.
+/// An option's name and value are not secrets (only `password` is, and its value is never
+/// quoted, nor is an unknown option's, which may be a misspelt `password`); the redactor still
+/// replaces the URL's password wherever a message repeats it.
+fn check_url_option(option: &str, value: &str) -> Result<(), String> {
+    let wanted = match option {
+        "sslmode" | "ssl-mode" if !SSL_MODES.contains(&value.to_ascii_lowercase().as_str()) => {
+            format!("one of {}", SSL_MODES.join(", "))
+        }
+        "port" if !value.parse::<u16>().is_ok_and(|port| port > 0) => "a port number, 1 to 65535".to_owned(),
+        "statement-cache-capacity" if value.parse::<usize>().is_err() => {
+            "a whole number of statements, 0 or more".to_owned()
+        }
+        "hostaddr" if value.parse::<std::net::IpAddr>().is_err() => "an IP address".to_owned(),
+        known if URL_OPTIONS.contains(&known) || known.starts_with("options[") => return Ok(()),
+        unknown => {
+            return Err(format!(
+                "has the query option {}, which the PostgreSQL driver does not know (it would \
+                 ignore it); the options it reads: {}",
+                shown(unknown),
+                URL_OPTIONS.join(", ")
+            ));
+        }
+    };
+    Err(format!(
+        "has the query option {option} = {}, which is not valid; use {wanted}",
+        shown(value)
+    ))
+}
+
+/// A value from the URL as a message quotes it: in backticks, control characters escaped, and
+/// cut short, so a pasted blob cannot flood or garble the message.
+fn shown(value: &str) -> String {
+    const MAX_CHARS: usize = 64;
+    let escaped: String = value.escape_debug().take(MAX_CHARS).collect();
+    if value.escape_debug().count() > MAX_CHARS {
+        format!("`{escaped}…`")
+    } else {
+        format!("`{escaped}`")
+    }
 }

@@ -672,12 +672,52 @@ fn hostile_cases(keep: &mut Vec<tempfile::NamedTempFile>, dir: &std::path::Path)
             "not a postgres:// URL",
         )
         .planting(&["sentence-secret-60"]),
+        // The URL is a secret, its options are not: name the option and the value, never the
+        // password (in the user-info or a `password` option) nor an unknown option's value.
         hostile(
             "a database URL with an unknown sslmode",
             edit("127.0.0.1:1/etl", "127.0.0.1:1/etl?sslmode=sometimes"),
             "database.url",
-            "PostgreSQL",
+            "has the query option sslmode = `sometimes`, which is not valid; use one of disable, allow, prefer, require, verify-ca, verify-full",
         ),
+        hostile(
+            "a database URL with a bogus sslmode and its password as an option",
+            edit(
+                "etl:pg-password-31337@127.0.0.1:1/etl",
+                "etl@127.0.0.1:1/etl?password=query-password-67&sslmode=bogus",
+            ),
+            "database.url",
+            "sslmode = `bogus`",
+        )
+        .planting(&["query-password-67"]),
+        hostile(
+            "a database URL with a port option that is not a number",
+            edit("127.0.0.1:1/etl", "127.0.0.1:1/etl?port=eighty"),
+            "database.url",
+            "port = `eighty`, which is not valid; use a port number, 1 to 65535",
+        ),
+        hostile(
+            "a database URL with a hostaddr that is a name",
+            edit("127.0.0.1:1/etl", "127.0.0.1:1/etl?hostaddr=db.example.com"),
+            "database.url",
+            "hostaddr = `db.example.com`, which is not valid; use an IP address",
+        ),
+        hostile(
+            "a database URL with a statement cache capacity below zero",
+            edit("127.0.0.1:1/etl", "127.0.0.1:1/etl?statement-cache-capacity=-1"),
+            "database.url",
+            "statement-cache-capacity = `-1`",
+        ),
+        hostile(
+            "a database URL with a misspelt password option",
+            edit(
+                "etl:pg-password-31337@127.0.0.1:1/etl",
+                "etl@127.0.0.1:1/etl?passwrd=misspelt-password-68",
+            ),
+            "database.url",
+            "has the query option `passwrd`, which the PostgreSQL driver does not know",
+        )
+        .planting(&["misspelt-password-68"]),
         hostile(
             "a database URL of https with a password",
             edit(

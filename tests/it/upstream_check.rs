@@ -4,10 +4,16 @@
 //! started with a field removed (as a vendor's release might) must be caught: exit 1, and a line
 //! naming the field, its type and the query file (the sandbox refuses queries selecting it:
 //! `sandbox/tests/drift.rs`).
+//!
+//! A scalar field whose type the vendor renamed is judged by what the generated types decode,
+//! and each verdict is proved by a run of the dataset against the same sandbox: `Date` become
+//! `String` with the same JSON strings is a notice (exit 0, and the run loads every row), `Date`
+//! become `Int` with numbers, or `Float` become `String` with strings, is drift (exit 1, and the run
+//! fails `schema_mismatch`).
 
 use crate::support;
 
-use sandbox::drift::RemovedField;
+use sandbox::drift::{NewScalar, RemovedField, RetypedField};
 use sandbox::{Sandbox, SandboxOptions};
 use support::TestDb;
 
@@ -135,4 +141,162 @@ async fn check_upstream_fails_naming_a_source_it_cannot_introspect() {
         lines[2],
         "8 queries checked against 3 sources: 1 service not introspected."
     );
+}
+
+/// The Roubler `location_sales` job of the scalar tests.
+const SALES_JOB: &str =
+    "\n[jobs.sales]\nsource = \"roubler\"\ndataset = \"location_sales\"\nschedule = \"0 0 0 * * *\"\n";
+
+/// A sandbox whose Roubler `LocationSalesDay.<field>` is now `to`, values included.
+async fn sales_field_retyped(field: &str, to: NewScalar) -> Harness {
+    let mut options = SandboxOptions::default();
+    options.roubler.retyped_fields = vec![RetypedField::new("LocationSalesDay", field, to)];
+    harness(options, true, SALES_JOB).await
+}
+
+/// `run --once` of the sales job over the three days before today: (the days, exit code, stdout,
+/// stderr).
+async fn run_sales(
+    h: &Harness,
+) -> (
+    (chrono::NaiveDate, chrono::NaiveDate),
+    (Option<i32>, String, String),
+) {
+    let today = chrono::Utc::now().date_naive();
+    let (from, to) = (today - chrono::Days::new(3), today);
+    let (from_text, to_text) = (from.to_string(), to.to_string());
+    let args = [
+        "run", "--once", "--job", "sales", "--from", &from_text, "--to", &to_text,
+    ];
+    let run = binary(h.config.path(), &args);
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), run)
+        .await
+        .expect("the run ends instead of hanging");
+    ((from, to), output)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_date_renamed_string_with_the_same_values_is_a_notice_and_the_run_loads_every_row() {
+    let h = sales_field_retyped("day", NewScalar::String).await;
+
+    let (code, stdout, stderr) = binary(h.config.path(), &["check", "--upstream"]).await;
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(
+        stdout,
+        "retently: skipped: a retently source has a REST API, no GraphQL schema to check\n\
+         roubler: queries/roubler/location_sales.graphql: notice: LocationSalesDay.day: its type \
+         changed from `Date` to `String`; its values still come as JSON strings, which the \
+         generated type (NaiveDate) decodes as before; the schema no longer promises a calendar \
+         date (YYYY-MM-DD), and a value that is not one would fail the run (used at \
+         locationSales.day)\n\
+         14 queries checked against 3 sources, no drift; 1 notice of a renamed type whose values \
+         still decode.\n\
+         Runs are not affected. `reporting-etl schema pull SOURCE` writes the live schema to \
+         schemas/ to bring the compiled one up to date.\n"
+    );
+
+    // The verdict, proved: the run loads exactly the days the vendor has for each location.
+    let ((from, to), (code, stdout, stderr)) = run_sales(&h).await;
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let pool = &h._db.pool;
+    let loaded: Vec<(String, String, Option<f64>)> = sqlx::query_as(
+        "SELECT location_id, day::text, actual::float8 FROM roubler.location_sales ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("rows");
+    let mut served = Vec::new();
+    for company in h.sandbox.roubler.companies() {
+        for location in h
+            .sandbox
+            .roubler
+            .locations(company["id"].as_str().expect("company id"))
+        {
+            let id = location["id"].as_str().expect("location id");
+            let around = |day: chrono::NaiveDate, days: i64| {
+                day.and_hms_opt(0, 0, 0).expect("midnight").and_utc() + chrono::TimeDelta::days(days)
+            };
+            for sale in h
+                .sandbox
+                .roubler
+                .location_sales(id, around(from, -2), around(to, 2))
+            {
+                let day = sale["day"].as_str().expect("day").to_owned();
+                if (from.to_string()..to.to_string()).contains(&day) {
+                    served.push((id.to_owned(), day, sale["actual"].as_f64()));
+                }
+            }
+        }
+    }
+    served.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    assert!(served.len() >= 9, "{served:?}");
+    assert_eq!(loaded, served);
+    assert_eq!(support::count_runs(pool, "sales", "failed").await, 0);
+    assert!(support::count_runs(pool, "sales", "succeeded").await > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_string_become_a_number_or_the_reverse_is_drift_and_the_run_fails_with_schema_mismatch() {
+    for (field, to, reported) in [
+        (
+            "day",
+            NewScalar::Int,
+            "LocationSalesDay.day: its type changed from `Date` to `Int`: its values now come as \
+             JSON integers, which the generated type (NaiveDate) cannot decode: it takes JSON \
+             strings (used at locationSales.day)",
+        ),
+        (
+            "actual",
+            NewScalar::String,
+            "LocationSalesDay.actual: its type changed from `Float` to `String`: its values now \
+             come as JSON strings, which the generated type (f64) cannot decode: it takes JSON \
+             numbers, fractions included (used at locationSales.actual)",
+        ),
+    ] {
+        a_change_is_drift_and_the_run_fails_with_schema_mismatch(field, to, reported).await;
+    }
+}
+
+async fn a_change_is_drift_and_the_run_fails_with_schema_mismatch(
+    field: &str,
+    to: NewScalar,
+    reported: &str,
+) {
+    let h = sales_field_retyped(field, to).await;
+
+    let (code, stdout, stderr) = binary(h.config.path(), &["check", "--upstream"]).await;
+    assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(
+        stdout,
+        format!(
+            "retently: skipped: a retently source has a REST API, no GraphQL schema to check\n\
+             roubler: queries/roubler/location_sales.graphql: {reported}\n\
+             14 queries checked against 3 sources: 1 problem in 1 query.\n\
+             The live schema no longer fits these queries: runs of their datasets will fail. \
+             `reporting-etl schema pull SOURCE` writes the live schema to schemas/; rebuild to see \
+             where the queries must change.\n"
+        )
+    );
+
+    // The verdict, proved: the run fails, as the decode failure it is, and loads nothing.
+    let (_, (code, stdout, stderr)) = run_sales(&h).await;
+    assert_ne!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let pool = &h._db.pool;
+    let kinds: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT status, error_kind FROM etl.runs WHERE job = 'sales'")
+            .fetch_all(pool)
+            .await
+            .expect("runs");
+    assert!(!kinds.is_empty(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        kinds
+            .iter()
+            .all(|(status, kind)| status == "failed" && kind.as_deref() == Some("schema_mismatch")),
+        "{field} -> {to:?}: {kinds:?}"
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM roubler.location_sales")
+        .fetch_one(pool)
+        .await
+        .expect("count");
+    assert_eq!(rows, 0);
 }

@@ -74,6 +74,9 @@ pub struct RoublerOptions {
     /// Fields removed from the schema (see [`crate::drift`]): introspection leaves them out and
     /// queries selecting them are refused. Empty by default.
     pub removed_fields: Vec<crate::drift::RemovedField>,
+    /// Scalar fields whose type changes, values included (see [`crate::drift`]). Empty by
+    /// default.
+    pub retyped_fields: Vec<crate::drift::RetypedField>,
 }
 
 impl Default for RoublerOptions {
@@ -99,6 +102,7 @@ impl Default for RoublerOptions {
             ],
             employees_per_location: 8,
             removed_fields: Vec::new(),
+            retyped_fields: Vec::new(),
         }
     }
 }
@@ -139,7 +143,7 @@ type Operations = Arc<Mutex<BTreeMap<String, u64>>>;
 
 /// The SDL the sandbox serves; `schemas/roubler.graphql` must equal it byte for byte.
 pub fn sdl() -> String {
-    schema::build(None, &[]).sdl()
+    schema::build(None, &[], &[]).sdl()
 }
 
 /// Starts the Roubler stand-in on an ephemeral loopback port.
@@ -194,7 +198,7 @@ pub async fn start(options: &SandboxOptions) -> std::io::Result<(RoublerHandle, 
     let operations = Operations::default();
     let api = ApiState {
         auth: auth.clone(),
-        schema: schema::build(Some(world.clone()), &o.removed_fields),
+        schema: schema::build(Some(world.clone()), &o.removed_fields, &o.retyped_fields),
         operations: operations.clone(),
     };
     let limit_layer = RateLimitLayer {

@@ -20,9 +20,14 @@ use crate::gql::{GqlDate, GqlDateTime};
 pub type RoublerSchema = Schema<Query, EmptyMutation, EmptySubscription>;
 
 /// Builds the schema; `world` is `None` only when printing the SDL. `removed` fields are left out
-/// of introspection and refused in queries (see [`crate::drift`]).
-pub fn build(world: Option<Arc<World>>, removed: &[crate::drift::RemovedField]) -> RoublerSchema {
-    let builder = crate::drift::apply(Schema::build(Query, EmptyMutation, EmptySubscription), removed);
+/// of introspection and refused in queries, `retyped` ones change type (see [`crate::drift`]).
+pub fn build(
+    world: Option<Arc<World>>,
+    removed: &[crate::drift::RemovedField],
+    retyped: &[crate::drift::RetypedField],
+) -> RoublerSchema {
+    let builder = Schema::build(Query, EmptyMutation, EmptySubscription);
+    let builder = crate::drift::apply(builder, removed, retyped);
     match world {
         Some(world) => builder.data(world).finish(),
         None => builder.finish(),

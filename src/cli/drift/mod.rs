@@ -8,13 +8,20 @@
 //! result) and names each such change:
 //!
 //! - a selected field, a passed argument or input field, an enum value or a type that is gone;
-//! - a field whose type changed: another scalar or enum, a list where there was none (or the
+//! - a field whose type changed so that the generated types cannot decode its values: a scalar
+//!   whose values now travel as other JSON (a string become a number, or the reverse: see
+//!   [`decode`]), a leaf become an object or the reverse, a list where there was none (or the
 //!   reverse), or `null` where the compiled schema promised a value (`T!` became `T`: the
 //!   generated type has no place for it). A field that became *non*-null, or an object type
 //!   that was renamed, still fits and is not reported;
 //! - an argument or input field that became required (or newly exists as required) where the
 //!   query passes nothing or something that may be null;
 //! - a variable whose type the live schema no longer has or accepts.
+//!
+//! Each is [`Severity::Breaks`]: a run of the query's dataset will fail on it. A leaf whose type
+//! was renamed while its values still travel as JSON the generated type decodes (`Date` become
+//! `String`, `ID` become `String`, one enum become another) is reported too, as a
+//! [`Severity::Notice`]: runs go on working, and the compiled schema is worth refreshing.
 //!
 //! Why a focused checker and not a general GraphQL validator (`apollo-compiler`): a validator
 //! knows only the live schema, so it cannot see the one change that breaks us silently (a field
@@ -27,14 +34,27 @@ use std::fmt;
 use anyhow::{Result, bail};
 use graphql_parser::query as q;
 
+mod decode;
 mod model;
 
+use decode::LeafFit;
 pub(crate) use model::SchemaModel;
 use model::{InputDef, Kind, Ty};
 
-/// One way a query no longer fits the live schema.
+/// Whether a [`Problem`] breaks runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Severity {
+    /// The query no longer fits: the vendor refuses it, or its answer no longer decodes.
+    Breaks,
+    /// The schema changed where the query reads, but the generated types still decode every
+    /// value the live schema allows.
+    Notice,
+}
+
+/// One way the live schema differs from the compiled one where a query depends on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Problem {
+    pub severity: Severity,
     /// What changed, as the compiled schema names it: `Type.field`, `Type.field(arg)`,
     /// `InputType.field`, `Enum.VALUE`, `$variable` or a type name.
     pub at: String,
@@ -51,8 +71,8 @@ impl fmt::Display for Problem {
 }
 
 /// Every way the query `text` no longer fits `live`, given that it was compiled against
-/// `expected`. An empty list: the query still works. `Err`: the query does not parse or names no
-/// operation (a build would have refused it).
+/// `expected`, and every notice. No [`Severity::Breaks`] in the list: the query still works.
+/// `Err`: the query does not parse or names no operation (a build would have refused it).
 pub(crate) fn check_query(text: &str, expected: &SchemaModel, live: &SchemaModel) -> Result<Vec<Problem>> {
     let document = graphql_parser::parse_query::<&str>(text).map_err(|e| anyhow::anyhow!("{e}"))?;
     let fragments: HashMap<&str, &q::FragmentDefinition<'_, &str>> = document
@@ -104,6 +124,19 @@ pub(crate) fn check_query(text: &str, expected: &SchemaModel, live: &SchemaModel
     Ok(problems)
 }
 
+/// How a field's live type fits the type the query's Rust types were generated from.
+enum Fit {
+    Same,
+    /// Renamed, still decoded; why, in a clause.
+    Notice(String),
+    /// No longer decoded; why, in a clause.
+    Breaks(String),
+    /// `null` where the generated type expects a value.
+    Null,
+    /// A list where there was none, or the reverse.
+    Shape,
+}
+
 struct Walk<'a, 'q> {
     expected: &'a SchemaModel,
     live: &'a SchemaModel,
@@ -117,9 +150,14 @@ struct Walk<'a, 'q> {
 
 impl<'a, 'q> Walk<'a, 'q> {
     fn problem(&mut self, at: impl Into<String>, message: impl Into<String>, used_at: &str) {
+        self.report(Severity::Breaks, at.into(), message.into(), used_at);
+    }
+
+    fn report(&mut self, severity: Severity, at: String, message: String, used_at: &str) {
         self.problems.push(Problem {
-            at: at.into(),
-            message: message.into(),
+            severity,
+            at,
+            message,
             used_at: if used_at.is_empty() {
                 "the operation".into()
             } else {
@@ -262,19 +300,28 @@ impl<'a, 'q> Walk<'a, 'q> {
         };
         let expected = expected_parent.and_then(|p| self.expected.field(p, name));
         self.arguments(&at, &field.arguments, &live.args, &path);
-        if let Some(expected) = expected
-            && !self.output_fits(&expected.ty, &live.ty)
-        {
-            let message = if expected.ty.nullable_shape() == live.ty.nullable_shape() {
-                format!(
-                    "may now be null: its type changed from `{}` to `{}`, and the compiled query's types expect a value",
-                    expected.ty, live.ty
-                )
-            } else {
-                format!("its type changed from `{}` to `{}`", expected.ty, live.ty)
-            };
-            self.problem(&at, message, &path);
-            return;
+        if let Some(expected) = expected {
+            let changed = format!("its type changed from `{}` to `{}`", expected.ty, live.ty);
+            match self.output_fit(&expected.ty, &live.ty) {
+                Fit::Same => {}
+                Fit::Notice(why) => {
+                    self.report(Severity::Notice, at.clone(), format!("{changed}; {why}"), &path)
+                }
+                Fit::Breaks(why) => {
+                    self.problem(&at, format!("{changed}: {why}"), &path);
+                    return;
+                }
+                Fit::Null => {
+                    let message =
+                        format!("may now be null: {changed}, and the compiled query's types expect a value");
+                    self.problem(&at, message, &path);
+                    return;
+                }
+                Fit::Shape => {
+                    self.problem(&at, changed, &path);
+                    return;
+                }
+            }
         }
         if field.selection_set.items.is_empty() {
             return;
@@ -298,21 +345,36 @@ impl<'a, 'q> Walk<'a, 'q> {
     }
 
     /// Whether an answer of the live type `live` still fits the types generated from `expected`.
-    fn output_fits(&self, expected: &Ty, live: &Ty) -> bool {
+    fn output_fit(&self, expected: &Ty, live: &Ty) -> Fit {
         match (expected, live) {
-            (Ty::NonNull(e), Ty::NonNull(l)) => self.output_fits(e, l),
+            (Ty::NonNull(e), Ty::NonNull(l)) => self.output_fit(e, l),
             // A null the generated type has no place for.
-            (Ty::NonNull(_), _) => false,
+            (Ty::NonNull(_), _) => Fit::Null,
             // Never null now: still fits an optional.
-            (e, Ty::NonNull(l)) => self.output_fits(e, l),
-            (Ty::List(e), Ty::List(l)) => self.output_fits(e, l),
+            (e, Ty::NonNull(l)) => self.output_fit(e, l),
+            (Ty::List(e), Ty::List(l)) => self.output_fit(e, l),
+            (Ty::Named(e), Ty::Named(l)) if e == l => Fit::Same,
             (Ty::Named(e), Ty::Named(l)) => {
-                // Objects are decoded by their fields, whatever the type is called.
-                e == l
-                    || (self.expected.kind(e).is_some_and(Kind::composite)
-                        && self.live.kind(l).is_some_and(Kind::composite))
+                let composite = |kind: Option<Kind>| kind.is_some_and(Kind::composite);
+                match (composite(self.expected.kind(e)), composite(self.live.kind(l))) {
+                    // Objects are decoded by their fields, whatever the type is called.
+                    (true, true) => Fit::Same,
+                    (false, true) => Fit::Breaks(format!(
+                        "`{l}` is an object type, which the query selects no fields of (the vendor \
+                         refuses such a query) and the generated type ({e}) cannot decode"
+                    )),
+                    (true, false) => Fit::Breaks(format!(
+                        "`{l}` has no fields, and the generated type decodes an object with the \
+                         selected ones"
+                    )),
+                    (false, false) => match decode::leaf_fit(self.expected, e, self.live, l) {
+                        Some(LeafFit::Notice(why)) => Fit::Notice(why),
+                        Some(LeafFit::Breaks(why)) => Fit::Breaks(why),
+                        None => Fit::Breaks(format!("`{l}` is not a scalar or enum type of the schema")),
+                    },
+                }
             }
-            _ => false,
+            _ => Fit::Shape,
         }
     }
 
@@ -481,7 +543,10 @@ mod tests {
         check_query(QUERY, &expected, &live)
             .expect("query parses")
             .iter()
-            .map(ToString::to_string)
+            .map(|p| match p.severity {
+                Severity::Breaks => p.to_string(),
+                Severity::Notice => format!("notice: {p}"),
+            })
             .collect()
     }
 
@@ -518,7 +583,9 @@ mod tests {
         );
         assert_eq!(
             problems(&edited("pages: Int!", "pages: String!")),
-            ["Fax.pages: its type changed from `Int!` to `String!` (used at report.content.pages)"]
+            [
+                "Fax.pages: its type changed from `Int!` to `String!`: its values now come as JSON strings, which the generated type (i64) cannot decode: it takes JSON integers (used at report.content.pages)"
+            ]
         );
         assert_eq!(
             problems(&edited("content: [Fax!]!", "content: Fax!")),
@@ -575,9 +642,68 @@ mod tests {
                 "$to: its type `DateTime` is gone from the schema (used at the variables of Report)",
                 "Period.from: now takes `Instant!`, which `$from: DateTime!` does not fit (used at report)",
                 "Period.to: now takes `Instant!`, which `$to: DateTime!` does not fit (used at report)",
-                "Fax.sentAt: its type changed from `DateTime` to `Instant` (used at report.content.sentAt)",
+                "notice: Fax.sentAt: its type changed from `DateTime` to `Instant`; its values still come as JSON strings, which the generated type (chrono::DateTime<Utc>) decodes as before; the schema no longer promises an RFC 3339 instant, and a value that is not one would fail the run (used at report.content.sentAt)",
             ]
         );
+    }
+
+    #[test]
+    fn a_scalar_renamed_while_its_values_still_decode_is_a_notice_and_one_they_do_not_is_drift() {
+        let stamp = "type Stamp { at: DateTime } type Page";
+        // (the compiled field, the live one, a type the live schema adds, what is reported)
+        let cases = [
+            (
+                "sentAt: DateTime",
+                "sentAt: String",
+                "",
+                "notice: Fax.sentAt: its type changed from `DateTime` to `String`; its values still come as JSON strings, which the generated type (chrono::DateTime<Utc>) decodes as before; the schema no longer promises an RFC 3339 instant, and a value that is not one would fail the run (used at report.content.sentAt)",
+            ),
+            (
+                "faxId: String!",
+                "faxId: ID!",
+                "",
+                "notice: Fax.faxId: its type changed from `String!` to `ID!`; its values still come as JSON strings, which the generated type (String) decodes as before (used at report.content.faxId)",
+            ),
+            // Never null now and renamed: still a notice.
+            (
+                "note: String",
+                "note: ID!",
+                "",
+                "notice: Fax.note: its type changed from `String` to `ID!`; its values still come as JSON strings, which the generated type (String) decodes as before (used at report.content.note)",
+            ),
+            // Renamed and nullable now: the null breaks it.
+            (
+                "faxId: String!",
+                "faxId: ID",
+                "",
+                "Fax.faxId: may now be null: its type changed from `String!` to `ID`, and the compiled query's types expect a value (used at report.content.faxId)",
+            ),
+            (
+                "sentAt: DateTime",
+                "sentAt: Int",
+                "",
+                "Fax.sentAt: its type changed from `DateTime` to `Int`: its values now come as JSON integers, which the generated type (chrono::DateTime<Utc>) cannot decode: it takes JSON strings (used at report.content.sentAt)",
+            ),
+            (
+                "sentAt: DateTime",
+                "sentAt: [DateTime]",
+                "",
+                "Fax.sentAt: its type changed from `DateTime` to `[DateTime]` (used at report.content.sentAt)",
+            ),
+            (
+                "sentAt: DateTime",
+                "sentAt: Stamp",
+                stamp,
+                "Fax.sentAt: its type changed from `DateTime` to `Stamp`: `Stamp` is an object type, which the query selects no fields of (the vendor refuses such a query) and the generated type (DateTime) cannot decode (used at report.content.sentAt)",
+            ),
+        ];
+        for (from, to, added, reported) in cases {
+            let mut live = edited(from, to);
+            if !added.is_empty() {
+                live = live.replace("type Page", added);
+            }
+            assert_eq!(problems(&live), [reported], "{from} -> {to}");
+        }
     }
 
     #[test]

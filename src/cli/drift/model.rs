@@ -31,15 +31,6 @@ impl Ty {
         matches!(self, Ty::NonNull(_))
     }
 
-    /// The same type with every non-null marker removed.
-    pub(super) fn nullable_shape(&self) -> Ty {
-        match self {
-            Ty::Named(name) => Ty::Named(name.clone()),
-            Ty::List(inner) => Ty::List(Box::new(inner.nullable_shape())),
-            Ty::NonNull(inner) => inner.nullable_shape(),
-        }
-    }
-
     pub(super) fn from_introspection(ty: &TypeRef) -> Result<Ty> {
         let inner = || {
             ty.of_type
