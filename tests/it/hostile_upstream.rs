@@ -267,6 +267,7 @@ async fn a_redirect_from_the_token_endpoint_is_rejected_at_once_and_reaches_noth
 async fn records_of_another_scope_fail_the_window_and_keep_its_rows() {
     let retarus = "hostile_scope_retarus";
     let roubler = "hostile_scope_roubler";
+    let altrata = "hostile_scope_altrata";
     let config = job(
         retarus,
         "retarus",
@@ -277,7 +278,7 @@ async fn records_of_another_scope_fail_the_window_and_keep_its_rows() {
         "roubler",
         "timesheets",
         "window = \"trailing\"\ntrailing_days = 3",
-    );
+    ) + &job(altrata, "altrata", "profiles", "");
     let h = harness(SandboxOptions::default(), &config).await;
     for (name, table, hostile, pointer, foreign) in [
         (
@@ -293,6 +294,13 @@ async fn records_of_another_scope_fail_the_window_and_keep_its_rows() {
             &h.sandbox.roubler.hostile,
             "/data/timesheets/0/location/id",
             json!("another-location"),
+        ),
+        (
+            altrata,
+            "altrata.profiles",
+            &h.sandbox.altrata.hostile,
+            "/data/personIdSearch/altrataId",
+            json!("1-per-999999"),
         ),
     ] {
         let reports = h.run(name).await;
@@ -328,7 +336,10 @@ async fn records_of_another_scope_fail_the_window_and_keep_its_rows() {
                 "{report:?}"
             );
             let error = report.error.clone().unwrap_or_default();
-            assert!(error.contains("records of"), "{error}");
+            assert!(
+                error.contains("records of") || error.contains("it answered with"),
+                "{error}"
+            );
         }
         assert_eq!(table_digest(&h, table).await, before, "{table} changed");
     }

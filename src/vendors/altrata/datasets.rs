@@ -370,6 +370,19 @@ async fn load_profiles(
             continue;
         };
         writer.pages += 1;
+        // A profile of another id than the one asked for belongs to no watched id: storing it
+        // would put a stranger in the table under a key nobody asked for.
+        if let Some(other) = row
+            .as_ref()
+            .map(|r| r.altrata_id.trim())
+            .filter(|other| other != id)
+        {
+            let shown: String = other.chars().take(64).collect();
+            return Err(Failure::invalid_answer(format!(
+                "asked altrata for the profile of {id}, it answered with {shown}; nothing of the load is kept"
+            ))
+            .into());
+        }
         match row {
             Some(row) => rows.push(row),
             None => add_warnings(&mut warnings, vec![format!("altrata has no profile for {id}")]),
