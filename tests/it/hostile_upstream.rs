@@ -391,3 +391,38 @@ async fn a_run_recorded_late_keeps_the_time_its_window_ended() {
         "finished_at {finished}, the window ended at {ended}"
     );
 }
+
+/// A value the upstream sent that its column cannot hold (a timestamp in year 0: PostgreSQL has
+/// none) fails the window as `invalid_answer` — the answer is at fault, not the database — and
+/// keeps the window's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timestamp_no_column_can_hold_is_an_invalid_answer_and_keeps_the_rows() {
+    let name = "hostile_year_zero";
+    let h = harness(
+        SandboxOptions::default(),
+        &job(
+            name,
+            "retarus",
+            "sms_in_udr",
+            "scope = [\"99999\"]\nwindow = \"trailing\"\ntrailing_days = 3",
+        ),
+    )
+    .await;
+    let reports = h.run(name).await;
+    assert!(
+        reports.iter().all(|r| r.status == RunStatus::Succeeded),
+        "{reports:?}"
+    );
+    let before = table_digest(&h, "retarus.sms_in_udr").await;
+    h.sandbox.retarus.hostile.push(
+        Target::Data,
+        vec![Mutation::JsonSet {
+            pointer: "/data/smsInUdrReport/content/0/receivedTs".into(),
+            value: json!("0000-06-01T00:00:00Z"),
+        }],
+    );
+    let reports = h.run(name).await;
+    h.assert_failed_with(name, "sms_in_udr", &reports, "invalid_answer")
+        .await;
+    assert_eq!(table_digest(&h, "retarus.sms_in_udr").await, before);
+}

@@ -111,6 +111,14 @@ pub(super) fn failure_kind(error: &anyhow::Error) -> FailureKind {
         if let Some(failure) = cause.downcast_ref::<Failure>() {
             return failure.kind;
         }
+        if let Some(sqlx::Error::Database(error)) = cause.downcast_ref::<sqlx::Error>()
+            && error.code().is_some_and(|code| code.starts_with("22"))
+        {
+            // SQLSTATE class 22, data exception: a value the upstream sent that its column cannot
+            // hold (a timestamp in year 0 or 300000, a number past the column's range), found
+            // while its page was staged. The answer is at fault, not the database.
+            return FailureKind::InvalidAnswer;
+        }
         if cause.is::<sqlx::Error>() {
             return FailureKind::Database;
         }
