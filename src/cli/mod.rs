@@ -156,7 +156,10 @@ pub async fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            if error.downcast_ref::<InvalidArguments>().is_some() {
+            // A schema this binary cannot work with is the operator's to fix, like bad arguments.
+            if error.downcast_ref::<InvalidArguments>().is_some()
+                || error.chain().any(|cause| cause.is::<store::SchemaMismatch>())
+            {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE
@@ -180,13 +183,13 @@ async fn run_command(command: Command, settings: Settings) -> Result<ExitCode> {
         Command::Check(CheckArgs { upstream: true }) => upstream_check::check_upstream(settings).await,
         Command::Migrate => {
             let store = Database::open(&settings.database).await?;
-            let applied = store::MIGRATOR.iter().count();
-            println!("Database is at migration {applied} of {applied}.");
+            let version = store::migrations::binary_version();
+            println!("Database is at schema {version}, this binary's newest.");
             store.close().await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Runs { job, limit } => {
-            let store = Database::open(&settings.database).await?;
+            let store = Database::open_read_only(&settings.database).await?;
             let rows = runs::recent(store.pool(), job.as_deref(), limit).await?;
             print!("{}", runs_table(&rows));
             let usage = shared_budget::usage(store.pool(), limit).await?;
@@ -196,7 +199,7 @@ async fn run_command(command: Command, settings: Settings) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Jobs => {
-            let store = Database::open(&settings.database).await?;
+            let store = Database::open_read_only(&settings.database).await?;
             let last = runs::last_outcomes(store.pool()).await?;
             store.close().await?;
             print!("{}", jobs_table(&settings, &last));
@@ -217,8 +220,12 @@ async fn run_command(command: Command, settings: Settings) -> Result<ExitCode> {
 }
 
 async fn auth_command(command: AuthCommand, settings: Settings) -> Result<ExitCode> {
-    // Runs no jobs: not registered as a process, and never sweeps others' runs.
-    let store = Database::open(&settings.database).await?;
+    // Runs no jobs: not registered as a process, and never sweeps others' runs. `status` only
+    // reads, so it neither migrates nor needs a role that may.
+    let store = match command {
+        AuthCommand::Status => Database::open_read_only(&settings.database).await?,
+        _ => Database::open(&settings.database).await?,
+    };
     let result = match command {
         AuthCommand::Login { source } => {
             let mut stdout = std::io::stdout();

@@ -1,16 +1,19 @@
 //! The store: the PostgreSQL pool, embedded migrations, this process's instance record, and the
 //! service's own tables (`etl.runs`, `etl.tokens`, `etl.watermarks`, `etl.scope_cache`).
 //!
-//! Two ways in, both connecting to `database.url` (or starting the embedded default server) and
-//! applying migrations: [`Store::open`] also registers this process and keeps it alive (commands
-//! that run jobs or hold tokens); [`Database::open`] does not, so commands that only read
-//! (`runs`, `jobs`, `auth status`) change no other process's records. Only processes that run
-//! jobs sweep dead processes' runs (see [`instance::sweep_dead_instances`]).
+//! Three ways in, all connecting to `database.url` (or starting the embedded default server):
+//! [`Store::open`] migrates, registers this process and keeps it alive (commands that run jobs or
+//! hold tokens); [`Database::open`] migrates and registers nothing (`migrate`, `auth login`);
+//! [`Database::open_read_only`] writes nothing at all, not even a migration, and refuses a schema
+//! that is not this binary's (`runs`, `jobs`, `auth status`). Only processes that run jobs sweep
+//! dead processes' runs (see [`instance::sweep_dead_instances`]). How migrations are applied
+//! beside a running previous release: [`migrations`].
 
 pub mod dictionary;
 pub(crate) mod embedded;
 pub mod instance;
 pub mod locks;
+pub mod migrations;
 pub mod runs;
 pub(crate) mod scope_cache;
 pub(crate) mod watermarks;
@@ -28,6 +31,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use crate::config::DatabaseSettings;
 pub use embedded::EmbeddedPostgres;
 pub use instance::Instance;
+pub use migrations::{SchemaMismatch, migrate};
 
 /// Migrations compiled into the binary (`migrations/`, listed by `build.rs`).
 ///
@@ -67,9 +71,23 @@ pub(crate) struct Database {
 impl Database {
     /// Connects (or starts the embedded server) and migrates.
     pub(crate) async fn open(settings: &DatabaseSettings) -> Result<Database> {
+        let database = Database::connect(settings).await?;
+        migrate(&database.pool).await?;
+        Ok(database)
+    }
+
+    /// Connects (or starts the embedded server) and checks that the schema is exactly this
+    /// binary's ([`migrations::check_current`]) without writing anything: for commands that only
+    /// read, which must work for a role that may not change the schema.
+    pub(crate) async fn open_read_only(settings: &DatabaseSettings) -> Result<Database> {
+        let database = Database::connect(settings).await?;
+        migrations::check_current(&database.pool).await?;
+        Ok(database)
+    }
+
+    async fn connect(settings: &DatabaseSettings) -> Result<Database> {
         let (url, embedded) = database_url(settings).await?;
         let pool = connect(&url, settings.pool_size).await?;
-        migrate(&pool).await?;
         Ok(Database { pool, url, embedded })
     }
 
@@ -215,11 +233,6 @@ pub async fn connect(url: &str, pool_size: u32) -> Result<PgPool> {
         .connect_with(options)
         .await
         .with_context(|| format!("connecting to PostgreSQL at {target}"))
-}
-
-/// Applies every pending migration. Safe to run any number of times.
-pub async fn migrate(pool: &PgPool) -> Result<()> {
-    MIGRATOR.run(pool).await.context("applying database migrations")
 }
 
 #[cfg(test)]

@@ -26,5 +26,6 @@ mod service;
 mod short_transactions;
 mod soak;
 mod store;
+mod upgrades;
 mod upstream_check;
 mod upstream_trust;
