@@ -226,17 +226,17 @@ schedule = \"1/2 * * * * *\"
 
     // Running normally first.
     let began = Utc::now() - chrono::Duration::seconds(1);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while succeeded_since(&pool, "fax", began).await < 2
-        || succeeded_since(&pool, "locations", began).await < 2
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no scheduled runs before the outage:\n{}",
-            log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let warmed = support::poll_for(Duration::from_secs(60), || async {
+        (succeeded_since(&pool, "fax", began).await >= 2
+            && succeeded_since(&pool, "locations", began).await >= 2)
+            .then_some(())
+    })
+    .await;
+    assert!(
+        warmed.is_some(),
+        "two succeeded runs of each job before the outage, within 60 s:\n{}",
+        log()
+    );
     assert_eq!(get_status(&http, &format!("{base}/readyz")).await, Some(200));
     let refreshes_before = sandbox.roubler.counts().refreshes;
 
@@ -246,22 +246,21 @@ schedule = \"1/2 * * * * *\"
         latency: Duration::from_secs(2),
         ..Default::default()
     });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let in_flight = loop {
-        let running: Option<(i64,)> =
-            sqlx::query_as("SELECT id FROM etl.runs WHERE job = 'locations' AND status = 'running' LIMIT 1")
-                .fetch_optional(&pool)
-                .await
-                .unwrap();
-        if let Some((id,)) = running {
-            break id;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no run in flight to interrupt:\n{}",
+    let in_flight = support::poll_for(Duration::from_secs(30), || async {
+        sqlx::query_as::<_, (i64,)>(
+            "SELECT id FROM etl.runs WHERE job = 'locations' AND status = 'running' LIMIT 1",
+        )
+        .fetch_optional(&pool)
+        .await
+        .unwrap()
+        .map(|(id,)| id)
+    })
+    .await;
+    let Some(in_flight) = in_flight else {
+        panic!(
+            "a `locations` run in flight to interrupt, within 30 s:\n{}",
             log()
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     };
     pool.close().await;
     db.stop().await;
@@ -291,18 +290,18 @@ schedule = \"1/2 * * * * *\"
 
     // Back: the next scheduled runs succeed and /readyz recovers.
     let pool = store::connect(&db.url, 2).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while succeeded_since(&pool, "fax", restarted).await < 2
-        || succeeded_since(&pool, "locations", restarted).await < 2
-        || get_status(&http, &format!("{base}/readyz")).await != Some(200)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no successful runs after the outage:\n{}",
-            log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let recovered = support::poll_for(Duration::from_secs(60), || async {
+        (succeeded_since(&pool, "fax", restarted).await >= 2
+            && succeeded_since(&pool, "locations", restarted).await >= 2
+            && get_status(&http, &format!("{base}/readyz")).await == Some(200))
+        .then_some(())
+    })
+    .await;
+    assert!(
+        recovered.is_some(),
+        "two succeeded runs of each job and /readyz 200 after the outage, within 60 s:\n{}",
+        log()
+    );
     // The outcomes the database missed are written by the runs that follow: wait for them.
     let left_running = || async {
         sqlx::query_as::<_, (i64, String)>(

@@ -54,6 +54,7 @@ async fn ctrl_c_on_a_backfill_rolls_back_the_open_window_prints_the_summary_and_
             .arg(file.path())
             .stdout(stdout)
             .stderr(Stdio::piped())
+            .kill_on_drop(true)
             .spawn()
             .unwrap()
     };
@@ -66,17 +67,19 @@ async fn ctrl_c_on_a_backfill_rolls_back_the_open_window_prints_the_summary_and_
     });
     sandbox.retarus.faults.script_after(1, Vec::new());
     let mut child = backfill(Stdio::piped());
-    for _ in 0..500 {
-        let in_flight = count(
-            &db,
-            "SELECT count(*) FILTER (WHERE status = 'succeeded') * count(*) FILTER (WHERE status = 'running') FROM etl.runs",
-        )
-        .await;
-        if in_flight > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::wait_until(
+        "a window committed and the next one loading",
+        Duration::from_secs(30),
+        || async {
+            count(
+                &db,
+                "SELECT count(*) FILTER (WHERE status = 'succeeded') * count(*) FILTER (WHERE status = 'running') FROM etl.runs",
+            )
+            .await
+                > 0
+        },
+    )
+    .await;
     let committed = count(&db, "SELECT count(*) FROM etl.runs WHERE status = 'succeeded'").await;
     let rows_before = count(&db, "SELECT count(*) FROM retarus.fax_out_udr").await;
     assert!(
@@ -181,14 +184,13 @@ async fn service_with_two_windows_in(db: &TestDb, config: &std::path::Path) -> t
         .arg(config)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .unwrap();
-    for _ in 0..300 {
-        if count(db, "SELECT count(*) FROM etl.runs WHERE status = 'succeeded'").await >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::wait_until("two succeeded windows", Duration::from_secs(30), || async {
+        count(db, "SELECT count(*) FROM etl.runs WHERE status = 'succeeded'").await >= 2
+    })
+    .await;
     child
 }
 
@@ -226,21 +228,48 @@ async fn commands_and_the_scheduler_log_no_driver_or_scheduler_chatter_at_info()
     assert_eq!(loaded as i64, windows, "{stderr}");
 }
 
-/// The dbt executable: `DBT_BIN`, else the virtualenv `.ci/run` creates in `target/dbt-venv`.
+/// The dbt executable: `DBT_BIN` when set, else the virtualenv `scripts/dbt-venv.sh` keeps in
+/// `target/dbt-venv`, created by the first test process that needs it (about 45 s of pip on a
+/// fresh machine; the script's lock makes other processes wait for it rather than install twice).
 fn dbt_binary() -> std::path::PathBuf {
-    let path = std::env::var_os("DBT_BIN")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dbt-venv/bin/dbt"));
-    assert!(
-        path.exists(),
-        "dbt not found at {}: run .ci/run (it creates target/dbt-venv) or set DBT_BIN",
-        path.display()
-    );
-    path
+    static DBT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DBT.get_or_init(|| {
+        if let Some(path) = std::env::var_os("DBT_BIN") {
+            let path = std::path::PathBuf::from(path);
+            assert!(path.exists(), "DBT_BIN={} does not exist", path.display());
+            return path;
+        }
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/dbt-venv.sh");
+        let started = Instant::now();
+        let output = std::process::Command::new("bash")
+            .arg(&script)
+            .output()
+            .expect("run scripts/dbt-venv.sh");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "{} could not provide dbt (it needs python3 with venv and pip, and PyPI):\n{stderr}",
+            script.display()
+        );
+        let path = std::path::PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        println!(
+            "dbt at {} after {:.1?}\n{stderr}",
+            path.display(),
+            started.elapsed()
+        );
+        assert!(
+            path.exists(),
+            "{} printed {}, which does not exist",
+            script.display(),
+            path.display()
+        );
+        path
+    })
+    .clone()
 }
 
-fn dbt_source_freshness(project: &std::path::Path) -> std::process::Output {
-    std::process::Command::new(dbt_binary())
+fn dbt_source_freshness(dbt: &std::path::Path, project: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(dbt)
         .args(["source", "freshness", "--project-dir"])
         .arg(project)
         .arg("--profiles-dir")
@@ -253,6 +282,8 @@ fn dbt_source_freshness(project: &std::path::Path) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dbt_source_freshness_passes_on_the_generated_sources_and_fails_when_data_goes_stale() {
+    // Provisioning dbt (pip, on a fresh machine) overlaps with the load below.
+    let dbt = tokio::task::spawn_blocking(dbt_binary);
     let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
     let db = TestDb::new().await;
     let (_, file) = support::load_config(&support::sandbox_config(&sandbox, &db.url, &fax_job()));
@@ -306,7 +337,10 @@ async fn dbt_source_freshness_passes_on_the_generated_sources_and_fails_when_dat
     )
     .unwrap();
 
-    let fresh = dbt_source_freshness(project.path());
+    let dbt = dbt
+        .await
+        .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
+    let fresh = dbt_source_freshness(&dbt, project.path());
     let fresh_log = String::from_utf8_lossy(&fresh.stdout);
     println!("{fresh_log}");
     assert!(
@@ -321,7 +355,7 @@ async fn dbt_source_freshness_passes_on_the_generated_sources_and_fails_when_dat
         .execute(&db.pool)
         .await
         .unwrap();
-    let stale = dbt_source_freshness(project.path());
+    let stale = dbt_source_freshness(&dbt, project.path());
     let stale_log = String::from_utf8_lossy(&stale.stdout);
     assert!(
         !stale.status.success(),

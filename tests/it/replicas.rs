@@ -125,26 +125,23 @@ impl World {
     /// Waits until `job` has loaded every location of `company` up to about now.
     async fn wait_for_job(&self, job: &str, company: &str, since: DateTime<Utc>, limit: Duration) {
         let locations = self.companies[company].len() as i64;
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let (done, running): (i64, i64) = sqlx::query_as(
-                "SELECT (SELECT count(*) FROM etl.watermarks WHERE job = $1 AND high_water >= $2),
-                        (SELECT count(*) FROM etl.runs WHERE job = $1 AND status = 'running')",
-            )
-            .bind(job)
-            .bind(since - chrono::Duration::hours(1))
-            .fetch_one(&self.db.pool)
-            .await
-            .unwrap();
-            if done >= locations && running == 0 {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{job} did not finish within {limit:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        support::wait_until(
+            &format!("{job} to load all {locations} locations of {company} and finish its runs"),
+            limit,
+            || async move {
+                let (done, running): (i64, i64) = sqlx::query_as(
+                    "SELECT (SELECT count(*) FROM etl.watermarks WHERE job = $1 AND high_water >= $2),
+                            (SELECT count(*) FROM etl.runs WHERE job = $1 AND status = 'running')",
+                )
+                .bind(job)
+                .bind(since - chrono::Duration::hours(1))
+                .fetch_one(&self.db.pool)
+                .await
+                .unwrap();
+                done >= locations && running == 0
+            },
+        )
+        .await;
     }
 
     /// Calls the sandbox saw: how many, the busiest window, 429s, and first-to-last span.
@@ -202,6 +199,16 @@ async fn stop(mut child: tokio::process::Child, log: &Path) {
     );
 }
 
+/// Runs of `job` recorded so far, whatever their status.
+async fn count_runs_of(db: &TestDb, job: &str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM etl.runs WHERE job = $1")
+        .bind(job)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    n
+}
+
 /// Per process: (command, calls, waited ms, first call, last call) from `etl.rate_budget_usage`.
 async fn usage(db: &TestDb) -> Vec<(String, i64, i64, DateTime<Utc>, DateTime<Utc>)> {
     sqlx::query_as(
@@ -233,8 +240,15 @@ async fn a_running_service_and_a_concurrent_backfill_share_one_budget_without_a_
     let service_log = dir.path().join("service.log");
     let service = support::spawn_service(file.path(), &service_log);
 
-    // The backfill starts just before the service's job fires, so the two overlap throughout.
-    tokio::time::sleep((fire - Utc::now()).to_std().unwrap_or_default() - Duration::from_millis(500)).await;
+    // The backfill starts as soon as the service's job has fired (its first run is recorded), so
+    // the two overlap for most of the backfill. (Sleeping until just before the fire panicked
+    // whenever the set-up took longer than the margin.)
+    support::wait_until(
+        &format!("the service's job `live` to fire at {fire}"),
+        Duration::from_secs(60),
+        || async { count_runs_of(&w.db, "live").await > 0 },
+    )
+    .await;
     let backfill = tokio::process::Command::from(support::binary())
         .args(["run", "--once", "--job", "history", "--from"])
         .arg(from.to_string())

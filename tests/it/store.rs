@@ -330,6 +330,20 @@ async fn the_database_refuses_a_failing_run_without_a_known_kind() {
     store.close().await.unwrap();
 }
 
+/// The server process (session) holding the liveness lock with key `lock_key`, if any.
+async fn liveness_lock_holder(pool: &sqlx::PgPool, lock_key: i32) -> Option<i32> {
+    let row: Option<(i32,)> = sqlx::query_as(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
+         AND classid = $1::oid AND objid = $2::oid AND objsubid = 2",
+    )
+    .bind(INSTANCE_LOCK_CLASS)
+    .bind(lock_key)
+    .fetch_optional(pool)
+    .await
+    .unwrap();
+    row.map(|(pid,)| pid)
+}
+
 #[tokio::test]
 async fn a_running_run_of_a_dead_process_is_swept_only_once_its_heartbeat_is_stale() {
     let db = TestDb::new().await;
@@ -348,10 +362,21 @@ async fn a_running_run_of_a_dead_process_is_swept_only_once_its_heartbeat_is_sta
     let sweeper = Store::open(&settings_for(&db.url), "run").await.unwrap();
     let me = sweeper.instance().id();
     // Lock free but heartbeat fresh: it may be a live process reconnecting after a restart.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (dead_key,): (i32,) = sqlx::query_as("SELECT lock_key FROM etl.instances WHERE id = $1")
+        .bind(dead_id)
+        .fetch_one(sweeper.pool())
+        .await
+        .unwrap();
+    support::wait_until(
+        "the dead process's liveness lock to be released",
+        std::time::Duration::from_secs(10),
+        || async { liveness_lock_holder(sweeper.pool(), dead_key).await.is_none() },
+    )
+    .await;
     assert_eq!(
         instance::sweep_dead_instances(sweeper.pool(), me).await.unwrap(),
-        0
+        0,
+        "a process whose lock is free but whose heartbeat is fresh is not swept"
     );
     assert_eq!(runs::get(sweeper.pool(), orphan).await.unwrap().status, "running");
 
@@ -407,19 +432,9 @@ async fn a_process_whose_liveness_session_ends_retakes_its_lock_and_beats_on() {
             .await
             .unwrap();
     // End the session holding the lock, as a database restart would.
-    let holder = |pool: sqlx::PgPool| async move {
-        let row: Option<(i32,)> = sqlx::query_as(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
-             AND classid = $1::oid AND objid = $2::oid AND objsubid = 2",
-        )
-        .bind(INSTANCE_LOCK_CLASS)
-        .bind(lock_key)
-        .fetch_optional(&pool)
+    let old_session = liveness_lock_holder(store.pool(), lock_key)
         .await
-        .unwrap();
-        row.map(|(pid,)| pid)
-    };
-    let old_session = holder(store.pool().clone()).await.expect("the lock is held");
+        .expect("the lock is held");
     sqlx::query("SELECT pg_terminate_backend($1)")
         .bind(old_session)
         .execute(store.pool())
@@ -435,26 +450,22 @@ async fn a_process_whose_liveness_session_ends_retakes_its_lock_and_beats_on() {
                 .unwrap();
         beat
     };
-    let deadline = std::time::Instant::now() + instance::HEARTBEAT_INTERVAL * 3;
-    let (new_session, beat) = loop {
-        let session = holder(store.pool().clone()).await;
-        let beat = beat_now(store.pool().clone()).await;
-        if let Some(pid) = session
-            && pid != old_session
-            && beat > first_beat
-        {
-            break (pid, beat);
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the lock was not re-taken (holder {session:?}, heartbeat {beat})"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    let (new_session, beat) = support::wait_for(
+        "the lock re-taken by a new session and a later heartbeat",
+        instance::HEARTBEAT_INTERVAL * 3,
+        || async {
+            let session = liveness_lock_holder(store.pool(), lock_key).await;
+            let beat = beat_now(store.pool().clone()).await;
+            session
+                .filter(|pid| *pid != old_session && beat > first_beat)
+                .map(|pid| (pid, beat))
+        },
+    )
+    .await;
     println!("lock re-taken by session {new_session} (was {old_session}); heartbeat {first_beat} → {beat}");
     store.close().await.unwrap();
     // A clean stop ends the liveness session.
-    assert_eq!(holder(db.pool.clone()).await, None);
+    assert_eq!(liveness_lock_holder(&db.pool, lock_key).await, None);
 }
 
 #[tokio::test]

@@ -263,7 +263,19 @@ where
 }
 
 /// Like [`wait_until`], for a condition that yields what it found (`Some`) once it holds.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: std::time::Duration, mut found: F) -> T
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: std::time::Duration, found: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    poll_for(timeout, found)
+        .await
+        .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
+}
+
+/// Like [`wait_for`], but `None` after `timeout` instead of a panic: for a caller whose own
+/// assertion then says what was missing (a log, the counts that fell short).
+pub async fn poll_for<T, F, Fut>(timeout: std::time::Duration, mut found: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -271,12 +283,11 @@ where
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if let Some(value) = found().await {
-            return value;
+            return Some(value);
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
