@@ -569,24 +569,44 @@ fn user_name(uid: u32) -> Option<String> {
     })
 }
 
-/// The relocated directory's name: the configured path made flat (readable in a listing) plus a
-/// hash of it (distinct for distinct paths, the same on every run from the same place).
+/// Longest readable part of a relocated directory's name. The server's socket lies in
+/// `<parent>/<name>/cluster/.s.PGSQL.<port>`, and a socket path has at most 107 bytes.
+const RELOCATED_NAME_TAIL: usize = 40;
+
+/// The relocated directory's name: the last components of the configured path (readable in a
+/// listing) plus a hash of the whole path (distinct for distinct paths, the same on every run from
+/// the same place).
 fn relocated_name(configured: &Path) -> String {
     let path = configured.to_string_lossy();
     let digest = Sha256::digest(path.as_bytes());
     let hash: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
-    let flat: String = path
-        .trim_start_matches('/')
-        .chars()
-        .map(|c| match c {
-            '/' => '-',
-            c if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') => c,
-            _ => '_',
-        })
-        .collect();
-    // Keep the end, the most telling part, within a comfortable file name length.
-    let flat = &flat[flat.len().saturating_sub(80)..];
-    format!("{flat}-{hash}")
+    let plain = |component: &str| -> String {
+        component
+            .chars()
+            .map(|c| match c {
+                c if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') => c,
+                _ => '_',
+            })
+            .collect()
+    };
+    let mut tail: Vec<String> = Vec::new();
+    let mut length = 0;
+    for component in path.rsplit('/').filter(|c| !c.is_empty()) {
+        let component = plain(component);
+        let added = component.len() + usize::from(!tail.is_empty());
+        if length + added > RELOCATED_NAME_TAIL {
+            if tail.is_empty() {
+                // One long last component: its end, which is ASCII by now.
+                tail.push(component[component.len() - RELOCATED_NAME_TAIL..].to_owned());
+            }
+            break;
+        }
+        length += added;
+        tail.push(component);
+    }
+    tail.reverse();
+    tail.push(hash);
+    tail.join("-")
 }
 
 fn give_to(path: &Path, user: &ServerUser) -> Result<()> {
@@ -622,18 +642,40 @@ mod tests {
     }
 
     #[test]
-    fn a_relocated_name_is_one_plain_file_name_of_bounded_length() {
+    fn a_relocated_name_is_one_plain_file_name_that_leaves_room_for_the_socket() {
         let deep = format!("/{}/dåta dir/pg", "x".repeat(300));
-        let name = relocated_name(Path::new(&deep));
-        assert!(name.len() <= 80 + 1 + 12, "{} characters", name.len());
-        assert!(
-            name.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')),
-            "{name}"
+        for path in [
+            deep.as_str(),
+            "/tmp/tmp.4xjNhNHFTq/reporting-etl/.reporting-etl/pg",
+        ] {
+            let name = relocated_name(Path::new(path));
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')),
+                "{name}"
+            );
+            let socket = Path::new(EmbeddedPostgres::RELOCATION_PARENT)
+                .join(&name)
+                .join("cluster/.s.PGSQL.65535");
+            assert!(
+                socket.as_os_str().len() <= 107,
+                "{} is too long for a socket",
+                socket.display()
+            );
+        }
+        assert!(relocated_name(Path::new(&deep)).starts_with("d_ta_dir-pg-"));
+        assert_eq!(
+            relocated_name(Path::new("/tmp/tmp.4xjNhNHFTq/reporting-etl/.reporting-etl/pg"))
+                .rsplit_once('-')
+                .unwrap()
+                .0,
+            "reporting-etl-.reporting-etl-pg",
+            "whole components are kept from the end"
         );
-        assert!(
-            name.contains("d_ta_dir-pg-"),
-            "the end of the path is kept: {name}"
+        let long_leaf = format!("/srv/{}", "y".repeat(60));
+        assert_eq!(
+            relocated_name(Path::new(&long_leaf)).len(),
+            RELOCATED_NAME_TAIL + 1 + 12
         );
     }
 }
