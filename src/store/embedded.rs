@@ -156,17 +156,15 @@ impl EmbeddedPostgres {
         &self.data_dir
     }
 
-    /// When the cluster is not in the configured data directory: why, in a sentence.
+    /// When the cluster is not in the configured data directory: from where and why, in a sentence.
     pub fn relocation_note(&self) -> Option<String> {
         self.relocation.as_ref().map(|moved| {
             format!(
-                "`{user}`, the user PostgreSQL runs as under root, cannot enter {blocked}, so the cluster \
-                 lives in {data_dir} instead of {configured} (reused by every run from there; set \
-                 database.data_dir to choose another place)",
+                "moved from {configured}: `{user}`, the user PostgreSQL runs as under root, cannot enter \
+                 {blocked}; every run from there finds it here (set database.data_dir to choose another place)",
+                configured = moved.configured.display(),
                 user = moved.user,
                 blocked = moved.blocked_by.display(),
-                data_dir = self.data_dir.display(),
-                configured = moved.configured.display(),
             )
         })
     }
