@@ -160,6 +160,10 @@ pub(crate) async fn run(base: Settings) -> Result<std::process::ExitCode> {
     let mut store = engine.store;
     match store.embedded() {
         Some(server) => {
+            println!("Data directory:  {}", server.data_dir().display());
+            if let Some(note) = server.relocation_note() {
+                println!("  ({note})");
+            }
             println!("Connect with:  {}", server.psql_hint());
             println!(
                 "The embedded server keeps running for that; stop it with:  {}",

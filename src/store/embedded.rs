@@ -5,6 +5,15 @@
 //! The data directory survives restarts. A server that another process of ours already runs in
 //! the same directory is reused and left running; one we started is stopped by [`EmbeddedPostgres::stop`].
 //! PostgreSQL refuses to run as root, so as root the server runs as the `postgres` (or `nobody`) user.
+//!
+//! # Where the cluster lives
+//!
+//! That user must be able to enter every directory above the data directory. A clone under
+//! `/root` or in a `mktemp -d` (both `0700`) shuts it out, so as root a data directory it cannot
+//! reach is replaced by one of its own under [`EmbeddedPostgres::RELOCATION_PARENT`], named after the configured
+//! path (so the next run from the same place finds the same cluster). A configured directory that
+//! already holds a cluster is never replaced: that would look like lost data. Where neither works,
+//! the error names the directory in the way, the user and the fixes.
 
 use std::ffi::OsStr;
 use std::fs::{self, File};
@@ -15,9 +24,28 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use anyhow::{Context, Result, anyhow, bail};
+use sha2::{Digest, Sha256};
 
 /// Database created inside the embedded server.
 pub(crate) const DATABASE: &str = "reporting_etl";
+
+/// The unprivileged user the server runs as when we are root.
+#[derive(Debug, Clone)]
+struct ServerUser {
+    name: String,
+    uid: u32,
+    gid: u32,
+}
+
+/// Why the cluster is not in the configured data directory.
+#[derive(Debug, Clone)]
+struct Relocation {
+    /// The configured data directory, resolved.
+    configured: PathBuf,
+    /// The directory above it that the server's user cannot enter.
+    blocked_by: PathBuf,
+    user: String,
+}
 
 /// A running embedded server.
 #[derive(Debug)]
@@ -25,26 +53,43 @@ pub struct EmbeddedPostgres {
     data_dir: PathBuf,
     bin_dir: PathBuf,
     port: u16,
-    run_as: Option<(u32, u32)>,
+    run_as: Option<ServerUser>,
+    relocation: Option<Relocation>,
     /// Whether this process started the server (and so stops it).
     owned: bool,
 }
 
 impl EmbeddedPostgres {
-    /// Starts (or joins) the server in `data_dir`, creating the cluster on first use.
+    /// Where a cluster moves when, as root, the server's user cannot reach the configured data directory.
+    pub const RELOCATION_PARENT: &str = "/var/lib/reporting-etl";
+
+    /// Starts (or joins) the server in `data_dir`, creating the cluster on first use. As root,
+    /// a `data_dir` the server's user cannot reach is replaced by one under [`EmbeddedPostgres::RELOCATION_PARENT`].
     pub fn start(data_dir: &Path) -> Result<EmbeddedPostgres> {
+        Self::start_relocating_under(data_dir, Path::new(Self::RELOCATION_PARENT))
+    }
+
+    /// [`EmbeddedPostgres::start`] with another parent for a relocated cluster.
+    pub fn start_relocating_under(data_dir: &Path, relocation_parent: &Path) -> Result<EmbeddedPostgres> {
         let bin_dir = find_binaries()?;
-        fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-        let data_dir = data_dir
-            .canonicalize()
-            .with_context(|| format!("resolving {}", data_dir.display()))?;
+        let run_as = unprivileged_user()?;
+        let (data_dir, relocation) = place(data_dir, run_as.as_ref(), relocation_parent)?;
+        if let Some(moved) = &relocation {
+            tracing::info!(
+                configured = %moved.configured.display(),
+                data_dir = %data_dir.display(),
+                blocked_by = %moved.blocked_by.display(),
+                user = %moved.user,
+                "The embedded PostgreSQL server's user cannot reach the configured data directory: \
+                 using one of its own instead."
+            );
+        }
         // Serialise concurrent starters (e.g. parallel test processes) on a lock file beside the cluster.
         let lock_path = data_dir.join("start.lock");
         let lock = File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
         lock.lock()
             .with_context(|| format!("locking {}", lock_path.display()))?;
 
-        let run_as = unprivileged_user()?;
         let cluster = data_dir.join("cluster");
         let port_file = data_dir.join("port");
         let mut server = EmbeddedPostgres {
@@ -52,6 +97,7 @@ impl EmbeddedPostgres {
             bin_dir,
             port: 0,
             run_as,
+            relocation,
             owned: false,
         };
         if !cluster.join("PG_VERSION").exists() {
@@ -73,7 +119,8 @@ impl EmbeddedPostgres {
             Some(port) if port_is_free(port) => port,
             _ => free_port()?,
         };
-        fs::write(&port_file, server.port.to_string())?;
+        fs::write(&port_file, server.port.to_string())
+            .with_context(|| format!("writing {}", port_file.display()))?;
         let log = data_dir.join("postgres.log");
         let output = server.pg_ctl_serving(["-t", "60", "start"])?;
         if !output.status.success() {
@@ -104,8 +151,22 @@ impl EmbeddedPostgres {
         format!("psql -h 127.0.0.1 -p {} -U postgres {DATABASE}", self.port)
     }
 
-    pub(crate) fn data_dir(&self) -> &Path {
+    /// Where the cluster lives: the configured data directory, or its replacement.
+    pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// When the cluster is not in the configured data directory: from where and why, in a sentence.
+    pub fn relocation_note(&self) -> Option<String> {
+        self.relocation.as_ref().map(|moved| {
+            format!(
+                "moved from {configured}: `{user}`, the user PostgreSQL runs as under root, cannot enter \
+                 {blocked}; every run from there finds it here (set database.data_dir to choose another place)",
+                configured = moved.configured.display(),
+                user = moved.user,
+                blocked = moved.blocked_by.display(),
+            )
+        })
     }
 
     /// Stops the server if this process started it. Fast shutdown: sessions are ended, data is safe.
@@ -192,12 +253,13 @@ impl EmbeddedPostgres {
     }
 
     fn init(&self, cluster: &Path) -> Result<()> {
-        fs::create_dir_all(cluster)?;
-        if let Some((uid, gid)) = self.run_as {
-            std::os::unix::fs::chown(&self.data_dir, Some(uid), Some(gid))?;
-            std::os::unix::fs::chown(cluster, Some(uid), Some(gid))?;
+        fs::create_dir_all(cluster).with_context(|| format!("creating {}", cluster.display()))?;
+        if let Some(user) = &self.run_as {
+            give_to(&self.data_dir, user)?;
+            give_to(cluster, user)?;
         }
-        fs::set_permissions(cluster, fs::Permissions::from_mode(0o700))?;
+        fs::set_permissions(cluster, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("setting the mode of {}", cluster.display()))?;
         let output = self.pg(
             "initdb",
             [
@@ -278,12 +340,20 @@ impl EmbeddedPostgres {
     {
         let mut command = Command::new(self.bin_dir.join(program));
         command.args(args).current_dir(&self.data_dir).env("LC_ALL", "C");
-        if let Some((uid, gid)) = self.run_as {
-            command.uid(uid).gid(gid);
+        if let Some(user) = &self.run_as {
+            command.uid(user.uid).gid(user.gid);
         }
-        command
-            .output()
-            .with_context(|| format!("running {}", self.bin_dir.join(program).display()))
+        command.output().with_context(|| {
+            let by = match &self.run_as {
+                Some(user) => format!(" as `{}`", user.name),
+                None => String::new(),
+            };
+            format!(
+                "running {}{by} in {}",
+                self.bin_dir.join(program).display(),
+                self.data_dir.display()
+            )
+        })
     }
 }
 
@@ -335,9 +405,9 @@ fn find_binaries() -> Result<PathBuf> {
     })
 }
 
-/// `initdb` refuses to run as root: pick the `postgres` user, else `nobody`.
-fn unprivileged_user() -> Result<Option<(u32, u32)>> {
-    // The effective uid, read from /proc to avoid a libc dependency for one call.
+/// `initdb` refuses to run as root: as root, pick the `postgres` user, else `nobody`.
+fn unprivileged_user() -> Result<Option<ServerUser>> {
+    // The effective uid, read from /proc to avoid unsafe code for one call.
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
     let euid = status
         .lines()
@@ -355,11 +425,191 @@ fn unprivileged_user() -> Result<Option<(u32, u32)>> {
                 fields.get(2).and_then(|u| u.parse().ok()),
                 fields.get(3).and_then(|g| g.parse().ok()),
             ) {
-                return Ok(Some((uid, gid)));
+                return Ok(Some(ServerUser {
+                    name: name.to_owned(),
+                    uid,
+                    gid,
+                }));
             }
         }
     }
     bail!("running as root and no `postgres` or `nobody` user exists to run the embedded PostgreSQL server")
+}
+
+/// The data directory to use for `configured`: itself, resolved, or (as root, when the server's
+/// user cannot reach it) a directory of that user's own under `relocation_parent`.
+fn place(
+    configured: &Path,
+    run_as: Option<&ServerUser>,
+    relocation_parent: &Path,
+) -> Result<(PathBuf, Option<Relocation>)> {
+    fs::create_dir_all(configured).with_context(|| format!("creating {}", configured.display()))?;
+    let configured = configured
+        .canonicalize()
+        .with_context(|| format!("resolving {}", configured.display()))?;
+    let Some(user) = run_as else {
+        return Ok((configured, None));
+    };
+    // The data directory itself is handed to the user at initdb; the ones above must let it pass.
+    let Some(blocked_by) = configured.parent().and_then(|parent| first_closed(parent, user)) else {
+        return Ok((configured, None));
+    };
+    let cause = format!(
+        "PostgreSQL refuses to run as root, so the embedded server runs as `{user}`, and `{user}` cannot \
+         enter {blocked} ({why})",
+        user = user.name,
+        blocked = blocked_by.display(),
+        why = describe(&blocked_by),
+    );
+    if configured.join("cluster").join("PG_VERSION").exists() {
+        bail!(
+            "the embedded PostgreSQL cluster in {data_dir} cannot be reached: {cause}. Let it pass \
+             (`chmod o+x {blocked}`), move {data_dir} to a place `{user}` can reach and set \
+             database.data_dir (REPORTING_ETL__DATABASE__DATA_DIR) to it, or run as a user other than root",
+            data_dir = configured.display(),
+            blocked = blocked_by.display(),
+            user = user.name,
+        );
+    }
+    let target = relocation_parent.join(relocated_name(&configured));
+    if let Err(problem) = prepare_relocation(relocation_parent, &target, user) {
+        bail!(
+            "the embedded PostgreSQL server cannot use the data directory {data_dir}: {cause}; and its own \
+             directory {target} cannot be used either: {problem:#}. Set `database.data_dir = \"…\"` \
+             (or REPORTING_ETL__DATABASE__DATA_DIR) to a directory whose every parent `{user}` can \
+             enter (not below {blocked}), let it pass (`chmod o+x {blocked}`), run as a user other than root, \
+             or set database.url",
+            data_dir = configured.display(),
+            target = target.display(),
+            user = user.name,
+            blocked = blocked_by.display(),
+        );
+    }
+    Ok((
+        target,
+        Some(Relocation {
+            configured,
+            blocked_by,
+            user: user.name.clone(),
+        }),
+    ))
+}
+
+/// Creates `target` under `parent` for `user`: `parent` root's and not writable by others (we run
+/// as root: a directory someone else controls could redirect us), every directory down to it
+/// passable by `user`.
+fn prepare_relocation(parent: &Path, target: &Path, user: &ServerUser) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if !parent.exists() {
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        // Whatever the umask: the server's user has to pass through it.
+        fs::set_permissions(parent, fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("setting the mode of {}", parent.display()))?;
+    }
+    let meta = fs::metadata(parent).with_context(|| format!("reading {}", parent.display()))?;
+    if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+        bail!("{} is not root's alone ({})", parent.display(), describe(parent));
+    }
+    if let Some(closed) = first_closed(parent, user) {
+        bail!(
+            "`{}` cannot enter {} ({})",
+            user.name,
+            closed.display(),
+            describe(&closed)
+        );
+    }
+    fs::create_dir_all(target).with_context(|| format!("creating {}", target.display()))?;
+    give_to(target, user)?;
+    fs::set_permissions(target, fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("setting the mode of {}", target.display()))
+}
+
+/// The highest directory from `/` down to `dir` (included) that `user` may not pass through.
+/// The server gets no supplementary groups (the standard library drops them with the uid), so only
+/// the owner, the primary group and the others' bits count.
+fn first_closed(dir: &Path, user: &ServerUser) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut ancestors: Vec<&Path> = dir.ancestors().collect();
+    ancestors.reverse();
+    ancestors.into_iter().find_map(|step| {
+        let meta = fs::metadata(step).ok()?;
+        let mode = meta.mode();
+        let passable = if meta.uid() == user.uid {
+            mode & 0o100 != 0
+        } else if meta.gid() == user.gid {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        (!passable).then(|| step.to_path_buf())
+    })
+}
+
+/// `mode 0700, owner root` for an error message.
+fn describe(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    match fs::metadata(path) {
+        Ok(meta) => format!(
+            "mode {:04o}, owner {}",
+            meta.mode() & 0o7777,
+            user_name(meta.uid()).unwrap_or_else(|| meta.uid().to_string())
+        ),
+        Err(error) => error.to_string(),
+    }
+}
+
+fn user_name(uid: u32) -> Option<String> {
+    let passwd = fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        (fields.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+    })
+}
+
+/// Longest readable part of a relocated directory's name. The server's socket lies in
+/// `<parent>/<name>/cluster/.s.PGSQL.<port>`, and a socket path has at most 107 bytes.
+const RELOCATED_NAME_TAIL: usize = 40;
+
+/// The relocated directory's name: the last components of the configured path (readable in a
+/// listing) plus a hash of the whole path (distinct for distinct paths, the same on every run from
+/// the same place).
+fn relocated_name(configured: &Path) -> String {
+    let path = configured.to_string_lossy();
+    let digest = Sha256::digest(path.as_bytes());
+    let hash: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    let plain = |component: &str| -> String {
+        component
+            .chars()
+            .map(|c| match c {
+                c if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') => c,
+                _ => '_',
+            })
+            .collect()
+    };
+    let mut tail: Vec<String> = Vec::new();
+    let mut length = 0;
+    for component in path.rsplit('/').filter(|c| !c.is_empty()) {
+        let component = plain(component);
+        let added = component.len() + usize::from(!tail.is_empty());
+        if length + added > RELOCATED_NAME_TAIL {
+            if tail.is_empty() {
+                // One long last component: its end, which is ASCII by now.
+                tail.push(component[component.len() - RELOCATED_NAME_TAIL..].to_owned());
+            }
+            break;
+        }
+        length += added;
+        tail.push(component);
+    }
+    tail.reverse();
+    tail.push(hash);
+    tail.join("-")
+}
+
+fn give_to(path: &Path, user: &ServerUser) -> Result<()> {
+    std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid))
+        .with_context(|| format!("handing {} to `{}`", path.display(), user.name))
 }
 
 fn port_is_free(port: u16) -> bool {
@@ -368,4 +618,62 @@ fn port_is_free(port: u16) -> bool {
 
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relocated_name_is_the_same_for_a_path_and_differs_between_paths() {
+        let one = relocated_name(Path::new("/root/reporting-etl/.reporting-etl/pg"));
+        assert_eq!(
+            one,
+            relocated_name(Path::new("/root/reporting-etl/.reporting-etl/pg"))
+        );
+        assert!(one.starts_with("root-reporting-etl-.reporting-etl-pg-"), "{one}");
+        // Flattening alone would make these two the same name.
+        assert_ne!(
+            relocated_name(Path::new("/a-b/pg")),
+            relocated_name(Path::new("/a/b/pg"))
+        );
+    }
+
+    #[test]
+    fn a_relocated_name_is_one_plain_file_name_that_leaves_room_for_the_socket() {
+        let deep = format!("/{}/dåta dir/pg", "x".repeat(300));
+        for path in [
+            deep.as_str(),
+            "/tmp/tmp.4xjNhNHFTq/reporting-etl/.reporting-etl/pg",
+        ] {
+            let name = relocated_name(Path::new(path));
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')),
+                "{name}"
+            );
+            let socket = Path::new(EmbeddedPostgres::RELOCATION_PARENT)
+                .join(&name)
+                .join("cluster/.s.PGSQL.65535");
+            assert!(
+                socket.as_os_str().len() <= 107,
+                "{} is too long for a socket",
+                socket.display()
+            );
+        }
+        assert!(relocated_name(Path::new(&deep)).starts_with("d_ta_dir-pg-"));
+        assert_eq!(
+            relocated_name(Path::new("/tmp/tmp.4xjNhNHFTq/reporting-etl/.reporting-etl/pg"))
+                .rsplit_once('-')
+                .unwrap()
+                .0,
+            "reporting-etl-.reporting-etl-pg",
+            "whole components are kept from the end"
+        );
+        let long_leaf = format!("/srv/{}", "y".repeat(60));
+        assert_eq!(
+            relocated_name(Path::new(&long_leaf)).len(),
+            RELOCATED_NAME_TAIL + 1 + 12
+        );
+    }
 }

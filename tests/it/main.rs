@@ -11,6 +11,7 @@ mod datasets_e2e;
 mod db_restart;
 mod dictionary;
 mod discovery_cache;
+mod embedded_placement;
 mod executor;
 mod failure_kinds;
 mod hardening_input;
