@@ -261,6 +261,7 @@ impl Executor {
             .request(source, outgoing, &credential)
             .map_err(|verdict| (Attempt::Verdict(verdict), Some(credential.clone())))?;
 
+        let sent = Instant::now();
         let answer = match request.send().await {
             Ok(response) => {
                 let status = response.status();
@@ -270,8 +271,9 @@ impl Executor {
                         .take(64)
                         .collect::<String>()
                 });
-                let (headers, overlong) =
-                    RateHeaders::parse(response.headers(), Utc::now()).capped(source.max_wait);
+                let (headers, overlong) = RateHeaders::parse(response.headers(), Utc::now())
+                    .sent_at(sent)
+                    .capped(source.max_wait);
                 let body = read_body(response, self.options.max_body_bytes).await;
                 Ok((status, headers, overlong, retry_after_text, body))
             }
@@ -286,7 +288,7 @@ impl Executor {
                 (status, rate, overlong, text, body)
             }
             Ok((status, rate, _, _, Ok(Body::TooLarge))) => {
-                source.limiter.observe(&rate);
+                let _ = source.limiter.observe(&rate);
                 // Retrying would fetch the same oversized answer again.
                 let verdict = Verdict::Fatal {
                     cause: format!(
@@ -307,7 +309,7 @@ impl Executor {
                 return Err(failed(verdict));
             }
             Ok((status, rate, _, _, Err(e))) => {
-                source.limiter.observe(&rate);
+                let _ = source.limiter.observe(&rate);
                 let verdict = classify::transport(&e);
                 instruments::call(
                     &call.figures,
@@ -332,7 +334,8 @@ impl Executor {
                 return Err(failed(verdict));
             }
         };
-        source.limiter.observe(&rate);
+        // A policy naming a window beyond the cap fails this call, like an overlong Retry-After.
+        let held = source.limiter.observe(&rate);
         let status_label = instruments::status_class(Some(status.as_u16()));
         crate::stages::Stage::Fetch.add(started.elapsed());
         let result = if status.is_success() {
@@ -341,7 +344,7 @@ impl Executor {
             crate::stages::Stage::Decode.since(decoding);
             decoded
         } else {
-            Err(classify::status(status, rate.retry_after, &body))
+            Err(classify::status(status, rate.retry_after.map(|w| w.get()), &body))
         };
         let outcome = match &result {
             Ok(_) => "success",
@@ -355,6 +358,9 @@ impl Executor {
             outcome,
             body.len(),
         );
+        if let Some(held) = held {
+            return Err((Attempt::WaitCapped(held), Some(credential)));
+        }
         match result {
             Ok(value) => Ok(value),
             // The upstream wants more patience than the cap allows: every caller of the source

@@ -18,6 +18,7 @@ mod hardening_outage;
 mod hardening_security;
 mod hostile_config;
 mod operator;
+mod rate_policy;
 mod replicas;
 mod schema_pull;
 mod service;
