@@ -81,6 +81,9 @@ pub struct Learned {
     /// The window is at most this long: the closest pair of successive full windows.
     pub successive_upper: Option<Duration>,
     pub kind: WindowKind,
+    /// The longest reset seen: what a window on the clock is known to be at least, until two
+    /// successive windows bound it.
+    pub longest: Option<Duration>,
     /// Some reset came finer than whole seconds: the window is not taken for whole seconds.
     pub fine: bool,
     /// The reset of the window in force, as its answers narrowed it down.
@@ -110,15 +113,21 @@ impl Learned {
         if let Some(named) = self.named_window {
             return Some(named);
         }
-        let upper = [
+        let Some(upper) = [
             self.first_call_upper,
             self.current_first_call_upper(),
-            self.successive_upper,
-            self.current_successive_upper(),
+            self.successive_upper(),
         ]
         .into_iter()
         .flatten()
-        .min()?;
+        .min() else {
+            // A window on the clock whose first-call resets proved too short: its longest reset
+            // stands in (the vendor's "nothing remaining" blocks until its reset meanwhile).
+            return self
+                .longest
+                .filter(|_| self.kind == WindowKind::ClockAligned)
+                .map(|w| w.min(MAX_LEARNED_WINDOW));
+        };
         let lower = self.lower.unwrap_or(Duration::ZERO);
         let mut window = upper.max(lower);
         if !self.fine {
@@ -140,17 +149,32 @@ impl Learned {
             // A named window is whole seconds: a configured one in that second is the same.
             return configured >= named && configured <= named + Duration::from_secs(1);
         }
-        let Some(window) = self.window() else {
-            return false;
+        if configured <= self.lower.unwrap_or(Duration::ZERO) {
+            return false; // the vendor's window is longer
+        }
+        // A first call's reset says little against a configuration: on a clock window it reads
+        // short by however far into the window the call came. Successive windows bound it.
+        let Some(successive) = self.successive_upper() else {
+            return true;
         };
-        // Within the bounds, widened by the rounding above: a first call's reset on a clock
-        // window can read up to that much short before successive windows tell better.
         let slack = if self.fine {
             Duration::ZERO
         } else {
             Duration::from_secs(1)
         };
-        configured > self.lower.unwrap_or(Duration::ZERO) && configured <= window + slack
+        configured <= successive + slack
+    }
+
+    /// What the vendor last said remains of its current window, and until when that holds (the
+    /// latest instant its reset may lie at).
+    pub(crate) fn vendor_left(&self) -> Option<(u32, Instant)> {
+        let seen = self.current?;
+        Some((seen.remaining?, seen.hi))
+    }
+
+    /// The earliest instant the vendor's current window may reset at.
+    pub(crate) fn earliest_reset(&self) -> Option<Instant> {
+        self.current.map(|seen| seen.lo)
     }
 
     /// The vendor ran out of calls while our log of its window still had room and nobody else
@@ -175,6 +199,14 @@ impl Learned {
         let seen = self.current?;
         let bound = seen.hi.saturating_duration_since(seen.opened?);
         (bound >= self.lower.unwrap_or(Duration::ZERO)).then_some(bound)
+    }
+
+    /// The tightest bound successive windows gave.
+    fn successive_upper(&self) -> Option<Duration> {
+        [self.successive_upper, self.current_successive_upper()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// How far apart the current window's reset and the one before lie at most, both narrowed
@@ -225,6 +257,7 @@ impl Learned {
             // The reset lies strictly less than one resolution before the value, and never more
             // than a window after the vendor counted the call (which was before `read`): the
             // window is strictly longer than this.
+            self.longest = Some(self.longest.map_or(reset.get(), |l| l.max(reset.get())));
             let lower = reset.get().saturating_sub(reset.resolution);
             self.lower = Some(self.lower.map_or(lower, |l| l.max(lower)));
             self.see_reset(lo, hi, sent, headers.remaining.map(|r| r.get()));

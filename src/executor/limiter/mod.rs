@@ -54,6 +54,8 @@ pub(crate) use learned::{LEARNED_TTL, Learned, MAX_LEARNED_WINDOW};
 
 /// Extra time added to every window, as a share of it, to absorb clock skew and timer jitter.
 pub(crate) const SAFETY_MARGIN: f64 = 0.015;
+/// The most added to a wait for a reset the vendor wrote as an instant on its clock.
+pub(crate) const MAX_CLOCK_SKEW: Duration = Duration::from_millis(250);
 /// The shortest wait an upstream's header can impose (`Retry-After: 0`, a reset of 0).
 pub(crate) const MIN_WAIT: Duration = Duration::from_millis(100);
 
@@ -174,6 +176,20 @@ impl State {
         counted >= calls as usize
     }
 
+    /// When the full log frees its first slot (a call in flight frees one span after now at the
+    /// earliest); `None` while it has room.
+    fn first_free(&self, now: Instant) -> Option<Instant> {
+        if !self.is_full(now) {
+            return None;
+        }
+        let span = self.span();
+        self.log
+            .iter()
+            .map(|slot| instant_after(if slot.done { slot.at } else { now }, span))
+            .filter(|at| *at > now)
+            .min()
+    }
+
     fn decide(&mut self, now: Instant) -> Decision {
         self.expire(now);
         if let Some(until) = self.blocked_until {
@@ -187,6 +203,17 @@ impl State {
         self.log
             .retain(|slot| !slot.done || instant_after(slot.at, span) > now);
         let in_flight = self.log.iter().filter(|slot| !slot.done).count();
+        // Spend what the vendor says remains before its reset, no more: calls in flight may all
+        // count against it (answers to concurrent calls cross, so the log alone can run ahead
+        // of a window that opened before our calls, until the headers have shown its length).
+        if self.share >= 1.0
+            && let Some((left, until)) = self.learned.vendor_left()
+            && left > 0
+            && now < until
+            && in_flight >= left as usize
+        {
+            return Decision::WaitForCall;
+        }
         if self.log.len() < calls as usize {
             let id = self.next_id;
             self.next_id += 1;
@@ -403,9 +430,15 @@ impl SourceLimiter {
                 .max(MIN_WAIT);
             extend_block(&mut state, instant_after(now, wait));
         }
+        // A full log waits past the reset only if the learned window is not too short: when its
+        // first slot frees before the vendor's earliest reset, it is.
+        let log_too_short = match (state.first_free(now), state.learned.earliest_reset()) {
+            (Some(frees), Some(reset)) => frees < reset,
+            _ => false,
+        };
         if headers.remaining.is_some_and(|r| r.get() == 0)
             && let Some(reset) = headers.reset
-            && !state.is_full(now)
+            && (!state.is_full(now) || log_too_short)
         {
             if state.share >= 1.0
                 && state.learned.window().is_some()
@@ -415,7 +448,15 @@ impl SourceLimiter {
                 // remaining" itself): the window is longer than learned.
                 state.learned.opened_before_our_calls();
             }
-            let wait = reset.get().min(state.cap).max(MIN_WAIT);
+            // An instant (epoch, date) is read on the vendor's clock, which disagrees with ours
+            // a little: a call arriving a moment before the reset is refused.
+            let (_, window) = state.budget();
+            let skew = if reset.absolute {
+                window.mul_f64(SAFETY_MARGIN).min(MAX_CLOCK_SKEW)
+            } else {
+                Duration::ZERO
+            };
+            let wait = reset.get().saturating_add(skew).min(state.cap).max(MIN_WAIT);
             extend_block(&mut state, instant_after(now, wait));
         }
         drop(state);
