@@ -174,8 +174,11 @@ impl Shared {
                          THEN now() + make_interval(secs => $4::float8)
                      ELSE b.blocked_until END,
                  announced_limit = CASE WHEN b.announced_limit >= 1 THEN b.announced_limit END,
-                 announced_window_ms = least(b.announced_window_ms, ($4::float8 * 1000)::bigint),
-                 announced_until = least(b.announced_until, now() + make_interval(secs => $5::float8)),
+                 -- (`least` skips a NULL: it would turn 'none announced' into the cap.)
+                 announced_window_ms = CASE WHEN b.announced_window_ms > ($4::float8 * 1000)::bigint
+                     THEN ($4::float8 * 1000)::bigint ELSE b.announced_window_ms END,
+                 announced_until = CASE WHEN b.announced_until > now() + make_interval(secs => $5::float8)
+                     THEN now() + make_interval(secs => $5::float8) ELSE b.announced_until END,
                  -- A call counts for a lease plus a window at most.
                  slots = ARRAY(SELECT least(t, now() + make_interval(secs => $4::float8 * 2 + $6::float8))
                                FROM unnest(b.slots) AS t ORDER BY 1)",
@@ -295,8 +298,10 @@ impl Shared {
                 // the cap), whatever the caller computed: the row speaks for every process.
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "UPDATE etl.rate_budgets AS b
-                     SET announced_limit = CASE WHEN $2 THEN greatest($3, 1) ELSE b.announced_limit END,
-                         announced_window_ms = CASE WHEN $4 THEN least($5, ($9::float8)::bigint) ELSE b.announced_window_ms END,
+                     SET announced_limit = CASE WHEN NOT $2 THEN b.announced_limit
+                             WHEN $3 < 1 THEN 1 ELSE $3 END,
+                         announced_window_ms = CASE WHEN NOT $4 THEN b.announced_window_ms
+                             WHEN $5 > ($9::float8)::bigint THEN ($9::float8)::bigint ELSE $5 END,
                          announced_until = CASE WHEN $2 OR $4
                              THEN clock_timestamp() + make_interval(secs => $10::float8)
                              ELSE b.announced_until END,
