@@ -42,6 +42,19 @@ struct Cli {
     /// Roubler: rate-limit window in seconds.
     #[arg(long)]
     roubler_window_secs: Option<u64>,
+    /// Roubler: how the rate-limit window runs: `first-call` (fixed, opening with the first call
+    /// after the last reset; default), `clock` (fixed to the clock) or `sliding` (a sliding log).
+    #[arg(long, value_parser = parse_knob::<sandbox::ratelimit::WindowKind>)]
+    roubler_window_kind: Option<sandbox::ratelimit::WindowKind>,
+    /// Roubler: how the reset is written: `seconds` (delay, rounded up; default), `epoch` (epoch
+    /// seconds, rounded up) or `http-date`.
+    #[arg(long, value_parser = parse_knob::<sandbox::ratelimit::ResetFormat>)]
+    roubler_reset_format: Option<sandbox::ratelimit::ResetFormat>,
+    /// Roubler: which headers carry the limit: `x-ratelimit` (default), `ietf` (`RateLimit-Limit`,
+    /// `-Remaining`, `-Reset` and `RateLimit-Policy`) or `ietf-structured` (`RateLimit` and
+    /// `RateLimit-Policy`).
+    #[arg(long, value_parser = parse_knob::<sandbox::ratelimit::HeaderFamily>)]
+    roubler_rate_headers: Option<sandbox::ratelimit::HeaderFamily>,
     /// Retarus access-token lifetime in seconds (`expires_in`).
     #[arg(long, default_value_t = 300)]
     retarus_token_secs: u64,
@@ -89,6 +102,10 @@ fn vendor_and<'t>(text: &'t str, rest: &str, example: &str) -> Result<(SdlVendor
     let vendor = SdlVendor::from_str(vendor, true)
         .map_err(|_| format!("`{vendor}` is not a GraphQL vendor (retarus, roubler or altrata)"))?;
     Ok((vendor, field))
+}
+
+fn parse_knob<T: std::str::FromStr<Err = String>>(text: &str) -> Result<T, String> {
+    text.parse()
 }
 
 fn parse_anchor(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
@@ -164,6 +181,15 @@ async fn main() -> std::io::Result<()> {
     }
     if let Some(secs) = cli.roubler_window_secs {
         options.roubler.rate_window = Duration::from_secs(secs);
+    }
+    if let Some(kind) = cli.roubler_window_kind {
+        options.roubler.rate_window_kind = kind;
+    }
+    if let Some(format) = cli.roubler_reset_format {
+        options.roubler.rate_reset_format = format;
+    }
+    if let Some(family) = cli.roubler_rate_headers {
+        options.roubler.rate_header_family = family;
     }
     for (vendor, field) in cli.remove_field {
         match vendor {

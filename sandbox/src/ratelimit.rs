@@ -8,7 +8,17 @@
 //! fixed-window boundaries (where a fixed-window counter would let 2 × limit through).
 //!
 //! Time is `tokio::time::Instant`, so a test that pauses and advances tokio's clock compresses the
-//! windows along with everything else.
+//! windows along with everything else. The "wall clock" that clock-aligned windows and epoch
+//! resets refer to is the real one at start-up, advanced by tokio's clock from there.
+//!
+//! # Dialects
+//!
+//! Real APIs count and tell their limits differently, and a client must follow each of them
+//! (issue 26). The knobs: how the window runs ([`WindowKind`]: fixed from the first call, fixed
+//! to the clock, or a sliding log), how the reset is written ([`ResetFormat`]: delay seconds,
+//! epoch seconds, an HTTP date — every whole-second value rounded up), and which header names
+//! carry it all ([`HeaderFamily`]: `X-RateLimit-*`, the IETF separate fields with
+//! `RateLimit-Policy`, or the IETF structured `RateLimit` field with `RateLimit-Policy`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -49,8 +59,26 @@ pub enum HeaderFamily {
     /// `X-RateLimit-Limit`, `-Remaining`, `-Reset` (default; what Roubler documents).
     #[default]
     XRateLimit,
-    /// The IETF draft's `RateLimit-Limit`, `-Remaining`, `-Reset`.
+    /// The IETF draft's `RateLimit-Limit`, `-Remaining`, `-Reset`, and
+    /// `RateLimit-Policy: <limit>;w=<window secs>`.
     Ietf,
+    /// The IETF structured field `RateLimit: limit=<n>, remaining=<n>, reset=<n>` and
+    /// `RateLimit-Policy: <limit>;w=<window secs>`.
+    IetfStructured,
+}
+
+/// How the vendor's window runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WindowKind {
+    /// A fixed window that opens with the first call after the last one ended (default; what
+    /// the Roubler stand-ins do).
+    #[default]
+    FromFirstCall,
+    /// Fixed windows on the clock: `[k × window, (k + 1) × window)` since the Unix epoch.
+    Clock,
+    /// A sliding log: a call is allowed when fewer than `limit` calls were counted in the last
+    /// window; the reset is when the oldest of them leaves it (a slot frees).
+    Sliding,
 }
 
 /// One request as the vendor saw it.
@@ -76,6 +104,8 @@ pub struct Decision {
     pub blocked: bool,
     /// The reset as the configured [`ResetFormat`] writes it.
     pub reset_text: String,
+    /// The window, for `RateLimit-Policy`.
+    pub window: Duration,
 }
 
 /// Shared by the vendor's middleware (records and decides on every call) and its handle (tests
@@ -91,12 +121,20 @@ struct Window {
     mode: RateLimitMode,
     /// Start of the current fixed window; a window opens with the first call after the last one ended.
     window_start: Option<Instant>,
+    /// Which clock window `used` counts ([`WindowKind::Clock`]).
+    window_start_index: Option<i64>,
     /// Calls counted in the current window (refused calls are not counted).
     used: u32,
+    /// Allowed calls of the last window ([`WindowKind::Sliding`]).
+    counted: std::collections::VecDeque<Instant>,
     log: Vec<CallRecord>,
     refused: u64,
     reset_format: ResetFormat,
     family: HeaderFamily,
+    kind: WindowKind,
+    /// The wall clock at `epoch.0`: the clock windows and epoch resets are read from
+    /// `epoch.1 + (now - epoch.0)`, so they follow tokio's paused clock too.
+    epoch: (Instant, DateTime<Utc>),
 }
 
 impl RateLimiter {
@@ -107,11 +145,15 @@ impl RateLimiter {
                 window: window.max(Duration::from_millis(1)),
                 mode,
                 window_start: None,
+                window_start_index: None,
                 used: 0,
                 log: Vec::new(),
                 refused: 0,
+                counted: std::collections::VecDeque::new(),
                 reset_format: ResetFormat::default(),
                 family: HeaderFamily::default(),
+                kind: WindowKind::default(),
+                epoch: (Instant::now(), Utc::now()),
             })),
         }
     }
@@ -125,29 +167,69 @@ impl RateLimiter {
         let now = Instant::now();
         let mut state = self.lock();
         let window = state.window;
-        let start = match state.window_start {
-            Some(start) if now.duration_since(start) < window => start,
-            _ => {
-                state.window_start = Some(now);
-                state.used = 0;
-                now
+        let wall =
+            state.epoch.1 + chrono::Duration::from_std(now.duration_since(state.epoch.0)).unwrap_or_default();
+        // How many calls count now (before this one), and how long until the reset.
+        let (used, left, boundary) = match state.kind {
+            WindowKind::FromFirstCall => {
+                let start = match state.window_start {
+                    Some(start) if now.duration_since(start) < window => start,
+                    _ => {
+                        state.window_start = Some(now);
+                        state.used = 0;
+                        now
+                    }
+                };
+                (state.used, window.saturating_sub(now.duration_since(start)), None)
+            }
+            WindowKind::Clock => {
+                let window_us = window.as_micros().max(1) as i64;
+                let wall_us = wall.timestamp_micros();
+                let index = wall_us.div_euclid(window_us);
+                let start = Some(index);
+                if state.window_start_index != start {
+                    state.window_start_index = start;
+                    state.used = 0;
+                }
+                let left_us = (index + 1) * window_us - wall_us;
+                // The reset instant is the boundary itself, not `wall + left` (which carries the
+                // nanoseconds `wall_us` dropped, and would round up a whole second late).
+                let boundary = DateTime::from_timestamp_micros((index + 1) * window_us);
+                (state.used, Duration::from_micros(left_us.max(0) as u64), boundary)
+            }
+            WindowKind::Sliding => {
+                while state
+                    .counted
+                    .front()
+                    .is_some_and(|at| now.duration_since(*at) >= window)
+                {
+                    state.counted.pop_front();
+                }
+                let used = u32::try_from(state.counted.len()).unwrap_or(u32::MAX);
+                // This call, if allowed, is the oldest when nothing else counts.
+                let oldest = state.counted.front().copied().unwrap_or(now);
+                (used, window.saturating_sub(now.duration_since(oldest)), None)
             }
         };
-        let left = window.saturating_sub(now.duration_since(start));
-        let reset_secs = left.as_millis().div_ceil(1000).max(1) as u64;
-        let over = state.used >= state.limit;
+        let over = used >= state.limit;
         let blocked = over && state.mode == RateLimitMode::Enforcing;
         if blocked {
             state.refused += 1;
         } else {
-            state.used = state.used.saturating_add(1);
+            state.used = used.saturating_add(1);
+            if state.kind == WindowKind::Sliding {
+                state.counted.push_back(now);
+            }
         }
+        let used = if blocked { used } else { used.saturating_add(1) };
         state.log.push(CallRecord {
             at: now,
-            utc: Utc::now(),
+            utc: wall,
             allowed: !blocked,
         });
-        let reset_at = Utc::now() + chrono::Duration::from_std(left).unwrap_or_default();
+        let reset_secs = left.as_millis().div_ceil(1000).max(1) as u64;
+        let reset_at =
+            boundary.unwrap_or_else(|| wall + chrono::Duration::from_std(left).unwrap_or_default());
         // Rounded up, as the seconds are: a client going by it never comes back early.
         let reset_epoch = reset_at.timestamp() + i64::from(reset_at.timestamp_subsec_nanos() > 0);
         let reset_text = match state.reset_format {
@@ -160,11 +242,22 @@ impl RateLimiter {
         };
         Decision {
             limit: state.limit,
-            remaining: state.limit.saturating_sub(state.used),
+            remaining: state.limit.saturating_sub(used),
             reset_secs,
             blocked,
             reset_text,
+            window,
         }
+    }
+
+    /// How the window runs from the next call on (a fresh window starts).
+    pub fn set_window_kind(&self, kind: WindowKind) {
+        let mut state = self.lock();
+        state.kind = kind;
+        state.window_start = None;
+        state.window_start_index = None;
+        state.counted.clear();
+        state.used = 0;
     }
 
     /// How `X-RateLimit-Reset` and `Retry-After` are written from the next call on.
@@ -196,6 +289,8 @@ impl RateLimiter {
         state.limit = limit;
         state.window = window.max(Duration::from_millis(1));
         state.window_start = None;
+        state.window_start_index = None;
+        state.counted.clear();
         state.used = 0;
     }
 
@@ -237,6 +332,8 @@ impl RateLimiter {
         state.log.clear();
         state.refused = 0;
         state.window_start = None;
+        state.window_start_index = None;
+        state.counted.clear();
         state.used = 0;
     }
 }
@@ -271,24 +368,93 @@ pub async fn enforce(State(layer): State<RateLimitLayer>, request: Request, next
         next.run(request).await
     };
     if layer.send_headers {
-        let names = match layer.limiter.family() {
-            HeaderFamily::XRateLimit => ["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"],
-            HeaderFamily::Ietf => ["ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"],
-        };
-        let headers = response.headers_mut();
-        headers.insert(
-            HeaderName::from_static(names[0]),
-            HeaderValue::from(decision.limit),
-        );
-        headers.insert(
-            HeaderName::from_static(names[1]),
-            HeaderValue::from(decision.remaining),
-        );
-        if let Ok(value) = HeaderValue::from_str(&decision.reset_text) {
-            headers.insert(HeaderName::from_static(names[2]), value);
-        }
+        write_headers(response.headers_mut(), layer.limiter.family(), &decision);
     }
     response
+}
+
+/// Writes what the vendor tells about its budget in `family`'s header names.
+fn write_headers(headers: &mut axum::http::HeaderMap, family: HeaderFamily, decision: &Decision) {
+    let window = decision.window.as_secs_f64();
+    let policy = if window.fract() == 0.0 {
+        format!("{};w={}", decision.limit, window as u64)
+    } else {
+        format!("{};w={window}", decision.limit)
+    };
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    };
+    match family {
+        HeaderFamily::XRateLimit | HeaderFamily::Ietf => {
+            let names = match family {
+                HeaderFamily::XRateLimit => {
+                    ["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"]
+                }
+                _ => ["ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"],
+            };
+            put(names[0], decision.limit.to_string());
+            put(names[1], decision.remaining.to_string());
+            put(names[2], decision.reset_text.clone());
+            if family == HeaderFamily::Ietf {
+                put("ratelimit-policy", policy);
+            }
+        }
+        HeaderFamily::IetfStructured => {
+            put(
+                "ratelimit",
+                format!(
+                    "limit={}, remaining={}, reset={}",
+                    decision.limit, decision.remaining, decision.reset_secs
+                ),
+            );
+            put("ratelimit-policy", policy);
+        }
+    }
+}
+
+/// What a dialect name on the command line or in a test stands for.
+impl std::str::FromStr for WindowKind {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "first-call" => Ok(WindowKind::FromFirstCall),
+            "clock" => Ok(WindowKind::Clock),
+            "sliding" => Ok(WindowKind::Sliding),
+            _ => Err(format!(
+                "unknown window kind `{text}` (first-call, clock or sliding)"
+            )),
+        }
+    }
+}
+
+impl std::str::FromStr for ResetFormat {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "seconds" => Ok(ResetFormat::Seconds),
+            "epoch" => Ok(ResetFormat::EpochSeconds),
+            "http-date" => Ok(ResetFormat::HttpDate),
+            _ => Err(format!(
+                "unknown reset format `{text}` (seconds, epoch or http-date)"
+            )),
+        }
+    }
+}
+
+impl std::str::FromStr for HeaderFamily {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "x-ratelimit" => Ok(HeaderFamily::XRateLimit),
+            "ietf" => Ok(HeaderFamily::Ietf),
+            "ietf-structured" => Ok(HeaderFamily::IetfStructured),
+            _ => Err(format!(
+                "unknown header family `{text}` (x-ratelimit, ietf or ietf-structured)"
+            )),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -308,5 +474,35 @@ mod tests {
         limiter.check();
         assert_eq!(limiter.max_calls_in_any_window(Duration::from_secs(10)), 4);
         assert_eq!(limiter.max_calls_in_any_window(Duration::from_secs(1)), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sliding_log_frees_one_slot_when_its_oldest_call_leaves() {
+        let limiter = RateLimiter::new(2, Duration::from_secs(10), RateLimitMode::Enforcing);
+        limiter.set_window_kind(WindowKind::Sliding);
+        assert_eq!(limiter.check().remaining, 1);
+        tokio::time::advance(Duration::from_secs(4)).await;
+        let second = limiter.check();
+        assert_eq!((second.remaining, second.reset_secs), (0, 6));
+        assert!(limiter.check().blocked);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let third = limiter.check();
+        assert!(!third.blocked);
+        assert_eq!(
+            (third.remaining, third.reset_secs),
+            (0, 4),
+            "the second call is now the oldest"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_clock_window_resets_on_the_clock_whoever_calls() {
+        let limiter = RateLimiter::new(5, Duration::from_secs(1), RateLimitMode::Enforcing);
+        limiter.set_window_kind(WindowKind::Clock);
+        let first = limiter.check();
+        assert_eq!(first.reset_secs, 1);
+        assert_eq!(first.remaining, 4);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(limiter.check().remaining, 4, "a new clock window");
     }
 }

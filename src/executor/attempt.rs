@@ -263,6 +263,7 @@ impl Executor {
             .request(source, outgoing, &credential)
             .map_err(|verdict| (Attempt::Verdict(verdict), Some(credential.clone())))?;
 
+        let sent_at = Instant::now();
         let sent = self.transport.send(request).await;
         // The call has ended for the limiter and for the token's renewal once the answer is in
         // (or failed).
@@ -274,8 +275,10 @@ impl Executor {
             Err(error) => {
                 // A refused answer's rate-limit headers count all the same.
                 if let Some(headers) = error.headers() {
-                    let (rate, _) = RateHeaders::parse(headers, Utc::now()).capped(source.max_wait);
-                    source.limiter.observe(&rate);
+                    let (rate, _) = RateHeaders::parse(headers, Utc::now())
+                        .sent_at(sent_at)
+                        .capped(source.max_wait);
+                    let _ = source.limiter.observe(&rate);
                 }
                 let verdict = classify::transport(&error);
                 let bytes = match error {
@@ -300,9 +303,12 @@ impl Executor {
                 .take(64)
                 .collect::<String>()
         });
-        let (rate, overlong) = RateHeaders::parse(&answer.headers, Utc::now()).capped(source.max_wait);
+        let (rate, overlong) = RateHeaders::parse(&answer.headers, Utc::now())
+            .sent_at(sent_at)
+            .capped(source.max_wait);
         let body = answer.body;
-        source.limiter.observe(&rate);
+        // A policy naming a window beyond the cap fails this call, like an overlong Retry-After.
+        let held = source.limiter.observe(&rate);
         let status_label = instruments::status_class(Some(status.as_u16()));
         crate::stages::Stage::Fetch.add(started.elapsed());
         let result = if status.is_success() {
@@ -311,7 +317,7 @@ impl Executor {
             crate::stages::Stage::Decode.since(decoding);
             decoded
         } else {
-            Err(classify::status(status, rate.retry_after, &body))
+            Err(classify::status(status, rate.retry_after.map(|w| w.get()), &body))
         };
         let outcome = match &result {
             Ok(_) => "success",
@@ -325,6 +331,9 @@ impl Executor {
             outcome,
             body.len(),
         );
+        if let Some(held) = held {
+            return Err((Attempt::WaitCapped(held), Some(credential)));
+        }
         match result {
             Ok(value) => Ok(value),
             // The upstream wants more patience than the cap allows: every caller of the source

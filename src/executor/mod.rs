@@ -212,7 +212,7 @@ impl Executor {
                             settings.rate_budget.max_wait(),
                             database.clone(),
                         ),
-                        None => RateBudget::local(source.rate_limit()),
+                        None => RateBudget::local(source.rate_limit(), settings.rate_budget.max_wait()),
                     },
                     api_key,
                     quota_spent_until: Mutex::new(None),

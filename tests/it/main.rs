@@ -21,6 +21,7 @@ mod hostile_config;
 mod hostile_property;
 mod hostile_upstream;
 mod operator;
+mod rate_policy;
 mod replicas;
 mod schema_pull;
 mod service;

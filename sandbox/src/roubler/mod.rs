@@ -63,6 +63,12 @@ pub struct RoublerOptions {
     pub rate_window: Duration,
     /// Monitoring (default, Roubler's current behaviour) or enforcing.
     pub rate_mode: RateLimitMode,
+    /// How the window runs (default: fixed, opening with the first call).
+    pub rate_window_kind: crate::ratelimit::WindowKind,
+    /// How the reset is written (default: delay seconds).
+    pub rate_reset_format: crate::ratelimit::ResetFormat,
+    /// Which header names carry the limit (default: `X-RateLimit-*`, as Roubler documents).
+    pub rate_header_family: crate::ratelimit::HeaderFamily,
     /// Number of companies the API user can access (default 1).
     pub companies: u32,
     /// Locations per company (default 3), a tree under the first one.
@@ -93,6 +99,9 @@ impl Default for RoublerOptions {
             rate_limit: 100,
             rate_window: Duration::from_secs(60),
             rate_mode: RateLimitMode::Monitoring,
+            rate_window_kind: Default::default(),
+            rate_reset_format: Default::default(),
+            rate_header_family: Default::default(),
             companies: 1,
             locations_per_company: 3,
             time_zones: vec![
@@ -186,6 +195,9 @@ pub async fn start(options: &SandboxOptions) -> std::io::Result<(RoublerHandle, 
     });
     let faults = Faults::new(options.seed ^ 0x726f_75626c6572);
     let rate = RateLimiter::new(o.rate_limit, o.rate_window, o.rate_mode);
+    rate.set_window_kind(o.rate_window_kind);
+    rate.set_reset_format(o.rate_reset_format);
+    rate.set_header_family(o.rate_header_family);
     let token_endpoint_down = Arc::new(AtomicBool::new(false));
     let hold_granted_answers = tokio::sync::watch::Sender::new(false);
     let oauth_state = oauth::OAuthState {
@@ -385,6 +397,11 @@ impl RoublerHandle {
     ) {
         self.rate.set_reset_format(format);
         self.rate.set_header_family(family);
+    }
+
+    /// How the rate-limit window runs from the next call on (a fresh window starts).
+    pub fn set_rate_window_kind(&self, kind: crate::ratelimit::WindowKind) {
+        self.rate.set_window_kind(kind);
     }
 
     /// The most `/graphql` calls in any sliding window of this length.

@@ -20,11 +20,23 @@
 //! # What the upstream says
 //!
 //! [`SourceLimiter::observe`] takes the budget from the answers' headers: once they tell a limit
-//! and a window (named, or inferred from successive resets, see [`Learned`]) those replace the
-//! configured ones from the next call (a lone lower limit tightens), `remaining = 0` with a reset blocks until the
-//! reset when the log itself still has room (someone else spends the budget; when the log is
-//! full it already waits past the reset), and [`SourceLimiter::block_for`] holds every caller back after a `Retry-After`. Every
-//! such wait has a floor ([`MIN_WAIT`]) so a `Retry-After: 0` cannot turn into a busy loop.
+//! and a window (named, or inferred from the reset instants, see [`Learned`]) those replace the
+//! configured ones from the next call (a lone lower limit tightens) — unless the configured
+//! window agrees with them within their rounding, when the configuration's precision stands.
+//! `remaining = 0` with a reset blocks until the reset when the log itself still has room
+//! (someone else spends the budget; when the log is full it already waits past the reset), and
+//! [`SourceLimiter::block_for`] holds every caller back after a `Retry-After`. Every such wait has
+//! a floor ([`MIN_WAIT`]) so a `Retry-After: 0` cannot turn into a busy loop.
+//!
+//! # A learned policy is evidence, not law
+//!
+//! It is bounded: at least one call, and a window no longer than `rate_budget.max_wait_secs`
+//! (the cap). A vendor naming a longer window (`RateLimit-Policy: 1;w=86400`) is treated like an
+//! overlong `Retry-After`: the call that met it fails naming the header, the source is held back
+//! for the cap only, and the answer teaches nothing else. The next call after the hold is the
+//! probe: its answer says otherwise (and the budget was never changed), or confirms the long
+//! window (and holds the source for another cap). A policy lapses when no answer has stated its
+//! limit for [`learned::LEARNED_TTL`].
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -32,15 +44,18 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::headers::RateHeaders;
+use super::headers::{PolicyWindow, RateHeaders};
 use crate::config::RateLimit;
 
 mod learned;
 
-pub(crate) use learned::{Learned, MAX_LEARNED_WINDOW};
+pub use learned::WindowKind;
+pub(crate) use learned::{LEARNED_TTL, Learned, MAX_LEARNED_WINDOW};
 
 /// Extra time added to every window, as a share of it, to absorb clock skew and timer jitter.
 pub(crate) const SAFETY_MARGIN: f64 = 0.015;
+/// The most added to a wait for a reset the vendor wrote as an instant on its clock.
+pub(crate) const MAX_CLOCK_SKEW: Duration = Duration::from_millis(250);
 /// The shortest wait an upstream's header can impose (`Retry-After: 0`, a reset of 0).
 pub(crate) const MIN_WAIT: Duration = Duration::from_millis(100);
 
@@ -73,6 +88,8 @@ struct State {
     share: f64,
     /// What the upstream's headers taught us about its limit (see [`Learned`]).
     learned: Learned,
+    /// `rate_budget.max_wait_secs`: no learned window is longer.
+    cap: Duration,
     /// Every call that still counts: in flight, or finished within the last window + margin.
     log: Vec<Slot>,
     /// No call may start before this (a reset with nothing remaining, or a `Retry-After`).
@@ -111,13 +128,29 @@ enum Decision {
 
 impl State {
     /// The budget in force: the upstream's limit and window once its headers told both (they
-    /// win over the configuration, either way); a lone announced limit only tightens.
+    /// win over the configuration, either way, unless the configuration agrees with them within
+    /// their rounding); a lone announced limit only tightens. A learned window is held to the
+    /// cap.
     fn budget(&self) -> (u32, Duration) {
         let configured = (self.configured.calls.max(1), self.configured.period());
-        match (self.learned.limit, self.learned.window()) {
-            (Some(limit), Some(window)) => (scale(limit, self.share), window),
-            (Some(limit), None) => (scale(limit, self.share).min(configured.0), configured.1),
-            (None, _) => configured,
+        let Some(limit) = self.learned.limit else {
+            return configured;
+        };
+        let limit = scale(limit, self.share);
+        match self.learned.window() {
+            Some(_) if limit == configured.0 && self.learned.agrees_with(configured.1) => configured,
+            Some(window) => (limit, window.min(self.cap)),
+            None => (limit.min(configured.0), configured.1),
+        }
+    }
+
+    /// Forgets a learned policy no answer has confirmed for a while.
+    fn expire(&mut self, now: Instant) {
+        if self.learned.lapsed(now) {
+            tracing::info!(
+                "The upstream's rate-limit headers have not confirmed the learned limit for a while; back to the configured one until they do."
+            );
+            self.learned = Learned::default();
         }
     }
 
@@ -143,7 +176,22 @@ impl State {
         counted >= calls as usize
     }
 
+    /// When the full log frees its first slot (a call in flight frees one span after now at the
+    /// earliest); `None` while it has room.
+    fn first_free(&self, now: Instant) -> Option<Instant> {
+        if !self.is_full(now) {
+            return None;
+        }
+        let span = self.span();
+        self.log
+            .iter()
+            .map(|slot| instant_after(if slot.done { slot.at } else { now }, span))
+            .filter(|at| *at > now)
+            .min()
+    }
+
     fn decide(&mut self, now: Instant) -> Decision {
+        self.expire(now);
         if let Some(until) = self.blocked_until {
             if until > now {
                 return Decision::WaitUntil(until);
@@ -155,6 +203,17 @@ impl State {
         self.log
             .retain(|slot| !slot.done || instant_after(slot.at, span) > now);
         let in_flight = self.log.iter().filter(|slot| !slot.done).count();
+        // Spend what the vendor says remains before its reset, no more: calls in flight may all
+        // count against it (answers to concurrent calls cross, so the log alone can run ahead
+        // of a window that opened before our calls, until the headers have shown its length).
+        if self.share >= 1.0
+            && let Some((left, until)) = self.learned.vendor_left()
+            && left > 0
+            && now < until
+            && in_flight >= left as usize
+        {
+            return Decision::WaitForCall;
+        }
         if self.log.len() < calls as usize {
             let id = self.next_id;
             self.next_id += 1;
@@ -207,11 +266,13 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 impl SourceLimiter {
-    pub(crate) fn new(limit: RateLimit) -> SourceLimiter {
-        SourceLimiter::with_share(limit, 1.0)
+    /// A limiter for `limit`; `cap` is `rate_budget.max_wait_secs`, the longest window a header
+    /// can impose.
+    pub(crate) fn new(limit: RateLimit, cap: Duration) -> SourceLimiter {
+        SourceLimiter::with_share(limit, 1.0, cap)
     }
 
-    fn with_share(limit: RateLimit, share: f64) -> SourceLimiter {
+    fn with_share(limit: RateLimit, share: f64, cap: Duration) -> SourceLimiter {
         SourceLimiter {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
@@ -221,6 +282,7 @@ impl SourceLimiter {
                     },
                     share,
                     learned: Learned::default(),
+                    cap: cap.max(MIN_WAIT),
                     log: Vec::new(),
                     blocked_until: None,
                     next_id: 0,
@@ -232,7 +294,7 @@ impl SourceLimiter {
 
     /// A limiter allowing `share` of `limit` (at least one call per window): what a process keeps
     /// to when it cannot reach the budget it shares with other processes.
-    pub(crate) fn scaled(limit: RateLimit, share: f64) -> SourceLimiter {
+    pub(crate) fn scaled(limit: RateLimit, share: f64, cap: Duration) -> SourceLimiter {
         let share = if share.is_finite() {
             share.clamp(0.0, 1.0)
         } else {
@@ -245,6 +307,7 @@ impl SourceLimiter {
                 per_ms: limit.per_ms,
             },
             share,
+            cap,
         )
     }
 
@@ -305,11 +368,19 @@ impl SourceLimiter {
 
     /// Applies what an answer said about the budget. Takes effect from the next call. Every wait
     /// in `headers` must already be capped ([`RateHeaders::capped`]).
-    pub(crate) fn observe(&self, headers: &RateHeaders) {
+    ///
+    /// Returns why the call must fail when the answer names a policy whose window is longer than
+    /// the cap: the source is then held back for the cap (no longer), like after an overlong
+    /// `Retry-After`, and the next call is the probe that learns whether the vendor meant it.
+    pub(crate) fn observe(&self, headers: &RateHeaders) -> Option<String> {
         let now = Instant::now();
         let mut state = lock(&self.inner.state);
+        state.expire(now);
         let configured = (state.configured.calls, state.configured.period());
-        if state.learned.learn(headers) {
+        // A named window beyond the cap is not a budget to keep to but a hold (below): the
+        // answer teaches nothing else, so the next answer finds the budget as it was.
+        let beyond_cap = headers.window.is_some_and(|w| w.get() > state.cap);
+        if !beyond_cap && state.learned.learn(headers, now) {
             let (calls, window) = state.budget();
             if (calls, window) != configured && state.learned.window().is_some() && state.share >= 1.0 {
                 tracing::warn!(
@@ -317,23 +388,80 @@ impl SourceLimiter {
                     window_ms = window.as_millis() as u64,
                     configured_calls = configured.0,
                     configured_window_ms = configured.1.as_millis() as u64,
+                    kind = ?state.learned.kind,
                     "The upstream's rate-limit headers disagree with the configured limit; following the headers."
                 );
             }
         }
-        if headers.limit == Some(0) {
+        let mut held = None;
+        if let Some(window) = headers.window
+            && window.get() > state.cap
+        {
+            let cap = state.cap;
+            extend_block(&mut state, instant_after(now, cap));
+            let calls = headers
+                .window_calls
+                .or(headers.limit)
+                .map_or(String::new(), |c| c.get().to_string());
+            let secs = if window.get() >= PolicyWindow::MAX {
+                format!("{} (or more)", PolicyWindow::MAX.as_secs())
+            } else {
+                window.get().as_secs().to_string()
+            };
+            held = Some(format!(
+                "{}: {calls};w={secs} names a window longer than rate_budget.max_wait_secs ({} s); \
+                 the source is held back for {} s only, then one call goes to see whether it still holds",
+                headers.window_header.unwrap_or("RateLimit-Policy"),
+                cap.as_secs(),
+                cap.as_secs()
+            ));
+        }
+        if beyond_cap {
+            drop(state);
+            self.inner.changed.notify_waiters();
+            return held;
+        }
+        if headers.limit.is_some_and(|l| l.get() == 0) {
             // "0 calls allowed": nothing may go until the window resets.
-            let wait = headers.reset.unwrap_or(state.configured.period()).max(MIN_WAIT);
+            let wait = headers
+                .reset
+                .map_or(state.configured.period(), |r| r.get())
+                .min(state.cap)
+                .max(MIN_WAIT);
             extend_block(&mut state, instant_after(now, wait));
         }
-        if headers.remaining == Some(0)
+        // A full log waits past the reset only if the learned window is not too short: when its
+        // first slot frees before the vendor's earliest reset, it is.
+        let log_too_short = match (state.first_free(now), state.learned.earliest_reset()) {
+            (Some(frees), Some(reset)) => frees < reset,
+            _ => false,
+        };
+        if headers.remaining.is_some_and(|r| r.get() == 0)
             && let Some(reset) = headers.reset
-            && !state.is_full(now)
+            && (!state.is_full(now) || log_too_short)
         {
-            extend_block(&mut state, instant_after(now, reset.max(MIN_WAIT)));
+            if state.share >= 1.0
+                && state.learned.window().is_some()
+                && state.learned.kind != learned::WindowKind::ClockAligned
+            {
+                // This process alone spends the budget (the shared budget judges "nothing
+                // remaining" itself): the window is longer than learned.
+                state.learned.opened_before_our_calls();
+            }
+            // An instant (epoch, date) is read on the vendor's clock, which disagrees with ours
+            // a little: a call arriving a moment before the reset is refused.
+            let (_, window) = state.budget();
+            let skew = if reset.absolute {
+                window.mul_f64(SAFETY_MARGIN).min(MAX_CLOCK_SKEW)
+            } else {
+                Duration::ZERO
+            };
+            let wait = reset.get().saturating_add(skew).min(state.cap).max(MIN_WAIT);
+            extend_block(&mut state, instant_after(now, wait));
         }
         drop(state);
         self.inner.changed.notify_waiters();
+        held
     }
 
     /// Holds every caller of this source back for `wait` (at least [`MIN_WAIT`]): after a 429
@@ -364,6 +492,9 @@ fn extend_block(state: &mut State, until: Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::executor::headers::{Calls, Reset};
+
+    const CAP: Duration = Duration::from_secs(900);
 
     fn limit(calls: u32, per: Duration) -> RateLimit {
         RateLimit::new(calls, per)
@@ -386,9 +517,9 @@ mod tests {
 
     pub(super) fn answer(limit: u32, remaining: u32, reset_secs: u64) -> RateHeaders {
         RateHeaders {
-            limit: Some(limit),
-            remaining: Some(remaining),
-            reset: Some(Duration::from_secs(reset_secs)),
+            limit: Some(Calls::new(limit.into())),
+            remaining: Some(Calls::new(remaining.into())),
+            reset: Some(Reset::secs(reset_secs)),
             ..RateHeaders::default()
         }
     }
@@ -396,7 +527,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn sequential_calls_never_exceed_the_limit_in_any_window_and_use_the_full_budget() {
         let window = Duration::from_secs(1);
-        let limiter = SourceLimiter::new(limit(5, window));
+        let limiter = SourceLimiter::new(limit(5, window), CAP);
         let start = Instant::now();
         let mut sent = Vec::new();
         for _ in 0..100 {
@@ -415,7 +546,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn concurrent_callers_with_slow_answers_share_one_budget() {
         let window = Duration::from_secs(1);
-        let limiter = SourceLimiter::new(limit(10, window));
+        let limiter = SourceLimiter::new(limit(10, window), CAP);
         let log = Arc::new(Mutex::new(Vec::new()));
         let start = Instant::now();
         let tasks: Vec<_> = (0..8)
@@ -452,9 +583,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_scaled_limiter_allows_its_share_and_counts_calls_made_elsewhere() {
         let window = Duration::from_secs(1);
-        let half = SourceLimiter::scaled(limit(10, window), 0.5);
+        let half = SourceLimiter::scaled(limit(10, window), 0.5, CAP);
         assert_eq!(half.budget(), (5, window));
-        assert_eq!(SourceLimiter::scaled(limit(1, window), 0.5).budget(), (1, window));
+        assert_eq!(
+            SourceLimiter::scaled(limit(1, window), 0.5, CAP).budget(),
+            (1, window)
+        );
         // Three calls that just ended under another budget leave two of the five.
         half.record_finished(&[Instant::now(); 3]);
         let start = Instant::now();
@@ -469,12 +603,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_lower_announced_limit_applies_from_the_next_call() {
         let window = Duration::from_secs(1);
-        let limiter = SourceLimiter::new(limit(20, window));
+        let limiter = SourceLimiter::new(limit(20, window), CAP);
         for _ in 0..3 {
             drop(limiter.acquire(None).await.expect("no deadline"));
         }
         limiter.observe(&RateHeaders {
-            limit: Some(4),
+            limit: Some(Calls::new(4)),
             ..RateHeaders::default()
         });
         assert_eq!(limiter.budget(), (4, window));
@@ -485,7 +619,7 @@ mod tests {
         assert!(start.elapsed() >= window, "the fifth waits a window");
         // An announced limit above the configured one does not loosen anything.
         limiter.observe(&RateHeaders {
-            limit: Some(1000),
+            limit: Some(Calls::new(1000)),
             ..RateHeaders::default()
         });
         assert_eq!(limiter.budget(), (20, window));
@@ -493,10 +627,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn nothing_remaining_waits_for_the_reset_and_retry_after_zero_has_a_floor() {
-        let limiter = SourceLimiter::new(limit(100, Duration::from_secs(60)));
+        let limiter = SourceLimiter::new(limit(100, Duration::from_secs(60)), CAP);
         limiter.observe(&RateHeaders {
-            remaining: Some(0),
-            reset: Some(Duration::from_secs(7)),
+            remaining: Some(Calls::new(0)),
+            reset: Some(Reset::secs(7)),
             ..RateHeaders::default()
         });
         let start = Instant::now();
@@ -512,15 +646,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn nothing_remaining_after_our_own_full_budget_waits_for_the_log_not_the_rounded_reset() {
         let window = Duration::from_millis(1000);
-        let limiter = SourceLimiter::new(limit(3, window));
+        let limiter = SourceLimiter::new(limit(3, window), CAP);
         for _ in 0..3 {
             drop(limiter.acquire(None).await.expect("no deadline"));
             tokio::time::advance(Duration::from_millis(100)).await;
         }
         // The third answer: nothing left, reset "1 s" (0.8 s rounded up to whole seconds).
         limiter.observe(&RateHeaders {
-            remaining: Some(0),
-            reset: Some(Duration::from_secs(1)),
+            remaining: Some(Calls::new(0)),
+            reset: Some(Reset::secs(1)),
             ..RateHeaders::default()
         });
         let start = Instant::now();
@@ -534,7 +668,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_slot_beyond_the_deadline_is_refused_at_once() {
-        let limiter = SourceLimiter::new(limit(1, Duration::from_secs(10)));
+        let limiter = SourceLimiter::new(limit(1, Duration::from_secs(10)), CAP);
         drop(limiter.acquire(None).await.expect("no deadline"));
         let start = Instant::now();
         let refused = limiter.acquire(Some(start + Duration::from_secs(1))).await;
@@ -545,7 +679,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_call_in_flight_holds_its_slot_until_it_ends() {
         let window = Duration::from_secs(1);
-        let limiter = SourceLimiter::new(limit(1, window));
+        let limiter = SourceLimiter::new(limit(1, window), CAP);
         let held = limiter.acquire(None).await.expect("no deadline");
         let waiter = {
             let limiter = limiter.clone();

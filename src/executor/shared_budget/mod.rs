@@ -123,9 +123,9 @@ pub(crate) struct RateBudget {
 
 impl RateBudget {
     /// Only this process's limiter (tests, tools, a process without a database).
-    pub(crate) fn local(limit: RateLimit) -> RateBudget {
+    pub(crate) fn local(limit: RateLimit, max_wait: Duration) -> RateBudget {
         RateBudget {
-            local: SourceLimiter::new(limit),
+            local: SourceLimiter::new(limit, max_wait),
             shared: None,
         }
     }
@@ -144,14 +144,14 @@ impl RateBudget {
             configured: limit,
             max_wait,
             lease: request_timeout + LEASE_CUSHION,
-            fallback: SourceLimiter::scaled(limit, database.fallback_share),
+            fallback: SourceLimiter::scaled(limit, database.fallback_share, max_wait),
             database,
             gate: tokio::sync::Mutex::new(()),
             state: Mutex::new(SharedState::default()),
             waited_ms_total: AtomicU64::new(0),
         };
         RateBudget {
-            local: SourceLimiter::new(limit),
+            local: SourceLimiter::new(limit, max_wait),
             shared: Some(Arc::new(shared)),
         }
     }
@@ -172,24 +172,32 @@ impl RateBudget {
     }
 
     /// Applies what an answer said about the budget, here and (changes only) for every process.
-    pub(crate) fn observe(&self, headers: &RateHeaders) {
+    /// Returns why the call must fail when the answer names a window beyond the wait cap (see
+    /// `SourceLimiter::observe`); every process is then held back for the cap, no longer.
+    pub(crate) fn observe(&self, headers: &RateHeaders) -> Option<String> {
         let Some(shared) = &self.shared else {
-            self.local.observe(headers);
-            return;
+            return self.local.observe(headers);
         };
         // "Nothing remaining" is judged against every process's calls, in the row: this
         // process's own log would see room (the others' calls are not in it) and block until
         // the rounded-up reset for nothing.
-        self.local.observe(&RateHeaders {
+        let held = self.local.observe(&RateHeaders {
             remaining: None,
             ..*headers
         });
-        shared.fallback.observe(headers);
+        let _ = shared.fallback.observe(headers);
         shared.observe(
             headers,
             self.local.budget(),
             self.local.learned().window().is_some(),
         );
+        if held.is_some() {
+            shared.write_feedback(Feedback {
+                block: Some(shared.max_wait.max(MIN_WAIT)),
+                ..Feedback::default()
+            });
+        }
+        held
     }
 
     /// What the upstream's headers taught this process's limiter.

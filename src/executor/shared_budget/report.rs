@@ -52,7 +52,9 @@ pub(crate) struct LimitRow {
 pub(crate) async fn limits(pool: &PgPool) -> Result<Vec<LimitRow>> {
     type Columns = (String, i32, i64, Option<i32>, Option<i64>, Option<DateTime<Utc>>);
     let rows: Vec<Columns> = sqlx::query_as(
-        "SELECT source, calls, window_ms, announced_limit, announced_window_ms,
+        "SELECT source, calls, window_ms,
+                CASE WHEN announced_until > now() THEN announced_limit END,
+                CASE WHEN announced_until > now() THEN announced_window_ms END,
                 CASE WHEN blocked_until > now() THEN blocked_until END AS blocked_until
          FROM etl.rate_budgets ORDER BY source",
     )

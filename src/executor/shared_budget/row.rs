@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::DATABASE_TIMEOUT;
 use super::shared::{Shared, Take, wait_for};
-use crate::executor::limiter::SAFETY_MARGIN;
+use crate::executor::limiter::{LEARNED_TTL, SAFETY_MARGIN};
 
 /// The row of a budget that had no slot to give.
 struct FullBudget {
@@ -57,11 +57,17 @@ impl Feedback {
     }
 }
 
-/// The span of a finished call in SQL: the longer of the configured and announced window, plus
-/// the safety margin, as an interval. `$W` is the configured window in ms, `$F` 1 + margin.
+/// The announced limit while it stands: announced values lapse at `announced_until` (a learned
+/// policy is evidence, re-learned from later answers, never a standing order).
+const ANNOUNCED_LIMIT: &str = "(CASE WHEN b.announced_until > now() THEN b.announced_limit END)";
+const ANNOUNCED_WINDOW_MS: &str = "(CASE WHEN b.announced_until > now() THEN b.announced_window_ms END)";
+
+/// The span of a finished call in SQL: the announced window while it stands, else the
+/// configured one, plus the safety margin, as an interval. `window` is the configured window in
+/// ms, `factor` 1 + margin.
 fn span_sql(window: &str, factor: &str) -> String {
     format!(
-        "make_interval(secs => coalesce(b.announced_window_ms, {window}::bigint) * {factor}::float8 / 1000.0)"
+        "make_interval(secs => coalesce({ANNOUNCED_WINDOW_MS}, {window}::bigint) * {factor}::float8 / 1000.0)"
     )
 }
 
@@ -95,8 +101,9 @@ impl Shared {
                  WHERE b.source = $1
                    AND (b.blocked_until IS NULL OR b.blocked_until <= now())
                    AND (SELECT count(*) FROM unnest(b.slots) AS t WHERE t > now())
-                       < coalesce(b.announced_limit, $2::integer)
-                 RETURNING b.slots[cardinality(b.slots)] AS lease, b.announced_limit, b.announced_window_ms
+                       < coalesce({ANNOUNCED_LIMIT}, $2::integer)
+                 RETURNING b.slots[cardinality(b.slots)] AS lease, {ANNOUNCED_LIMIT} AS announced_limit,
+                           {ANNOUNCED_WINDOW_MS} AS announced_window_ms
              ), counted AS (
                  INSERT INTO etl.rate_budget_usage AS u (source, instance_id, calls, waited_ms)
                  SELECT $1, $4, 1, $5 FROM granted
@@ -125,10 +132,10 @@ impl Shared {
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT CASE WHEN b.blocked_until > now()
                              THEN extract(epoch FROM b.blocked_until - now())::float8 * 1000 END AS blocked_ms,
-                        coalesce(b.announced_limit, $2::integer) AS calls,
+                        coalesce({ANNOUNCED_LIMIT}, $2::integer) AS calls,
                         ARRAY(SELECT extract(epoch FROM least(t, now() + {span}) - now())::float8 * 1000
                               FROM unnest(b.slots) AS t WHERE t > now() ORDER BY 1) AS frees_in_ms,
-                        b.announced_limit, b.announced_window_ms
+                        {ANNOUNCED_LIMIT} AS announced_limit, {ANNOUNCED_WINDOW_MS} AS announced_window_ms
                  FROM etl.rate_budgets AS b WHERE b.source = $1"
             )))
             .bind(&self.source)
@@ -152,24 +159,36 @@ impl Shared {
         ))))
     }
 
-    /// Creates the source's row, or records this process's configuration on it.
+    /// Creates the source's row, or records this process's configuration on it. Whatever the
+    /// row holds beyond this process's bounds (written by an older version, another
+    /// configuration, or by hand) is cut back to them: one bad answer must not hold every
+    /// process back for longer than the cap.
     async fn register(&self) -> Result<()> {
         sqlx::query(
-            "INSERT INTO etl.rate_budgets (source, calls, window_ms) VALUES ($1, $2, $3)
+            "INSERT INTO etl.rate_budgets AS b (source, calls, window_ms) VALUES ($1, $2, $3)
              ON CONFLICT (source) DO UPDATE
              SET calls = EXCLUDED.calls, window_ms = EXCLUDED.window_ms, updated_at = now(),
-                 -- A block stored beyond the cap (by an older version, or by hand) is cut back
-                 -- to it: one bad answer must not hold every process back for years.
                  -- (`least` would skip a NULL and turn no block into a block of the cap.)
                  blocked_until = CASE
-                     WHEN etl.rate_budgets.blocked_until > now() + make_interval(secs => $4::float8)
+                     WHEN b.blocked_until > now() + make_interval(secs => $4::float8)
                          THEN now() + make_interval(secs => $4::float8)
-                     ELSE etl.rate_budgets.blocked_until END",
+                     ELSE b.blocked_until END,
+                 announced_limit = CASE WHEN b.announced_limit >= 1 THEN b.announced_limit END,
+                 -- (`least` skips a NULL: it would turn 'none announced' into the cap.)
+                 announced_window_ms = CASE WHEN b.announced_window_ms > ($4::float8 * 1000)::bigint
+                     THEN ($4::float8 * 1000)::bigint ELSE b.announced_window_ms END,
+                 announced_until = CASE WHEN b.announced_until > now() + make_interval(secs => $5::float8)
+                     THEN now() + make_interval(secs => $5::float8) ELSE b.announced_until END,
+                 -- A call counts for a lease plus a window at most.
+                 slots = ARRAY(SELECT least(t, now() + make_interval(secs => $4::float8 * 2 + $6::float8))
+                               FROM unnest(b.slots) AS t ORDER BY 1)",
         )
         .bind(&self.source)
         .bind(self.calls())
         .bind(self.window_ms())
         .bind(self.max_wait.as_secs_f64())
+        .bind(LEARNED_TTL.as_secs_f64())
+        .bind(self.lease.as_secs_f64())
         .execute(&self.database.pool)
         .await
         .with_context(|| format!("registering {}'s shared rate budget", self.source))?;
@@ -261,6 +280,9 @@ impl Shared {
             if let Some(window) = feedback.window_ms {
                 state.row_window_ms = window;
             }
+            if feedback.limit.is_some() || feedback.window_ms.is_some() {
+                state.row_written_at = Some(Instant::now());
+            }
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -268,25 +290,33 @@ impl Shared {
         let pool = self.database.pool.clone();
         let source = self.source.clone();
         let calls = self.calls();
+        let max_wait_ms = self.max_wait.as_secs_f64() * 1000.0;
         runtime.spawn(async move {
             let written = tokio::time::timeout(
                 DATABASE_TIMEOUT,
-                sqlx::query(
-                    "UPDATE etl.rate_budgets
-                     SET announced_limit = CASE WHEN $2 THEN $3 ELSE announced_limit END,
-                         announced_window_ms = CASE WHEN $4 THEN $5 ELSE announced_window_ms END,
+                // Every value is held to its bound here too (limit >= 1, window and waits within
+                // the cap), whatever the caller computed: the row speaks for every process.
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE etl.rate_budgets AS b
+                     SET announced_limit = CASE WHEN NOT $2 THEN b.announced_limit
+                             WHEN $3 < 1 THEN 1 ELSE $3 END,
+                         announced_window_ms = CASE WHEN NOT $4 THEN b.announced_window_ms
+                             WHEN $5 > ($9::float8)::bigint THEN ($9::float8)::bigint ELSE $5 END,
+                         announced_until = CASE WHEN $2 OR $4
+                             THEN clock_timestamp() + make_interval(secs => $10::float8)
+                             ELSE b.announced_until END,
                          blocked_until = CASE
-                             WHEN $6::float8 IS NOT NULL THEN greatest(coalesce(blocked_until, '-infinity'),
-                                 clock_timestamp() + make_interval(secs => $6::float8 / 1000.0))
+                             WHEN $6::float8 IS NOT NULL THEN greatest(coalesce(b.blocked_until, '-infinity'),
+                                 clock_timestamp() + make_interval(secs => least($6::float8, $9::float8) / 1000.0))
                              WHEN $7::float8 IS NOT NULL
-                                  AND (SELECT count(*) FROM unnest(slots) AS t WHERE t > now())
-                                      < coalesce(announced_limit, $8::integer)
-                                 THEN greatest(coalesce(blocked_until, '-infinity'),
-                                     clock_timestamp() + make_interval(secs => $7::float8 / 1000.0))
-                             ELSE blocked_until END,
+                                  AND (SELECT count(*) FROM unnest(b.slots) AS t WHERE t > now())
+                                      < coalesce({ANNOUNCED_LIMIT}, $8::integer)
+                                 THEN greatest(coalesce(b.blocked_until, '-infinity'),
+                                     clock_timestamp() + make_interval(secs => least($7::float8, $9::float8) / 1000.0))
+                             ELSE b.blocked_until END,
                          updated_at = now()
-                     WHERE source = $1",
-                )
+                     WHERE b.source = $1"
+                )))
                 .bind(&source)
                 .bind(feedback.limit.is_some())
                 .bind(
@@ -300,6 +330,8 @@ impl Shared {
                 .bind(feedback.block.map(|b| b.as_secs_f64() * 1000.0))
                 .bind(feedback.exhausted.map(|b| b.as_secs_f64() * 1000.0))
                 .bind(calls)
+                .bind(max_wait_ms)
+                .bind(LEARNED_TTL.as_secs_f64())
                 .execute(&pool),
             )
             .await;

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::config::RateLimit;
 use crate::executor::headers::RateHeaders;
-use crate::executor::limiter::{DeadlineReached, MIN_WAIT, SAFETY_MARGIN, SourceLimiter};
+use crate::executor::limiter::{DeadlineReached, LEARNED_TTL, MIN_WAIT, SAFETY_MARGIN, SourceLimiter};
 
 /// The shared part of one source's budget.
 pub(super) struct Shared {
@@ -58,6 +58,9 @@ pub(super) struct SharedState {
     /// The announced limit and window last seen in the row, so only changes are written.
     pub(super) row_limit: Option<u32>,
     pub(super) row_window_ms: Option<i64>,
+    /// When this process last wrote them: they lapse in the row [`LEARNED_TTL`] after, so an
+    /// answer confirming them writes them again once half of that has passed.
+    pub(super) row_written_at: Option<Instant>,
 }
 
 impl SharedState {
@@ -210,26 +213,37 @@ impl Shared {
         let mut feedback = Feedback::default();
         {
             let state = self.state();
+            // `learned` is bounded by the limiter (at least one call, a window within the cap).
             let (calls, window) = learned;
-            let announced = (calls != self.configured.calls).then_some(calls);
-            if headers.limit.is_some() && announced != state.row_limit {
+            let announced = (calls != self.configured.calls).then_some(calls.max(1));
+            // Confirmed values are written again before they lapse in the row.
+            let stale = state
+                .row_written_at
+                .is_none_or(|at| at.elapsed() > LEARNED_TTL / 2);
+            if headers.limit.is_some() && (announced != state.row_limit || (stale && announced.is_some())) {
                 feedback.limit = Some(announced);
             }
-            if headers.limit == Some(0) {
-                feedback.block = Some(headers.reset.unwrap_or(self.configured.period()).max(MIN_WAIT));
+            if headers.limit.is_some_and(|l| l.get() == 0) {
+                feedback.block = Some(
+                    headers
+                        .reset
+                        .map_or(self.configured.period(), |r| r.get())
+                        .min(self.max_wait)
+                        .max(MIN_WAIT),
+                );
             }
             let announced_window = (window_learned && window != self.configured.period())
-                .then(|| i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
+                .then(|| i64::try_from(window.min(self.max_wait).as_millis()).unwrap_or(i64::MAX));
             if (headers.window.is_some() || headers.reset.is_some())
-                && announced_window != state.row_window_ms
+                && (announced_window != state.row_window_ms || (stale && announced_window.is_some()))
             {
                 feedback.window_ms = Some(announced_window);
             }
         }
-        if headers.remaining == Some(0)
+        if headers.remaining.is_some_and(|r| r.get() == 0)
             && let Some(reset) = headers.reset
         {
-            feedback.exhausted = Some(reset.max(MIN_WAIT));
+            feedback.exhausted = Some(reset.get().min(self.max_wait).max(MIN_WAIT));
         }
         self.write_feedback(feedback);
     }
