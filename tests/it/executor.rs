@@ -234,6 +234,10 @@ async fn a_limit_lowered_by_the_upstream_mid_run_is_obeyed_from_the_next_call() 
     options.roubler.rate_limit = 25;
     options.roubler.rate_window = WINDOW;
     options.roubler.rate_mode = RateLimitMode::Enforcing;
+    // A sliding window, so that "at most 10 calls in any second" below is the vendor's own rule:
+    // a vendor with fixed windows allows a burst across a window's end, which a sliding count
+    // would call over the limit although the vendor took every call.
+    options.roubler.rate_window_kind = sandbox::ratelimit::WindowKind::Sliding;
     let h = harness(
         options,
         &rate_limit("roubler", 25, 1000),
