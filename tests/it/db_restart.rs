@@ -289,7 +289,9 @@ async fn scene(latency: Duration, more_jobs: &str) -> Scene {
 /// A [`Scene`] with slow answers (every window in flight for a while), once a `fax` window has
 /// loaded and another is in flight.
 async fn service_mid_fax_window(more_jobs: &str) -> Scene {
-    let mut scene = scene(Duration::from_millis(700), more_jobs).await;
+    // Calls slow enough (1.5 s) that a restart right after a window is seen running lands inside
+    // it on a loaded machine too.
+    let mut scene = scene(Duration::from_millis(1500), more_jobs).await;
     let pool = reconnect(&scene.db.url).await;
     for (status, within) in [("succeeded", 60), ("running", 30)] {
         let sql = format!("SELECT count(*) FROM etl.runs WHERE job = 'fax' AND status = '{status}'");
