@@ -323,11 +323,15 @@ async fn a_backfill_killed_half_way_resumes_and_ends_identical_to_an_uninterrupt
     );
     // The killed process left its one window unfinished: still `running` (the resumed run
     // started within the 30 s liveness grace, so it may not sweep it yet) or `interrupted` (if it
-    // did); whichever, that window was loaded again by the resumed run.
+    // did); whichever, that window was loaded again by the resumed run. A backfill's windows
+    // are cut relative to the vendor's history limit, so when the clock passes a minute between
+    // the two runs the resumed run's windows are shifted by it: "that window" is the one
+    // succeeded window of the scope holding the cut window's midpoint.
     let unfinished: Vec<(String, chrono::DateTime<chrono::Utc>, i64)> = sqlx::query_as(
         "SELECT status, window_start,
                 (SELECT count(*) FROM etl.runs s WHERE s.status = 'succeeded' AND s.scope = r.scope
-                    AND s.window_start = r.window_start AND s.window_end = r.window_end)
+                    AND s.window_start <= r.window_start + (r.window_end - r.window_start) / 2
+                    AND s.window_end > r.window_start + (r.window_end - r.window_start) / 2)
          FROM etl.runs r WHERE status IN ('running', 'interrupted')",
     )
     .fetch_all(&db.pool)
