@@ -32,7 +32,7 @@ use sandbox::hostile::{Hostile, Mutation, Target, Trap};
 use tokio_util::sync::CancellationToken;
 
 use crate::failure_kinds::{Harness, harness, job};
-use crate::hostile_upstream::peak_rss_mib;
+use crate::hostile_upstream::{peak_rss_mib, rows_digest};
 use crate::support;
 
 const MIB: u64 = 1024 * 1024;
@@ -261,21 +261,13 @@ fn case(trap: String) -> impl Strategy<Value = Case> {
 }
 
 /// The digest of the rows of `vendor`'s table in `scope` (or all of them).
-async fn digest(h: &Harness, vendor: Vendor, scope: Option<&str>) -> String {
+async fn digest(h: &Harness, vendor: Vendor, scope: Option<&str>) -> (i64, String) {
     let (table, column) = vendor.table();
     let filter = match (column, scope) {
         (Some(column), Some(scope)) => format!("WHERE {column} = '{}'", scope.replace('\'', "''")),
         _ => String::new(),
     };
-    let query = format!(
-        "SELECT count(*)::text || ':' || coalesce(md5(string_agg(row_text, '|' ORDER BY row_text)), '')
-         FROM (SELECT (to_jsonb(t) - '_run_id' - '_seq')::text AS row_text FROM {table} t {filter}) rows"
-    );
-    let (digest,): (String,) = sqlx::query_as(sqlx::AssertSqlSafe(query))
-        .fetch_one(&h.db.pool)
-        .await
-        .expect("digest");
-    digest
+    rows_digest(h, table, &filter).await
 }
 
 /// The scopes the vendor's job loads (from its last successful runs).
@@ -336,7 +328,7 @@ impl World {
                 .expect("expire the token");
             }
         }
-        let before: Vec<(String, String)> = {
+        let before: Vec<(String, (i64, String))> = {
             let mut before = Vec::new();
             for scope in scopes(h, vendor).await {
                 before.push((scope.clone(), digest(h, vendor, Some(&scope)).await));

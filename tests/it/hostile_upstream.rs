@@ -44,9 +44,14 @@ async fn runs_of(h: &Harness, job: &str) -> Vec<(String, Option<String>, Option<
 /// A digest of every row of `table` (all columns but the run that wrote them), so "the rows are
 /// unchanged" is checked exactly, not by count.
 async fn table_digest(h: &Harness, table: &str) -> (i64, String) {
+    rows_digest(h, table, "").await
+}
+
+/// Row count and digest of the rows of `table` that `filter` (a `WHERE …` or nothing) selects.
+pub(crate) async fn rows_digest(h: &Harness, table: &str, filter: &str) -> (i64, String) {
     let query = format!(
         "SELECT count(*), coalesce(md5(string_agg(row_text, '|' ORDER BY row_text)), '')
-         FROM (SELECT (to_jsonb(t) - '_run_id' - '_seq')::text AS row_text FROM {table} t) rows"
+         FROM (SELECT (to_jsonb(t) - '_run_id' - '_seq')::text AS row_text FROM {table} t {filter}) rows"
     );
     sqlx::query_as(sqlx::AssertSqlSafe(query))
         .fetch_one(&h.db.pool)
