@@ -101,7 +101,7 @@ async fn run(
             workers.push(tokio::spawn(async move {
                 while issued.fetch_add(1, Ordering::SeqCst) < share {
                     let answer = executor
-                        .execute::<Locations>(&call, Service::Default, &scope, json!({}))
+                        .execute::<Locations>(&call, Service::DEFAULT, &scope, json!({}))
                         .await;
                     if let Err(e) = answer {
                         eprintln!("{e}");

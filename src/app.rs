@@ -1,16 +1,29 @@
-//! The composition root: one place that wires store, auth, executor and runner together for
-//! every command that runs jobs (`run`, `run --once`, `demo`). Commands take the parts they need
-//! from [`Engine`] instead of building their own.
+//! The composition root: one place that wires the vendors into the configuration
+//! ([`load_settings`]) and store, auth, executor and runner together for every command that runs
+//! jobs (`run`, `run --once`, `demo`). Commands take the parts they need from [`Engine`] instead
+//! of building their own.
 
 use std::sync::Arc;
 
 use anyhow::Result;
 
 use crate::auth;
-use crate::config::Settings;
+use crate::config::{ConfigError, ConfigSource, Settings};
 use crate::executor::{Executor, ExecutorOptions};
 use crate::jobs::runner::{Progress, Runner};
 use crate::store::Store;
+use crate::vendors;
+
+/// Reads, parses and validates the configuration with every registered vendor's section.
+pub fn load_settings(source: &ConfigSource) -> Result<Settings, ConfigError> {
+    Settings::load(source, vendors::SECTIONS)
+}
+
+/// Parses and validates configuration text as the whole file, without the environment (tools,
+/// fuzz targets), with every registered vendor's section.
+pub fn settings_from_toml(text: &str) -> Result<Settings, ConfigError> {
+    Settings::from_toml_str(text, vendors::SECTIONS)
+}
 
 /// The running parts of the service, built once per process.
 pub struct Engine {

@@ -93,7 +93,7 @@ pub async fn spend(
             tokio::spawn(async move {
                 while issued.fetch_add(1, Ordering::SeqCst) < calls {
                     let answer = executor
-                        .execute::<Locations>(&call, Service::Default, &scope, json!({}))
+                        .execute::<Locations>(&call, Service::DEFAULT, &scope, json!({}))
                         .await;
                     if let Err(e) = answer {
                         eprintln!("{e}");

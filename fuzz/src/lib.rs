@@ -4,12 +4,11 @@
 //!
 //! # Layout
 //!
-//! - [`config_loader`]: arbitrary bytes as TOML → `Settings::from_toml_str` (parse + validate).
+//! - [`config_loader`]: arbitrary bytes as TOML → `app::settings_from_toml` (parse + validate).
 //! - [`rate_headers`]: arbitrary bytes as `name: value` lines → `RateHeaders::parse`, plus the
 //!   `reset` and `Retry-After` readers on their own.
 
 use chrono::{DateTime, Utc};
-use reporting_etl::config::Settings;
 use reporting_etl::executor::headers::{RateHeaders, parse_reset, parse_retry_after};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
@@ -26,7 +25,7 @@ pub fn config_loader(data: &[u8]) {
     {
         return;
     }
-    if let Err(error) = Settings::from_toml_str(text) {
+    if let Err(error) = reporting_etl::app::settings_from_toml(text) {
         assert!(!error.problems.is_empty(), "an error without a problem");
         let _ = error.to_string();
     }

@@ -38,17 +38,18 @@ pub fn limits() -> Limits {
 /// How a vendor wants the client to authenticate at its token endpoint.
 #[derive(Clone)]
 pub enum ClientAuth {
-    /// Retarus (Keycloak): `client_id`/`client_secret` and `scope=openid` in the form body.
+    /// `client_id`/`client_secret` and `scope=openid` in the form body (Keycloak).
     FormWithScope { client_id: String, secret: SecretString },
-    /// Altrata: `grant_type` in the query string, Basic `username:password`, `x-api-key` header.
-    AltrataBasic {
+    /// `grant_type` in the query string, a plain Basic `username:password` and an `x-api-key`
+    /// header (AWS API Gateway).
+    BasicWithApiKey {
         username: String,
         password: SecretString,
         api_key: SecretString,
     },
-    /// Roubler (Hydra): Basic `client_id:client_secret` (client_secret_basic).
+    /// Basic `client_id:client_secret`, form-encoded first (client_secret_basic, Hydra).
     Basic { client_id: String, secret: SecretString },
-    /// Retently: `client_id`/`client_secret` in the form body.
+    /// `client_id`/`client_secret` in the form body.
     Form { client_id: String, secret: SecretString },
 }
 
@@ -143,12 +144,12 @@ pub async fn request(
             form.push(("client_secret", secret.expose_secret().to_owned()));
             form.push(("scope", "openid".into()));
         }
-        ClientAuth::AltrataBasic {
+        ClientAuth::BasicWithApiKey {
             username,
             password,
             api_key,
         } => {
-            // Altrata reads grant_type from the query string, not the body.
+            // The gateway reads grant_type from the query string, not the body.
             form.clear();
             builder = builder
                 .query(&[("grant_type", "client_credentials")])
@@ -158,8 +159,8 @@ pub async fn request(
         ClientAuth::Basic { client_id, secret } => {
             // RFC 6749 §2.3.1: client_secret_basic form-urlencodes id and secret before they are
             // joined with `:` and base64-encoded; a standards-following server (Hydra) decodes
-            // them, so a secret with `+`, `%`, `/`, `:` or a space fails unless encoded. (Altrata's
-            // Basic above is a plain username and password, as its docs want.)
+            // them, so a secret with `+`, `%`, `/`, `:` or a space fails unless encoded. (The
+            // gateway's Basic above is a plain username and password, as its docs want.)
             builder = builder.basic_auth(
                 form_urlencode(client_id),
                 Some(form_urlencode(secret.expose_secret())),
@@ -457,7 +458,7 @@ mod tests {
 
     #[tokio::test]
     async fn altrata_sends_the_grant_in_the_query_with_basic_auth_and_the_api_key_and_no_body() {
-        let auth = ClientAuth::AltrataBasic {
+        let auth = ClientAuth::BasicWithApiKey {
             username: "svc".into(),
             password: secret("pw"),
             api_key: secret("key-1"),

@@ -19,8 +19,8 @@ use url::Url;
 
 use super::endpoint::{self, ClientAuth, Grant};
 use super::store::{NewTokens, TokenStore};
-use super::{Flow, flow_for};
-use crate::config::{HttpUrl, Settings, SourceSettings};
+use super::{Flow, LoginSetup, setup};
+use crate::config::{HttpUrl, Settings};
 use crate::transport::Transport;
 
 /// One login in progress: the authorize URL to open, and what must come back.
@@ -35,45 +35,40 @@ pub(crate) struct Attempt {
 }
 
 impl Attempt {
-    /// Prepares a login for `source_name` (Roubler, or Retently with OAuth).
+    /// Prepares a login for `source_name` (a source whose vendor hands a [`LoginSetup`]).
     pub(crate) fn begin(settings: &Settings, source_name: &str) -> Result<Attempt> {
         let source = settings
             .sources
             .get(source_name)
             .ok_or_else(|| anyhow!("`{source_name}` is not a configured source"))?;
-        let (authorize_url, redirect_uri, client_id, pkce, scope) = match source {
-            SourceSettings::Roubler(s) => (
-                &s.authorize_url,
-                &s.redirect_uri,
-                s.client_id.clone(),
-                true,
-                Some("offline_access"),
-            ),
-            SourceSettings::Retently(s) if s.api_key.is_none() => (
-                &s.authorize_url,
-                &s.redirect_uri,
-                s.client_id.clone().unwrap_or_default(),
-                false,
-                None,
-            ),
-            other => bail!(
+        let setup = setup(source);
+        let Some(login) = setup.login else {
+            bail!(
                 "source `{source_name}` uses {}; it needs no login (its credentials are in the configuration)",
-                other.flow()
-            ),
+                source.flow()
+            );
         };
         let Flow::RefreshChain {
             token_url, client, ..
-        } = flow_for(source)
+        } = setup.flow
         else {
             bail!("source `{source_name}` does not use the authorization-code flow");
         };
-        let (url, state, verifier) = authorize_attempt(authorize_url, redirect_uri, &client_id, pkce, scope);
+        let LoginSetup {
+            authorize_url,
+            redirect_uri,
+            client_id,
+            pkce,
+            scope,
+        } = login;
+        let (url, state, verifier) =
+            authorize_attempt(&authorize_url, &redirect_uri, &client_id, pkce, scope);
         Ok(Attempt {
             source_name: source_name.to_owned(),
             url,
             state,
             verifier,
-            redirect_uri: redirect_uri.clone(),
+            redirect_uri,
             token_url,
             client,
         })

@@ -106,21 +106,21 @@ impl AuthError {
 
 /// How a source obtains its access token.
 #[derive(Clone)]
-enum Flow {
-    /// Retarus and Altrata: ask the token endpoint for a new token when needed.
+pub enum Flow {
+    /// Ask the token endpoint for a new token when needed.
     ClientCredentials {
         token_url: HttpUrl,
         client: ClientAuth,
         /// Refresh this long before expiry (scaled down for short-lived tokens).
         margin: Duration,
     },
-    /// Roubler and Retently OAuth: refresh with the stored refresh token.
+    /// Authorization code: refresh with the stored refresh token.
     RefreshChain {
         token_url: HttpUrl,
         client: ClientAuth,
         margin: Duration,
     },
-    /// Retently's static API key.
+    /// A static API key (sent as `Authorization: api_key=KEY`).
     StaticKey(AccessToken),
 }
 
@@ -357,7 +357,7 @@ pub fn build(settings: &Settings, pool: PgPool) -> AuthRegistry {
     let uses_refresh_tokens = settings
         .sources
         .values()
-        .any(|s| matches!(flow_for(s), Flow::RefreshChain { .. }));
+        .any(|s| matches!(setup(s).flow, Flow::RefreshChain { .. }));
     if uses_refresh_tokens && !store.encrypts() {
         tracing::warn!(
             "Refresh tokens are stored unencrypted: set security.token_key (or token_key_file) to encrypt them at rest."
@@ -367,10 +367,11 @@ pub fn build(settings: &Settings, pool: PgPool) -> AuthRegistry {
         .sources
         .iter()
         .map(|(name, source)| {
+            let setup = setup(source);
             let auth = SourceAuth {
                 name: name.clone(),
-                flow: flow_for(source),
-                kills_previous: kills_previous_token(source),
+                flow: setup.flow,
+                kills_previous: setup.kills_previous_token,
                 gate: Arc::default(),
                 store: store.clone(),
                 transport: transport.clone(),
@@ -381,54 +382,41 @@ pub fn build(settings: &Settings, pool: PgPool) -> AuthRegistry {
         .collect()
 }
 
-fn secret(value: &Option<SecretString>) -> SecretString {
-    // Validation guarantees required secrets are present; an absent optional one is empty.
+/// A secret of a section for a token request: validation guarantees required secrets are
+/// present; an absent optional one is empty.
+pub fn secret(value: &Option<SecretString>) -> SecretString {
     value.clone().unwrap_or_else(|| SecretString::from(String::new()))
 }
 
-/// Whether a source's vendor kills the previous access token when it issues a new one: Altrata
-/// (its documented rule) and Roubler (Hydra revokes the old access token on refresh).
-fn kills_previous_token(source: &SourceSettings) -> bool {
-    matches!(source, SourceSettings::Altrata(_) | SourceSettings::Roubler(_))
+/// What auth needs of a source's vendor, handed over by its configuration section (see
+/// `config::Section::parts`): which flow, how a token request authenticates, whether a new token
+/// kills the old one, and how a person logs in.
+pub struct AuthSetup {
+    pub flow: Flow,
+    /// Whether the vendor kills the previous access token when it issues a new one (Altrata's
+    /// documented rule; Roubler's Hydra revokes the old access token on refresh).
+    pub kills_previous_token: bool,
+    /// The authorization-code login (`auth login`), for flows that need a person once.
+    pub login: Option<LoginSetup>,
 }
 
-fn flow_for(source: &SourceSettings) -> Flow {
-    match source {
-        SourceSettings::Retarus(s) => Flow::ClientCredentials {
-            token_url: s.token_url.clone(),
-            client: ClientAuth::FormWithScope {
-                client_id: s.client_id.clone(),
-                secret: secret(&s.client_secret),
-            },
-            margin: Duration::from_secs(60),
-        },
-        SourceSettings::Altrata(s) => Flow::ClientCredentials {
-            token_url: s.token_url.clone(),
-            client: ClientAuth::AltrataBasic {
-                username: s.username.clone(),
-                password: secret(&s.password),
-                api_key: secret(&s.api_key),
-            },
-            margin: Duration::from_secs(300),
-        },
-        SourceSettings::Roubler(s) => Flow::RefreshChain {
-            token_url: s.token_url.clone(),
-            client: ClientAuth::Basic {
-                client_id: s.client_id.clone(),
-                secret: secret(&s.client_secret),
-            },
-            margin: Duration::from_secs(120),
-        },
-        SourceSettings::Retently(s) => match (&s.api_key, &s.client_id) {
-            (Some(key), _) => Flow::StaticKey(AccessToken::new(secrecy::ExposeSecret::expose_secret(key))),
-            (None, client_id) => Flow::RefreshChain {
-                token_url: s.token_url.clone(),
-                client: ClientAuth::Form {
-                    client_id: client_id.clone().unwrap_or_default(),
-                    secret: secret(&s.client_secret),
-                },
-                margin: Duration::from_secs(300),
-            },
-        },
-    }
+/// Where and how `auth login` sends a person to approve access.
+pub struct LoginSetup {
+    pub authorize_url: HttpUrl,
+    pub redirect_uri: HttpUrl,
+    pub client_id: String,
+    /// Send a PKCE challenge (the vendor's server supports it).
+    pub pkce: bool,
+    /// The `scope` parameter, if the vendor wants one.
+    pub scope: Option<&'static str>,
+}
+
+/// The source's auth setup; a vendor that hands none has nothing to authenticate with, which a
+/// test of every vendor rules out (see `src/vendors/`), so this is an empty static key.
+fn setup(source: &SourceSettings) -> AuthSetup {
+    source.part::<AuthSetup>().unwrap_or(AuthSetup {
+        flow: Flow::StaticKey(AccessToken::new(String::new())),
+        kills_previous_token: false,
+        login: None,
+    })
 }

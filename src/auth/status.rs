@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use super::store::TokenStore;
-use super::{Flow, flow_for};
+use super::{Flow, setup};
 use crate::config::Settings;
 
 /// `auth status` rows: never a secret.
@@ -25,7 +25,7 @@ pub(crate) async fn status(settings: &Settings, pool: PgPool) -> anyhow::Result<
     let store = TokenStore::new(pool, settings.security.token_key.as_ref());
     let mut rows = Vec::new();
     for (name, source) in &settings.sources {
-        let flow = flow_for(source);
+        let flow = setup(source).flow;
         let stored = match store.read(name).await {
             Ok(stored) => stored,
             Err(reason) => {

@@ -42,11 +42,6 @@ impl SourceKind {
         }
     }
 
-    /// The kind the configuration names `name`, if any.
-    pub(crate) fn from_name(name: &str) -> Option<SourceKind> {
-        SourceKind::ALL.into_iter().find(|kind| kind.as_str() == name)
-    }
-
     /// This kind's datasets, in catalogue order.
     pub(crate) fn datasets(self) -> impl Iterator<Item = &'static DatasetInfo> {
         CATALOG.iter().filter(move |d| d.kind == self)

@@ -196,7 +196,7 @@ fn demo_settings(sandbox: &sandbox::Sandbox, base: &Settings) -> Result<Settings
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("demo.toml");
     std::fs::write(&path, text)?;
-    let mut settings = Settings::load(&ConfigSource {
+    let mut settings = crate::app::load_settings(&ConfigSource {
         path: Some(path.clone()),
         env: Some(Default::default()),
     })

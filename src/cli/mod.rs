@@ -141,7 +141,7 @@ pub(crate) struct RunArgs {
 /// Parses arguments, loads configuration, sets up logging and runs the command.
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::load(&ConfigSource::from_cli(cli.config.clone())) {
+    let settings = match crate::app::load_settings(&ConfigSource::from_cli(cli.config.clone())) {
         Ok(settings) => settings,
         Err(error) => {
             eprint!("error: {error}");

@@ -18,87 +18,8 @@ use anyhow::{Context as _, Result};
 
 use super::drift::{self, SchemaModel, Severity};
 use super::schema;
-use crate::catalog::SourceKind;
 use crate::config::Settings;
-use crate::executor::Service;
-
-/// A query compiled into the binary: the same file a `graphql_client` derive in
-/// `src/datasets/<vendor>.rs` was generated from (`include_str!` of the same path, so both
-/// change together), and the service it is sent to.
-pub(crate) struct CompiledQuery {
-    /// Relative to the repository root, as printed.
-    pub path: &'static str,
-    pub kind: SourceKind,
-    pub service: Service,
-    pub text: &'static str,
-}
-
-macro_rules! compiled {
-    ($kind:expr, $service:expr, $path:literal) => {
-        CompiledQuery {
-            path: $path,
-            kind: $kind,
-            service: $service,
-            text: include_str!(concat!("../../", $path)),
-        }
-    };
-}
-
-/// Every query under `queries/` (a unit test keeps this list and the directory in step).
-pub(crate) const QUERIES: &[CompiledQuery] = {
-    use Service::{AltrataEvents, AltrataProfile, Default};
-    use SourceKind::{Altrata, Retarus, Roubler};
-    &[
-        compiled!(Retarus, Default, "queries/retarus/fax_in_udr.graphql"),
-        compiled!(Retarus, Default, "queries/retarus/fax_out_udr.graphql"),
-        compiled!(Retarus, Default, "queries/retarus/sms_in_udr.graphql"),
-        compiled!(Retarus, Default, "queries/retarus/sms_out_udr.graphql"),
-        compiled!(
-            Retarus,
-            Default,
-            "queries/retarus/transactional_email_udr.graphql"
-        ),
-        compiled!(Roubler, Default, "queries/roubler/viewer.graphql"),
-        compiled!(Roubler, Default, "queries/roubler/locations.graphql"),
-        compiled!(Roubler, Default, "queries/roubler/employees.graphql"),
-        compiled!(Roubler, Default, "queries/roubler/location_sales.graphql"),
-        compiled!(Roubler, Default, "queries/roubler/timesheets.graphql"),
-        compiled!(Roubler, Default, "queries/roubler/shifts.graphql"),
-        compiled!(Altrata, AltrataEvents, "queries/altrata/events.graphql"),
-        compiled!(Altrata, AltrataProfile, "queries/altrata/person_profile.graphql"),
-        compiled!(
-            Altrata,
-            AltrataProfile,
-            "queries/altrata/organization_profile.graphql"
-        ),
-    ]
-};
-
-/// The schema the queries of `kind` were compiled against; `None` for Retently (REST).
-fn compiled_schema(kind: SourceKind) -> Option<&'static str> {
-    match kind {
-        SourceKind::Retarus => Some(include_str!("../../schemas/retarus.graphql")),
-        SourceKind::Roubler => Some(include_str!("../../schemas/roubler.graphql")),
-        SourceKind::Altrata => Some(include_str!("../../schemas/altrata.graphql")),
-        SourceKind::Retently => None,
-    }
-}
-
-/// The services of a source kind, each introspected separately (Altrata's two may differ).
-fn services(kind: SourceKind) -> &'static [Service] {
-    match kind {
-        SourceKind::Altrata => &[Service::AltrataEvents, Service::AltrataProfile],
-        _ => &[Service::Default],
-    }
-}
-
-fn service_name(service: Service) -> &'static str {
-    match service {
-        Service::Default => "graphql",
-        Service::AltrataEvents => "events",
-        Service::AltrataProfile => "profile",
-    }
-}
+use crate::vendors;
 
 /// `check --upstream`.
 pub(crate) async fn check_upstream(settings: Settings) -> Result<ExitCode> {
@@ -112,14 +33,14 @@ pub(crate) async fn check_upstream(settings: Settings) -> Result<ExitCode> {
     let mut unreachable = 0usize;
     for (name, source) in &settings.sources {
         let kind = source.kind();
-        let Some(compiled) = compiled_schema(kind) else {
+        let Some(graphql) = vendors::graphql(kind) else {
             println!("{name}: skipped: a {kind} source has a REST API, no GraphQL schema to check");
             continue;
         };
         sources += 1;
-        let expected = SchemaModel::from_sdl(compiled)
+        let expected = SchemaModel::from_sdl(graphql.schema)
             .with_context(|| format!("the compiled schema of {kind} does not parse"))?;
-        for &service in services(kind) {
+        for &service in graphql.services {
             let live = schema::introspect(&executor, name, service)
                 .await
                 .and_then(|answer| SchemaModel::from_introspection(&answer.schema));
@@ -129,12 +50,12 @@ pub(crate) async fn check_upstream(settings: Settings) -> Result<ExitCode> {
                     unreachable += 1;
                     println!(
                         "{name}: could not introspect the {} service: {error:#}",
-                        service_name(service)
+                        service.name()
                     );
                     continue;
                 }
             };
-            for query in QUERIES.iter().filter(|q| q.kind == kind && q.service == service) {
+            for query in graphql.queries.iter().filter(|q| q.service == service) {
                 checked += 1;
                 let found = drift::check_query(query.text, &expected, &live)
                     .with_context(|| format!("{}: the compiled query does not parse", query.path))?;
@@ -213,7 +134,8 @@ fn plural(n: usize, one: &'static str, many: &'static str) -> &'static str {
 mod tests {
     use super::*;
 
-    /// A query file added under `queries/` must be checked too: the list and the directory agree.
+    /// A query file added under `queries/` must be checked too: the vendors' lists and the
+    /// directory agree.
     #[test]
     fn every_query_file_is_in_the_list_once() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -227,27 +149,24 @@ mod tests {
             }
         }
         on_disk.sort();
-        let mut listed: Vec<String> = QUERIES.iter().map(|q| q.path.to_owned()).collect();
+        let mut listed: Vec<String> = vendors::graphql_vendors()
+            .filter_map(|(_, graphql)| graphql)
+            .flat_map(|graphql| graphql.queries.iter().map(|q| q.path.to_owned()))
+            .collect();
         listed.sort();
         assert_eq!(listed, on_disk);
-        for query in QUERIES {
-            assert!(
-                query.path.starts_with(&format!("queries/{}/", query.kind)),
-                "{} is listed under {}",
-                query.path,
-                query.kind
-            );
-        }
     }
 
     /// The compiled queries fit the compiled schemas (the build's own check, seen by this checker).
     #[test]
     fn every_compiled_query_fits_its_compiled_schema() {
-        for query in QUERIES {
-            let schema = SchemaModel::from_sdl(compiled_schema(query.kind).expect("GraphQL"))
-                .expect("compiled schema parses");
-            let problems = drift::check_query(query.text, &schema, &schema).expect("query parses");
-            assert!(problems.is_empty(), "{}: {problems:?}", query.path);
+        for (_, graphql) in vendors::graphql_vendors() {
+            let Some(graphql) = graphql else { continue };
+            let schema = SchemaModel::from_sdl(graphql.schema).expect("compiled schema parses");
+            for query in graphql.queries {
+                let problems = drift::check_query(query.text, &schema, &schema).expect("query parses");
+                assert!(problems.is_empty(), "{}: {problems:?}", query.path);
+            }
         }
     }
 }

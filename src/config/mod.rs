@@ -28,8 +28,13 @@ use serde::Deserialize;
 use redact::Redactor;
 
 pub use job::{JobSettings, Scope};
-pub use source::{RateLimit, SourceSettings};
+pub use source::{
+    Parts, RateLimit, Section, SectionAny, SectionKind, Sections, SourceSettings, default_redirect_uri,
+    parse_section,
+};
+pub use validate::SectionCheck;
 pub use values::{CronSchedule, HttpUrl, TimeZone, cron_parser};
+pub(crate) use values::{strict_bool, string_list};
 
 /// Environment variable prefix; `__` separates nesting levels.
 pub(crate) const ENV_PREFIX: &str = "REPORTING_ETL";
@@ -261,8 +266,9 @@ impl ConfigSource {
 }
 
 impl Settings {
-    /// Reads, layers, parses and validates. Every problem found is in the error.
-    pub fn load(source: &ConfigSource) -> Result<Settings, ConfigError> {
+    /// Reads, layers, parses and validates. Every problem found is in the error. `sections` are
+    /// the vendors' section readers (`vendors::SECTIONS`; `app::load_settings` passes them).
+    pub fn load(source: &ConfigSource, sections: Sections) -> Result<Settings, ConfigError> {
         let (file, required) = source.file();
         let fail = |problems| ConfigError {
             file: Some(file.clone()),
@@ -282,12 +288,12 @@ impl Settings {
             input::check_toml(text).map_err(|problem| fail(vec![problem]))?;
             builder = builder.add_source(config::File::from_str(text, config::FileFormat::Toml));
         }
-        Settings::build(builder.add_source(environment), Some(file.clone()))
+        Settings::build(builder.add_source(environment), Some(file.clone()), sections)
     }
 
     /// Parses and validates configuration text as if it were the whole file, without the
     /// environment: for tools and the fuzz targets (`fuzz/`), which must not depend on files.
-    pub fn from_toml_str(text: &str) -> Result<Settings, ConfigError> {
+    pub fn from_toml_str(text: &str, sections: Sections) -> Result<Settings, ConfigError> {
         let fail = |problem| ConfigError {
             file: None,
             problems: vec![problem],
@@ -295,7 +301,7 @@ impl Settings {
         input::check_toml(text).map_err(fail)?;
         let builder =
             config::Config::builder().add_source(config::File::from_str(text, config::FileFormat::Toml));
-        Settings::build(builder, None)
+        Settings::build(builder, None, sections)
     }
 
     /// Layers, deserialises and validates what `builder` holds; `file` names it in errors. Every
@@ -303,6 +309,7 @@ impl Settings {
     fn build(
         builder: config::ConfigBuilder<config::builder::DefaultState>,
         file: Option<PathBuf>,
+        sections: Sections,
     ) -> Result<Settings, ConfigError> {
         let mut redactor = Redactor::default();
         let fail = |problems: Vec<Problem>| ConfigError {
@@ -322,7 +329,11 @@ impl Settings {
         if let Ok(tree) = layered.clone().try_deserialize::<config::Value>() {
             redactor.remember_tree(&tree, "");
         }
-        let mut settings: Settings = serde_path_to_error::deserialize(layered).map_err(|e| {
+        // The sections are read with the vendors' readers, which serde cannot be handed directly.
+        let parsed = source::with_sections(sections, || {
+            serde_path_to_error::deserialize::<_, Settings>(layered).map_err(Box::new)
+        });
+        let mut settings: Settings = parsed.map_err(|e| {
             let mut key = e.path().to_string();
             let mut message = clean_serde_message(&e.inner().to_string());
             if let Some(nested) = message.strip_prefix(source::NESTED_PATH_MARK)

@@ -1,33 +1,163 @@
-//! Source settings: one configured upstream account (its kind, endpoints, credentials, limits).
+//! Source settings: one configured upstream account.
 //!
-//! Defaults are the vendors' documented production endpoints (`docs/vendors/<vendor>.md`), so a
-//! real deployment usually sets only credentials and scope.
+//! What a source's section holds is its vendor's business: each vendor folder
+//! (`src/vendors/<vendor>/settings.rs`) declares its section and implements [`Section`] (defaults,
+//! endpoints, validation). This module knows only what every section shares, and picks the
+//! vendor's reader by the `kind` key among the [`SectionKind`]s the caller registers
+//! (`vendors::SECTIONS`, passed in by the composition root: the configuration sits below the
+//! vendors and never names one).
 
-use std::path::PathBuf;
+use std::any::Any;
+use std::cell::Cell;
+use std::fmt;
 use std::time::Duration;
 
-use secrecy::SecretString;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
-use super::values::{HttpUrl, string_list};
+use super::validate::SectionCheck;
+use super::values::HttpUrl;
 use crate::catalog::SourceKind;
 
-/// One upstream account. The `kind` key picks the variant.
-#[derive(Debug, Clone)]
-pub enum SourceSettings {
-    Retarus(RetarusSettings),
-    Roubler(RoublerSettings),
-    Altrata(AltrataSettings),
-    Retently(RetentlySettings),
+/// What every vendor's configuration section answers. Implemented once per vendor folder.
+pub trait Section: fmt::Debug + Send + Sync + SectionAny {
+    fn kind(&self) -> SourceKind;
+    /// `sources.NAME.rate_limit`, when set.
+    fn rate_limit(&self) -> Option<RateLimit>;
+    /// The proactive limit used when the source sets none: the vendor's documented budget, or a
+    /// polite guess where none is documented (`docs/vendors/README.md`, "At a glance").
+    fn default_rate_limit(&self) -> RateLimit;
+    /// Whether plain `http://` endpoints are allowed (the sandbox).
+    fn allow_http(&self) -> bool;
+    /// Every endpoint with its key name, for validation and for `check`.
+    fn endpoints(&self) -> Vec<(&'static str, &HttpUrl)>;
+    /// The authentication flow, in words, for `check` and `auth status`.
+    fn flow(&self) -> &'static str;
+    /// How long discovered scopes may be reused; `None` for vendors whose scopes come from the
+    /// configuration and cost no call.
+    fn discovery_ttl(&self) -> Option<Duration> {
+        None
+    }
+    /// The vendor's own checks (required keys, secrets, cross-field rules), reported through
+    /// `check` with keys relative to the section.
+    fn validate(&mut self, check: &mut SectionCheck<'_>);
+    /// What the vendor hands the layers above the configuration, built from this section: auth's
+    /// `auth::AuthSetup` (its token dialect) and the executor's `executor::CallSetup` (its
+    /// endpoints and answer dialect).
+    fn parts(&self, parts: &mut Parts);
+}
+
+/// What a vendor's section hands to the layers above the configuration, each under its own type
+/// (the way `http::Extensions` carries values for layers that know their types): the
+/// configuration stays below them and names none.
+#[derive(Default)]
+pub struct Parts(Vec<Box<dyn Any + Send>>);
+
+impl Parts {
+    /// Hands over `part`, found by its type.
+    pub fn put<T: Any + Send>(&mut self, part: T) {
+        self.0.push(Box::new(part));
+    }
+
+    fn take<T: Any>(self) -> Option<T> {
+        self.0
+            .into_iter()
+            .find_map(|part| (part as Box<dyn Any>).downcast().ok())
+            .map(|part| *part)
+    }
+}
+
+/// The `Any` plumbing of a [`Section`], implemented for every cloneable section.
+pub trait SectionAny: Any {
+    fn clone_section(&self) -> Box<dyn Section>;
+    fn as_any(&self) -> &dyn Any;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+impl<T: Section + Clone> SectionAny for T {
+    fn clone_section(&self) -> Box<dyn Section> {
+        Box::new(self.clone())
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// How one vendor's section is read: registered once per vendor (`vendors::SECTIONS`).
+pub struct SectionKind {
+    pub kind: SourceKind,
+    /// Reads the section (without its `kind` key); a message may start with
+    /// [`NESTED_PATH_MARK`] and the path inside the section.
+    pub parse: fn(config::Value) -> Result<Box<dyn Section>, String>,
+}
+
+/// Every registered vendor's section reader.
+pub type Sections = &'static [SectionKind];
+
+/// Reads a section of type `T` (for [`SectionKind::parse`]).
+pub fn parse_section<T: Section + DeserializeOwned>(
+    value: config::Value,
+) -> Result<Box<dyn Section>, String> {
+    serde_path_to_error::deserialize::<_, T>(value)
+        .map(|section| Box::new(section) as Box<dyn Section>)
+        .map_err(|e| {
+            let path = e.path().to_string();
+            let message = super::clean_serde_message(&e.inner().to_string());
+            if path == "." || path.is_empty() {
+                message
+            } else {
+                format!("{NESTED_PATH_MARK}{path}: {message}")
+            }
+        })
+}
+
+/// One upstream account: its vendor's section.
+pub struct SourceSettings(Box<dyn Section>);
+
+impl Clone for SourceSettings {
+    fn clone(&self) -> Self {
+        SourceSettings(self.0.clone_section())
+    }
+}
+
+impl fmt::Debug for SourceSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 /// Marks an error message whose text starts with the path inside a source (`@graphql_url: …`),
 /// so the loader can report the full key. serde's internally tagged enums lose that path.
 pub(super) const NESTED_PATH_MARK: char = '@';
 
+thread_local! {
+    /// The section readers of the [`super::Settings::load`] running on this thread: serde's
+    /// `Deserialize` takes no argument, and the configuration may not name the vendors.
+    static SECTIONS: Cell<Sections> = const { Cell::new(&[]) };
+}
+
+/// Runs `f` with `sections` as the readers [`SourceSettings`] deserialises with.
+pub(super) fn with_sections<T>(sections: Sections, f: impl FnOnce() -> T) -> T {
+    let previous = SECTIONS.with(|s| s.replace(sections));
+    let out = f();
+    SECTIONS.with(|s| s.set(previous));
+    out
+}
+
 impl<'de> Deserialize<'de> for SourceSettings {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error;
+        let sections = SECTIONS.with(Cell::get);
+        let kinds = || {
+            sections
+                .iter()
+                .map(|s| s.kind.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let value = config::Value::deserialize(deserializer)?;
         let table = value.clone().into_table().map_err(D::Error::custom)?;
         let kind = table
@@ -36,37 +166,20 @@ impl<'de> Deserialize<'de> for SourceSettings {
             .clone()
             .into_string()
             .map_err(D::Error::custom)?;
-        // `kind` is consumed here; the variant structs deny unknown fields, so drop it first.
+        // `kind` is consumed here; the sections deny unknown fields, so drop it first.
         let mut rest = table;
         rest.remove("kind");
         let rest = config::Value::new(None, config::ValueKind::Table(rest));
-        fn variant<'de, T: Deserialize<'de>, E: Error>(value: config::Value) -> Result<T, E> {
-            serde_path_to_error::deserialize(value).map_err(|e| {
-                let path = e.path().to_string();
-                let message = super::clean_serde_message(&e.inner().to_string());
-                if path == "." || path.is_empty() {
-                    E::custom(message)
-                } else {
-                    E::custom(format!("{NESTED_PATH_MARK}{path}: {message}"))
-                }
-            })
-        }
-        match SourceKind::from_name(&kind) {
-            Some(SourceKind::Retarus) => variant(rest).map(SourceSettings::Retarus),
-            Some(SourceKind::Roubler) => variant(rest).map(SourceSettings::Roubler),
-            Some(SourceKind::Altrata) => variant(rest).map(SourceSettings::Altrata),
-            Some(SourceKind::Retently) => variant(rest).map(SourceSettings::Retently),
+        match sections.iter().find(|s| s.kind.as_str() == kind) {
+            Some(section) => (section.parse)(rest)
+                .map(SourceSettings)
+                .map_err(D::Error::custom),
             None => Err(D::Error::custom(format!(
                 "kind `{kind}` is not one of {}",
                 kinds()
             ))),
         }
     }
-}
-
-/// The kinds, for messages: `retarus, roubler, altrata, retently`.
-fn kinds() -> String {
-    SourceKind::ALL.map(SourceKind::as_str).join(", ")
 }
 
 /// Calls allowed per period, enforced for all jobs of a source together.
@@ -80,7 +193,7 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    pub(crate) const fn new(calls: u32, per: Duration) -> Self {
+    pub const fn new(calls: u32, per: Duration) -> Self {
         RateLimit {
             calls,
             per_ms: per.as_millis() as u64,
@@ -92,227 +205,65 @@ impl RateLimit {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetarusSettings {
-    #[serde(default = "RetarusSettings::default_token_url")]
-    pub token_url: HttpUrl,
-    #[serde(default = "RetarusSettings::default_graphql_url")]
-    pub graphql_url: HttpUrl,
-    pub client_id: String,
-    pub client_secret: Option<SecretString>,
-    pub client_secret_file: Option<PathBuf>,
-    /// Retarus customer account ids (a business id, not the OAuth client id).
-    #[serde(deserialize_with = "string_list")]
-    pub customer_ids: Vec<String>,
-    pub rate_limit: Option<RateLimit>,
-    /// Allow plain `http://` endpoints (the sandbox); production endpoints are https.
-    #[serde(default, deserialize_with = "super::values::strict_bool")]
-    pub allow_http: bool,
-}
-
-impl RetarusSettings {
-    fn default_token_url() -> HttpUrl {
-        HttpUrl::parse(
-            "https://api-auth-service.eu.retarus.com/realms/platform/protocol/openid-connect/token",
-        )
-        .expect("static URL")
-    }
-    fn default_graphql_url() -> HttpUrl {
-        HttpUrl::parse("https://api.retarus.com/stable/external-reporting-service/v1").expect("static URL")
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoublerSettings {
-    #[serde(default = "RoublerSettings::default_authorize_url")]
-    pub authorize_url: HttpUrl,
-    #[serde(default = "RoublerSettings::default_token_url")]
-    pub token_url: HttpUrl,
-    /// Region endpoint, e.g. `https://graphql.au.roubler.com/graphql`.
-    pub graphql_url: HttpUrl,
-    pub client_id: String,
-    pub client_secret: Option<SecretString>,
-    pub client_secret_file: Option<PathBuf>,
-    /// Where the vendor sends the browser back after consent (`auth login` listens there).
-    #[serde(default = "default_redirect_uri")]
-    pub redirect_uri: HttpUrl,
-    pub rate_limit: Option<RateLimit>,
-    #[serde(default, deserialize_with = "super::values::strict_bool")]
-    pub allow_http: bool,
-    /// How long discovered companies and locations are used before they are asked for again
-    /// (`etl.scope_cache`); 0 asks at every run.
-    #[serde(default = "RoublerSettings::default_discovery_ttl_secs")]
-    pub discovery_ttl_secs: u64,
-}
-
-impl RoublerSettings {
-    /// An hour: discovery costs `1 + companies` calls of the 100-per-minute budget, and new
-    /// locations are rare.
-    fn default_discovery_ttl_secs() -> u64 {
-        3600
-    }
-    fn default_authorize_url() -> HttpUrl {
-        HttpUrl::parse("https://oidc.roubler.com/oauth2/auth").expect("static URL")
-    }
-    fn default_token_url() -> HttpUrl {
-        HttpUrl::parse("https://oidc.roubler.com/oauth2/token").expect("static URL")
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AltrataSettings {
-    #[serde(default = "AltrataSettings::default_token_url")]
-    pub token_url: HttpUrl,
-    #[serde(default = "AltrataSettings::default_events_url")]
-    pub events_url: HttpUrl,
-    #[serde(default = "AltrataSettings::default_profile_url")]
-    pub profile_url: HttpUrl,
-    /// Service-user name (not the account e-mail).
-    pub username: String,
-    pub password: Option<SecretString>,
-    pub password_file: Option<PathBuf>,
-    pub api_key: Option<SecretString>,
-    pub api_key_file: Option<PathBuf>,
-    /// Altrata ids (`1-per-<n>`, `1-org-<n>`) whose events and profiles are extracted.
-    #[serde(default, deserialize_with = "string_list")]
-    pub watch_ids: Vec<String>,
-    pub rate_limit: Option<RateLimit>,
-    #[serde(default, deserialize_with = "super::values::strict_bool")]
-    pub allow_http: bool,
-}
-
-impl AltrataSettings {
-    fn default_token_url() -> HttpUrl {
-        HttpUrl::parse("https://api-auth.altrata.com/oauth2/token").expect("static URL")
-    }
-    fn default_events_url() -> HttpUrl {
-        HttpUrl::parse("https://events.altrata.com/v1/graphql").expect("static URL")
-    }
-    fn default_profile_url() -> HttpUrl {
-        HttpUrl::parse("https://profile.altrata.com/v1/graphql/").expect("static URL")
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetentlySettings {
-    #[serde(default = "RetentlySettings::default_base_url")]
-    pub base_url: HttpUrl,
-    #[serde(default = "RetentlySettings::default_authorize_url")]
-    pub authorize_url: HttpUrl,
-    #[serde(default = "RetentlySettings::default_token_url")]
-    pub token_url: HttpUrl,
-    /// Static API key (sent as `Authorization: api_key=KEY`); alternative to OAuth.
-    pub api_key: Option<SecretString>,
-    pub api_key_file: Option<PathBuf>,
-    pub client_id: Option<String>,
-    pub client_secret: Option<SecretString>,
-    pub client_secret_file: Option<PathBuf>,
-    #[serde(default = "default_redirect_uri")]
-    pub redirect_uri: HttpUrl,
-    pub rate_limit: Option<RateLimit>,
-    #[serde(default, deserialize_with = "super::values::strict_bool")]
-    pub allow_http: bool,
-}
-
-impl RetentlySettings {
-    fn default_base_url() -> HttpUrl {
-        HttpUrl::parse("https://app.retently.com").expect("static URL")
-    }
-    fn default_authorize_url() -> HttpUrl {
-        HttpUrl::parse("https://app.retently.com/api/oauth/authorize").expect("static URL")
-    }
-    fn default_token_url() -> HttpUrl {
-        HttpUrl::parse("https://app.retently.com/api/oauth/token").expect("static URL")
-    }
-}
-
-fn default_redirect_uri() -> HttpUrl {
+/// Where a vendor sends the browser back after consent when the source names no
+/// `redirect_uri` (`auth login` listens there).
+pub fn default_redirect_uri() -> HttpUrl {
     HttpUrl::parse("http://127.0.0.1:8788/callback").expect("static URL")
 }
 
-/// The proactive limit used when a source sets none: the vendor's documented budget, or a polite
-/// guess where none is documented (Retarus; see `docs/vendors/README.md`, "At a glance").
-fn default_rate_limit(kind: SourceKind) -> RateLimit {
-    match kind {
-        SourceKind::Retarus => RateLimit::new(5, Duration::from_secs(1)),
-        SourceKind::Roubler => RateLimit::new(100, Duration::from_secs(60)),
-        SourceKind::Altrata => RateLimit::new(2, Duration::from_secs(1)),
-        SourceKind::Retently => RateLimit::new(150, Duration::from_secs(60)),
-    }
-}
-
 impl SourceSettings {
+    /// A source of `section` (for tools and tests that build settings without a file).
+    pub fn new(section: impl Section + Clone) -> Self {
+        SourceSettings(Box::new(section))
+    }
+
     pub(crate) fn kind(&self) -> SourceKind {
-        match self {
-            SourceSettings::Retarus(_) => SourceKind::Retarus,
-            SourceSettings::Roubler(_) => SourceKind::Roubler,
-            SourceSettings::Altrata(_) => SourceKind::Altrata,
-            SourceSettings::Retently(_) => SourceKind::Retently,
-        }
+        self.0.kind()
+    }
+
+    /// The vendor's section, when it is a `T`.
+    pub fn section<T: Section>(&self) -> Option<&T> {
+        self.0.as_any().downcast_ref()
+    }
+
+    /// The vendor's section to change, when it is a `T`.
+    pub fn section_mut<T: Section>(&mut self) -> Option<&mut T> {
+        self.0.as_any_mut().downcast_mut()
+    }
+
+    /// The part of type `T` the vendor hands over (see [`Section::parts`]); `None` when it hands
+    /// none (a test in `src/vendors/` checks that every vendor hands every part).
+    pub fn part<T: Any>(&self) -> Option<T> {
+        let mut parts = Parts::default();
+        self.0.parts(&mut parts);
+        parts.take()
+    }
+
+    pub(super) fn validate(&mut self, check: &mut SectionCheck<'_>) {
+        self.0.validate(check)
     }
 
     pub(crate) fn rate_limit(&self) -> RateLimit {
-        let configured = match self {
-            SourceSettings::Retarus(s) => s.rate_limit,
-            SourceSettings::Roubler(s) => s.rate_limit,
-            SourceSettings::Altrata(s) => s.rate_limit,
-            SourceSettings::Retently(s) => s.rate_limit,
-        };
-        configured.unwrap_or_else(|| default_rate_limit(self.kind()))
+        self.0.rate_limit().unwrap_or_else(|| self.0.default_rate_limit())
     }
 
     /// How long this source's discovered scopes may be reused (`sources.NAME.discovery_ttl_secs`);
     /// `None` for kinds whose scopes come from the configuration and cost no call.
     pub(crate) fn discovery_ttl(&self) -> Option<Duration> {
-        match self {
-            SourceSettings::Roubler(s) => Some(Duration::from_secs(s.discovery_ttl_secs)),
-            _ => None,
-        }
+        self.0.discovery_ttl()
     }
 
     pub(crate) fn allow_http(&self) -> bool {
-        match self {
-            SourceSettings::Retarus(s) => s.allow_http,
-            SourceSettings::Roubler(s) => s.allow_http,
-            SourceSettings::Altrata(s) => s.allow_http,
-            SourceSettings::Retently(s) => s.allow_http,
-        }
+        self.0.allow_http()
     }
 
     /// Every endpoint with its key name, for validation and for `check`.
     pub(crate) fn endpoints(&self) -> Vec<(&'static str, &HttpUrl)> {
-        match self {
-            SourceSettings::Retarus(s) => vec![("token_url", &s.token_url), ("graphql_url", &s.graphql_url)],
-            SourceSettings::Roubler(s) => vec![
-                ("authorize_url", &s.authorize_url),
-                ("token_url", &s.token_url),
-                ("graphql_url", &s.graphql_url),
-            ],
-            SourceSettings::Altrata(s) => vec![
-                ("token_url", &s.token_url),
-                ("events_url", &s.events_url),
-                ("profile_url", &s.profile_url),
-            ],
-            SourceSettings::Retently(s) => vec![
-                ("base_url", &s.base_url),
-                ("authorize_url", &s.authorize_url),
-                ("token_url", &s.token_url),
-            ],
-        }
+        self.0.endpoints()
     }
 
     /// The authentication flow, in words, for `check` and `auth status`.
     pub(crate) fn flow(&self) -> &'static str {
-        match self {
-            SourceSettings::Retarus(_) => "client credentials (form body)",
-            SourceSettings::Roubler(_) => "authorization code + rotating refresh token",
-            SourceSettings::Altrata(_) => "client credentials (Basic + x-api-key)",
-            SourceSettings::Retently(s) if s.api_key.is_some() => "static API key",
-            SourceSettings::Retently(_) => "authorization code + refresh token",
-        }
+        self.0.flow()
     }
 }

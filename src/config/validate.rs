@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::redact::{self, Redactor};
 use super::secrets::{resolve_secret, token_key_bytes};
-use super::{JobSettings, Problem, RateBudgetSettings, Settings, SourceSettings, bounds};
+use super::{JobSettings, Problem, RateBudgetSettings, Settings, bounds};
 use crate::catalog::WindowPolicy;
 
 impl Settings {
@@ -107,67 +107,11 @@ impl Settings {
             let limit = source.rate_limit();
             problems.in_range(&at("rate_limit.calls"), limit.calls, bounds::RATE_CALLS, "calls");
             problems.in_range(&at("rate_limit.per_ms"), limit.per_ms, bounds::RATE_PER_MS, "ms");
-            if let SourceSettings::Roubler(s) = source {
-                problems.in_range(
-                    &at("discovery_ttl_secs"),
-                    s.discovery_ttl_secs,
-                    bounds::DISCOVERY_TTL_SECS,
-                    "seconds",
-                );
-            }
-            match source {
-                SourceSettings::Retarus(s) => {
-                    problems.non_empty(&at("client_id"), &s.client_id);
-                    problems.check_secret(
-                        &at("client_secret"),
-                        &mut s.client_secret,
-                        &s.client_secret_file,
-                        true,
-                        redactor,
-                    );
-                    if s.customer_ids.is_empty() {
-                        problems.add(
-                            at("customer_ids"),
-                            "is empty; list at least one Retarus customer id",
-                        );
-                    }
-                }
-                SourceSettings::Roubler(s) => {
-                    problems.non_empty(&at("client_id"), &s.client_id);
-                    problems.check_secret(
-                        &at("client_secret"),
-                        &mut s.client_secret,
-                        &s.client_secret_file,
-                        true,
-                        redactor,
-                    );
-                }
-                SourceSettings::Altrata(s) => {
-                    problems.non_empty(&at("username"), &s.username);
-                    problems.check_secret(&at("password"), &mut s.password, &s.password_file, true, redactor);
-                    problems.check_secret(&at("api_key"), &mut s.api_key, &s.api_key_file, true, redactor);
-                }
-                SourceSettings::Retently(s) => {
-                    problems.check_secret(&at("api_key"), &mut s.api_key, &s.api_key_file, false, redactor);
-                    problems.check_secret(
-                        &at("client_secret"),
-                        &mut s.client_secret,
-                        &s.client_secret_file,
-                        false,
-                        redactor,
-                    );
-                    if let Some(client_id) = &s.client_id {
-                        problems.non_empty(&at("client_id"), client_id);
-                    }
-                    let oauth = s.client_id.is_some() && s.client_secret.is_some();
-                    if s.api_key.is_none() && !oauth {
-                        problems.add(
-                            at("api_key"),
-                            "is missing; set api_key, or client_id and client_secret for OAuth",
-                        );
-                    }
-                }
-            }
+            source.validate(&mut SectionCheck {
+                name,
+                problems: &mut problems,
+                redactor,
+            });
         }
 
         for (name, job) in &self.jobs {
@@ -252,7 +196,60 @@ impl Settings {
 
 /// Problems collected by [`Settings::validate`].
 #[derive(Default)]
-struct Problems(Vec<Problem>);
+pub(super) struct Problems(Vec<Problem>);
+
+/// What a vendor's [`super::Section::validate`] reports through: keys are relative to the
+/// source's section (`client_id` for `sources.NAME.client_id`), secrets are resolved from their
+/// `*_file` and remembered for redaction.
+pub struct SectionCheck<'a> {
+    name: &'a str,
+    problems: &'a mut Problems,
+    redactor: &'a mut Redactor,
+}
+
+impl SectionCheck<'_> {
+    fn at(&self, key: &str) -> String {
+        format!("sources.{}.{key}", self.name)
+    }
+
+    /// A problem at `key`.
+    pub fn problem(&mut self, key: &str, message: impl Into<String>) {
+        let key = self.at(key);
+        self.problems.add(key, message);
+    }
+
+    /// Refuses an empty (or blank) value.
+    pub fn non_empty(&mut self, key: &str, value: &str) {
+        let key = self.at(key);
+        self.problems.non_empty(&key, value);
+    }
+
+    /// Refuses a value outside `range`, naming the bounds and `unit`.
+    pub fn in_range<T: PartialOrd + fmt::Display>(
+        &mut self,
+        key: &str,
+        value: T,
+        range: std::ops::RangeInclusive<T>,
+        unit: &str,
+    ) {
+        let key = self.at(key);
+        self.problems.in_range(&key, value, range, unit);
+    }
+
+    /// Resolves a secret given inline or as `<key>_file`; `required` demands one. Returns
+    /// whether it is usable.
+    pub fn secret(
+        &mut self,
+        key: &str,
+        value: &mut Option<SecretString>,
+        file: &Option<PathBuf>,
+        required: bool,
+    ) -> bool {
+        let key = self.at(key);
+        self.problems
+            .check_secret(&key, value, file, required, self.redactor)
+    }
+}
 
 impl Problems {
     fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {

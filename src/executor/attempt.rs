@@ -100,7 +100,7 @@ impl Executor {
                     });
                 }
             };
-            let secrets = Secrets::new(credential.as_ref(), source.api_key.as_ref());
+            let secrets = Secrets::new(credential.as_ref(), source.setup.api_key.as_ref());
 
             match verdict {
                 Verdict::Fatal { cause, kind } => return Err(fatal(call, kind, secrets.scrub(&cause))),
@@ -317,7 +317,12 @@ impl Executor {
             crate::stages::Stage::Decode.since(decoding);
             decoded
         } else {
-            Err(classify::status(status, rate.retry_after.map(|w| w.get()), &body))
+            Err(classify::status(
+                source.setup.answers,
+                status,
+                rate.retry_after.map(|w| w.get()),
+                &body,
+            ))
         };
         let outcome = match &result {
             Ok(_) => "success",
@@ -394,7 +399,7 @@ impl Executor {
             })?;
         authorization.set_sensitive(true);
         request = request.header(AUTHORIZATION, authorization);
-        if let Some(key) = &source.api_key {
+        if let Some(key) = &source.setup.api_key {
             let mut value = HeaderValue::from_str(key.expose_secret()).map_err(|_| Verdict::Fatal {
                 cause: "the API key is not a valid header value".into(),
                 kind: FailureKind::Config,

@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
-use super::classify::{GraphqlClass, GraphqlError, Verdict};
+use super::classify::{Dialect, GraphqlClass, GraphqlError, Verdict};
 use super::{GraphqlOutcome, classify};
 use crate::failure::FailureKind;
 
@@ -82,7 +82,11 @@ impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for Envelope<S> {
 /// Decodes a GraphQL answer's `data` with a fresh seed from `seed` (one per attempt, so a failed
 /// attempt's partial work is dropped): into the query's types (`PhantomData<T>`), or straight
 /// into what a loader makes of it, such as a page's COPY text.
-pub(super) fn decode_graphql<S, T>(body: &[u8], seed: &impl Fn() -> S) -> Result<GraphqlOutcome<T>, Verdict>
+pub(super) fn decode_graphql<S, T>(
+    dialect: &dyn Dialect,
+    body: &[u8],
+    seed: &impl Fn() -> S,
+) -> Result<GraphqlOutcome<T>, Verdict>
 where
     S: for<'de> DeserializeSeed<'de, Value = T>,
 {
@@ -96,7 +100,7 @@ where
     {
         let mut warnings = Vec::new();
         if let Some(errors) = errors.filter(|e| !e.is_empty()) {
-            match classify::graphql(&errors, data.is_some()) {
+            match classify::graphql(dialect, &errors, data.is_some()) {
                 GraphqlClass::Partial { warnings: w } => warnings = w,
                 GraphqlClass::Failed(verdict) => return Err(verdict),
             }
@@ -109,7 +113,7 @@ where
     let data = parsed.data.filter(|d| !d.is_null());
     let mut warnings = Vec::new();
     if let Some(errors) = parsed.errors.filter(|e| !e.is_empty()) {
-        match classify::graphql(&errors, data.is_some()) {
+        match classify::graphql(dialect, &errors, data.is_some()) {
             GraphqlClass::Partial { warnings: w } => warnings = w,
             GraphqlClass::Failed(verdict) => return Err(verdict),
         }

@@ -3,9 +3,10 @@
 //!
 //! Everything the executor can see of a failed call passes through here: transport errors, HTTP
 //! statuses with their bodies, bodies that do not parse, and the `errors` array of a GraphQL
-//! answer in each vendor's dialect (Altrata's top-level `errorType`, Roubler's top-level `name`,
-//! Retarus' `extensions.classification`). Adding a vendor quirk means adding a line here, not a
-//! branch in the call loop.
+//! answer. What differs between vendors is each vendor's [`Dialect`], kept in its folder
+//! (`src/vendors/<vendor>/answers.rs`) and applied to its answers only: the field its errors
+//! name their kind in, the kinds that leave the data usable or say to discard it, how it says a
+//! quota is spent. The rules here are the ones every GraphQL server shares.
 
 use std::time::Duration;
 
@@ -87,15 +88,58 @@ pub fn transport(error: &TransportError) -> Verdict {
     }
 }
 
+/// How one vendor's answers are read where vendors differ. Implemented in each vendor's folder;
+/// every method has the standard GraphQL reading as its default ([`Generic`]).
+pub trait Dialect: Sync {
+    /// The kind of one GraphQL error, in whatever field this vendor puts it (by default where
+    /// GraphQL servers commonly do: [`standard_kind`]).
+    fn error_kind(&self, error: &GraphqlError) -> Option<String> {
+        standard_kind(error)
+    }
+
+    /// Kinds (lowercase) that leave the data usable: the errors become warnings.
+    fn warning_kinds(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Kinds (lowercase) that say the whole payload must be discarded.
+    fn discard_kinds(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Whether a 429 answer (its body summarised) says the quota is spent, rather than that the
+    /// call came too soon.
+    fn quota_spent(&self, _summary: &str) -> bool {
+        false
+    }
+}
+
+/// An error's kind where GraphQL servers commonly put it: `extensions.classification`
+/// (graphql-java), `extensions.code` (Apollo and the spec's examples), `extensions.errorType`.
+pub fn standard_kind(error: &GraphqlError) -> Option<String> {
+    error
+        .extension("classification")
+        .or_else(|| error.extension("code"))
+        .or_else(|| error.extension("errorType"))
+}
+
+/// The standard GraphQL and HTTP reading, with no vendor's quirks.
+pub struct Generic;
+
+impl Dialect for Generic {}
+
 /// An answer whose status is not 2xx. `retry_after` is the parsed `Retry-After`, if any.
-pub fn status(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> Verdict {
-    let summary = summarize_body(body);
+pub fn status(
+    dialect: &dyn Dialect,
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> Verdict {
+    let summary = summarize_body(dialect, body);
     let cause = format!("HTTP {}: {summary}", status.as_u16());
     match status.as_u16() {
         401 => Verdict::RefreshAndRetryOnce { cause },
-        // AWS API Gateway (Altrata) says "Limit Exceeded" when the usage plan's quota is spent,
-        // and "Too Many Requests" when the call came too soon; only the latter passes.
-        429 if summary.contains("Limit Exceeded") => Verdict::QuotaExhausted { cause },
+        429 if dialect.quota_spent(&summary) => Verdict::QuotaExhausted { cause },
         429 => Verdict::Retry {
             cause,
             after: retry_after,
@@ -137,15 +181,15 @@ pub fn undecodable(error: &serde_json::Error, body: &[u8]) -> Verdict {
     }
 }
 
-/// One entry of a GraphQL `errors` array, in any of the dialects we read.
+/// One entry of a GraphQL `errors` array, with the fields the dialects we read put a kind in.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct GraphqlError {
     #[serde(default)]
     pub message: Option<String>,
-    /// Altrata (AppSync): next to `message`.
+    /// AppSync's kind, next to `message`.
     #[serde(default, rename = "errorType")]
     pub error_type: Option<String>,
-    /// Roubler: next to `message`.
+    /// A kind some servers put next to `message`.
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
@@ -155,35 +199,23 @@ pub struct GraphqlError {
 }
 
 impl GraphqlError {
-    /// The error's kind in whatever field its vendor uses.
-    fn kind(&self) -> Option<String> {
-        let extension = |key: &str| {
-            self.extensions
-                .as_ref()
-                .and_then(|e| e.get(key))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
-        self.error_type
-            .clone()
-            .or_else(|| self.name.clone())
-            .or_else(|| extension("classification"))
-            .or_else(|| extension("code"))
-            .or_else(|| extension("errorType"))
+    /// The text of `extensions.<key>`, if it is text.
+    pub fn extension(&self, key: &str) -> Option<String> {
+        self.extensions
+            .as_ref()
+            .and_then(|e| e.get(key))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
     }
 
-    fn describe(&self) -> String {
+    fn describe(&self, dialect: &dyn Dialect) -> String {
         let message = self.message.as_deref().unwrap_or("(no message)");
-        match self.kind() {
+        match dialect.error_kind(self) {
             Some(kind) => format!("{kind}: {message}"),
             None => message.to_owned(),
         }
     }
 }
-
-/// Error kinds that leave the data usable (Altrata: a field the subscription does not cover, a
-/// deprecated field).
-const WARNING_KINDS: [&str; 2] = ["unauthorized", "deprecated"];
 /// Kinds that say the request itself is wrong: fail at once.
 const VALIDATION_KINDS: [&str; 9] = [
     "validationerror",
@@ -215,8 +247,8 @@ const AUTH_KINDS: [&str; 4] = [
     "unauthenticatedexception",
 ];
 /// Kinds that say the scope the call named (a company, location or customer header or
-/// argument) is unknown or out of reach: Roubler's `Forbidden` ("Access denied: you do not have
-/// access to location …"), Retarus' `FORBIDDEN` classification, GraphQL `NOT_FOUND` codes.
+/// argument) is unknown or out of reach: `Forbidden` ("Access denied: you do not have access to
+/// location …"), a `FORBIDDEN` classification for a customer, GraphQL `NOT_FOUND` codes.
 const SCOPE_KINDS: [&str; 3] = ["forbidden", "not_found", "notfound"];
 /// Transient kinds that say the call came too soon (rather than that the server is failing).
 const THROTTLING_KINDS: [&str; 2] = ["throttlingexception", "ratelimit"];
@@ -228,30 +260,30 @@ const TRANSIENT_MESSAGES: [&str; 4] = [
     "timed out",
 ];
 
-/// Classifies a GraphQL answer with a non-empty `errors` array; `has_data` says whether `data`
-/// came back non-null.
-pub fn graphql(errors: &[GraphqlError], has_data: bool) -> GraphqlClass {
+/// Classifies a GraphQL answer with a non-empty `errors` array in `dialect`; `has_data` says
+/// whether `data` came back non-null.
+pub fn graphql(dialect: &dyn Dialect, errors: &[GraphqlError], has_data: bool) -> GraphqlClass {
     let described = || {
         errors
             .iter()
             .take(3)
-            .map(GraphqlError::describe)
+            .map(|e| e.describe(dialect))
             .collect::<Vec<_>>()
             .join("; ")
     };
     let kinds: Vec<Option<String>> = errors
         .iter()
-        .map(|e| e.kind().map(|k| k.to_ascii_lowercase()))
+        .map(|e| dialect.error_kind(e).map(|k| k.to_ascii_lowercase()))
         .collect();
     let is = |kind: &Option<String>, list: &[&str]| kind.as_deref().is_some_and(|k| list.contains(&k));
 
-    // Altrata's "error" means "discard the whole payload"; a validation error means our query is
-    // wrong. Neither improves with a retry, and they win over any transient-looking error.
-    if let Some(position) = kinds.iter().position(|k| k.as_deref() == Some("error")) {
+    // A kind that says "discard the whole payload", or a validation error (our query is wrong):
+    // neither improves with a retry, and they win over any transient-looking error.
+    if let Some(position) = kinds.iter().position(|k| is(k, dialect.discard_kinds())) {
         return GraphqlClass::Failed(Verdict::Fatal {
             cause: format!(
                 "the upstream reported an error and its data must be discarded: {}",
-                errors[position].describe()
+                errors[position].describe(dialect)
             ),
             kind: FailureKind::InvalidAnswer,
         });
@@ -272,10 +304,10 @@ pub fn graphql(errors: &[GraphqlError], has_data: bool) -> GraphqlClass {
             cause: format!("the scope was refused: {}", described()),
         });
     }
-    if kinds.iter().all(|k| is(k, &WARNING_KINDS)) {
+    if kinds.iter().all(|k| is(k, dialect.warning_kinds())) {
         if has_data {
             return GraphqlClass::Partial {
-                warnings: errors.iter().map(GraphqlError::describe).collect(),
+                warnings: errors.iter().map(|e| e.describe(dialect)).collect(),
             };
         }
         return GraphqlClass::Failed(Verdict::Fatal {
@@ -318,7 +350,7 @@ pub fn graphql(errors: &[GraphqlError], has_data: bool) -> GraphqlClass {
 
 /// A short description of an error body: GraphQL error messages, a `message`/`error` field, or
 /// the start of the text.
-pub fn summarize_body(body: &[u8]) -> String {
+pub fn summarize_body(dialect: &dyn Dialect, body: &[u8]) -> String {
     #[derive(Deserialize)]
     struct Shape {
         #[serde(default)]
@@ -335,7 +367,7 @@ pub fn summarize_body(body: &[u8]) -> String {
             return errors
                 .iter()
                 .take(3)
-                .map(GraphqlError::describe)
+                .map(|e| e.describe(dialect))
                 .collect::<Vec<_>>()
                 .join("; ");
         }
@@ -378,10 +410,39 @@ mod tests {
         serde_json::from_value(value).expect("test errors")
     }
 
+    /// Every vendor's reading at once, so the shared rules are seen working on each dialect's
+    /// fields (each vendor's own dialect is tested in its folder, `src/vendors/*/answers.rs`).
+    struct Merged;
+
+    impl Dialect for Merged {
+        fn error_kind(&self, error: &GraphqlError) -> Option<String> {
+            error
+                .error_type
+                .clone()
+                .or_else(|| error.name.clone())
+                .or_else(|| standard_kind(error))
+        }
+        fn warning_kinds(&self) -> &'static [&'static str] {
+            &["unauthorized", "deprecated"]
+        }
+        fn discard_kinds(&self) -> &'static [&'static str] {
+            &["error"]
+        }
+        fn quota_spent(&self, summary: &str) -> bool {
+            summary.contains("Limit Exceeded")
+        }
+    }
+
     #[test]
     fn statuses_are_classified_as_the_issue_says() {
-        let s =
-            |code: u16, body: &str| status(StatusCode::from_u16(code).expect("code"), None, body.as_bytes());
+        let s = |code: u16, body: &str| {
+            status(
+                &Merged,
+                StatusCode::from_u16(code).expect("code"),
+                None,
+                body.as_bytes(),
+            )
+        };
         assert!(matches!(
             s(401, r#"{"errors":[{"name":"Authentication","message":"no"}]}"#),
             Verdict::RefreshAndRetryOnce { .. }
@@ -403,7 +464,12 @@ mod tests {
             Verdict::QuotaExhausted { .. }
         ));
         assert!(matches!(s(302, ""), Verdict::Fatal { .. }));
-        let with_wait = status(StatusCode::TOO_MANY_REQUESTS, Some(Duration::from_secs(2)), b"{}");
+        let with_wait = status(
+            &Merged,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(Duration::from_secs(2)),
+            b"{}",
+        );
         assert_eq!(
             with_wait,
             Verdict::Retry {
@@ -427,36 +493,6 @@ mod tests {
     }
 
     #[test]
-    fn altrata_unauthorized_and_deprecated_keep_the_data_as_warnings() {
-        let class = graphql(
-            &errors(json!([
-                {"errorType": "unauthorized", "message": "Not authorized to access netWorthUsd", "path": ["personIdSearch", "netWorthUsd"]},
-                {"errorType": "deprecated", "message": "wxPersonId is deprecated"}
-            ])),
-            true,
-        );
-        match class {
-            GraphqlClass::Partial { warnings } => assert_eq!(warnings.len(), 2),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn altrata_error_type_error_discards_the_payload() {
-        let class = graphql(
-            &errors(json!([
-                {"errorType": "deprecated", "message": "old"},
-                {"errorType": "error", "message": "Something went wrong", "path": ["events"]}
-            ])),
-            false,
-        );
-        assert!(
-            matches!(class, GraphqlClass::Failed(Verdict::Fatal { .. })),
-            "{class:?}"
-        );
-    }
-
-    #[test]
     fn validation_errors_fail_in_every_dialect() {
         for body in [
             json!([{"errorType": "ValidationError", "message": "Unknown field"}]),
@@ -464,7 +500,7 @@ mod tests {
             json!([{"message": "Unknown field \"nope\" on type \"Query\"", "locations": [{"line": 1, "column": 3}], "name": "GraphQLError"}]),
             json!([{"message": "page must not be negative", "extensions": {"classification": "BAD_REQUEST"}}]),
         ] {
-            let class = graphql(&errors(body.clone()), false);
+            let class = graphql(&Merged, &errors(body.clone()), false);
             assert!(
                 matches!(class, GraphqlClass::Failed(Verdict::Fatal { .. })),
                 "{body}: {class:?}"
@@ -479,24 +515,12 @@ mod tests {
             json!([{"message": "Internal server error"}]),
             json!([{"errorType": "InternalFailure", "message": "oops"}]),
         ] {
-            let class = graphql(&errors(body.clone()), false);
+            let class = graphql(&Merged, &errors(body.clone()), false);
             assert!(
                 matches!(class, GraphqlClass::Failed(Verdict::Retry { .. })),
                 "{body}: {class:?}"
             );
         }
-    }
-
-    #[test]
-    fn roubler_authentication_errors_refresh_the_token() {
-        let class = graphql(
-            &errors(json!([{"name": "Authentication", "message": "Access token is missing or invalid."}])),
-            false,
-        );
-        assert!(matches!(
-            class,
-            GraphqlClass::Failed(Verdict::RefreshAndRetryOnce { .. })
-        ));
     }
 
     #[test]
@@ -506,7 +530,7 @@ mod tests {
             json!([{"message": "Access denied: client is not entitled to customerId \"1\"", "extensions": {"classification": "FORBIDDEN"}}]),
             json!([{"message": "no such company", "extensions": {"code": "NOT_FOUND"}}]),
         ] {
-            let class = graphql(&errors(body.clone()), false);
+            let class = graphql(&Merged, &errors(body.clone()), false);
             assert!(
                 matches!(&class, GraphqlClass::Failed(Verdict::ScopeRefused { cause }) if cause.starts_with("the scope was refused: ")),
                 "{body}: {class:?}"
@@ -514,7 +538,12 @@ mod tests {
         }
         // A plain HTTP 403 (a gateway refusing the API key) says nothing about a scope.
         assert!(matches!(
-            status(StatusCode::FORBIDDEN, None, br#"{"message":"Forbidden"}"#),
+            status(
+                &Merged,
+                StatusCode::FORBIDDEN,
+                None,
+                br#"{"message":"Forbidden"}"#
+            ),
             Verdict::Fatal { .. }
         ));
     }
@@ -524,7 +553,13 @@ mod tests {
     fn every_verdict_names_the_kind_of_failure_it_ends_in() {
         use FailureKind::*;
         let s = |code: u16, body: &str| {
-            status(StatusCode::from_u16(code).expect("code"), None, body.as_bytes()).kind()
+            status(
+                &Merged,
+                StatusCode::from_u16(code).expect("code"),
+                None,
+                body.as_bytes(),
+            )
+            .kind()
         };
         assert_eq!(s(429, r#"{"message":"Too Many Requests"}"#), RateLimited);
         assert_eq!(s(429, r#"{"message":"Limit Exceeded"}"#), Quota);
@@ -542,7 +577,7 @@ mod tests {
         let error = serde_json::from_slice::<Vec<u32>>(br#"{"a": 1}"#).expect_err("shape");
         assert_eq!(undecodable(&error, b"").kind(), SchemaMismatch);
 
-        let g = |body: Value, has_data: bool| match graphql(&errors(body), has_data) {
+        let g = |body: Value, has_data: bool| match graphql(&Merged, &errors(body), has_data) {
             GraphqlClass::Failed(verdict) => verdict.kind(),
             GraphqlClass::Partial { .. } => panic!("partial"),
         };
@@ -609,12 +644,23 @@ mod tests {
 
     #[test]
     fn bodies_are_summarised_briefly() {
-        assert_eq!(summarize_body(br#"{"message":"Forbidden"}"#), "Forbidden");
         assert_eq!(
-            summarize_body(br#"{"error":"invalid_token","error_description":"expired"}"#),
+            summarize_body(&Merged, br#"{"message":"Forbidden"}"#),
+            "Forbidden"
+        );
+        assert_eq!(
+            summarize_body(
+                &Merged,
+                br#"{"error":"invalid_token","error_description":"expired"}"#
+            ),
             "invalid_token: expired"
         );
-        assert_eq!(summarize_body(b""), "(empty body)");
-        assert!(summarize_body("x".repeat(1000).as_bytes()).chars().count() <= 201);
+        assert_eq!(summarize_body(&Merged, b""), "(empty body)");
+        assert!(
+            summarize_body(&Merged, "x".repeat(1000).as_bytes())
+                .chars()
+                .count()
+                <= 201
+        );
     }
 }

@@ -45,7 +45,7 @@ use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 
 use crate::auth::{AuthRegistry, SourceAuth};
-use crate::config::{HttpUrl, Settings, SourceSettings};
+use crate::config::{HttpUrl, Settings};
 use crate::failure::FailureKind;
 use crate::transport::{Limits, Transport};
 use shared_budget::{BudgetDatabase, RateBudget};
@@ -67,15 +67,33 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// was set (by another caller's `Retry-After`), so that it is not refused for the grace alone.
 pub const WAIT_CAP_GRACE: Duration = Duration::from_secs(1);
 
-/// Which GraphQL service of a source a query goes to (Altrata has several; others have one).
+/// Which GraphQL service of a source a query goes to, by the name its vendor gives it (most
+/// vendors have one, [`Service::DEFAULT`]; a vendor with several names its own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Service {
+pub struct Service(pub &'static str);
+
+impl Service {
     /// The source's only GraphQL endpoint (`graphql_url`).
-    Default,
-    /// Altrata `events_url`.
-    AltrataEvents,
-    /// Altrata `profile_url`.
-    AltrataProfile,
+    pub const DEFAULT: Service = Service("graphql");
+
+    /// The name (`schema pull --service NAME`, messages).
+    pub fn name(self) -> &'static str {
+        self.0
+    }
+}
+
+/// What the executor needs of a source's vendor, handed over by its configuration section (see
+/// `config::Section::parts`): where its GraphQL services and REST API are, the API key it sends
+/// on every call, and how its answers are read.
+pub struct CallSetup {
+    /// Each GraphQL service with its endpoint.
+    pub graphql: Vec<(Service, HttpUrl)>,
+    /// The base of a REST API ([`Executor::get_json`]), if the vendor has one.
+    pub rest_base: Option<HttpUrl>,
+    /// Sent as `x-api-key` on every call.
+    pub api_key: Option<SecretString>,
+    /// How the vendor's answers classify into verdicts.
+    pub answers: &'static dyn classify::Dialect,
 }
 
 /// The per-call scope header. Roubler wants one of the two, never both.
@@ -127,12 +145,11 @@ impl Default for ExecutorOptions {
 
 /// Everything the executor keeps per configured source.
 struct Source {
-    settings: SourceSettings,
+    /// The vendor's endpoints, key and answer dialect.
+    setup: CallSetup,
     auth: Option<Arc<SourceAuth>>,
     /// This process's limiter, plus the budget shared through the database when there is one.
     limiter: RateBudget,
-    /// Altrata's `x-api-key`, sent on every GraphQL call.
-    api_key: Option<SecretString>,
     /// Set when the upstream said the daily quota is spent; calls fail fast until then. Every
     /// caller of the source reads it before sending; the one that saw the 429 writes it.
     quota_spent_until: Mutex<Option<DateTime<Utc>>>,
@@ -197,12 +214,16 @@ impl Executor {
             .sources
             .iter()
             .map(|(name, source)| {
-                let api_key = match source {
-                    SourceSettings::Altrata(s) => s.api_key.clone(),
-                    _ => None,
-                };
+                // A vendor that hands no setup has no endpoint: its calls fail as misconfigured
+                // (a test of every vendor rules that out, see `src/vendors/`).
+                let setup = source.part::<CallSetup>().unwrap_or(CallSetup {
+                    graphql: Vec::new(),
+                    rest_base: None,
+                    api_key: None,
+                    answers: &classify::Generic,
+                });
                 let entry = Source {
-                    settings: source.clone(),
+                    setup,
                     auth: auth.get(name).cloned(),
                     limiter: match &budget {
                         Some(database) => RateBudget::shared(
@@ -214,7 +235,6 @@ impl Executor {
                         ),
                         None => RateBudget::local(source.rate_limit(), settings.rate_budget.max_wait()),
                     },
-                    api_key,
                     quota_spent_until: Mutex::new(None),
                     throttled_ms_total: AtomicU64::new(0),
                     max_wait: settings.rate_budget.max_wait(),
@@ -311,7 +331,7 @@ impl Executor {
         S: for<'de> serde::de::DeserializeSeed<'de, Value = T>,
     {
         let source = self.source(call)?;
-        let endpoint = graphql_endpoint(&source.settings, service).ok_or_else(|| {
+        let endpoint = source.graphql_endpoint(service).ok_or_else(|| {
             fatal(
                 call,
                 FailureKind::Config,
@@ -325,11 +345,14 @@ impl Executor {
             body: Some(Bytes::from(body)),
             scope,
         };
-        self.run(call, &source, outgoing, |body: &[u8]| decode_graphql(body, &seed))
-            .await
+        let answers = source.setup.answers;
+        self.run(call, &source, outgoing, |body: &[u8]| {
+            decode_graphql(answers, body, &seed)
+        })
+        .await
     }
 
-    /// One REST GET (Retently), `path` relative to the source's `base_url`.
+    /// One REST GET, `path` relative to the source's REST base URL.
     pub async fn get_json<T: DeserializeOwned>(
         &self,
         call: &CallContext,
@@ -353,15 +376,14 @@ impl Executor {
         S: for<'de> serde::de::DeserializeSeed<'de, Value = T>,
     {
         let source = self.source(call)?;
-        let SourceSettings::Retently(settings) = &source.settings else {
+        let Some(base) = &source.setup.rest_base else {
             return Err(fatal(
                 call,
                 FailureKind::Config,
-                "this source has no REST API (get_json is for Retently)".into(),
+                "this source has no REST API".into(),
             ));
         };
-        let url = settings
-            .base_url
+        let url = base
             .join(path)
             .map_err(|e| fatal(call, FailureKind::Config, format!("bad path `{path}`: {e}")))?;
         let outgoing = Outgoing {
@@ -413,12 +435,12 @@ impl Executor {
     }
 }
 
-fn graphql_endpoint(settings: &SourceSettings, service: Service) -> Option<&HttpUrl> {
-    match (settings, service) {
-        (SourceSettings::Retarus(s), Service::Default) => Some(&s.graphql_url),
-        (SourceSettings::Roubler(s), Service::Default) => Some(&s.graphql_url),
-        (SourceSettings::Altrata(s), Service::AltrataEvents) => Some(&s.events_url),
-        (SourceSettings::Altrata(s), Service::AltrataProfile) => Some(&s.profile_url),
-        _ => None,
+impl Source {
+    fn graphql_endpoint(&self, service: Service) -> Option<&HttpUrl> {
+        self.setup
+            .graphql
+            .iter()
+            .find(|(known, _)| *known == service)
+            .map(|(_, url)| url)
     }
 }

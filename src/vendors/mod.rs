@@ -1,20 +1,42 @@
-//! Vendors: one folder per vendor (`retarus/`, `roubler/`, `altrata/`, `retently/`) holding what
-//! it takes to extract its datasets: its typed queries, row mapping, paging and table layouts
-//! (`datasets.rs`), and where its scopes come from. Each folder implements [`Vendor`]; the
-//! registry, [`vendor`], is the one place a [`SourceKind`] picks a folder.
+//! Vendors: a vendor is a plug-in. One folder per vendor (`retarus/`, `roubler/`, `altrata/`,
+//! `retently/`) holds everything it is:
 //!
-//! The runner, the tests and the benchmarks call [`load`] and [`discover_scopes_cached`] here; the
-//! shared machinery below (`datasets`' page writer and windows, the executor) knows no vendor by
-//! name. What the vendors document and what we inferred is in `docs/vendors/`.
+//! - `settings.rs`: its configuration section (keys, defaults, endpoints, validation), and what
+//!   it hands the layers below (`config::Section::parts`): its auth dialect (`auth::AuthSetup`:
+//!   which flow, how a token request authenticates, whether a new token kills the old) and its
+//!   call setup (`executor::CallSetup`: endpoints, API key, answer dialect);
+//! - `answers.rs`: how its answers classify into failure kinds (`executor::classify::Dialect`);
+//! - `datasets.rs`: its typed queries, row mapping, paging and table layouts;
+//! - `mod.rs`: its [`Vendor`] implementation (scopes, loads, the GraphQL schema and queries a
+//!   drift check walks) and its [`SectionKind`].
 //!
-//! Adding a dataset: a [`crate::catalog::Dataset`] variant and catalogue row, its query file in
-//! `queries/<vendor>/`, its row struct (`table_row!`) and load arm in
-//! `src/vendors/<vendor>/datasets.rs`, a migration, and tests.
+//! The [`registry!`] below registers every vendor with one line; nothing outside this directory
+//! and the catalogue names a vendor. The runner, the tests and the benchmarks call [`load`] and
+//! [`discover_scopes_cached`] here; the shared machinery below (the configuration, auth, the
+//! executor, `datasets`' page writer and windows) knows no vendor by name. What the vendors
+//! document and what we inferred is in `docs/vendors/`; `docs/adding-a-vendor.md` and
+//! `docs/adding-a-dataset.md` list the files a change touches.
 
-mod altrata;
-mod retarus;
-mod retently;
-mod roubler;
+/// Declares each vendor folder and registers it: one line per vendor, `folder::Vendor`. The
+/// folder must define the unit struct `Vendor` (implementing [`Vendor`]) and `SECTION`.
+macro_rules! registry {
+    ($($folder:ident :: $vendor:ident),* $(,)?) => {
+        $(pub mod $folder;)*
+
+        /// Every vendor, in the order the README and messages list them.
+        const VENDORS: &[&dyn Vendor] = &[$(&$folder::$vendor),*];
+
+        /// Every vendor's configuration section reader, for `config::Settings::load`.
+        pub const SECTIONS: Sections = &[$($folder::SECTION),*];
+    };
+}
+
+registry! {
+    retarus::Retarus,
+    roubler::Roubler,
+    altrata::Altrata,
+    retently::Retently,
+}
 
 /// The row structs of the vendor tables (see [`crate::datasets::rows`]): one per table, its
 /// fields the table's data columns in write order. Public so tests and tools can stage rows
@@ -30,12 +52,21 @@ use anyhow::Context;
 use futures::future::BoxFuture;
 
 use crate::catalog::{Dataset, DatasetInfo, SourceKind};
-use crate::config::{Scope, SourceSettings};
+use crate::config::{Scope, Sections, SourceSettings};
 use crate::datasets::{DiscoveredBy, LoadFigures, LoadRequest, ScopeTarget, Sink, TableSpec, Tuning};
-use crate::executor::{CallContext, Executor};
+use crate::executor::{CallContext, Executor, Service};
 
 /// What the crate asks of a vendor. Implemented once per vendor folder.
 pub(crate) trait Vendor: Sync {
+    /// The kind this folder serves (`sources.NAME.kind`).
+    fn kind(&self) -> SourceKind;
+
+    /// The GraphQL schema its queries were compiled against, its services and its compiled
+    /// queries (what `check --upstream` and `schema pull` walk); `None` for a REST vendor.
+    fn graphql(&self) -> Option<&'static Graphql> {
+        None
+    }
+
     /// The table layout of one of this vendor's datasets (its columns in write order and its
     /// natural key); `None` for another vendor's dataset.
     fn table(&self, dataset: Dataset) -> Option<&'static TableSpec>;
@@ -75,14 +106,56 @@ pub(crate) struct ScopeQuery<'a> {
     pub configured: &'a Scope,
 }
 
-/// The registry: the vendor folder serving `kind`.
-fn vendor(kind: SourceKind) -> &'static dyn Vendor {
-    match kind {
-        SourceKind::Retarus => &retarus::Retarus,
-        SourceKind::Roubler => &roubler::Roubler,
-        SourceKind::Altrata => &altrata::Altrata,
-        SourceKind::Retently => &retently::Retently,
-    }
+/// A vendor's GraphQL side: what a drift check compares with the live schema.
+pub struct Graphql {
+    /// The SDL under `schemas/` the queries were compiled against.
+    pub schema: &'static str,
+    /// Its services, each introspected separately (the first is `schema pull`'s default).
+    pub services: &'static [Service],
+    /// Every query compiled into the binary for this vendor.
+    pub queries: &'static [CompiledQuery],
+}
+
+/// A query compiled into the binary: the same file a `graphql_client` derive in
+/// `src/vendors/<vendor>/datasets.rs` was generated from (`include_str!` of the same path, so
+/// both change together), and the service it is sent to.
+pub struct CompiledQuery {
+    /// Relative to the repository root, as printed.
+    pub path: &'static str,
+    pub service: Service,
+    pub text: &'static str,
+}
+
+/// A [`CompiledQuery`] of the file at `$path` (relative to the repository root).
+macro_rules! compiled {
+    ($service:expr, $path:literal) => {
+        $crate::vendors::CompiledQuery {
+            path: $path,
+            service: $service,
+            text: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/", $path)),
+        }
+    };
+}
+use compiled;
+
+/// The vendor folder serving `kind` (every kind has one: a test checks it).
+fn vendor(kind: SourceKind) -> Option<&'static dyn Vendor> {
+    VENDORS.iter().copied().find(|v| v.kind() == kind)
+}
+
+/// The vendor folder serving `kind`, or an error naming it.
+fn vendor_for(kind: SourceKind) -> anyhow::Result<&'static dyn Vendor> {
+    vendor(kind).ok_or_else(|| anyhow::anyhow!("no vendor is registered for kind {kind}"))
+}
+
+/// The GraphQL side of the vendor of `kind`; `None` for a REST vendor.
+pub(crate) fn graphql(kind: SourceKind) -> Option<&'static Graphql> {
+    vendor(kind).and_then(Vendor::graphql)
+}
+
+/// Every registered vendor's kind with its GraphQL side, in registry order.
+pub(crate) fn graphql_vendors() -> impl Iterator<Item = (SourceKind, Option<&'static Graphql>)> {
+    VENDORS.iter().map(|v| (v.kind(), v.graphql()))
 }
 
 /// Fails unless `source` is of the kind that serves `dataset`.
@@ -122,15 +195,11 @@ impl<'a> ScopeQuery<'a> {
 
 /// The table layout of a dataset (its columns in write order and its natural key).
 pub fn table_spec(dataset: &DatasetInfo) -> Option<&'static TableSpec> {
-    vendor(dataset.kind).table(dataset.id)
+    vendor(dataset.kind)?.table(dataset.id)
 }
 
-/// The scopes a job covers, asked of the vendor now where it must be.
-///
-/// - Retarus: `all` → the source's `customer_ids`; a list → those customer ids.
-/// - Roubler: companies or locations, discovered (`src/vendors/roubler/scopes.rs`).
-/// - Altrata: one watch-list, the source's `watch_ids` (or the job's list).
-/// - Retently: the account.
+/// The scopes a job covers, asked of the vendor now where it must be (each vendor's
+/// [`Vendor::scopes`] says where they come from).
 pub async fn discover_scopes(
     exec: &Executor,
     call: &CallContext,
@@ -140,10 +209,10 @@ pub async fn discover_scopes(
     configured: &Scope,
 ) -> anyhow::Result<Vec<ScopeTarget>> {
     let job = ScopeQuery::new(exec, call, source_name, source, dataset, configured)?;
-    vendor(dataset.kind).scopes(job).await
+    vendor_for(dataset.kind)?.scopes(job).await
 }
 
-/// Like [`discover_scopes`], but a source that discovers upstream (Roubler) reuses the scopes in
+/// Like [`discover_scopes`], but a source that discovers upstream reuses the scopes in
 /// `etl.scope_cache` while they are younger than its `discovery_ttl_secs`.
 ///
 /// A cache that cannot be read or written is logged and bypassed: discovery then costs calls,
@@ -159,7 +228,7 @@ pub(crate) async fn discover_scopes_cached(
     configured: &Scope,
 ) -> anyhow::Result<(Vec<ScopeTarget>, DiscoveredBy)> {
     let job = ScopeQuery::new(exec, call, source_name, source, dataset, configured)?;
-    vendor(dataset.kind).scopes_cached(job, pool).await
+    vendor_for(dataset.kind)?.scopes_cached(job, pool).await
 }
 
 /// Stages one scope's window (or, for snapshots, the whole scope) of a dataset as the upstream
@@ -190,7 +259,7 @@ pub async fn load_with(
         request.scope.describe(),
         request.source_name
     );
-    vendor(dataset.kind)
+    vendor_for(dataset.kind)?
         .load(exec, sink, request, tuning)
         .await
         .context(what)
@@ -212,4 +281,73 @@ pub async fn load_window(
     sink.finish();
     figures.rows = rows;
     Ok(figures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::AuthSetup;
+    use crate::config::Settings;
+    use crate::executor::CallSetup;
+
+    /// One source of every kind, as small as validation allows.
+    const EVERY_KIND: &str = r#"
+        [sources.r]
+        kind = "retarus"
+        client_id = "c"
+        client_secret = "s"
+        customer_ids = ["1"]
+        [sources.o]
+        kind = "roubler"
+        graphql_url = "https://graphql.example/graphql"
+        client_id = "c"
+        client_secret = "s"
+        [sources.a]
+        kind = "altrata"
+        username = "u"
+        password = "p"
+        api_key = "k"
+        [sources.t]
+        kind = "retently"
+        api_key = "k"
+    "#;
+
+    #[test]
+    fn every_kind_has_one_vendor_and_every_vendor_hands_every_part() {
+        for kind in SourceKind::ALL {
+            let serving: Vec<_> = VENDORS.iter().filter(|v| v.kind() == kind).collect();
+            assert_eq!(serving.len(), 1, "{kind}");
+            assert_eq!(SECTIONS.iter().filter(|s| s.kind == kind).count(), 1, "{kind}");
+            for dataset in kind.datasets() {
+                assert!(
+                    table_spec(dataset).is_some(),
+                    "{}.{} has no table",
+                    kind,
+                    dataset.name
+                );
+            }
+        }
+        let settings = Settings::from_toml_str(EVERY_KIND, SECTIONS).expect("valid");
+        let kinds: Vec<_> = settings.sources.values().map(SourceSettings::kind).collect();
+        assert_eq!(kinds.len(), SourceKind::ALL.len(), "{kinds:?}");
+        for (name, source) in &settings.sources {
+            assert!(source.part::<AuthSetup>().is_some(), "{name}: no auth setup");
+            assert!(source.part::<CallSetup>().is_some(), "{name}: no call setup");
+        }
+    }
+
+    #[test]
+    fn every_compiled_query_is_its_vendors_and_goes_to_one_of_its_services() {
+        for (kind, graphql) in graphql_vendors() {
+            let Some(graphql) = graphql else { continue };
+            for query in graphql.queries {
+                assert!(
+                    query.path.starts_with(&format!("queries/{kind}/")),
+                    "{}",
+                    query.path
+                );
+                assert!(graphql.services.contains(&query.service), "{}", query.path);
+            }
+        }
+    }
 }

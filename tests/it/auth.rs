@@ -87,7 +87,7 @@ async fn fifty_concurrent_requests_in_two_processes_cause_exactly_one_token_requ
 /// renewal gate) and every process keeps a quiet period before a renewal is due.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn altrata_workers_and_restarts_over_a_compressed_day_never_lose_a_call_to_a_replaced_token() {
-    use reporting_etl::executor::{CallContext, Executor, ExecutorOptions, ScopeHeader, Service};
+    use reporting_etl::executor::{CallContext, Executor, ExecutorOptions, ScopeHeader};
     let mut options = SandboxOptions::default();
     options.altrata.token_lifetime = Duration::from_secs(3);
     options.altrata.rate_per_sec = 1000.0;
@@ -114,8 +114,10 @@ async fn altrata_workers_and_restarts_over_a_compressed_day_never_lose_a_call_to
                 while started.elapsed() < run_for {
                     let (mut settings, _file) = support::load_config(&config);
                     // The demo's 2 calls/s would make this a test of the limiter.
-                    if let Some(reporting_etl::config::SourceSettings::Altrata(altrata)) =
-                        settings.sources.get_mut("altrata")
+                    if let Some(altrata) = settings
+                        .sources
+                        .get_mut("altrata")
+                        .and_then(|s| s.section_mut::<reporting_etl::vendors::altrata::AltrataSettings>())
                     {
                         altrata.rate_limit = Some(reporting_etl::config::RateLimit {
                             calls: 1000,
@@ -132,7 +134,7 @@ async fn altrata_workers_and_restarts_over_a_compressed_day_never_lose_a_call_to
                         let answer = executor
                             .execute_raw(
                                 &CallContext::new("altrata", "events"),
-                                Service::AltrataEvents,
+                                reporting_etl::vendors::altrata::EVENTS,
                                 &ScopeHeader::None,
                                 "query($id: String!) { events(altrataId: $id, pageInfo: {first: 1}) { items { eventId } } }",
                                 serde_json::json!({ "id": altrata_id }),

@@ -6,7 +6,8 @@ use crate::support;
 use std::collections::HashMap;
 use std::io::Write;
 
-use reporting_etl::config::{ConfigError, ConfigSource, Settings, SourceSettings};
+use reporting_etl::config::{ConfigError, ConfigSource, Settings};
+use reporting_etl::vendors::retarus::RetarusSettings;
 use secrecy::ExposeSecret;
 
 const VALID: &str = r#"
@@ -40,7 +41,7 @@ fn write(contents: &str) -> tempfile::NamedTempFile {
 
 fn load_with(contents: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
     let file = write(contents);
-    Settings::load(&ConfigSource {
+    reporting_etl::app::load_settings(&ConfigSource {
         path: Some(file.path().to_path_buf()),
         env: Some(
             env.iter()
@@ -68,7 +69,11 @@ fn a_valid_file_loads_with_typed_values() {
     assert_eq!(settings.database.pool_size, 4);
     let (job, source) = settings.job("fax").unwrap();
     assert_eq!(job.time_zone.to_string(), "Europe/Berlin");
-    assert!(matches!(source, SourceSettings::Retarus(s) if s.customer_ids == ["99999"]));
+    assert!(
+        source
+            .section::<RetarusSettings>()
+            .is_some_and(|s| s.customer_ids == ["99999"])
+    );
 }
 
 #[test]
@@ -236,7 +241,7 @@ fn an_environment_variable_overrides_a_nested_key() {
     assert_eq!(settings.database.pool_size, 17);
     let (job, source) = settings.job("fax").unwrap();
     assert_eq!(job.time_zone.to_string(), "Australia/Sydney");
-    let SourceSettings::Retarus(retarus) = source else {
+    let Some(retarus) = source.section::<RetarusSettings>() else {
         panic!("retarus")
     };
     // The secret keeps its leading zeros: environment values are never re-parsed as numbers.
@@ -259,7 +264,7 @@ fn the_environment_alone_can_configure_a_source() {
         ],
     )
     .unwrap();
-    let SourceSettings::Retarus(retarus) = &settings.sources["r"] else {
+    let Some(retarus) = settings.sources["r"].section::<RetarusSettings>() else {
         panic!("retarus")
     };
     assert_eq!(retarus.client_secret.as_ref().unwrap().expose_secret(), "000123");
@@ -274,7 +279,7 @@ fn a_secret_can_come_from_a_file() {
         &format!("client_secret_file = \"{}\"", secret.path().display()),
     );
     let settings = load(&contents).unwrap();
-    let SourceSettings::Retarus(retarus) = &settings.sources["retarus"] else {
+    let Some(retarus) = settings.sources["retarus"].section::<RetarusSettings>() else {
         panic!("retarus")
     };
     assert_eq!(

@@ -16,8 +16,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use graphql_client::{GraphQLQuery, QueryBody};
 use reporting_etl::auth::store::{NewTokens, TokenStore};
 use reporting_etl::auth::{self, AccessToken, RefreshToken};
-use reporting_etl::config::{Settings, SourceSettings};
+use reporting_etl::config::Settings;
 use reporting_etl::executor::{CallContext, CallError, Executor, ExecutorOptions, ScopeHeader, Service};
+use reporting_etl::vendors::altrata::AltrataSettings;
 use sandbox::faults::FaultPlan;
 use sandbox::roubler::RateLimitMode;
 use sandbox::{Sandbox, SandboxOptions};
@@ -193,7 +194,7 @@ async fn ten_tasks_making_250_calls_under_an_enforced_limit_get_no_429_and_never
                 while issued.fetch_add(1, Ordering::SeqCst) < CALLS {
                     let answer = h
                         .executor
-                        .execute::<Locations>(&call, Service::Default, &scope, json!({}))
+                        .execute::<Locations>(&call, Service::DEFAULT, &scope, json!({}))
                         .await
                         .expect("every call succeeds");
                     let ids = answer.data.locations.unwrap_or_default();
@@ -251,7 +252,7 @@ async fn a_limit_lowered_by_the_upstream_mid_run_is_obeyed_from_the_next_call() 
         async move {
             for _ in 0..n {
                 h.executor
-                    .execute::<Locations>(call, Service::Default, scope, json!({}))
+                    .execute::<Locations>(call, Service::DEFAULT, scope, json!({}))
                     .await
                     .expect("call succeeds");
             }
@@ -348,7 +349,7 @@ async fn transient_faults_on_a_200_call_extraction_are_retried_until_all_data_ar
                         .executor
                         .execute::<LocationSales>(
                             &call,
-                            Service::Default,
+                            Service::DEFAULT,
                             &ScopeHeader::Location(location.clone()),
                             json!({"start": start.to_rfc3339(), "end": end.to_rfc3339()}),
                         )
@@ -407,7 +408,11 @@ async fn a_403_fails_at_once_naming_source_dataset_and_cause_without_a_retry() {
     // Auth fetches its token with the right key; the executor then sends a wrong `x-api-key`,
     // which the GraphQL service answers with 403.
     let mut settings = h.settings.clone();
-    let Some(SourceSettings::Altrata(altrata)) = settings.sources.get_mut("altrata") else {
+    let Some(altrata) = settings
+        .sources
+        .get_mut("altrata")
+        .and_then(|s| s.section_mut::<AltrataSettings>())
+    else {
         panic!("the sandbox configuration has an altrata source");
     };
     altrata.api_key = Some("not-the-right-api-key".to_owned().into());
@@ -418,7 +423,7 @@ async fn a_403_fails_at_once_naming_source_dataset_and_cause_without_a_retry() {
     let error = executor
         .execute::<Events>(
             &call,
-            Service::AltrataEvents,
+            reporting_etl::vendors::altrata::EVENTS,
             &ScopeHeader::None,
             json!({"id": id}),
         )
@@ -444,7 +449,7 @@ async fn a_graphql_validation_error_fails_at_once_without_a_retry() {
     let scope = ScopeHeader::Company(company(&h.sandbox));
     let error = h
         .executor
-        .execute::<NoSuchField>(&call, Service::Default, &scope, json!({}))
+        .execute::<NoSuchField>(&call, Service::DEFAULT, &scope, json!({}))
         .await
         .expect_err("validation error");
     let message = error.to_string();
@@ -464,7 +469,7 @@ async fn altratas_quota_429_fails_at_once_and_later_calls_fail_without_being_sen
     let events = || {
         h.executor.execute::<Events>(
             &call,
-            Service::AltrataEvents,
+            reporting_etl::vendors::altrata::EVENTS,
             &ScopeHeader::None,
             json!({"id": id}),
         )
@@ -501,13 +506,13 @@ async fn an_expired_access_token_is_renewed_and_the_call_retried_once() {
     let call = CallContext::new("roubler", "locations");
     let scope = ScopeHeader::Company(company(&h.sandbox));
     h.executor
-        .execute::<Locations>(&call, Service::Default, &scope, json!({}))
+        .execute::<Locations>(&call, Service::DEFAULT, &scope, json!({}))
         .await
         .expect("first call");
     let refreshes_before = h.sandbox.roubler.counts();
     h.sandbox.roubler.expire_access_tokens();
     h.executor
-        .execute::<Locations>(&call, Service::Default, &scope, json!({}))
+        .execute::<Locations>(&call, Service::DEFAULT, &scope, json!({}))
         .await
         .expect("the call succeeds with a renewed token");
     println!(
@@ -527,7 +532,7 @@ async fn altrata_deprecation_warnings_keep_the_data_and_come_back_as_warnings() 
         .executor
         .execute::<Person>(
             &call,
-            Service::AltrataProfile,
+            reporting_etl::vendors::altrata::PROFILE,
             &ScopeHeader::None,
             json!({"id": id}),
         )

@@ -556,7 +556,7 @@ fn config_cases(empty: &std::path::Path, full: &std::path::Path) -> Vec<ConfigCa
 
 fn load_text(text: &str, env: HashMap<String, String>) -> Result<Settings, ConfigError> {
     let file = secret_file(text);
-    Settings::load(&ConfigSource {
+    reporting_etl::app::load_settings(&ConfigSource {
         path: Some(file.path().to_path_buf()),
         env: Some(env),
     })

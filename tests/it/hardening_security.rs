@@ -27,7 +27,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 fn load(text: &str) -> Result<Settings, ConfigError> {
     let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
     file.write_all(text.as_bytes()).unwrap();
-    Settings::load(&ConfigSource {
+    reporting_etl::app::load_settings(&ConfigSource {
         path: Some(file.path().to_path_buf()),
         env: Some(HashMap::new()),
     })
@@ -134,7 +134,7 @@ async fn token_requests_never_follow_a_redirect() {
             client_id: "c".into(),
             secret: secret(),
         },
-        ClientAuth::AltrataBasic {
+        ClientAuth::BasicWithApiKey {
             username: "u".into(),
             password: secret(),
             api_key: secret(),

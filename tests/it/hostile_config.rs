@@ -16,7 +16,6 @@ use std::path::PathBuf;
 
 use chrono::{Duration, Utc};
 use proptest::prelude::*;
-use reporting_etl::config::Settings;
 use reporting_etl::jobs::{schedule, window};
 
 /// Secrets of [`BASE`], one in every secret-bearing key: no output may contain any of them.
@@ -1017,7 +1016,7 @@ proptest! {
     fn no_numeric_or_date_value_panics((key, literal) in numeric_or_date_value()) {
         let text = with_value(key, &literal);
         let outcome = std::panic::catch_unwind(|| {
-            let settings = match Settings::from_toml_str(&text) {
+            let settings = match reporting_etl::app::settings_from_toml(&text) {
                 Err(error) => return Err(error),
                 Ok(settings) => settings,
             };

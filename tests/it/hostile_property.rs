@@ -471,7 +471,7 @@ async fn mutated_answers_on_every_token_and_data_path_never_break_the_invariants
     .concat();
     let h = harness(options, &jobs).await;
     let settings = Arc::new(
-        Settings::load(&ConfigSource {
+        reporting_etl::app::load_settings(&ConfigSource {
             path: Some(h.file.path().to_path_buf()),
             env: Some(Default::default()),
         })

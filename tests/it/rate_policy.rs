@@ -44,7 +44,7 @@ async fn a_policy_naming_a_day_or_more_fails_one_call_holds_the_source_for_the_c
             executor
                 .execute_raw(
                     &call,
-                    Service::Default,
+                    Service::DEFAULT,
                     &company,
                     "query { locations { id } }",
                     json!({}),

@@ -413,7 +413,7 @@ async fn a_process_that_loses_the_database_keeps_to_half_the_limit_and_counts_it
     let call = CallContext::new("roubler", "locations");
     for _ in 0..8 {
         executor
-            .execute::<support::RoublerLocations>(&call, Service::Default, &scope, json!({}))
+            .execute::<support::RoublerLocations>(&call, Service::DEFAULT, &scope, json!({}))
             .await
             .expect("call succeeds");
     }
@@ -421,7 +421,7 @@ async fn a_process_that_loses_the_database_keeps_to_half_the_limit_and_counts_it
     let cut_at = tokio::time::Instant::now();
     for _ in 0..20 {
         executor
-            .execute::<support::RoublerLocations>(&call, Service::Default, &scope, json!({}))
+            .execute::<support::RoublerLocations>(&call, Service::DEFAULT, &scope, json!({}))
             .await
             .expect("calls go on without the database");
     }

@@ -151,7 +151,7 @@ async fn schema_pull_refuses_unknown_rest_and_misdirected_sources_clearly() {
         ),
         (
             &["retarus", "--service", "profile", "--out", out_arg],
-            "--service applies to Altrata sources only",
+            "--service applies to altrata sources only",
         ),
     ];
     for (args, message) in cases {

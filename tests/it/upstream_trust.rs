@@ -54,7 +54,7 @@ async fn locations(h: &Harness, call: &CallContext) -> Result<serde_json::Value,
     h.executor
         .execute_raw(
             call,
-            Service::Default,
+            Service::DEFAULT,
             &company(&h.sandbox),
             "query { locations { id } }",
             json!({}),

@@ -17,13 +17,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use crate::auth;
-use crate::catalog::SourceKind;
 use crate::config::{HttpUrl, Settings, SourceSettings};
-use crate::executor::{CallContext, Executor, ExecutorOptions, ScopeHeader, Service};
+use crate::executor::{CallContext, CallSetup, Executor, ExecutorOptions, ScopeHeader, Service};
 use crate::store::Store;
+use crate::vendors;
 
 mod introspection;
 mod sdl;
@@ -35,22 +35,16 @@ pub use sdl::to_sdl;
 /// `schema pull` arguments.
 #[derive(Debug, Args)]
 pub(crate) struct PullArgs {
-    /// Source name from the configuration (a Retarus, Roubler or Altrata source).
+    /// Source name from the configuration (a source whose vendor has a GraphQL API).
     pub source: String,
     /// Where to write the SDL; `-` for stdout. Default: schemas/<kind>.graphql (relative to the
     /// working directory: run it from the repository root).
     #[arg(long, value_name = "PATH")]
     pub out: Option<PathBuf>,
-    /// Altrata only: which of its services to ask (default: events).
-    #[arg(long, value_enum)]
-    pub service: Option<AltrataService>,
-}
-
-/// Altrata's two GraphQL services.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum AltrataService {
-    Events,
-    Profile,
+    /// For a vendor with several GraphQL services (Altrata: `events`, `profile`), which to ask
+    /// (default: its first).
+    #[arg(long, value_name = "NAME")]
+    pub service: Option<String>,
 }
 
 /// `schema pull SOURCE [--out PATH] [--service events|profile]`
@@ -69,8 +63,8 @@ pub(crate) async fn pull(args: PullArgs, settings: Settings) -> Result<ExitCode>
     };
     let kind = source.kind();
     let (service, endpoint) =
-        endpoint(source, args.service).with_context(|| format!("schema pull {}", args.source))?;
-    let endpoint = display_url(endpoint);
+        endpoint(source, args.service.as_deref()).with_context(|| format!("schema pull {}", args.source))?;
+    let endpoint = display_url(&endpoint);
 
     let (store, executor) = open_executor(Arc::new(settings), "schema pull").await?;
     let introspection = introspect(&executor, &args.source, service).await;
@@ -138,30 +132,55 @@ pub(crate) async fn introspect(executor: &Executor, source: &str, service: Servi
         .with_context(|| format!("{source}: the answer is not an introspection result"))
 }
 
-/// The executor's service and the URL the introspection query goes to.
-pub(crate) fn endpoint(
-    source: &SourceSettings,
-    service: Option<AltrataService>,
-) -> Result<(Service, &HttpUrl)> {
+/// The executor's service and the URL the introspection query goes to: `service` by name, or
+/// the vendor's first.
+pub(crate) fn endpoint(source: &SourceSettings, service: Option<&str>) -> Result<(Service, HttpUrl)> {
     let kind = source.kind();
-    match (source, service) {
-        (SourceSettings::Altrata(s), None | Some(AltrataService::Events)) => {
-            Ok((Service::AltrataEvents, &s.events_url))
+    let Some(graphql) = vendors::graphql(kind) else {
+        let with_graphql: Vec<String> = vendors::graphql_vendors()
+            .filter(|(_, graphql)| graphql.is_some())
+            .map(|(kind, _)| kind.to_string())
+            .collect();
+        bail!(
+            "this is a {kind} source, which has a REST API and no GraphQL schema; schema pull works for {} sources",
+            with_graphql.join(", ")
+        );
+    };
+    let service = match service {
+        None => graphql.services[0],
+        Some(_) if graphql.services.len() < 2 => {
+            let several: Vec<String> = vendors::graphql_vendors()
+                .filter(|(_, graphql)| graphql.is_some_and(|g| g.services.len() > 1))
+                .map(|(kind, _)| kind.to_string())
+                .collect();
+            bail!(
+                "--service applies to {} sources only; this is a {kind} source",
+                several.join(", ")
+            )
         }
-        (SourceSettings::Altrata(s), Some(AltrataService::Profile)) => {
-            Ok((Service::AltrataProfile, &s.profile_url))
-        }
-        (_, Some(_)) => bail!("--service applies to Altrata sources only; this is a {kind} source"),
-        (SourceSettings::Retarus(s), None) => Ok((Service::Default, &s.graphql_url)),
-        (SourceSettings::Roubler(s), None) => Ok((Service::Default, &s.graphql_url)),
-        (SourceSettings::Retently(_), None) => bail!(
-            "this is a {} source, which has a REST API and no GraphQL schema; schema pull works for {}, {} and {} sources",
-            SourceKind::Retently,
-            SourceKind::Retarus,
-            SourceKind::Roubler,
-            SourceKind::Altrata
-        ),
-    }
+        Some(name) => *graphql
+            .services
+            .iter()
+            .find(|s| s.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = graphql.services.iter().map(|s| s.name()).collect();
+                anyhow::anyhow!(
+                    "`{name}` is not a service of {kind} (one of: {})",
+                    names.join(", ")
+                )
+            })?,
+    };
+    let url = source
+        .part::<CallSetup>()
+        .and_then(|setup| setup.graphql.into_iter().find(|(s, _)| *s == service))
+        .map(|(_, url)| url)
+        .with_context(|| {
+            format!(
+                "this {kind} source has no endpoint for its {} service",
+                service.name()
+            )
+        })?;
+    Ok((service, url))
 }
 
 /// The endpoint for the file's header and the message: without user info, query or fragment,

@@ -16,7 +16,7 @@ use crate::catalog::Dataset;
 use crate::datasets::rows::{TableRow, table_row};
 use crate::datasets::sink::{Replace, Sink, TableSpec, Writer};
 use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget, Tuning};
-use crate::executor::{Executor, ScopeHeader, Service};
+use crate::executor::{Executor, ScopeHeader};
 use crate::failure::Failure;
 
 /// The scalars as the generated code sees them (`Date` is AppSync's `AWSDate`).
@@ -184,7 +184,7 @@ async fn load_events(
             let outcome = exec
                 .execute::<Events>(
                     request.call,
-                    Service::AltrataEvents,
+                    super::EVENTS,
                     &ScopeHeader::None,
                     events::Variables {
                         altrata_id: id.clone(),
@@ -300,7 +300,7 @@ async fn load_profiles(
             let outcome = exec
                 .execute::<PersonProfile>(
                     request.call,
-                    Service::AltrataProfile,
+                    super::PROFILE,
                     &ScopeHeader::None,
                     person_profile::Variables {
                         altrata_id: id.clone(),
@@ -332,7 +332,7 @@ async fn load_profiles(
             let outcome = exec
                 .execute::<OrganizationProfile>(
                     request.call,
-                    Service::AltrataProfile,
+                    super::PROFILE,
                     &ScopeHeader::None,
                     organization_profile::Variables {
                         altrata_id: id.clone(),

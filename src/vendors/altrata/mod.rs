@@ -2,19 +2,53 @@
 //! client credentials over Basic auth and an `x-api-key`, cursor paging and a daily quota
 //! (`docs/vendors/altrata.md`). Its one scope is the watch-list.
 
+mod answers;
 pub(super) mod datasets;
+mod settings;
 
 use futures::future::BoxFuture;
 
-use super::{ScopeQuery, Vendor};
-use crate::catalog::Dataset;
-use crate::config::{Scope, SourceSettings};
+use super::{CompiledQuery, Graphql, ScopeQuery, Vendor, compiled};
+use crate::catalog::{Dataset, SourceKind};
+use crate::config::{Scope, SectionKind, parse_section};
 use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget, Sink, TableSpec, Tuning};
-use crate::executor::Executor;
+use crate::executor::{Executor, Service};
+pub use settings::AltrataSettings;
 
 pub(super) struct Altrata;
 
+/// The `kind = "altrata"` section's reader.
+pub(super) const SECTION: SectionKind = SectionKind {
+    kind: SourceKind::Altrata,
+    parse: parse_section::<AltrataSettings>,
+};
+
+/// The events service (`events_url`).
+pub const EVENTS: Service = Service("events");
+/// The profile service (`profile_url`).
+pub const PROFILE: Service = Service("profile");
+
+/// Every query a drift check walks (a unit test keeps this list and `queries/` in step).
+const QUERIES: &[CompiledQuery] = &[
+    compiled!(EVENTS, "queries/altrata/events.graphql"),
+    compiled!(PROFILE, "queries/altrata/person_profile.graphql"),
+    compiled!(PROFILE, "queries/altrata/organization_profile.graphql"),
+];
+
 impl Vendor for Altrata {
+    fn kind(&self) -> SourceKind {
+        SourceKind::Altrata
+    }
+
+    /// Two services, introspected separately (they may differ); one schema file for both.
+    fn graphql(&self) -> Option<&'static Graphql> {
+        Some(&Graphql {
+            schema: include_str!("../../../schemas/altrata.graphql"),
+            services: &[EVENTS, PROFILE],
+            queries: QUERIES,
+        })
+    }
+
     fn table(&self, dataset: Dataset) -> Option<&'static TableSpec> {
         datasets::table(dataset)
     }
@@ -22,7 +56,7 @@ impl Vendor for Altrata {
     /// One watch-list: the source's `watch_ids`, or the job's list. No call.
     fn scopes<'a>(&'a self, job: ScopeQuery<'a>) -> BoxFuture<'a, anyhow::Result<Vec<ScopeTarget>>> {
         Box::pin(async move {
-            let SourceSettings::Altrata(settings) = job.source else {
+            let Some(settings) = job.source.section::<AltrataSettings>() else {
                 anyhow::bail!("source {} is not an Altrata source", job.source_name);
             };
             let ids = match job.configured {

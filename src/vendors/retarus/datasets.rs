@@ -644,7 +644,7 @@ async fn load_report<R: Report>(
         let outcome = exec
             .execute_seeded::<R, _, _>(
                 request.call,
-                Service::Default,
+                Service::DEFAULT,
                 &ScopeHeader::None,
                 variables,
                 || PageSeed::<R> {

@@ -2,20 +2,50 @@
 //! credentials, paged by `page`/`size`, 45 days per request and 90 days of history
 //! (`docs/vendors/retarus.md`). Its scopes are the configured customer ids.
 
+mod answers;
 pub(super) mod datasets;
 mod page;
+mod settings;
 
 use futures::future::BoxFuture;
 
-use super::{ScopeQuery, Vendor};
-use crate::catalog::Dataset;
-use crate::config::{Scope, SourceSettings};
+use super::{CompiledQuery, Graphql, ScopeQuery, Vendor, compiled};
+use crate::catalog::{Dataset, SourceKind};
+use crate::config::{Scope, SectionKind, parse_section};
 use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget, Sink, TableSpec, Tuning};
-use crate::executor::Executor;
+use crate::executor::{Executor, Service};
+pub use settings::RetarusSettings;
 
 pub(super) struct Retarus;
 
+/// The `kind = "retarus"` section's reader.
+pub(super) const SECTION: SectionKind = SectionKind {
+    kind: SourceKind::Retarus,
+    parse: parse_section::<RetarusSettings>,
+};
+
+/// Every query a drift check walks (a unit test keeps this list and `queries/` in step).
+const QUERIES: &[CompiledQuery] = &[
+    compiled!(Service::DEFAULT, "queries/retarus/fax_in_udr.graphql"),
+    compiled!(Service::DEFAULT, "queries/retarus/fax_out_udr.graphql"),
+    compiled!(Service::DEFAULT, "queries/retarus/sms_in_udr.graphql"),
+    compiled!(Service::DEFAULT, "queries/retarus/sms_out_udr.graphql"),
+    compiled!(Service::DEFAULT, "queries/retarus/transactional_email_udr.graphql"),
+];
+
 impl Vendor for Retarus {
+    fn kind(&self) -> SourceKind {
+        SourceKind::Retarus
+    }
+
+    fn graphql(&self) -> Option<&'static Graphql> {
+        Some(&Graphql {
+            schema: include_str!("../../../schemas/retarus.graphql"),
+            services: &[Service::DEFAULT],
+            queries: QUERIES,
+        })
+    }
+
     fn table(&self, dataset: Dataset) -> Option<&'static TableSpec> {
         datasets::table(dataset)
     }
@@ -23,7 +53,7 @@ impl Vendor for Retarus {
     /// `all` → the source's `customer_ids`; a list → those customer ids. No call.
     fn scopes<'a>(&'a self, job: ScopeQuery<'a>) -> BoxFuture<'a, anyhow::Result<Vec<ScopeTarget>>> {
         Box::pin(async move {
-            let SourceSettings::Retarus(settings) = job.source else {
+            let Some(settings) = job.source.section::<RetarusSettings>() else {
                 anyhow::bail!("source {} is not a Retarus source", job.source_name);
             };
             let ids = match job.configured {

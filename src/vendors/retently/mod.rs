@@ -3,17 +3,31 @@
 
 pub(super) mod datasets;
 mod list;
+mod settings;
 
 use futures::future::BoxFuture;
 
 use super::{ScopeQuery, Vendor};
-use crate::catalog::Dataset;
+use crate::catalog::{Dataset, SourceKind};
+use crate::config::{SectionKind, parse_section};
 use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget, Sink, TableSpec, Tuning};
 use crate::executor::Executor;
+pub use settings::RetentlySettings;
 
 pub(super) struct Retently;
 
+/// The `kind = "retently"` section's reader.
+pub(super) const SECTION: SectionKind = SectionKind {
+    kind: SourceKind::Retently,
+    parse: parse_section::<RetentlySettings>,
+};
+
+/// A REST API: no GraphQL schema for a drift check to walk.
 impl Vendor for Retently {
+    fn kind(&self) -> SourceKind {
+        SourceKind::Retently
+    }
+
     fn table(&self, dataset: Dataset) -> Option<&'static TableSpec> {
         datasets::table(dataset)
     }

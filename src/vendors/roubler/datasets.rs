@@ -207,7 +207,7 @@ pub(crate) struct FoundLocation {
 /// Company ids the API user reaches (from `viewer`), in first-seen order.
 pub(crate) async fn companies(exec: &Executor, call: &CallContext) -> anyhow::Result<Vec<String>> {
     let outcome = exec
-        .execute::<Viewer>(call, Service::Default, &ScopeHeader::None, viewer::Variables {})
+        .execute::<Viewer>(call, Service::DEFAULT, &ScopeHeader::None, viewer::Variables {})
         .await
         .context("asking roubler viewer for the reachable companies")?;
     let mut ids: Vec<String> = Vec::new();
@@ -235,7 +235,7 @@ pub(crate) async fn locations(
     let outcome = exec
         .execute::<Locations>(
             call,
-            Service::Default,
+            Service::DEFAULT,
             &ScopeHeader::Company(company.to_owned()),
             locations::Variables {},
         )
@@ -316,7 +316,7 @@ async fn load_one_call<Q: GraphQLQuery, R: TableRow>(
     let mut writer = Writer::open(sink, R::spec(), request.source_name, request.run_id).await?;
     writer.replace(sink, &replace).await?;
     let outcome = exec
-        .execute::<Q>(request.call, Service::Default, &scope, variables)
+        .execute::<Q>(request.call, Service::DEFAULT, &scope, variables)
         .await
         .with_context(|| what.clone())?;
     let what_again = what;

@@ -3,19 +3,51 @@
 //! (`docs/vendors/roubler.md`). Its scopes (companies and their locations) are discovered, and
 //! the discovery is cached (`scopes.rs`).
 
+mod answers;
 pub(super) mod datasets;
 mod scopes;
+mod settings;
 
 use futures::future::BoxFuture;
 
-use super::{ScopeQuery, Vendor};
-use crate::catalog::Dataset;
+use super::{CompiledQuery, Graphql, ScopeQuery, Vendor, compiled};
+use crate::catalog::{Dataset, SourceKind};
+use crate::config::{SectionKind, parse_section};
 use crate::datasets::{DiscoveredBy, LoadFigures, LoadRequest, ScopeTarget, Sink, TableSpec, Tuning};
-use crate::executor::Executor;
+use crate::executor::{Executor, Service};
+pub use settings::RoublerSettings;
 
 pub(super) struct Roubler;
 
+/// The `kind = "roubler"` section's reader.
+pub(super) const SECTION: SectionKind = SectionKind {
+    kind: SourceKind::Roubler,
+    parse: parse_section::<RoublerSettings>,
+};
+
+/// Every query a drift check walks (a unit test keeps this list and `queries/` in step).
+const QUERIES: &[CompiledQuery] = &[
+    compiled!(Service::DEFAULT, "queries/roubler/viewer.graphql"),
+    compiled!(Service::DEFAULT, "queries/roubler/locations.graphql"),
+    compiled!(Service::DEFAULT, "queries/roubler/employees.graphql"),
+    compiled!(Service::DEFAULT, "queries/roubler/location_sales.graphql"),
+    compiled!(Service::DEFAULT, "queries/roubler/timesheets.graphql"),
+    compiled!(Service::DEFAULT, "queries/roubler/shifts.graphql"),
+];
+
 impl Vendor for Roubler {
+    fn kind(&self) -> SourceKind {
+        SourceKind::Roubler
+    }
+
+    fn graphql(&self) -> Option<&'static Graphql> {
+        Some(&Graphql {
+            schema: include_str!("../../../schemas/roubler.graphql"),
+            services: &[Service::DEFAULT],
+            queries: QUERIES,
+        })
+    }
+
     fn table(&self, dataset: Dataset) -> Option<&'static TableSpec> {
         datasets::table(dataset)
     }

@@ -217,7 +217,7 @@ pub fn load_config(text: &str) -> (reporting_etl::config::Settings, tempfile::Na
         .tempfile()
         .expect("tempfile");
     file.write_all(text.as_bytes()).expect("write config");
-    let settings = reporting_etl::config::Settings::load(&reporting_etl::config::ConfigSource {
+    let settings = reporting_etl::app::load_settings(&reporting_etl::config::ConfigSource {
         path: Some(file.path().to_path_buf()),
         env: Some(Default::default()),
     })
