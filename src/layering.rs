@@ -6,6 +6,10 @@
 //! (in `use` declarations, braced groups included, and inline paths alike) and every `super::…`
 //! that climbs out of its top-level module is an edge. A cycle fails the test, naming its modules
 //! and the file and line of each edge.
+//!
+//! A second check holds each `etl.*` table to one owner: only one top-level module names it
+//! outside comments (the store, or the module whose concept it is, as `auth` for `etl.tokens`),
+//! in SQL and in the messages about it alike.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -219,19 +223,30 @@ fn top_level_modules_import_each_other_without_a_cycle() {
     );
 }
 
-#[test]
-fn a_cycle_is_found_and_named_with_where_each_edge_is() {
-    let dir = std::env::temp_dir().join(format!("layering-{}", std::process::id()));
-    let write = |path: &str, text: &str| {
+/// A scratch `src/` of `files` (path, text) for the checks' own tests.
+#[cfg(test)]
+fn scratch(name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    for (path, text) in files {
         let path = dir.join(path);
         std::fs::create_dir_all(path.parent().expect("a parent")).expect("a directory");
         std::fs::write(path, text).expect("a written file");
-    };
-    write("lib.rs", "pub mod a;\npub mod b;\npub mod c;\n");
-    write("a/mod.rs", "mod inner;\n// use crate::c; (a comment)\n");
-    write("a/inner.rs", "use crate::{\n    b::Thing,\n};\n");
-    write("b.rs", "pub fn f() { super::c::g() }\n");
-    write("c.rs", "use crate::a;\n");
+    }
+    dir
+}
+
+#[test]
+fn a_cycle_is_found_and_named_with_where_each_edge_is() {
+    let dir = scratch(
+        "layering",
+        &[
+            ("lib.rs", "pub mod a;\npub mod b;\npub mod c;\n"),
+            ("a/mod.rs", "mod inner;\n// use crate::c; (a comment)\n"),
+            ("a/inner.rs", "use crate::{\n    b::Thing,\n};\n"),
+            ("b.rs", "pub fn f() { super::c::g() }\n"),
+            ("c.rs", "use crate::a;\n"),
+        ],
+    );
     let graph = graph(&dir);
     let cycle = find_cycle(&graph).map(|cycle| describe(&cycle));
     std::fs::remove_dir_all(&dir).ok();
@@ -239,4 +254,83 @@ fn a_cycle_is_found_and_named_with_where_each_edge_is() {
     assert!(cycle.starts_with("a → b → c → a"), "{cycle}");
     assert!(cycle.contains("src/a/inner.rs:1"), "{cycle}");
     assert!(cycle.contains("src/b.rs:1"), "{cycle}");
+}
+
+/// Each `etl.*` table with the top-level modules whose code names it (comments left out):
+/// one table, one owner, which alone holds the SQL that reads or writes it.
+fn table_owners(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let mut files = Vec::new();
+    rust_files(src, &mut files);
+    let mut owners: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in &files {
+        let relative = file.strip_prefix(src).expect("below src");
+        let Some(module) = module_path(relative).first().cloned() else {
+            continue;
+        };
+        if module == "layering" {
+            continue; // this check, whose tests name tables
+        }
+        let text = std::fs::read_to_string(file).expect("a readable source file");
+        for line in text.lines().map(code) {
+            for (at, _) in line.match_indices("etl.") {
+                if line[..at]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+                {
+                    continue; // `reporting_etl.x`, a path ending in `etl.`
+                }
+                let table = identifier(&line[at + "etl.".len()..]);
+                // `etl.toml` is a file name in messages, not a table.
+                if !table.is_empty() && table != "toml" {
+                    owners
+                        .entry(format!("etl.{table}"))
+                        .or_default()
+                        .insert(module.clone());
+                }
+            }
+        }
+    }
+    owners
+}
+
+#[test]
+fn every_etl_table_is_named_in_sql_by_one_top_level_module() {
+    let owners = table_owners(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
+    // The check must see the real tables, or it proves nothing.
+    assert!(owners.contains_key("etl.runs"), "{owners:#?}");
+    assert!(owners.contains_key("etl.tokens"), "{owners:#?}");
+    let shared: Vec<String> = owners
+        .iter()
+        .filter(|(_, modules)| modules.len() > 1)
+        .map(|(table, modules)| format!("{table}: {modules:?}"))
+        .collect();
+    assert!(
+        shared.is_empty(),
+        "tables named by more than one module:\n{}",
+        shared.join("\n")
+    );
+}
+
+#[test]
+fn a_table_named_by_two_modules_is_found() {
+    let dir = scratch(
+        "owners",
+        &[
+            ("store/mod.rs", "const Q: &str = \"SELECT * FROM etl.runs\";\n"),
+            (
+                "cli.rs",
+                "// etl.runs in a comment\nconst Q: &str = \"UPDATE etl.runs SET x = 1\";\n",
+            ),
+            (
+                "auth.rs",
+                "// etl.tokens, said in a comment only\nfn f() { let _ = \"etl.toml\"; }\n",
+            ),
+        ],
+    );
+    let owners = table_owners(&dir);
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(owners["etl.runs"].len(), 2, "{owners:?}");
+    assert!(!owners.contains_key("etl.tokens"), "{owners:?}");
+    assert!(!owners.contains_key("etl.toml"), "{owners:?}");
 }

@@ -122,7 +122,7 @@ pub async fn run(settings: Settings) -> Result<ExitCode> {
     // Failures the database missed first, so they are not overwritten as `interrupted`. An
     // unreachable database must not turn a clean stop into an error exit: log and go on.
     engine.runner.record_unrecorded().await;
-    match interrupt_running(engine.store.pool(), engine.store.instance().id()).await {
+    match crate::store::runs::interrupt_running(engine.store.pool(), engine.store.instance().id()).await {
         Ok(0) => {}
         Ok(interrupted) => tracing::warn!(runs = interrupted, "Recorded unfinished runs as interrupted."),
         Err(error) => tracing::warn!(error = %format!("{error:#}"),
@@ -214,22 +214,6 @@ async fn wait_for_signal() {
     let _ = ctrl_c.await;
 }
 
-/// Marks this process's unfinished runs `interrupted` (their transactions rolled back); also
-/// used by an interrupted `run --once`.
-pub(crate) async fn interrupt_running(pool: &PgPool, instance: uuid::Uuid) -> Result<u64> {
-    let result = sqlx::query(
-        "UPDATE etl.runs SET status = 'interrupted', finished_at = now(), error_kind = $2,
-                error = 'interrupted: the process was stopped before the window committed; nothing of it was written'
-         WHERE instance_id = $1 AND status = 'running'",
-    )
-    .bind(instance)
-    .bind(crate::failure::FailureKind::Cancelled.as_str())
-    .execute(pool)
-    .await
-    .context("recording interrupted runs")?;
-    Ok(result.rows_affected())
-}
-
 /// Installs the Prometheus recorder (once per process) and returns its handle.
 pub fn install_metrics() -> Option<PrometheusHandle> {
     static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
@@ -276,12 +260,11 @@ async fn serve_http(
 /// A database that answers but refuses writes (`default_transaction_read_only`, a hot standby
 /// after a failover) cannot record a single run: that is not ready either.
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
-    let query = sqlx::query_as::<_, (bool, Vec<String>)>(
-        "SELECT current_setting('transaction_read_only') = 'on' OR pg_is_in_recovery(),
-                COALESCE((SELECT array_agg(source ORDER BY source) FROM etl.tokens
-                          WHERE status = 'reauthorize'), '{}')",
-    )
-    .fetch_one(&state.pool);
+    let query = async {
+        let read_only = crate::store::read_only(&state.pool).await?;
+        let reauthorise = crate::auth::store::awaiting_login(&state.pool).await?;
+        anyhow::Ok((read_only, reauthorise))
+    };
     let checked = tokio::time::timeout(READYZ_TIMEOUT, query).await;
     let mut problems = match checked {
         Err(_) | Ok(Err(_)) => vec!["the database is unreachable".to_owned()],

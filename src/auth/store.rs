@@ -171,6 +171,26 @@ impl TokenStore {
     }
 }
 
+/// The sources waiting for `auth login` (a refused refresh marked them), by name.
+pub(crate) async fn awaiting_login(pool: &PgPool) -> anyhow::Result<Vec<String>> {
+    use anyhow::Context as _;
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT source FROM etl.tokens WHERE status = 'reauthorize' ORDER BY source")
+            .fetch_all(pool)
+            .await
+            .context("reading token states")?;
+    Ok(rows.into_iter().map(|(source,)| source).collect())
+}
+
+/// Per source with stored tokens, whether it waits for `auth login`.
+pub(crate) async fn login_required(pool: &PgPool) -> anyhow::Result<Vec<(String, bool)>> {
+    use anyhow::Context as _;
+    sqlx::query_as("SELECT source, status = 'reauthorize' FROM etl.tokens")
+        .fetch_all(pool)
+        .await
+        .context("reading token states")
+}
+
 /// A held row lock on one source's tokens. Every write commits and releases it.
 pub struct TokenLock {
     tx: Transaction<'static, Postgres>,

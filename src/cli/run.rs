@@ -6,8 +6,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use chrono::{DateTime, Utc};
+use anyhow::Result;
 use tokio_util::sync::CancellationToken;
 
 use super::table::Table;
@@ -64,7 +63,7 @@ pub(crate) async fn once(args: RunArgs, settings: Settings) -> Result<ExitCode> 
     if outcome.aborted {
         // Failures the database missed first, so they are not overwritten as `interrupted`.
         runner.record_unrecorded().await;
-        match crate::service::interrupt_running(store.pool(), store.instance().id()).await {
+        match crate::store::runs::interrupt_running(store.pool(), store.instance().id()).await {
             Ok(runs) => tracing::warn!(
                 runs,
                 "Rolled back the unfinished windows and recorded them as interrupted."
@@ -206,46 +205,23 @@ fn run_status(stored: &str) -> RunStatus {
 
 /// Every run this process recorded, as window reports (after an abort dropped the jobs' own).
 async fn runs_of_instance(pool: &sqlx::PgPool, instance: uuid::Uuid) -> Result<Vec<WindowReport>> {
-    type Row = (
-        i64,
-        String,
-        String,
-        String,
-        Option<DateTime<Utc>>,
-        Option<DateTime<Utc>>,
-        String,
-        i64,
-        i32,
-        f64,
-        Option<String>,
-        Option<String>,
-    );
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, job, dataset, scope, window_start, window_end, status, rows_written, upstream_calls,
-                extract(epoch FROM coalesce(finished_at, now()) - started_at)::float8, error, error_kind
-         FROM etl.runs WHERE instance_id = $1 ORDER BY id",
-    )
-    .bind(instance)
-    .fetch_all(pool)
-    .await
-    .context("reading this process's run records")?;
-    Ok(rows
+    let now = chrono::Utc::now();
+    Ok(crate::store::runs::of_instance(pool, instance)
+        .await?
         .into_iter()
-        .map(
-            |(id, job, dataset, scope, start, end, status, rows, calls, seconds, error, kind)| WindowReport {
-                run_id: Some(id),
-                job,
-                dataset,
-                scope,
-                window: start.zip(end),
-                status: run_status(&status),
-                rows,
-                calls: calls.into(),
-                seconds,
-                error,
-                error_kind: kind.as_deref().and_then(FailureKind::parse),
-            },
-        )
+        .map(|run| WindowReport {
+            run_id: Some(run.id),
+            seconds: (run.finished_at.unwrap_or(now) - run.started_at).as_seconds_f64(),
+            job: run.job,
+            dataset: run.dataset,
+            scope: run.scope,
+            window: run.window_start.zip(run.window_end),
+            status: run_status(&run.status),
+            rows: run.rows_written,
+            calls: run.upstream_calls.into(),
+            error: run.error,
+            error_kind: run.error_kind.as_deref().and_then(FailureKind::parse),
+        })
         .collect())
 }
 

@@ -6,7 +6,7 @@
 //! The shipped alert rules (`deploy/prometheus/alerts.yml`) compare these: a dataset is stale
 //! when its last success is older than twice its expected interval.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use chrono::{DateTime, Duration, Utc};
 use sqlx::PgPool;
 
@@ -57,14 +57,7 @@ pub fn publish_expected_intervals(settings: &Settings) {
 
 /// Sets the last-success gauge of every job and scope from the run records.
 pub async fn publish_recorded_successes(pool: &PgPool) -> Result<()> {
-    let rows: Vec<(String, String, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT job, scope, max(finished_at) FROM etl.runs
-         WHERE status = 'succeeded' AND finished_at IS NOT NULL GROUP BY job, scope",
-    )
-    .fetch_all(pool)
-    .await
-    .context("reading the last success of each job")?;
-    for (job, scope, at) in rows {
+    for (job, scope, at) in crate::store::runs::last_successes(pool).await? {
         metrics::gauge!(LAST_SUCCESS, "job" => job, "scope" => scope).set(at.timestamp() as f64);
     }
     Ok(())
@@ -72,11 +65,7 @@ pub async fn publish_recorded_successes(pool: &PgPool) -> Result<()> {
 
 /// Sets, per source with stored tokens, 1 when it waits for `auth login` and 0 otherwise.
 pub async fn publish_reauthorization(pool: &PgPool) -> Result<()> {
-    let rows: Vec<(String, bool)> = sqlx::query_as("SELECT source, status = 'reauthorize' FROM etl.tokens")
-        .fetch_all(pool)
-        .await
-        .context("reading token states")?;
-    for (source, required) in rows {
+    for (source, required) in crate::auth::store::login_required(pool).await? {
         metrics::gauge!(REAUTHORIZATION_REQUIRED, "source" => source).set(f64::from(u8::from(required)));
     }
     Ok(())

@@ -164,6 +164,43 @@ impl Instance {
     }
 }
 
+/// What `reporting-etl runs` shows of a process: where it runs, what it runs, whether it stopped.
+#[derive(Debug, Clone)]
+pub(crate) struct ProcessInfo {
+    pub hostname: String,
+    pub pid: i32,
+    pub command: String,
+    pub running: bool,
+}
+
+/// The processes of `ids` that have a row, by id.
+pub(crate) async fn describe(
+    pool: &PgPool,
+    ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, ProcessInfo>> {
+    let rows: Vec<(Uuid, String, i32, String, bool)> = sqlx::query_as(
+        "SELECT id, hostname, pid, command, stopped_at IS NULL FROM etl.instances WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+    .context("reading the processes")?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, hostname, pid, command, running)| {
+            (
+                id,
+                ProcessInfo {
+                    hostname,
+                    pid,
+                    command,
+                    running,
+                },
+            )
+        })
+        .collect())
+}
+
 /// Marks `running` runs of every dead process `interrupted` and the process stopped; returns how
 /// many runs it marked. Dead means: its liveness lock is free *and* its heartbeat is older than
 /// [`LIVENESS_GRACE`] (counted from the database's start at the earliest). Only processes that

@@ -216,6 +216,17 @@ async fn database_url(settings: &DatabaseSettings) -> Result<(String, Option<Emb
     Ok((server.url(), Some(server)))
 }
 
+/// Whether the database refuses writes (`default_transaction_read_only`, or a standby after a
+/// failover): then no run can be recorded.
+pub(crate) async fn read_only(pool: &PgPool) -> Result<bool> {
+    let (read_only,): (bool,) =
+        sqlx::query_as("SELECT current_setting('transaction_read_only') = 'on' OR pg_is_in_recovery()")
+            .fetch_one(pool)
+            .await
+            .context("asking whether the database takes writes")?;
+    Ok(read_only)
+}
+
 /// A pool on `url`. The error names the host, never the password.
 pub async fn connect(url: &str, pool_size: u32) -> Result<PgPool> {
     let options: PgConnectOptions = url

@@ -291,17 +291,24 @@ impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for RunRow {
     }
 }
 
-/// The most recent runs, newest first, optionally of one job.
-pub(crate) async fn recent(pool: &PgPool, job: Option<&str>, limit: i64) -> Result<Vec<RunRow>> {
-    sqlx::query_as(
+/// The columns of a [`RunRow`], for `concat!` into the queries that read whole rows.
+macro_rules! select_run_row {
+    () => {
         "SELECT id, job, source, dataset, scope, window_start, window_end, trigger, status, started_at,
                 finished_at, rows_written, pages, upstream_calls, retries, throttled_ms, warnings, error,
                 error_kind, data_calls, discovery_calls, token_calls, retry_calls
-         FROM etl.runs
-         WHERE $1::text IS NULL OR job = $1
+         FROM etl.runs "
+    };
+}
+
+/// The most recent runs, newest first, optionally of one job.
+pub(crate) async fn recent(pool: &PgPool, job: Option<&str>, limit: i64) -> Result<Vec<RunRow>> {
+    sqlx::query_as(concat!(
+        select_run_row!(),
+        "WHERE $1::text IS NULL OR job = $1
          ORDER BY id DESC
-         LIMIT $2",
-    )
+         LIMIT $2"
+    ))
     .bind(job)
     .bind(limit)
     .fetch_all(pool)
@@ -311,16 +318,47 @@ pub(crate) async fn recent(pool: &PgPool, job: Option<&str>, limit: i64) -> Resu
 
 /// One run by id.
 pub async fn get(pool: &PgPool, id: i64) -> Result<RunRow> {
+    sqlx::query_as(concat!(select_run_row!(), "WHERE id = $1"))
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .with_context(|| format!("reading run {id}"))
+}
+
+/// Every run `instance` recorded, oldest first.
+pub(crate) async fn of_instance(pool: &PgPool, instance: Uuid) -> Result<Vec<RunRow>> {
+    sqlx::query_as(concat!(select_run_row!(), "WHERE instance_id = $1 ORDER BY id"))
+        .bind(instance)
+        .fetch_all(pool)
+        .await
+        .context("reading this process's run records")
+}
+
+/// The last success of each job and scope.
+pub(crate) async fn last_successes(pool: &PgPool) -> Result<Vec<(String, String, DateTime<Utc>)>> {
     sqlx::query_as(
-        "SELECT id, job, source, dataset, scope, window_start, window_end, trigger, status, started_at,
-                finished_at, rows_written, pages, upstream_calls, retries, throttled_ms, warnings, error,
-                error_kind, data_calls, discovery_calls, token_calls, retry_calls
-         FROM etl.runs WHERE id = $1",
+        "SELECT job, scope, max(finished_at) FROM etl.runs
+         WHERE status = 'succeeded' AND finished_at IS NOT NULL GROUP BY job, scope",
     )
-    .bind(id)
-    .fetch_one(pool)
+    .fetch_all(pool)
     .await
-    .with_context(|| format!("reading run {id}"))
+    .context("reading the last success of each job")
+}
+
+/// Marks `instance`'s unfinished runs `interrupted` (their transactions rolled back): the one
+/// record of a stop, for `run` and `run --once` alike.
+pub(crate) async fn interrupt_running(pool: &PgPool, instance: Uuid) -> Result<u64> {
+    let result = sqlx::query(
+        "UPDATE etl.runs SET status = 'interrupted', finished_at = now(), error_kind = $2,
+                error = 'interrupted: the process was stopped before the window committed; nothing of it was written'
+         WHERE instance_id = $1 AND status = 'running'",
+    )
+    .bind(instance)
+    .bind(FailureKind::Cancelled.as_str())
+    .execute(pool)
+    .await
+    .context("recording interrupted runs")?;
+    Ok(result.rows_affected())
 }
 
 /// Windows of a job and scope already loaded successfully by runs of `trigger` (a resumed

@@ -19,24 +19,6 @@ pub(crate) struct UsageRow {
     pub last_call_at: DateTime<Utc>,
 }
 
-// Written out, not derived: sqlx's derive macro costs every cold build a second compile of sqlx (see build.rs).
-impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for UsageRow {
-    fn from_row(row: &sqlx::postgres::PgRow) -> sqlx::Result<Self> {
-        use sqlx::Row as _;
-        Ok(Self {
-            source: row.try_get("source")?,
-            hostname: row.try_get("hostname")?,
-            pid: row.try_get("pid")?,
-            command: row.try_get("command")?,
-            running: row.try_get("running")?,
-            calls: row.try_get("calls")?,
-            waited_ms: row.try_get("waited_ms")?,
-            fallback_calls: row.try_get("fallback_calls")?,
-            last_call_at: row.try_get("last_call_at")?,
-        })
-    }
-}
-
 /// One source's limit as configured and as the upstream's headers announce it (`runs`).
 #[derive(Debug, Clone)]
 pub(crate) struct LimitRow {
@@ -77,16 +59,38 @@ pub(crate) async fn limits(pool: &PgPool) -> Result<Vec<LimitRow>> {
 }
 
 /// Per source and process, newest activity first: calls made and time spent waiting for budget.
+/// The processes are described by the store, which owns `etl.instances`.
 pub(crate) async fn usage(pool: &PgPool, limit: i64) -> Result<Vec<UsageRow>> {
-    sqlx::query_as(
-        "SELECT u.source, i.hostname, i.pid, i.command, i.stopped_at IS NULL AS running,
-                u.calls, u.waited_ms, u.fallback_calls, u.last_call_at
-         FROM etl.rate_budget_usage u JOIN etl.instances i ON i.id = u.instance_id
-         ORDER BY u.last_call_at DESC
+    type Columns = (String, uuid::Uuid, i64, i64, i64, DateTime<Utc>);
+    let rows: Vec<Columns> = sqlx::query_as(
+        "SELECT source, instance_id, calls, waited_ms, fallback_calls, last_call_at
+         FROM etl.rate_budget_usage
+         ORDER BY last_call_at DESC
          LIMIT $1",
     )
     .bind(limit)
     .fetch_all(pool)
     .await
-    .context("reading the rate-budget usage")
+    .context("reading the rate-budget usage")?;
+    let ids: Vec<uuid::Uuid> = rows.iter().map(|row| row.1).collect();
+    let processes = crate::store::instance::describe(pool, &ids).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(
+            |(source, instance, calls, waited_ms, fallback_calls, last_call_at)| {
+                let process = processes.get(&instance)?.clone();
+                Some(UsageRow {
+                    source,
+                    hostname: process.hostname,
+                    pid: process.pid,
+                    command: process.command,
+                    running: process.running,
+                    calls,
+                    waited_ms,
+                    fallback_calls,
+                    last_call_at,
+                })
+            },
+        )
+        .collect())
 }
