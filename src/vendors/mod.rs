@@ -38,16 +38,6 @@ registry! {
     retently::Retently,
 }
 
-/// The row structs of the vendor tables (see [`crate::datasets::rows`]): one per table, its
-/// fields the table's data columns in write order. Public so tests and tools can stage rows
-/// through [`crate::datasets::sink::Writer`] without going through a vendor's mapping.
-pub mod rows {
-    pub use super::altrata::datasets::{EventRow, ProfileRow};
-    pub use super::retarus::datasets::{EmailRow, FaxInRow, FaxOutRow, SmsInRow, SmsOutRow};
-    pub use super::retently::datasets::{CampaignRow, CompanyRow, CustomerRow, FeedbackRow, NpsScoreRow};
-    pub use super::roubler::datasets::{EmployeeRow, LocationRow, LocationSalesRow, ShiftRow, TimesheetRow};
-}
-
 use anyhow::Context;
 use futures::future::BoxFuture;
 

@@ -11,7 +11,8 @@ use reporting_etl::catalog::{self, CATALOG, SourceKind};
 use reporting_etl::datasets::sink::{Replace, Sink, Writer};
 use reporting_etl::datasets::window::{self, Window, local_day_range, local_midnight};
 use reporting_etl::datasets::{ScopeTarget, split_windows_at};
-use reporting_etl::vendors::rows::{CampaignRow, LocationSalesRow};
+use reporting_etl::vendors::retently::datasets::CampaignRow;
+use reporting_etl::vendors::roubler::datasets::LocationSalesRow;
 use reporting_etl::vendors::table_spec;
 use support::TestDb;
 

@@ -16,6 +16,7 @@ use crate::catalog::Dataset;
 use crate::datasets::rows::{TableRow, table_row};
 use crate::datasets::sink::{Replace, Sink, TableSpec, Writer};
 use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget, Tuning};
+use super::super::{CompiledQuery, compiled};
 use crate::executor::{Executor, ScopeHeader};
 use crate::failure::Failure;
 
@@ -46,6 +47,13 @@ pub struct PersonProfile;
     response_derives = "Debug"
 )]
 pub struct OrganizationProfile;
+
+/// Every query a drift check walks (the derives above include the same files; a unit test keeps this list and `queries/` in step).
+pub(super) const QUERIES: &[CompiledQuery] = &[
+    compiled!(super::EVENTS, "queries/altrata/events.graphql"),
+    compiled!(super::PROFILE, "queries/altrata/person_profile.graphql"),
+    compiled!(super::PROFILE, "queries/altrata/organization_profile.graphql"),
+];
 
 table_row! {
     /// An event about a watched person or organisation (`altrata.events`); `subject_id` is the

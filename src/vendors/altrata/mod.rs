@@ -3,12 +3,12 @@
 //! (`docs/vendors/altrata.md`). Its one scope is the watch-list.
 
 mod answers;
-pub(super) mod datasets;
+pub mod datasets;
 mod settings;
 
 use futures::future::BoxFuture;
 
-use super::{CompiledQuery, Graphql, ScopeQuery, Vendor, compiled};
+use super::{Graphql, ScopeQuery, Vendor};
 use crate::catalog::{Dataset, SourceKind};
 use crate::config::{Scope, SectionKind, parse_section};
 use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget, Sink, TableSpec, Tuning};
@@ -28,13 +28,6 @@ pub const EVENTS: Service = Service("events");
 /// The profile service (`profile_url`).
 pub const PROFILE: Service = Service("profile");
 
-/// Every query a drift check walks (a unit test keeps this list and `queries/` in step).
-const QUERIES: &[CompiledQuery] = &[
-    compiled!(EVENTS, "queries/altrata/events.graphql"),
-    compiled!(PROFILE, "queries/altrata/person_profile.graphql"),
-    compiled!(PROFILE, "queries/altrata/organization_profile.graphql"),
-];
-
 impl Vendor for Altrata {
     fn kind(&self) -> SourceKind {
         SourceKind::Altrata
@@ -45,7 +38,7 @@ impl Vendor for Altrata {
         Some(&Graphql {
             schema: include_str!("../../../schemas/altrata.graphql"),
             services: &[EVENTS, PROFILE],
-            queries: QUERIES,
+            queries: datasets::QUERIES,
         })
     }
 

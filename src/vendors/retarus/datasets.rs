@@ -18,6 +18,7 @@ use crate::datasets::rows::{TableRow, table_row};
 use crate::datasets::seen::SeenInLoad;
 use crate::datasets::sink::{Replace, Sink, TableSpec, Writer};
 use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget, Tuning};
+use super::super::{CompiledQuery, compiled};
 use crate::executor::{Executor, ScopeHeader, Service};
 use crate::failure::Failure;
 
@@ -65,6 +66,15 @@ pub struct SmsOutUdr;
     response_derives = "Debug"
 )]
 pub struct TransactionalEmailUdr;
+
+/// Every query a drift check walks (the derives above include the same files; a unit test keeps this list and `queries/` in step).
+pub(super) const QUERIES: &[CompiledQuery] = &[
+    compiled!(Service::DEFAULT, "queries/retarus/fax_in_udr.graphql"),
+    compiled!(Service::DEFAULT, "queries/retarus/fax_out_udr.graphql"),
+    compiled!(Service::DEFAULT, "queries/retarus/sms_in_udr.graphql"),
+    compiled!(Service::DEFAULT, "queries/retarus/sms_out_udr.graphql"),
+    compiled!(Service::DEFAULT, "queries/retarus/transactional_email_udr.graphql"),
+];
 
 table_row! {
     /// An inbound fax usage record (`retarus.fax_in_udr`).

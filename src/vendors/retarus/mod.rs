@@ -3,13 +3,13 @@
 //! (`docs/vendors/retarus.md`). Its scopes are the configured customer ids.
 
 mod answers;
-pub(super) mod datasets;
+pub mod datasets;
 mod page;
 mod settings;
 
 use futures::future::BoxFuture;
 
-use super::{CompiledQuery, Graphql, ScopeQuery, Vendor, compiled};
+use super::{Graphql, ScopeQuery, Vendor};
 use crate::catalog::{Dataset, SourceKind};
 use crate::config::{Scope, SectionKind, parse_section};
 use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget, Sink, TableSpec, Tuning};
@@ -24,15 +24,6 @@ pub(super) const SECTION: SectionKind = SectionKind {
     parse: parse_section::<RetarusSettings>,
 };
 
-/// Every query a drift check walks (a unit test keeps this list and `queries/` in step).
-const QUERIES: &[CompiledQuery] = &[
-    compiled!(Service::DEFAULT, "queries/retarus/fax_in_udr.graphql"),
-    compiled!(Service::DEFAULT, "queries/retarus/fax_out_udr.graphql"),
-    compiled!(Service::DEFAULT, "queries/retarus/sms_in_udr.graphql"),
-    compiled!(Service::DEFAULT, "queries/retarus/sms_out_udr.graphql"),
-    compiled!(Service::DEFAULT, "queries/retarus/transactional_email_udr.graphql"),
-];
-
 impl Vendor for Retarus {
     fn kind(&self) -> SourceKind {
         SourceKind::Retarus
@@ -42,7 +33,7 @@ impl Vendor for Retarus {
         Some(&Graphql {
             schema: include_str!("../../../schemas/retarus.graphql"),
             services: &[Service::DEFAULT],
-            queries: QUERIES,
+            queries: datasets::QUERIES,
         })
     }
 

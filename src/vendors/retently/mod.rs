@@ -1,7 +1,7 @@
 //! Retently (NPS surveys): a REST API with a static API key or OAuth2 authorization code, paged
 //! by `page`/`limit` (`docs/vendors/retently.md`). Its one scope is the account.
 
-pub(super) mod datasets;
+pub mod datasets;
 mod list;
 mod settings;
 

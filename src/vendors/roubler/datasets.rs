@@ -15,6 +15,7 @@ use crate::datasets::rows::{TableRow, instant_text, table_row};
 use crate::datasets::sink::{Replace, Sink, TableSpec, Writer};
 use crate::datasets::window::local_day_range;
 use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget};
+use super::super::{CompiledQuery, compiled};
 use crate::executor::{CallContext, Executor, ScopeHeader, Service};
 use crate::failure::Failure;
 
@@ -69,6 +70,16 @@ pub struct Timesheets;
     response_derives = "Debug"
 )]
 pub struct Shifts;
+
+/// Every query a drift check walks (the derives above include the same files; a unit test keeps this list and `queries/` in step).
+pub(super) const QUERIES: &[CompiledQuery] = &[
+    compiled!(Service::DEFAULT, "queries/roubler/viewer.graphql"),
+    compiled!(Service::DEFAULT, "queries/roubler/locations.graphql"),
+    compiled!(Service::DEFAULT, "queries/roubler/employees.graphql"),
+    compiled!(Service::DEFAULT, "queries/roubler/location_sales.graphql"),
+    compiled!(Service::DEFAULT, "queries/roubler/timesheets.graphql"),
+    compiled!(Service::DEFAULT, "queries/roubler/shifts.graphql"),
+];
 
 table_row! {
     /// A location of a company (`roubler.locations`), from the company's snapshot.

@@ -4,13 +4,13 @@
 //! the discovery is cached (`scopes.rs`).
 
 mod answers;
-pub(super) mod datasets;
+pub mod datasets;
 mod scopes;
 mod settings;
 
 use futures::future::BoxFuture;
 
-use super::{CompiledQuery, Graphql, ScopeQuery, Vendor, compiled};
+use super::{Graphql, ScopeQuery, Vendor};
 use crate::catalog::{Dataset, SourceKind};
 use crate::config::{SectionKind, parse_section};
 use crate::datasets::{DiscoveredBy, LoadFigures, LoadRequest, ScopeTarget, Sink, TableSpec, Tuning};
@@ -25,16 +25,6 @@ pub(super) const SECTION: SectionKind = SectionKind {
     parse: parse_section::<RoublerSettings>,
 };
 
-/// Every query a drift check walks (a unit test keeps this list and `queries/` in step).
-const QUERIES: &[CompiledQuery] = &[
-    compiled!(Service::DEFAULT, "queries/roubler/viewer.graphql"),
-    compiled!(Service::DEFAULT, "queries/roubler/locations.graphql"),
-    compiled!(Service::DEFAULT, "queries/roubler/employees.graphql"),
-    compiled!(Service::DEFAULT, "queries/roubler/location_sales.graphql"),
-    compiled!(Service::DEFAULT, "queries/roubler/timesheets.graphql"),
-    compiled!(Service::DEFAULT, "queries/roubler/shifts.graphql"),
-];
-
 impl Vendor for Roubler {
     fn kind(&self) -> SourceKind {
         SourceKind::Roubler
@@ -44,7 +34,7 @@ impl Vendor for Roubler {
         Some(&Graphql {
             schema: include_str!("../../../schemas/roubler.graphql"),
             services: &[Service::DEFAULT],
-            queries: QUERIES,
+            queries: datasets::QUERIES,
         })
     }
 
