@@ -17,7 +17,8 @@
 //!   scopes, behind one trait and a registry.
 //! - [`jobs`]: schedules (fire times in a job's time zone) and, with the runner, runs.
 //! - [`app`]: the composition root wiring store, auth, executor and runner for every command.
-//! - [`service`]: `run`: the scheduler, health and metrics endpoints, graceful shutdown.
+//! - [`service`]: `run`: the scheduler, health and metrics endpoints.
+//! - `shutdown`: the one graceful shutdown of `run` and `run --once`.
 //! - [`store`]: PostgreSQL: pool, migrations, the embedded default server, run records.
 //! - [`allocator`]: the memory allocator's settings, chosen by measurement.
 //! - [`stages`]: per-stage timers of the data path (read by the load benchmark).
@@ -37,6 +38,7 @@ pub mod jobs;
 #[cfg(test)]
 mod layering;
 pub mod service;
+mod shutdown;
 pub mod stages;
 pub mod store;
 pub mod telemetry;

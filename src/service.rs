@@ -7,8 +7,9 @@
 //! an hour off after a DST change. The next fire is scheduled before the current one runs, so a
 //! slow run never delays its schedule; a fire during a run is recorded as `skipped`.
 //!
-//! Shutdown: no new runs start; running windows get `server.shutdown_grace_secs` to commit;
-//! then they are dropped (their transactions roll back) and recorded as `interrupted`.
+//! Shutdown (`crate::shutdown`, shared with `run --once`): no new runs start; running windows get
+//! `server.shutdown_grace_secs` to commit; then they are dropped (their transactions roll back)
+//! and recorded as `interrupted`.
 //!
 //! A database restart does not make this process look dead: its liveness lock and job locks are
 //! re-taken on fresh connections when the database answers (see [`crate::store::instance`] and
@@ -39,6 +40,7 @@ use crate::app::Engine;
 use crate::config::Settings;
 use crate::jobs::runner::Runner;
 use crate::jobs::schedule::next_fire;
+use crate::shutdown::{self, Shutdown};
 use crate::store::instance::LIVENESS_GRACE;
 use crate::store::runs::Trigger;
 
@@ -64,11 +66,12 @@ pub async fn run(settings: Settings) -> Result<ExitCode> {
     let metrics = install_metrics();
     let settings = Arc::new(settings);
     let engine = Engine::start(settings.clone(), "run").await?;
+    let shutdown = Shutdown::watch(Duration::from_secs(settings.server.shutdown_grace_secs));
     let context = Fire {
         runner: engine.runner.clone(),
         settings: settings.clone(),
-        stopping: CancellationToken::new(),
-        abort: CancellationToken::new(),
+        stopping: shutdown.stopping.clone(),
+        abort: shutdown.abort.clone(),
         tasks: TaskTracker::new(),
     };
 
@@ -104,30 +107,15 @@ pub async fn run(settings: Settings) -> Result<ExitCode> {
     let sweeper = tokio::spawn(sweep_periodically(engine.runner.clone()));
     tracing::info!(jobs = scheduled, listen = %settings.server.listen, "Service running.");
 
-    wait_for_signal().await;
+    shutdown.stopping.cancelled().await;
     tracing::info!("Shutting down: no new runs; waiting for running windows to commit.");
-    context.stopping.cancel();
     sweeper.abort();
     let _ = scheduler.shutdown().await;
     context.tasks.close();
-    let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
-    if tokio::time::timeout(grace, context.tasks.wait()).await.is_err() {
-        tracing::warn!(
-            grace_secs = grace.as_secs(),
-            "Grace period over: rolling back running windows."
-        );
-        context.abort.cancel();
-        context.tasks.wait().await;
-    }
-    // Failures the database missed first, so they are not overwritten as `interrupted`. An
-    // unreachable database must not turn a clean stop into an error exit: log and go on.
-    engine.runner.record_unrecorded().await;
-    match crate::store::runs::interrupt_running(engine.store.pool(), engine.store.instance().id()).await {
-        Ok(0) => {}
-        Ok(interrupted) => tracing::warn!(runs = interrupted, "Recorded unfinished runs as interrupted."),
-        Err(error) => tracing::warn!(error = %format!("{error:#}"),
-            "Could not record unfinished runs; the next process to start marks them interrupted."),
-    }
+    // The running windows end by themselves, or are dropped when the grace period is over
+    // (the shutdown cancels `abort` then).
+    context.tasks.wait().await;
+    shutdown::record_stop(&engine).await;
     http.abort();
     if let Err(error) = engine.store.close().await {
         tracing::warn!(error = %format!("{error:#}"), "Could not record this process as stopped.");
@@ -192,26 +180,6 @@ async fn sweep_periodically(runner: Arc<Runner>) {
         tokio::time::sleep(LIVENESS_GRACE).await;
         runner.sweep_dead_instances().await;
     }
-}
-
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 /// Installs the Prometheus recorder (once per process) and returns its handle.

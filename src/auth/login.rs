@@ -2,7 +2,7 @@
 //!
 //! Prints the authorize URL (with a fresh random `state`, and PKCE for Roubler, whose Hydra
 //! server supports it), then takes the browser's redirect from whichever comes first: a
-//! listener on the configured loopback `redirect_uri`, or the redirected URL pasted on stdin
+//! listener on the configured loopback `redirect_uri` (served by axum), or the redirected URL pasted on stdin
 //! (for headless servers). A redirect whose `state` differs is refused and nothing is stored.
 
 use std::io::Write;
@@ -13,7 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio::net::TcpListener;
 use url::Url;
 
@@ -217,39 +217,50 @@ async fn receive_redirect(
     }
 }
 
-/// Accepts connections until one is a GET with a query string, answers it, and returns its URL.
+/// What the browser is shown once the redirect is in.
+const RECEIVED: &str = "<html><body><h1>reporting-etl</h1><p>Received. You can close this window and return to the terminal.</p></body></html>";
+
+/// Serves the redirect URI with axum until a GET with a query string arrives (anything else is
+/// answered 404 and waited past), answers it, and returns its URL. axum (hyper) parses the
+/// HTTP: the browser's request is untrusted input.
 async fn accept_redirect(listener: TcpListener) -> Result<Url> {
-    loop {
-        let (mut stream, _) = listener.accept().await?;
-        let mut buffer = vec![0u8; 8192];
-        let mut read = 0;
-        while read < buffer.len() {
-            let n = stream.read(&mut buffer[read..]).await?;
-            read += n;
-            if n == 0 || buffer[..read].windows(4).any(|w| w == b"\r\n\r\n") {
-                break;
+    use axum::http::{Method, StatusCode, Uri};
+    use axum::response::{Html, IntoResponse};
+
+    let (sender, mut received) = tokio::sync::mpsc::channel::<Url>(1);
+    let app = axum::Router::new().fallback(move |method: Method, uri: Uri| {
+        let sender = sender.clone();
+        async move {
+            let redirected = (method == Method::GET && uri.query().is_some())
+                .then(|| Url::parse(&format!("http://localhost{uri}")).ok())
+                .flatten();
+            match redirected {
+                Some(url) => {
+                    // Only the first redirect is taken; a second one finds the channel full.
+                    let _ = sender.try_send(url);
+                    Html(RECEIVED).into_response()
+                }
+                None => StatusCode::NOT_FOUND.into_response(),
             }
         }
-        let request = String::from_utf8_lossy(&buffer[..read]);
-        let target = request
-            .lines()
-            .next()
-            .and_then(|line| line.strip_prefix("GET "))
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or("");
-        if !target.contains('?') {
-            let _ = stream
-                .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                .await;
-            continue;
-        }
-        let body = "<html><body><h1>reporting-etl</h1><p>Received. You can close this window and return to the terminal.</p></body></html>";
-        let response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let _ = stream.write_all(response.as_bytes()).await;
-        return Url::parse(&format!("http://localhost{target}")).context("reading the redirect");
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stopped.cancelled().await })
+            .await
+    });
+    let url = received.recv().await;
+    // Graceful: the browser gets its answer before the listener closes.
+    stop.cancel();
+    let served = server.await;
+    match url {
+        Some(url) => Ok(url),
+        None => match served {
+            Ok(Err(error)) => Err(anyhow!("the redirect listener failed: {error}")),
+            _ => Err(anyhow!("the redirect listener stopped before a redirect arrived")),
+        },
     }
 }
 
@@ -406,5 +417,34 @@ mod tests {
             error.contains("access_denied") && error.contains("The user said no"),
             "{error}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_listener_answers_other_requests_404_and_takes_the_first_get_with_a_query() {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("a port");
+        let base = format!("http://{}", listener.local_addr().expect("an address"));
+        let waiting = tokio::spawn(accept_redirect(listener));
+        let client = reqwest::Client::new();
+        let favicon = client
+            .get(format!("{base}/favicon.ico"))
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(favicon.status().as_u16(), 404);
+        let posted = client
+            .post(format!("{base}/callback?code=c&state=s"))
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(posted.status().as_u16(), 404);
+        let redirect = client
+            .get(format!("{base}/callback?code=c1&state=s1"))
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(redirect.status().as_u16(), 200);
+        assert!(redirect.text().await.expect("a body").contains("Received"));
+        let url = waiting.await.expect("joined").expect("a redirect");
+        assert_eq!(check_redirect(&url, "s1").expect("matching state"), "c1");
     }
 }

@@ -3,11 +3,10 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use tokio_util::sync::CancellationToken;
 
 use super::table::Table;
 use super::{InvalidArguments, RunArgs};
@@ -16,6 +15,7 @@ use crate::config::Settings;
 use crate::executor::CallFigures;
 use crate::failure::FailureKind;
 use crate::jobs::runner::{self, Progress, WindowReport};
+use crate::shutdown::{self, Shutdown};
 use crate::store::runs::{RunStatus, Trigger};
 
 /// `run --once [--job NAME]... [--from DATE --to DATE]`
@@ -47,30 +47,22 @@ pub(crate) async fn once(args: RunArgs, settings: Settings) -> Result<ExitCode> 
         (None, None)
     };
     let engine = Engine::start_with(Arc::new(settings), "run --once", progress).await?;
-    let stopping = CancellationToken::new();
-    let abort = CancellationToken::new();
-    let signalled = Arc::new(OnceLock::new());
-    tokio::spawn(watch_signals(
-        grace,
-        stopping.clone(),
-        abort.clone(),
-        signalled.clone(),
-    ));
-    let outcome =
-        runner::run_once_until(engine.runner.clone(), jobs, trigger, backfill, stopping, abort).await;
+    let shutdown = Shutdown::watch(grace);
+    let outcome = runner::run_once_until(
+        engine.runner.clone(),
+        jobs,
+        trigger,
+        backfill,
+        shutdown.stopping.clone(),
+        shutdown.abort.clone(),
+    )
+    .await;
+    if outcome.aborted {
+        shutdown::record_stop(&engine).await;
+    }
     let Engine { store, runner } = engine;
     let mut reports = outcome.reports;
     if outcome.aborted {
-        // Failures the database missed first, so they are not overwritten as `interrupted`.
-        runner.record_unrecorded().await;
-        match crate::store::runs::interrupt_running(store.pool(), store.instance().id()).await {
-            Ok(runs) => tracing::warn!(
-                runs,
-                "Rolled back the unfinished windows and recorded them as interrupted."
-            ),
-            Err(error) => tracing::warn!(error = %format!("{error:#}"),
-                "Could not record the unfinished windows; the next start marks them interrupted."),
-        }
         // The dropped jobs' reports went with them: the run records are the whole story.
         match runs_of_instance(store.pool(), store.instance().id()).await {
             Ok(recorded) => reports = recorded,
@@ -84,7 +76,7 @@ pub(crate) async fn once(args: RunArgs, settings: Settings) -> Result<ExitCode> 
     }
     print!("{}", summary(&reports));
     store.close().await?;
-    if let Some(signal) = signalled.get() {
+    if let Some(signal) = shutdown.signalled() {
         eprintln!(
             "Stopped by {}: run the same command again to load what is missing.",
             signal.name()
@@ -97,96 +89,6 @@ pub(crate) async fn once(args: RunArgs, settings: Settings) -> Result<ExitCode> 
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A signal that stops `run --once`.
-#[derive(Debug, Clone, Copy)]
-enum StopSignal {
-    Interrupt,
-    Terminate,
-}
-
-impl StopSignal {
-    fn name(self) -> &'static str {
-        match self {
-            StopSignal::Interrupt => "SIGINT",
-            StopSignal::Terminate => "SIGTERM",
-        }
-    }
-
-    /// The shell's convention: 128 + the signal's number.
-    fn exit_code(self) -> u8 {
-        match self {
-            StopSignal::Interrupt => 130,
-            StopSignal::Terminate => 143,
-        }
-    }
-}
-
-/// First signal: record it, stop starting windows, and after `grace` abort the running ones.
-/// A second signal exits the process at once.
-async fn watch_signals(
-    grace: Duration,
-    stopping: CancellationToken,
-    abort: CancellationToken,
-    signalled: Arc<OnceLock<StopSignal>>,
-) {
-    let mut signals = match Signals::install() {
-        Ok(signals) => signals,
-        Err(error) => {
-            tracing::warn!(error = %error, "Cannot catch SIGINT/SIGTERM; an interrupt stops this run at once.");
-            return;
-        }
-    };
-    let first = signals.next().await;
-    let _ = signalled.set(first);
-    tracing::warn!(
-        signal = first.name(),
-        grace_secs = grace.as_secs(),
-        "Interrupted: starting no new windows; running ones may commit within the grace period. Interrupt again to stop at once."
-    );
-    stopping.cancel();
-    tokio::select! {
-        () = tokio::time::sleep(grace) => {
-            tracing::warn!(grace_secs = grace.as_secs(), "Grace period over: rolling back the windows still running.");
-            abort.cancel();
-        }
-        second = signals.next() => exit_now(second),
-    }
-    exit_now(signals.next().await);
-}
-
-/// The second signal: no summary, no records; the next start marks this process's runs
-/// `interrupted` (their transactions roll back when the connections close).
-fn exit_now(signal: StopSignal) -> ! {
-    eprintln!(
-        "\n{} again: stopping at once. Unfinished windows roll back; the next start records them as interrupted.",
-        signal.name()
-    );
-    std::process::exit(signal.exit_code().into())
-}
-
-/// SIGINT and SIGTERM listeners.
-struct Signals {
-    interrupt: tokio::signal::unix::Signal,
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn install() -> std::io::Result<Signals> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Signals {
-            interrupt: signal(SignalKind::interrupt())?,
-            terminate: signal(SignalKind::terminate())?,
-        })
-    }
-
-    async fn next(&mut self) -> StopSignal {
-        tokio::select! {
-            _ = self.interrupt.recv() => StopSignal::Interrupt,
-            _ = self.terminate.recv() => StopSignal::Terminate,
-        }
-    }
 }
 
 /// A stored run status (`etl.runs.status`) back as a [`RunStatus`].
