@@ -11,7 +11,7 @@
 //!   database fails between the refresh and the commit: then the new tokens are held in memory as
 //!   [`Pending`], the new access token is used, storing is retried on later calls, and the source
 //!   is paused (never refreshed again, never with the old refresh token) until they are stored;
-//! - a refused refresh (`invalid_grant`) marks the source `reauthorize` and is never retried;
+//! - a refused refresh (`invalid_grant`) marks the source `reauthorise` and is never retried;
 //! - a token is replaced only near its expiry or after the upstream rejected that very token
 //!   (Altrata kills the previous token whenever a new one is issued).
 

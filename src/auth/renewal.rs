@@ -144,7 +144,7 @@ impl SourceAuth {
             Flow::RefreshChain {
                 token_url, client, ..
             } => {
-                if stored.status == "reauthorize" {
+                if stored.needs_login() {
                     return Err(self.reauthorize(
                         stored
                             .status_reason

@@ -44,7 +44,7 @@ pub(crate) async fn status(settings: &Settings, pool: PgPool) -> anyhow::Result<
         };
         let (usable, state) = match (&flow, &stored) {
             (Flow::StaticKey(_), _) => (true, "static API key".to_owned()),
-            (_, Some(s)) if s.status == "reauthorize" => (
+            (_, Some(s)) if s.needs_login() => (
                 false,
                 format!(
                     "re-authorise with `reporting-etl auth login {name}` ({})",

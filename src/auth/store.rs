@@ -22,12 +22,26 @@ pub struct StoredToken {
     pub access_expires_at: Option<DateTime<Utc>>,
     pub refresh_token: Option<RefreshToken>,
     pub version: i64,
-    /// `ok`, or `reauthorize` after the vendor refused the refresh token.
+    /// `ok`, or [`REAUTHORISE`] after the vendor refused the refresh token (see
+    /// [`StoredToken::needs_login`]).
     pub status: String,
     pub status_reason: Option<String>,
     pub chain_started_at: Option<DateTime<Utc>>,
     pub last_refresh_at: Option<DateTime<Utc>>,
     pub flow: String,
+}
+
+/// `etl.tokens.status` of a source a person must log in for again: the one spelling, as
+/// `etl.runs.error_kind` has it.
+pub(crate) const REAUTHORISE: &str = "reauthorise";
+/// The same, as releases before migration 0011 write it: read until its contract migration.
+const REAUTHORISE_BEFORE_0011: &str = "reauthorize";
+
+impl StoredToken {
+    /// Whether the vendor refused the refresh token and a person must run `auth login`.
+    pub fn needs_login(&self) -> bool {
+        self.status == REAUTHORISE || self.status == REAUTHORISE_BEFORE_0011
+    }
 }
 
 /// New tokens to write.
@@ -174,18 +188,19 @@ impl TokenStore {
 /// The sources waiting for `auth login` (a refused refresh marked them), by name.
 pub(crate) async fn awaiting_login(pool: &PgPool) -> anyhow::Result<Vec<String>> {
     use anyhow::Context as _;
-    let rows: Vec<(String,)> =
-        sqlx::query_as("SELECT source FROM etl.tokens WHERE status = 'reauthorize' ORDER BY source")
-            .fetch_all(pool)
-            .await
-            .context("reading token states")?;
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT source FROM etl.tokens WHERE status IN ('reauthorise', 'reauthorize') ORDER BY source",
+    )
+    .fetch_all(pool)
+    .await
+    .context("reading token states")?;
     Ok(rows.into_iter().map(|(source,)| source).collect())
 }
 
 /// Per source with stored tokens, whether it waits for `auth login`.
 pub(crate) async fn login_required(pool: &PgPool) -> anyhow::Result<Vec<(String, bool)>> {
     use anyhow::Context as _;
-    sqlx::query_as("SELECT source, status = 'reauthorize' FROM etl.tokens")
+    sqlx::query_as("SELECT source, status IN ('reauthorise', 'reauthorize') FROM etl.tokens")
         .fetch_all(pool)
         .await
         .context("reading token states")
@@ -237,7 +252,7 @@ impl TokenLock {
     /// Marks the source as needing a person to re-authorise, and commits.
     pub(crate) async fn require_reauthorization(mut self, reason: &str) -> Result<(), String> {
         sqlx::query(
-            "UPDATE etl.tokens SET status = 'reauthorize', status_reason = $2, access_token = NULL,
+            "UPDATE etl.tokens SET status = 'reauthorise', status_reason = $2, access_token = NULL,
                     access_expires_at = NULL, version = version + 1, updated_at = now()
              WHERE source = $1",
         )

@@ -197,7 +197,9 @@ impl EmbeddedPostgres {
     }
 
     /// Restarts the server as an operator's `pg_ctl restart -m fast` does: every session ends
-    /// at once, the data and the port stay. Only for a server this process started.
+    /// at once, the data and the port stay. Only for a server this process started. A test-only
+    /// API (the database-restart tests): built with the `sandbox` feature, not in production.
+    #[cfg(any(test, feature = "sandbox"))]
     pub fn restart_fast(&self) -> Result<()> {
         if !self.owned {
             bail!("only a server this process started can be restarted");
