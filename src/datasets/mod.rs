@@ -31,7 +31,9 @@ pub use sink::{Sink, TableSpec};
 pub(crate) use window::split_windows;
 pub use window::{Window, split_windows_at};
 
-use crate::catalog::DatasetInfo;
+use std::collections::BTreeMap;
+
+use crate::catalog::{DatasetInfo, SourceKind};
 
 /// Everything one load needs: which dataset of which source, for which scope and window, and
 /// the run the rows belong to.
@@ -59,29 +61,44 @@ pub struct LoadFigures {
     pub warnings: Vec<String>,
 }
 
-/// Page sizes and similar knobs (the vendors' limits: `docs/vendors/README.md`, "At a glance"). `vendors::load` uses [`Tuning::default`]; tests and the benchmark
-/// shrink or grow pages to exercise paging.
-#[derive(Debug, Clone, Copy)]
+/// Page sizes and similar knobs. `vendors::load` uses [`Tuning::default`]: every vendor pages
+/// at its documented maximum (`docs/vendors/README.md`, "At a glance"), which its folder knows;
+/// tests and the benchmark shrink a vendor's pages to exercise paging.
+#[derive(Debug, Clone)]
 pub struct Tuning {
-    /// Retarus `size` (the vendor allows at most 10,000).
-    pub retarus_page_size: i64,
-    /// Altrata `pageInfo.first` (the sandbox and, presumably, the vendor allow at most 50).
-    pub altrata_page_size: i64,
-    /// Retently `limit` (documented maximum 1,000).
-    pub retently_page_size: i64,
+    /// Page sizes asked for, per vendor kind; a vendor not named pages at its maximum, and no
+    /// vendor exceeds its maximum whatever is asked.
+    page_sizes: BTreeMap<SourceKind, i64>,
     /// Rows buffered before a write, for resources that come one record per call (profiles).
     pub flush_rows: usize,
 }
 
-/// Retarus' documented maximum page size.
-pub(crate) const RETARUS_MAX_PAGE_SIZE: i64 = 10_000;
+impl Tuning {
+    /// Pages of `size` records for the vendor of `kind`.
+    pub fn with_page_size(mut self, kind: SourceKind, size: i64) -> Tuning {
+        self.page_sizes.insert(kind, size);
+        self
+    }
+
+    /// Writes every `rows` rows of one-record-per-call resources.
+    pub fn with_flush_rows(mut self, rows: usize) -> Tuning {
+        self.flush_rows = rows;
+        self
+    }
+
+    /// The page size for the vendor of `kind`, whose maximum is `max`: what was asked, within
+    /// 1..=max, else `max`.
+    pub fn page_size(&self, kind: SourceKind, max: i64) -> i64 {
+        self.page_sizes
+            .get(&kind)
+            .map_or(max, |size| (*size).clamp(1, max))
+    }
+}
 
 impl Default for Tuning {
     fn default() -> Self {
         Tuning {
-            retarus_page_size: RETARUS_MAX_PAGE_SIZE,
-            altrata_page_size: 50,
-            retently_page_size: 1_000,
+            page_sizes: BTreeMap::new(),
             flush_rows: 500,
         }
     }

@@ -202,12 +202,11 @@ impl Harness {
 }
 
 fn small() -> Tuning {
-    Tuning {
-        retarus_page_size: 7,
-        altrata_page_size: 3,
-        retently_page_size: 9,
-        flush_rows: 2,
-    }
+    Tuning::default()
+        .with_flush_rows(2)
+        .with_page_size(SourceKind::Retarus, 7)
+        .with_page_size(SourceKind::Altrata, 3)
+        .with_page_size(SourceKind::Retently, 9)
 }
 
 /// Where an expected column's value comes from, when not the camelCase field of the same name.

@@ -871,12 +871,11 @@ impl Harness {
             run_id: self.runs.fetch_add(1, Ordering::SeqCst),
             call: &call,
         };
-        let tuning = Tuning {
-            retarus_page_size: 7,
-            altrata_page_size: 3,
-            retently_page_size: 9,
-            flush_rows: 2,
-        };
+        let tuning = Tuning::default()
+            .with_flush_rows(2)
+            .with_page_size(SourceKind::Retarus, 7)
+            .with_page_size(SourceKind::Altrata, 3)
+            .with_page_size(SourceKind::Retently, 9);
         vendors::load_window(&self.exec, &self.db.pool, &request, &tuning).await
     }
 

@@ -12,7 +12,7 @@ use chrono::{NaiveDate, Utc};
 use graphql_client::GraphQLQuery;
 use serde_json::{Value, json};
 
-use crate::catalog::Dataset;
+use crate::catalog::{Dataset, SourceKind};
 use crate::datasets::rows::{TableRow, table_row};
 use crate::datasets::sink::{Replace, Sink, TableSpec, Writer};
 use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget, Tuning};
@@ -180,7 +180,8 @@ async fn load_events(
     let mut writer = Writer::open(sink, EventRow::spec(), request.source_name, request.run_id).await?;
     writer.replace(sink, &Replace::All { scope: None }).await?;
     let mut warnings = Vec::new();
-    let first = tuning.altrata_page_size.clamp(1, 50);
+    // `pageInfo.first`: the sandbox and, presumably, the vendor allow at most 50.
+    let first = tuning.page_size(SourceKind::Altrata, 50);
     for id in ids {
         let mut after: Option<String> = None;
         // Every cursor followed so far: an upstream cycling through cursors (A → B → A) would

@@ -13,7 +13,7 @@ use chrono::Utc;
 use graphql_client::GraphQLQuery;
 use serde::de::DeserializeOwned;
 
-use crate::catalog::Dataset;
+use crate::catalog::{Dataset, SourceKind};
 use crate::datasets::rows::{TableRow, table_row};
 use crate::datasets::seen::SeenInLoad;
 use crate::datasets::sink::{Replace, Sink, TableSpec, Writer};
@@ -66,6 +66,9 @@ pub struct SmsOutUdr;
     response_derives = "Debug"
 )]
 pub struct TransactionalEmailUdr;
+
+/// Retarus' documented maximum page size (`size`).
+const MAX_PAGE_SIZE: i64 = 10_000;
 
 /// Every query a drift check walks (the derives above include the same files; a unit test keeps this list and `queries/` in step).
 pub(super) const QUERIES: &[CompiledQuery] = &[
@@ -621,9 +624,7 @@ async fn load_report<R: Report>(
             span.num_days()
         );
     }
-    let size = tuning
-        .retarus_page_size
-        .clamp(1, crate::datasets::RETARUS_MAX_PAGE_SIZE);
+    let size = tuning.page_size(SourceKind::Retarus, MAX_PAGE_SIZE);
     let spec = R::Row::spec();
     let mut writer = Writer::open(sink, spec, request.source_name, request.run_id).await?;
     writer

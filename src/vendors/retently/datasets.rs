@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use crate::catalog::Dataset;
+use crate::catalog::{Dataset, SourceKind};
 use crate::datasets::rows::{TableRow, table_row};
 use crate::datasets::seen::SeenInLoad;
 use crate::datasets::sink::{Replace, Sink, TableSpec, Writer};
@@ -362,7 +362,8 @@ async fn load_list<T: DeserializeOwned, R: ListRow>(
         None => Replace::All { scope: None },
     };
     writer.replace(sink, &replace).await?;
-    let limit = tuning.retently_page_size.clamp(1, 1000);
+    // `limit`: documented maximum 1,000.
+    let limit = tuning.page_size(SourceKind::Retently, 1_000);
     let mut warnings = Vec::new();
     let (mut undated, mut unnamed) = (0usize, 0usize);
     let mut page = 1i64;
