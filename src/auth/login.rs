@@ -424,26 +424,24 @@ mod tests {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("a port");
         let base = format!("http://{}", listener.local_addr().expect("an address"));
         let waiting = tokio::spawn(accept_redirect(listener));
-        let client = reqwest::Client::new();
-        let favicon = client
-            .get(format!("{base}/favicon.ico"))
-            .send()
+        let transport = Transport::new(endpoint::limits()).expect("a transport");
+        let send = |method: reqwest::Method, path: &str| {
+            let request = transport.request(method, Url::parse(&format!("{base}{path}")).expect("a URL"));
+            transport.send(request)
+        };
+        let favicon = send(reqwest::Method::GET, "/favicon.ico")
             .await
             .expect("answered");
-        assert_eq!(favicon.status().as_u16(), 404);
-        let posted = client
-            .post(format!("{base}/callback?code=c&state=s"))
-            .send()
+        assert_eq!(favicon.status.as_u16(), 404);
+        let posted = send(reqwest::Method::POST, "/callback?code=c&state=s")
             .await
             .expect("answered");
-        assert_eq!(posted.status().as_u16(), 404);
-        let redirect = client
-            .get(format!("{base}/callback?code=c1&state=s1"))
-            .send()
+        assert_eq!(posted.status.as_u16(), 404);
+        let redirect = send(reqwest::Method::GET, "/callback?code=c1&state=s1")
             .await
             .expect("answered");
-        assert_eq!(redirect.status().as_u16(), 200);
-        assert!(redirect.text().await.expect("a body").contains("Received"));
+        assert_eq!(redirect.status.as_u16(), 200);
+        assert!(String::from_utf8_lossy(&redirect.body).contains("Received"));
         let url = waiting.await.expect("joined").expect("a redirect");
         assert_eq!(check_redirect(&url, "s1").expect("matching state"), "c1");
     }
