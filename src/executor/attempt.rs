@@ -12,7 +12,7 @@ use secrecy::ExposeSecret;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use super::call::{deadline, fatal};
+use super::call::{CallFailure, deadline, fatal};
 use super::classify::Verdict;
 use super::headers::RateHeaders;
 use super::limiter::MIN_WAIT;
@@ -56,12 +56,13 @@ impl Executor {
         loop {
             attempt += 1;
             if let Some(until) = quota_spent_until(source) {
-                return Err(CallError::QuotaExhausted {
-                    source_name: call.source.clone(),
-                    dataset: call.dataset.clone(),
-                    until,
-                    message: "not sent: an earlier call was told the quota is spent".into(),
-                });
+                return Err(CallError::new(
+                    call,
+                    CallFailure::QuotaExhausted {
+                        until,
+                        message: "not sent: an earlier call was told the quota is spent".into(),
+                    },
+                ));
             }
             if call.deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(deadline(call, "before the call could be sent".into()));
@@ -81,23 +82,20 @@ impl Executor {
                 Ok(value) => return Ok(value),
                 Err((Attempt::Verdict(verdict), credential)) => (verdict, credential),
                 Err((Attempt::Auth(e), _)) => {
-                    return Err(CallError::Unauthorized {
-                        source_name: call.source.clone(),
-                        dataset: call.dataset.clone(),
-                        message: e.to_string(),
-                        kind: e.kind(),
-                    });
+                    return Err(CallError::new(
+                        call,
+                        CallFailure::Unauthorized {
+                            message: e.to_string(),
+                            kind: e.kind(),
+                        },
+                    ));
                 }
                 Err((Attempt::Deadline, _)) => {
                     return Err(deadline(call, "waiting for the rate limit would pass it".into()));
                 }
                 Err((Attempt::WaitCapped(message), _)) => {
                     source.note_wait_capped(&message);
-                    return Err(CallError::WaitCapped {
-                        source_name: call.source.clone(),
-                        dataset: call.dataset.clone(),
-                        message,
-                    });
+                    return Err(CallError::new(call, CallFailure::WaitCapped { message }));
                 }
             };
             let secrets = Secrets::new(credential.as_ref(), source.setup.api_key.as_ref());
@@ -105,33 +103,36 @@ impl Executor {
             match verdict {
                 Verdict::Fatal { cause, kind } => return Err(fatal(call, kind, secrets.scrub(&cause))),
                 Verdict::ScopeRefused { cause } => {
-                    return Err(CallError::ScopeRefused {
-                        source_name: call.source.clone(),
-                        dataset: call.dataset.clone(),
-                        message: secrets.scrub(&cause),
-                    });
+                    return Err(CallError::new(
+                        call,
+                        CallFailure::ScopeRefused {
+                            message: secrets.scrub(&cause),
+                        },
+                    ));
                 }
                 Verdict::QuotaExhausted { cause } => {
                     let until = next_utc_midnight(Utc::now());
                     *source.quota_spent_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(until);
                     tracing::error!(parent: &span, until = %until,
                         "The upstream's daily quota is spent; calls to this source fail until it resets.");
-                    return Err(CallError::QuotaExhausted {
-                        source_name: call.source.clone(),
-                        dataset: call.dataset.clone(),
-                        until,
-                        message: secrets.scrub(&cause),
-                    });
+                    return Err(CallError::new(
+                        call,
+                        CallFailure::QuotaExhausted {
+                            until,
+                            message: secrets.scrub(&cause),
+                        },
+                    ));
                 }
                 Verdict::RefreshAndRetryOnce { cause } => {
                     let cause = secrets.scrub(&cause);
                     if attempt >= max_attempts {
-                        return Err(CallError::Unauthorized {
-                            source_name: call.source.clone(),
-                            dataset: call.dataset.clone(),
-                            message: format!("{cause} (no attempt left to renew the token)"),
-                            kind: FailureKind::Unauthorised,
-                        });
+                        return Err(CallError::new(
+                            call,
+                            CallFailure::Unauthorized {
+                                message: format!("{cause} (no attempt left to renew the token)"),
+                                kind: FailureKind::Unauthorised,
+                            },
+                        ));
                     }
                     // Refused a token another job has since replaced: the refusal says nothing
                     // about the current token, so it is retried without spending the one renewal.
@@ -144,23 +145,25 @@ impl Executor {
                         continue;
                     }
                     if refreshed {
-                        return Err(CallError::Unauthorized {
-                            source_name: call.source.clone(),
-                            dataset: call.dataset.clone(),
-                            message: format!("{cause} (also after renewing the token)"),
-                            kind: FailureKind::Unauthorised,
-                        });
+                        return Err(CallError::new(
+                            call,
+                            CallFailure::Unauthorized {
+                                message: format!("{cause} (also after renewing the token)"),
+                                kind: FailureKind::Unauthorised,
+                            },
+                        ));
                     }
                     refreshed = true;
                     if let Some(credential) = &credential
                         && let Err(e) = auth.rejected(credential).await
                     {
-                        return Err(CallError::Unauthorized {
-                            source_name: call.source.clone(),
-                            dataset: call.dataset.clone(),
-                            message: format!("{cause}; renewing the token failed: {e}"),
-                            kind: e.kind(),
-                        });
+                        return Err(CallError::new(
+                            call,
+                            CallFailure::Unauthorized {
+                                message: format!("{cause}; renewing the token failed: {e}"),
+                                kind: e.kind(),
+                            },
+                        ));
                     }
                     tracing::info!(parent: &span, cause = %cause,
                         "Upstream refused the token; retrying once with a renewed one.");
@@ -169,13 +172,14 @@ impl Executor {
                 Verdict::Retry { cause, after, kind } => {
                     let cause = secrets.scrub(&cause);
                     if attempt >= max_attempts {
-                        return Err(CallError::RetriesExhausted {
-                            source_name: call.source.clone(),
-                            dataset: call.dataset.clone(),
-                            attempts: attempt,
-                            message: cause,
-                            kind,
-                        });
+                        return Err(CallError::new(
+                            call,
+                            CallFailure::RetriesExhausted {
+                                attempts: attempt,
+                                message: cause,
+                                kind,
+                            },
+                        ));
                     }
                     let backoff = self.backoff(attempt);
                     // A Retry-After holds back every caller of the source, not just this one; the

@@ -92,112 +92,92 @@ pub struct GraphqlOutcome<T> {
     pub warnings: Vec<String>,
 }
 
-/// Why a call failed after the executor did what it could. Messages name source, dataset and
-/// cause, and never a secret.
+/// Why a call failed after the executor did what it could: which call (source and dataset, said
+/// once) and what went wrong. Messages name source, dataset and cause, and never a secret.
 #[derive(Debug, thiserror::Error)]
-pub enum CallError {
+#[error("{source_name}.{dataset}: {failure}")]
+pub struct CallError {
+    pub source_name: String,
+    pub dataset: String,
+    pub failure: CallFailure,
+}
+
+/// What went wrong with a call; its [`FailureKind`] is decided here, where the failure is known.
+#[derive(Debug, thiserror::Error)]
+pub enum CallFailure {
     /// Retrying cannot help: the request, the configuration or the answer's shape is wrong
     /// (`kind` says which).
-    #[error("{source_name}.{dataset}: {message}")]
-    Fatal {
-        source_name: String,
-        dataset: String,
-        message: String,
-        kind: FailureKind,
-    },
+    #[error("{message}")]
+    Fatal { message: String, kind: FailureKind },
     /// The source's daily quota is spent; calls fail without being sent until `until`.
-    #[error("{source_name}.{dataset}: the daily quota is spent until {until}: {message}")]
-    QuotaExhausted {
-        source_name: String,
-        dataset: String,
-        until: DateTime<Utc>,
-        message: String,
-    },
+    #[error("the daily quota is spent until {until}: {message}")]
+    QuotaExhausted { until: DateTime<Utc>, message: String },
     /// The upstream refused the credential even after a refresh, or auth could not produce one
     /// (`kind`: [`FailureKind::Reauthorise`] when a person must log in again).
-    #[error("{source_name}.{dataset}: not authorised: {message}")]
-    Unauthorized {
-        source_name: String,
-        dataset: String,
-        message: String,
-        kind: FailureKind,
-    },
+    #[error("not authorised: {message}")]
+    Unauthorized { message: String, kind: FailureKind },
     /// Every attempt of the retry budget failed with a transient error; a later run may succeed.
     /// `kind` is the last attempt's (429s, an outage, garbled bodies).
-    #[error("{source_name}.{dataset}: gave up after {attempts} attempts: {message}")]
+    #[error("gave up after {attempts} attempts: {message}")]
     RetriesExhausted {
-        source_name: String,
-        dataset: String,
         attempts: u32,
         message: String,
         kind: FailureKind,
     },
     /// The upstream asked for a longer wait than `rate_budget.max_wait_secs`; the message names
     /// the header and its value. The source is held back for the cap only, so a later run works.
-    #[error("{source_name}.{dataset}: the upstream's wait is beyond the cap: {message}")]
-    WaitCapped {
-        source_name: String,
-        dataset: String,
-        message: String,
-    },
+    #[error("the upstream's wait is beyond the cap: {message}")]
+    WaitCapped { message: String },
     /// The run's deadline came before the call could succeed.
-    #[error("{source_name}.{dataset}: the run's deadline was reached: {message}")]
-    DeadlineExceeded {
-        source_name: String,
-        dataset: String,
-        message: String,
-    },
+    #[error("the run's deadline was reached: {message}")]
+    DeadlineExceeded { message: String },
     /// The upstream does not know, or no longer lets us reach, the scope the call named (see
     /// [`Verdict::ScopeRefused`](super::classify::Verdict::ScopeRefused)); scopes discovered earlier may be stale.
-    #[error("{source_name}.{dataset}: the upstream refused the scope: {message}")]
-    ScopeRefused {
-        source_name: String,
-        dataset: String,
-        message: String,
-    },
+    #[error("the upstream refused the scope: {message}")]
+    ScopeRefused { message: String },
 }
 
 impl CallError {
+    /// `failure` of the call `call` describes.
+    pub(super) fn new(call: &CallContext, failure: CallFailure) -> CallError {
+        CallError {
+            source_name: call.source.clone(),
+            dataset: call.dataset.clone(),
+            failure,
+        }
+    }
+
     /// Why the call failed, for the run record and the metrics.
     pub fn kind(&self) -> FailureKind {
-        match self {
-            CallError::Fatal { kind, .. }
-            | CallError::Unauthorized { kind, .. }
-            | CallError::RetriesExhausted { kind, .. } => *kind,
-            CallError::QuotaExhausted { .. } => FailureKind::Quota,
-            CallError::WaitCapped { .. } => FailureKind::RateLimited,
-            CallError::DeadlineExceeded { .. } => FailureKind::Timeout,
-            CallError::ScopeRefused { .. } => FailureKind::ScopeRefused,
+        match &self.failure {
+            CallFailure::Fatal { kind, .. }
+            | CallFailure::Unauthorized { kind, .. }
+            | CallFailure::RetriesExhausted { kind, .. } => *kind,
+            CallFailure::QuotaExhausted { .. } => FailureKind::Quota,
+            CallFailure::WaitCapped { .. } => FailureKind::RateLimited,
+            CallFailure::DeadlineExceeded { .. } => FailureKind::Timeout,
+            CallFailure::ScopeRefused { .. } => FailureKind::ScopeRefused,
         }
     }
 
     /// Whether the same call may succeed in a later run (transient trouble, a quota that resets).
     pub fn is_transient(&self) -> bool {
         matches!(
-            self,
-            CallError::RetriesExhausted { .. }
-                | CallError::DeadlineExceeded { .. }
-                | CallError::WaitCapped { .. }
-                | CallError::QuotaExhausted { .. }
+            self.failure,
+            CallFailure::RetriesExhausted { .. }
+                | CallFailure::DeadlineExceeded { .. }
+                | CallFailure::WaitCapped { .. }
+                | CallFailure::QuotaExhausted { .. }
         )
     }
 }
 
 pub(super) fn fatal(call: &CallContext, kind: FailureKind, message: String) -> CallError {
-    CallError::Fatal {
-        source_name: call.source.clone(),
-        dataset: call.dataset.clone(),
-        message,
-        kind,
-    }
+    CallError::new(call, CallFailure::Fatal { message, kind })
 }
 
 pub(super) fn deadline(call: &CallContext, message: String) -> CallError {
-    CallError::DeadlineExceeded {
-        source_name: call.source.clone(),
-        dataset: call.dataset.clone(),
-        message,
-    }
+    CallError::new(call, CallFailure::DeadlineExceeded { message })
 }
 
 #[cfg(test)]

@@ -54,7 +54,7 @@ use attempt::Outgoing;
 pub(crate) use body::Nullable;
 use body::decode_graphql;
 use call::fatal;
-pub use call::{CallContext, CallError, CallFigures, GraphqlOutcome};
+pub use call::{CallContext, CallError, CallFailure, CallFigures, GraphqlOutcome};
 
 pub use crate::transport::{CONNECT_TIMEOUT, MAX_BODY_BYTES, REQUEST_TIMEOUT};
 /// Attempts per call, the first included (the retry budget).

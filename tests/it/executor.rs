@@ -17,7 +17,7 @@ use graphql_client::{GraphQLQuery, QueryBody};
 use reporting_etl::auth::store::{NewTokens, TokenStore};
 use reporting_etl::auth::{self, AccessToken, RefreshToken};
 use reporting_etl::config::Settings;
-use reporting_etl::executor::{CallContext, CallError, Executor, ExecutorOptions, ScopeHeader, Service};
+use reporting_etl::executor::{CallContext, CallFailure, Executor, ExecutorOptions, ScopeHeader, Service};
 use reporting_etl::vendors::altrata::AltrataSettings;
 use sandbox::faults::FaultPlan;
 use sandbox::roubler::RateLimitMode;
@@ -431,7 +431,7 @@ async fn a_403_fails_at_once_naming_source_dataset_and_cause_without_a_retry() {
         .expect_err("403");
     let message = error.to_string();
     println!("{message} (after {:?})", started.elapsed());
-    assert!(matches!(error, CallError::Fatal { .. }), "{error:?}");
+    assert!(matches!(error.failure, CallFailure::Fatal { .. }), "{error:?}");
     assert!(message.starts_with("altrata.events:"), "{message}");
     assert!(
         message.contains("403") && message.contains("Forbidden"),
@@ -454,7 +454,7 @@ async fn a_graphql_validation_error_fails_at_once_without_a_retry() {
         .expect_err("validation error");
     let message = error.to_string();
     println!("{message}");
-    assert!(matches!(error, CallError::Fatal { .. }), "{error:?}");
+    assert!(matches!(error.failure, CallFailure::Fatal { .. }), "{error:?}");
     assert!(message.starts_with("roubler.locations:"), "{message}");
     assert!(message.contains("colourOfTheCarpet"), "{message}");
     assert_eq!(h.sandbox.roubler.calls().len(), 1, "sent once, not retried");
@@ -481,7 +481,10 @@ async fn altratas_quota_429_fails_at_once_and_later_calls_fail_without_being_sen
     let error = events().await.expect_err("quota spent");
     let message = error.to_string();
     println!("{message}");
-    assert!(matches!(error, CallError::QuotaExhausted { .. }), "{error:?}");
+    assert!(
+        matches!(error.failure, CallFailure::QuotaExhausted { .. }),
+        "{error:?}"
+    );
     assert!(message.starts_with("altrata.events:"), "{message}");
     assert!(message.contains("Limit Exceeded"), "{message}");
     assert_eq!(
@@ -491,7 +494,10 @@ async fn altratas_quota_429_fails_at_once_and_later_calls_fail_without_being_sen
     );
 
     let later = events().await.expect_err("still spent");
-    assert!(matches!(later, CallError::QuotaExhausted { .. }), "{later:?}");
+    assert!(
+        matches!(later.failure, CallFailure::QuotaExhausted { .. }),
+        "{later:?}"
+    );
     assert_eq!(
         h.sandbox.altrata.call_log().len(),
         3,
@@ -633,7 +639,10 @@ async fn the_runs_deadline_stops_retrying_and_names_the_last_cause() {
         .expect_err("never succeeds");
     let message = error.to_string();
     println!("{message} after {:?}", started.elapsed());
-    assert!(matches!(error, CallError::DeadlineExceeded { .. }), "{error:?}");
+    assert!(
+        matches!(error.failure, CallFailure::DeadlineExceeded { .. }),
+        "{error:?}"
+    );
     assert!(
         message.starts_with("retently.feedback:") && message.contains("HTTP 5"),
         "{message}"

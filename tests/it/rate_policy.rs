@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reporting_etl::auth;
-use reporting_etl::executor::{CallContext, CallError, Executor, ExecutorOptions, ScopeHeader, Service};
+use reporting_etl::executor::{CallContext, CallFailure, Executor, ExecutorOptions, ScopeHeader, Service};
 use sandbox::faults::RawAnswer;
 use sandbox::{Sandbox, SandboxOptions};
 use serde_json::json;
@@ -72,7 +72,10 @@ async fn a_policy_naming_a_day_or_more_fails_one_call_holds_the_source_for_the_c
             "RateLimit-Policy: 1;w={window}: failed after {:?}: {message}",
             started.elapsed()
         );
-        assert!(matches!(error, CallError::WaitCapped { .. }), "{error:?}");
+        assert!(
+            matches!(error.failure, CallFailure::WaitCapped { .. }),
+            "{error:?}"
+        );
         assert!(
             message.contains(&format!("RateLimit-Policy: {shown}"))
                 && message.contains("max_wait_secs (2 s)"),

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use reporting_etl::auth;
-use reporting_etl::executor::{CallContext, CallError, Executor, ExecutorOptions, ScopeHeader, Service};
+use reporting_etl::executor::{
+    CallContext, CallError, CallFailure, Executor, ExecutorOptions, ScopeHeader, Service,
+};
 use sandbox::faults::RawAnswer;
 use sandbox::ratelimit::{HeaderFamily, RateLimitMode, ResetFormat};
 use sandbox::{Sandbox, SandboxOptions};
@@ -86,7 +88,10 @@ async fn retry_after_values_beyond_the_cap_fail_at_once_and_hold_the_source_for_
         let failed_after = started.elapsed();
         let message = error.to_string();
         println!("Retry-After: {value}: failed after {failed_after:?}: {message}");
-        assert!(matches!(error, CallError::WaitCapped { .. }), "{error:?}");
+        assert!(
+            matches!(error.failure, CallFailure::WaitCapped { .. }),
+            "{error:?}"
+        );
         assert!(
             message.contains(&format!("Retry-After: {value}")) && message.contains("max_wait_secs (2 s)"),
             "the error names the header, its value and the cap: {message}"
@@ -129,7 +134,7 @@ async fn junk_retry_after_values_back_off_and_fail_clearly_and_a_past_date_retri
         let message = error.to_string();
         println!("Retry-After: {value}: {message}");
         assert!(
-            matches!(error, CallError::RetriesExhausted { attempts: 3, .. }),
+            matches!(error.failure, CallFailure::RetriesExhausted { attempts: 3, .. }),
             "{error:?}"
         );
         assert!(
@@ -382,7 +387,10 @@ async fn a_vendor_window_longer_than_configured_is_learned_and_the_eleventh_call
         .expect_err("no slot before the deadline");
     let learned = h.executor.learned_limit("roubler").expect("source");
     println!("after 10 calls against 10/120 s (reset as an HTTP date): {error}; learned {learned:?}");
-    assert!(matches!(error, CallError::DeadlineExceeded { .. }), "{error:?}");
+    assert!(
+        matches!(error.failure, CallFailure::DeadlineExceeded { .. }),
+        "{error:?}"
+    );
     assert_eq!(h.sandbox.roubler.rate_limited_responses(), 0, "no 429");
     assert_eq!(h.sandbox.roubler.calls().len(), 10, "the eleventh was never sent");
     let learned_window = learned.window().expect("a window was learned");

@@ -230,12 +230,14 @@ mod tests {
     use anyhow::anyhow;
 
     fn call_error(kind: FailureKind) -> CallError {
-        CallError::RetriesExhausted {
+        CallError {
             source_name: "retarus".into(),
             dataset: "fax_out_udr".into(),
-            attempts: 6,
-            message: "HTTP 429".into(),
-            kind,
+            failure: crate::executor::CallFailure::RetriesExhausted {
+                attempts: 6,
+                message: "HTTP 429".into(),
+                kind,
+            },
         }
     }
 
