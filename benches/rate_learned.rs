@@ -18,7 +18,7 @@
 //! `cargo bench --profile dev --bench rate_learned`. Knobs: `BENCH_WINDOWS` (windows' worth of
 //! calls per run, default 10), `BENCH_LIMIT` (default 10), `BENCH_WINDOW_MS` (default 2000),
 //! `BENCH_TASKS` (concurrent callers, default 4), `BENCH_DIALECTS` (comma-separated names, default
-//! all). One line per dialect and mode, then the last line
+//! all), `BENCH_TRACE` (set: every call as the vendor saw it, on stderr). One line per dialect and mode, then the last line
 //! `rate_learned efficiency=<min over dialects> over_limit=<sum>` (over both modes).
 
 #[path = "../tests/it/support/mod.rs"]
@@ -132,6 +132,19 @@ async fn run(
     let ideal = window.mul_f64(calls as f64 / f64::from(limit));
     let busy = spent.elapsed + window;
     let records = sandbox.roubler.calls();
+    if std::env::var_os("BENCH_TRACE").is_some() {
+        // Each call as the vendor saw it: milliseconds into the vendor's window, refused or not.
+        let window_ms = window.as_millis().max(1) as i64;
+        for record in &records {
+            let ms = record.utc.timestamp_millis();
+            eprintln!(
+                "    call window={} at_ms={} {}",
+                ms.div_euclid(window_ms),
+                ms.rem_euclid(window_ms),
+                if record.allowed { "ok" } else { "429" }
+            );
+        }
+    }
     // Over the limit as the vendor counts: in its clock windows for a clock-aligned vendor
     // (which refills at each boundary, so a client following it may put two budgets into one
     // sliding window), else in every sliding window (stricter than a fixed window counts).

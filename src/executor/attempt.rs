@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use rand::Rng;
+use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use secrecy::ExposeSecret;
 use tokio::time::Instant;
@@ -281,6 +282,7 @@ impl Executor {
                 if let Some(headers) = error.headers() {
                     let (rate, _) = RateHeaders::parse(headers, Utc::now())
                         .sent_at(sent_at)
+                        .refused(error.status() == Some(StatusCode::TOO_MANY_REQUESTS))
                         .capped(source.max_wait);
                     let _ = source.limiter.observe(&rate);
                 }
@@ -309,6 +311,7 @@ impl Executor {
         });
         let (rate, overlong) = RateHeaders::parse(&answer.headers, Utc::now())
             .sent_at(sent_at)
+            .refused(status == StatusCode::TOO_MANY_REQUESTS)
             .capped(source.max_wait);
         let body = answer.body;
         // A policy naming a window beyond the cap fails this call, like an overlong Retry-After.
@@ -324,7 +327,7 @@ impl Executor {
             Err(classify::status(
                 source.setup.answers,
                 status,
-                rate.retry_after.map(|w| w.get()),
+                source.limiter.retry_wait(&rate),
                 &body,
             ))
         };

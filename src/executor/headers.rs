@@ -165,6 +165,8 @@ pub struct RateHeaders {
     /// the upstream counted the call somewhere in between.
     pub sent_at: Option<Instant>,
     pub read_at: Option<Instant>,
+    /// The answer refused the call for its rate (429): the vendor counted it over its limit.
+    pub refused: bool,
 }
 
 impl RateHeaders {
@@ -227,6 +229,26 @@ impl RateHeaders {
     /// The same headers, stamped with when the call was sent.
     pub fn sent_at(mut self, sent: Instant) -> RateHeaders {
         self.sent_at = Some(sent);
+        self
+    }
+
+    /// The wait a refusal asks for: `Retry-After` (whole seconds), unless the reset names the
+    /// same instant more precisely — it lies within the second `Retry-After` was rounded up to —
+    /// when the reset stands, plus `skew` for an instant read on the vendor's clock. A reset
+    /// before that second is another instant (a penalty beyond the window): `Retry-After` stands.
+    pub fn retry_wait(&self, skew: Duration) -> Option<Duration> {
+        let asked = self.retry_after?.get();
+        let Some(reset) = self.reset else {
+            return Some(asked);
+        };
+        let reset = reset.get() + if reset.absolute { skew } else { Duration::ZERO };
+        let same_instant = reset > asked.saturating_sub(WHOLE_SECOND);
+        Some(if same_instant { reset.min(asked) } else { asked })
+    }
+
+    /// The same headers, marked as the answer to a call refused for its rate (a 429).
+    pub fn refused(mut self, refused: bool) -> RateHeaders {
+        self.refused = refused;
         self
     }
 
@@ -521,5 +543,39 @@ mod tests {
         let dated = parse_reset(&date, now()).expect("a date");
         assert!(dated.absolute);
         assert_eq!(dated.get(), Duration::from_secs(9));
+    }
+
+    #[test]
+    fn a_retry_after_rounded_up_gives_way_to_the_reset_it_names_but_not_to_an_earlier_one() {
+        let skew = Duration::from_millis(30);
+        let refusal = |retry_after: u64, reset_ms: u64, absolute: bool| RateHeaders {
+            retry_after: Some(Wait::new(Duration::from_secs(retry_after))),
+            reset: Some(Reset {
+                wait: Wait::new(Duration::from_millis(reset_ms)),
+                absolute,
+                resolution: WHOLE_SECOND,
+            }),
+            ..RateHeaders::default()
+        };
+        // "1" for a reset 0.56 s away, written as an instant: the reset, and the skew.
+        assert_eq!(
+            refusal(1, 560, true).retry_wait(skew),
+            Some(Duration::from_millis(590))
+        );
+        assert_eq!(
+            refusal(1, 560, false).retry_wait(skew),
+            Some(Duration::from_millis(560))
+        );
+        // A penalty beyond the window's reset: Retry-After stands.
+        assert_eq!(
+            refusal(10, 560, true).retry_wait(skew),
+            Some(Duration::from_secs(10))
+        );
+        // A reset later than Retry-After asks for: never longer than asked.
+        assert_eq!(
+            refusal(1, 1990, true).retry_wait(skew),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(RateHeaders::default().retry_wait(skew), None);
     }
 }

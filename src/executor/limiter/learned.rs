@@ -30,7 +30,10 @@
 //! opens at the same fraction of a second (an epoch reset, a client whose cycle is whole
 //! seconds): the 6.8 s of issue 26. A vendor that writes its resets in whole seconds counts its
 //! windows in whole seconds, so the window is the first whole second above the lower bound when
-//! the upper bound allows it. A fraction in any reset turns this off.
+//! the upper bound allows it. A fraction in any reset turns this off. It is a bet: a window on
+//! the clock that opened before our first call shows the very same resets with a window a second
+//! longer, so the limiter tests it with one call, and a refusal ends it
+//! ([`Learned::betting`]).
 //!
 //! # Evidence, not law
 //!
@@ -86,6 +89,9 @@ pub struct Learned {
     pub longest: Option<Duration>,
     /// Some reset came finer than whole seconds: the window is not taken for whole seconds.
     pub fine: bool,
+    /// A bet on whole seconds was refused even with the window taken for one on the clock: no
+    /// more bets (see [`Learned::betting`]).
+    pub no_bets: bool,
     /// The reset of the window in force, as its answers narrowed it down.
     current: Option<Seen>,
     /// The window before it, when the current one opened with a full refill.
@@ -108,10 +114,24 @@ struct Seen {
 
 impl Learned {
     /// The window as far as the headers tell it: the named one, else the tightest upper bound
-    /// (never below the lower bound).
+    /// (never below the lower bound), taken for whole seconds where the rounding allows it.
     pub fn window(&self) -> Option<Duration> {
+        self.estimate().map(|(window, _)| window)
+    }
+
+    /// Whether the window in force is a bet: shorter than the headers' upper bound, because a
+    /// vendor rounding to whole seconds is taken to count whole seconds. A vendor whose window
+    /// opened before our first call (on the clock) shows the very same headers with a window a
+    /// second longer, so a call that goes on the bet before the vendor's stated reset goes alone,
+    /// as a probe (see `SourceLimiter`), and a refusal of it ends the bet.
+    pub(crate) fn betting(&self) -> bool {
+        self.estimate().is_some_and(|(_, snapped)| snapped)
+    }
+
+    /// The window and whether it was taken down to whole seconds.
+    fn estimate(&self) -> Option<(Duration, bool)> {
         if let Some(named) = self.named_window {
-            return Some(named);
+            return Some((named, false));
         }
         let Some(upper) = [
             self.first_call_upper,
@@ -126,20 +146,22 @@ impl Learned {
             return self
                 .longest
                 .filter(|_| self.kind == WindowKind::ClockAligned)
-                .map(|w| w.min(MAX_LEARNED_WINDOW));
+                .map(|w| (w.min(MAX_LEARNED_WINDOW), false));
         };
         let lower = self.lower.unwrap_or(Duration::ZERO);
         let mut window = upper.max(lower);
-        if !self.fine {
+        let mut snapped = false;
+        if !self.fine && !self.no_bets {
             // A vendor that rounds its resets to whole seconds counts whole seconds: the window
             // is the whole seconds of the upper bound, if that is still above the lower bound.
             // Otherwise the rounding would lengthen every window by what is left of a second.
             let whole = Duration::from_secs(upper.as_secs());
             if whole > lower && whole < window {
                 window = whole;
+                snapped = true;
             }
         }
-        (!window.is_zero()).then(|| window.min(MAX_LEARNED_WINDOW))
+        (!window.is_zero()).then(|| (window.min(MAX_LEARNED_WINDOW), snapped))
     }
 
     /// Whether a configured window agrees with the headers within their rounding: then its
@@ -170,6 +192,18 @@ impl Learned {
     pub(crate) fn vendor_left(&self) -> Option<(u32, Instant)> {
         let seen = self.current?;
         Some((seen.remaining?, seen.hi))
+    }
+
+    /// The latest instant the vendor's current window reset at, once that (plus `skew`) has
+    /// passed and no answer has shown the window after it yet.
+    pub(crate) fn reset_passed(&self, now: Instant, skew: Duration) -> Option<Instant> {
+        let hi = self.stated_reset()?;
+        (hi.checked_add(skew).is_some_and(|at| at <= now)).then_some(hi)
+    }
+
+    /// The latest instant the vendor's current window resets at, as its answers narrowed it down.
+    pub(crate) fn stated_reset(&self) -> Option<Instant> {
+        self.current.map(|seen| seen.hi)
     }
 
     /// The earliest instant the vendor's current window may reset at.
@@ -230,6 +264,21 @@ impl Learned {
     pub(super) fn learn(&mut self, headers: &RateHeaders, now: Instant) -> bool {
         let before = (self.limit, self.window());
         let read = headers.read_at.unwrap_or(now);
+        if headers.refused
+            && self.betting()
+            && let Some(seen) = self.current
+            && headers.sent_at.unwrap_or(read) < seen.hi
+        {
+            // The vendor refused a call the bet let go before its stated reset: its window is
+            // longer than our first call showed, so it opened before that call (on the clock).
+            tracing::info!(
+                "The upstream refused a call made before its stated reset: its windows run on the clock; \
+                 waiting for its resets from now on."
+            );
+            // Already known to be on the clock, the bet itself was wrong: no more of them.
+            self.no_bets = self.kind == WindowKind::ClockAligned;
+            self.opened_before_our_calls();
+        }
         if let Some(limit) = headers.limit.map(|l| l.get()).filter(|l| *l >= 1) {
             if self.limit != Some(limit) {
                 // Another limit is another policy: what was inferred for the old one is void.

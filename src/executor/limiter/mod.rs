@@ -28,6 +28,24 @@
 //! [`SourceLimiter::block_for`] holds every caller back after a `Retry-After`. Every such wait has
 //! a floor ([`MIN_WAIT`]) so a `Retry-After: 0` cannot turn into a busy loop.
 //!
+//! # Following what the vendor does
+//!
+//! A fixed window refills at its reset instant; a sliding one frees only what left it. Which
+//! one the vendor runs is not taken on trust from its headers' past: once the vendor's stated
+//! reset has passed while our log is still full, one call goes alone, and its answer says what
+//! the new window holds. A full window (`remaining = limit - 1`) means the calls that ended
+//! before the reset no longer count, and the whole limit goes at once (a sliding log would
+//! spread the budget over two windows, and idle); anything less, and the log goes on.
+//!
+//! A window taken for whole seconds (see [`Learned::betting`]) is a bet: the same headers come
+//! from a vendor whose window is a second longer and opened before our first call. So when the
+//! vendor has said nothing remains and its stated reset is still ahead, the call the bet lets go
+//! goes alone, as a probe: its answer confirms the bet (a new window, the rest follow), or
+//! refuses it, which ends the bet for good — one refused call at most, where following the
+//! bet blindly would spend a whole budget into refusals. A refusal's `Retry-After`, rounded up
+//! to whole seconds, gives way to the reset when that names the same instant more precisely
+//! ([`RateHeaders::retry_wait`]).
+//!
 //! # A learned policy is evidence, not law
 //!
 //! It is bounded: at least one call, and a window no longer than `rate_budget.max_wait_secs`
@@ -94,7 +112,22 @@ struct State {
     log: Vec<Slot>,
     /// No call may start before this (a reset with nothing remaining, or a `Retry-After`).
     blocked_until: Option<Instant>,
+    /// A call that went on a bet (see [`Learned::betting`]) while the vendor still said nothing
+    /// remains: no other call goes until its answer is in.
+    probe: Option<Probe>,
+    /// The probe went after the vendor's window reset at this instant: if its answer shows a
+    /// full window, the calls that ended before the reset no longer count.
+    refill_after: Option<Instant>,
     next_id: u64,
+}
+
+/// The one call that tests a bet on the vendor's window.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// Sent, its slot's id.
+    InFlight(u64),
+    /// Its call ended at this instant; its answer is being read (`observe` ends the probe).
+    Ended(Instant),
 }
 
 /// `share` of `calls`, rounded down, but at least one call per window.
@@ -190,6 +223,21 @@ impl State {
             .min()
     }
 
+    /// Logs a call starting now (a probe when `probe`); its slot's id.
+    fn take_slot(&mut self, now: Instant, probe: bool) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.log.push(Slot {
+            id,
+            at: now,
+            done: false,
+        });
+        if probe {
+            self.probe = Some(Probe::InFlight(id));
+        }
+        id
+    }
+
     fn decide(&mut self, now: Instant) -> Decision {
         self.expire(now);
         if let Some(until) = self.blocked_until {
@@ -198,10 +246,23 @@ impl State {
             }
             self.blocked_until = None;
         }
-        let (calls, _) = self.budget();
+        match self.probe {
+            Some(Probe::InFlight(_)) => return Decision::WaitForCall,
+            // An answer that never comes (a call that failed without headers) ends it too.
+            Some(Probe::Ended(at)) if now < instant_after(at, MIN_WAIT) => {
+                return Decision::WaitUntil(instant_after(at, MIN_WAIT));
+            }
+            Some(Probe::Ended(_)) => {
+                self.probe = None;
+                self.refill_after = None;
+            }
+            None => {}
+        }
+        let (calls, window) = self.budget();
         let span = self.span();
         self.log
             .retain(|slot| !slot.done || instant_after(slot.at, span) > now);
+
         let in_flight = self.log.iter().filter(|slot| !slot.done).count();
         // Spend what the vendor says remains before its reset, no more: calls in flight may all
         // count against it (answers to concurrent calls cross, so the log alone can run ahead
@@ -214,18 +275,33 @@ impl State {
         {
             return Decision::WaitForCall;
         }
+        // The vendor said nothing remains before a reset still ahead, and only a bet on its
+        // window lets a call go now: one call goes, alone, and its answer settles the bet.
+        let probing = self.share >= 1.0
+            && self.learned.betting()
+            && self
+                .learned
+                .vendor_left()
+                .is_some_and(|(left, until)| left == 0 && now < until);
+        if probing && in_flight > 0 {
+            return Decision::WaitForCall;
+        }
         if self.log.len() < calls as usize {
-            let id = self.next_id;
-            self.next_id += 1;
-            self.log.push(Slot {
-                id,
-                at: now,
-                done: false,
-            });
-            return Decision::Go(id);
+            return Decision::Go(self.take_slot(now, probing));
         }
         if in_flight >= calls as usize {
             return Decision::WaitForCall;
+        }
+        // The log is full, but the vendor's window has reset (its stated reset is behind us):
+        // a fixed window refilled then, a sliding one freed what left it. One call goes alone to
+        // see which, and its answer tells what the new window holds (see `observe`).
+        let skew = window.mul_f64(SAFETY_MARGIN).min(MAX_CLOCK_SKEW);
+        if self.share >= 1.0
+            && in_flight == 0
+            && let Some(reset) = self.learned.reset_passed(now, skew)
+        {
+            self.refill_after = Some(reset);
+            return Decision::Go(self.take_slot(now, true));
         }
         // Fewer than `calls` may count when the call goes: the (calls - in_flight)-th most recent
         // finished call must have left the window.
@@ -233,7 +309,17 @@ impl State {
         finished.sort_unstable_by(|a, b| b.cmp(a));
         let index = calls as usize - in_flight - 1;
         match finished.get(index) {
-            Some(at) => Decision::WaitUntil(instant_after(*at, span)),
+            Some(at) => {
+                let frees = instant_after(*at, span);
+                // Or until the vendor's stated reset has passed, if that comes first: the probe
+                // above may go then.
+                let reset = self
+                    .learned
+                    .stated_reset()
+                    .map(|hi| instant_after(hi, skew))
+                    .filter(|at| self.share >= 1.0 && *at > now);
+                Decision::WaitUntil(reset.map_or(frees, |reset| reset.min(frees)))
+            }
             None => Decision::WaitForCall,
         }
     }
@@ -253,6 +339,9 @@ impl Drop for Permit {
         if let Some(slot) = state.log.iter_mut().find(|slot| slot.id == self.id) {
             slot.at = now;
             slot.done = true;
+        }
+        if state.probe == Some(Probe::InFlight(self.id)) {
+            state.probe = Some(Probe::Ended(now));
         }
         drop(state);
         self.inner.changed.notify_waiters();
@@ -285,6 +374,8 @@ impl SourceLimiter {
                     cap: cap.max(MIN_WAIT),
                     log: Vec::new(),
                     blocked_until: None,
+                    probe: None,
+                    refill_after: None,
                     next_id: 0,
                 }),
                 changed: Notify::new(),
@@ -376,6 +467,20 @@ impl SourceLimiter {
         let now = Instant::now();
         let mut state = lock(&self.inner.state);
         state.expire(now);
+        if matches!(state.probe, Some(Probe::Ended(_))) {
+            // The probe's answer (no other call went while it was out) settles what it tested.
+            state.probe = None;
+            let limit = headers.limit.map(|l| l.get()).or(state.learned.limit);
+            let full = matches!((limit, headers.remaining), (Some(l), Some(r)) if r.get() + 1 == l);
+            if let Some(reset) = state.refill_after.take()
+                && full
+                && !headers.refused
+            {
+                // The whole window was there for it: what ended before the reset counted in
+                // the window that is over.
+                state.log.retain(|slot| !slot.done || slot.at >= reset);
+            }
+        }
         let configured = (state.configured.calls, state.configured.period());
         // A named window beyond the cap is not a budget to keep to but a hold (below): the
         // answer teaches nothing else, so the next answer finds the budget as it was.
@@ -462,6 +567,13 @@ impl SourceLimiter {
         drop(state);
         self.inner.changed.notify_waiters();
         held
+    }
+
+    /// How long a refusal with these headers holds the source back ([`RateHeaders::retry_wait`]),
+    /// with the clock skew this limiter allows an instant on the vendor's clock.
+    pub(crate) fn retry_wait(&self, headers: &RateHeaders) -> Option<Duration> {
+        let (_, window) = lock(&self.inner.state).budget();
+        headers.retry_wait(window.mul_f64(SAFETY_MARGIN).min(MAX_CLOCK_SKEW))
     }
 
     /// Holds every caller of this source back for `wait` (at least [`MIN_WAIT`]): after a 429
@@ -693,5 +805,131 @@ mod tests {
         drop(held);
         let waited = waiter.await.expect("task");
         assert!(waited >= Duration::from_secs(3) + window, "{waited:?}");
+    }
+
+    /// A vendor allowing 10 calls per 2 s window, writing its reset as an epoch rounded up to
+    /// whole seconds and `Retry-After` as whole seconds: windows on the clock (`clock`), or
+    /// opening with the first call after the last reset.
+    struct EpochVendor {
+        clock: bool,
+        /// Where a window on the clock starts; our first call comes 0.3 s after it.
+        base: Instant,
+        opened: Option<Instant>,
+        counted: u32,
+        refused: u32,
+    }
+
+    impl EpochVendor {
+        const LIMIT: u32 = 10;
+        const WINDOW: Duration = Duration::from_secs(2);
+
+        fn new(clock: bool) -> EpochVendor {
+            EpochVendor {
+                clock,
+                base: Instant::now() - Duration::from_millis(300),
+                opened: None,
+                counted: 0,
+                refused: 0,
+            }
+        }
+
+        /// Counts a call arriving now; the headers of its answer.
+        fn call(&mut self, sent: Instant) -> RateHeaders {
+            let now = Instant::now();
+            let start = if self.clock {
+                let n = now.duration_since(self.base).as_nanos() / Self::WINDOW.as_nanos();
+                self.base + Self::WINDOW * n as u32
+            } else {
+                match self.opened {
+                    Some(opened) if now < opened + Self::WINDOW => opened,
+                    _ => now,
+                }
+            };
+            if self.opened != Some(start) {
+                self.opened = Some(start);
+                self.counted = 0;
+            }
+            // The epoch second at or after the reset, counted on `base`'s whole seconds.
+            let reset_at = start + Self::WINDOW;
+            let since_base = reset_at.duration_since(self.base).as_secs_f64();
+            let written = self.base + Duration::from_secs_f64(since_base.ceil());
+            let wait = written.duration_since(now);
+            let refused = self.counted >= Self::LIMIT;
+            self.counted += 1;
+            self.refused += u32::from(refused);
+            RateHeaders {
+                limit: Some(Calls::new(Self::LIMIT.into())),
+                remaining: Some(Calls::new(Self::LIMIT.saturating_sub(self.counted).into())),
+                reset: Some(Reset {
+                    wait: crate::executor::headers::Wait::new(wait),
+                    absolute: true,
+                    resolution: Duration::from_secs(1),
+                }),
+                retry_after: refused.then(|| {
+                    crate::executor::headers::Wait::new(Duration::from_secs(wait.as_secs_f64().ceil() as u64))
+                }),
+                sent_at: Some(sent),
+                read_at: Some(now),
+                ..RateHeaders::default()
+            }
+            .refused(refused)
+        }
+    }
+
+    /// Four callers spend `calls` calls through one limiter configured for 100 per minute (so the
+    /// vendor's budget must come from its headers); how long that took and how many it refused.
+    async fn spend_against(vendor: EpochVendor, calls: usize) -> (Duration, u32) {
+        let limiter = SourceLimiter::new(limit(100, Duration::from_secs(60)), CAP);
+        let vendor = Arc::new(Mutex::new(vendor));
+        let issued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let (limiter, vendor, issued) = (limiter.clone(), vendor.clone(), issued.clone());
+                tokio::spawn(async move {
+                    while issued.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < calls {
+                        let permit = limiter.acquire(None).await.expect("no deadline");
+                        let sent = Instant::now();
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        let headers = vendor.lock().expect("test lock").call(sent);
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        drop(permit);
+                        let _ = limiter.observe(&headers);
+                        if headers.refused {
+                            let wait = limiter.retry_wait(&headers).expect("a Retry-After");
+                            limiter.block_for(wait);
+                            // The refused call is made again.
+                            issued.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("task");
+        }
+        let refused = vendor.lock().expect("test lock").refused;
+        (start.elapsed(), refused)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_taken_for_whole_seconds_is_spent_in_full_when_the_vendor_counts_them() {
+        // Windows from the first call, our first call 0.3 s past a whole second: every reset
+        // reads up to a second long, and only the bet on whole seconds keeps 2 s per window.
+        let (elapsed, refused) = spend_against(EpochVendor::new(false), 100).await;
+        assert_eq!(refused, 0, "no call over the vendor's limit");
+        // Ten windows' worth: the tenth starts after nine windows (and their margins).
+        assert!(elapsed <= Duration::from_millis(19_000), "{elapsed:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bet_refused_by_a_window_on_the_clock_costs_one_call_and_then_every_reset_refills() {
+        // The same headers from a vendor whose 2 s windows run on the clock, our first call 0.3 s
+        // into one: they read exactly like 1 s windows from the first call, so the bet on whole
+        // seconds goes, as one probe, and is refused once.
+        let (elapsed, refused) = spend_against(EpochVendor::new(true), 100).await;
+        assert_eq!(refused, 1, "one probe refused, then no more");
+        // Spent in full at each reset from then on: ten windows, the first of them 1.7 s long.
+        assert!(elapsed <= Duration::from_millis(18_100), "{elapsed:?}");
     }
 }

@@ -200,6 +200,11 @@ impl RateBudget {
         held
     }
 
+    /// How long a refusal with these headers holds the source back.
+    pub(crate) fn retry_wait(&self, headers: &RateHeaders) -> Option<Duration> {
+        self.local.retry_wait(headers)
+    }
+
     /// What the upstream's headers taught this process's limiter.
     pub(crate) fn learned(&self) -> limiter::Learned {
         self.local.learned()
