@@ -170,7 +170,12 @@ impl Store {
 
     /// Marks this process stopped, closes the pool and stops an embedded server we started.
     pub async fn close(mut self) -> Result<()> {
-        self.background.iter().for_each(|task| task.abort());
+        // Aborted and awaited: a heartbeat still re-taking the liveness lock would hold it past
+        // the stop.
+        for task in &mut self.background {
+            task.abort();
+            let _ = task.await;
+        }
         let stopped = self.instance.mark_stopped(&self.database.pool).await;
         self.database.shut_down().await?;
         stopped

@@ -464,8 +464,19 @@ async fn a_process_whose_liveness_session_ends_retakes_its_lock_and_beats_on() {
     .await;
     println!("lock re-taken by session {new_session} (was {old_session}); heartbeat {first_beat} → {beat}");
     store.close().await.unwrap();
-    // A clean stop ends the liveness session.
-    assert_eq!(liveness_lock_holder(&db.pool, lock_key).await, None);
+    // A clean stop ends the liveness session. The server releases the lock when the session's
+    // backend exits, a moment after the connection closed: wait for that, not for a time.
+    support::wait_for(
+        "the liveness lock released after a clean stop",
+        std::time::Duration::from_secs(10),
+        || async {
+            liveness_lock_holder(&db.pool, lock_key)
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
