@@ -18,6 +18,8 @@
 //! - [`jobs`]: schedules (fire times in a job's time zone) and, with the runner, runs.
 //! - [`app`]: the composition root wiring store, auth, executor and runner for every command.
 //! - [`service`]: `run`: the scheduler, health and metrics endpoints, graceful shutdown.
+//! - [`archive`]: every answer a window's load used, compressed, committed with its swap, and
+//!   replayed by `rebuild` (no upstream call).
 //! - [`store`]: PostgreSQL: pool, migrations, the embedded default server, run records.
 //! - [`allocator`]: the memory allocator's settings, chosen by measurement.
 //! - [`stages`]: per-stage timers of the data path (read by the load benchmark).
@@ -26,6 +28,7 @@
 
 pub mod allocator;
 pub mod app;
+pub mod archive;
 pub mod auth;
 pub mod catalog;
 pub mod cli;

@@ -69,6 +69,38 @@ fn kinds() -> String {
     SourceKind::ALL.map(SourceKind::as_str).join(", ")
 }
 
+/// `sources.NAME.archive`: the raw archive of the source's answers (`crate::archive`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveSettings {
+    /// Days an archived answer is kept, counted from its window's commit (the service deletes
+    /// older ones). 0 archives nothing and keeps nothing.
+    #[serde(default = "ArchiveSettings::default_keep_days")]
+    pub keep_days: u32,
+}
+
+impl ArchiveSettings {
+    /// Longer than any vendor keeps its history (Retarus 90 days), so the archive outlives it.
+    pub const DEFAULT_KEEP_DAYS: u32 = 400;
+
+    fn default_keep_days() -> u32 {
+        Self::DEFAULT_KEEP_DAYS
+    }
+
+    /// Whether loads of the source archive their answers.
+    pub fn keeps_answers(&self) -> bool {
+        self.keep_days > 0
+    }
+}
+
+impl Default for ArchiveSettings {
+    fn default() -> Self {
+        ArchiveSettings {
+            keep_days: Self::DEFAULT_KEEP_DAYS,
+        }
+    }
+}
+
 /// Calls allowed per period, enforced for all jobs of a source together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -109,6 +141,9 @@ pub struct RetarusSettings {
     /// Allow plain `http://` endpoints (the sandbox); production endpoints are https.
     #[serde(default, deserialize_with = "super::values::strict_bool")]
     pub allow_http: bool,
+    /// `archive.keep_days`: how long this source's answers are archived (see `ArchiveSettings`).
+    #[serde(default)]
+    pub archive: ArchiveSettings,
 }
 
 impl RetarusSettings {
@@ -141,6 +176,9 @@ pub struct RoublerSettings {
     pub rate_limit: Option<RateLimit>,
     #[serde(default, deserialize_with = "super::values::strict_bool")]
     pub allow_http: bool,
+    /// `archive.keep_days`: how long this source's answers are archived (see `ArchiveSettings`).
+    #[serde(default)]
+    pub archive: ArchiveSettings,
     /// How long discovered companies and locations are used before they are asked for again
     /// (`etl.scope_cache`); 0 asks at every run.
     #[serde(default = "RoublerSettings::default_discovery_ttl_secs")]
@@ -182,6 +220,9 @@ pub struct AltrataSettings {
     pub rate_limit: Option<RateLimit>,
     #[serde(default, deserialize_with = "super::values::strict_bool")]
     pub allow_http: bool,
+    /// `archive.keep_days`: how long this source's answers are archived (see `ArchiveSettings`).
+    #[serde(default)]
+    pub archive: ArchiveSettings,
 }
 
 impl AltrataSettings {
@@ -216,6 +257,9 @@ pub struct RetentlySettings {
     pub rate_limit: Option<RateLimit>,
     #[serde(default, deserialize_with = "super::values::strict_bool")]
     pub allow_http: bool,
+    /// `archive.keep_days`: how long this source's answers are archived (see `ArchiveSettings`).
+    #[serde(default)]
+    pub archive: ArchiveSettings,
 }
 
 impl RetentlySettings {
@@ -271,6 +315,16 @@ impl SourceSettings {
         match self {
             SourceSettings::Roubler(s) => Some(Duration::from_secs(s.discovery_ttl_secs)),
             _ => None,
+        }
+    }
+
+    /// `sources.NAME.archive`.
+    pub fn archive(&self) -> &ArchiveSettings {
+        match self {
+            SourceSettings::Retarus(s) => &s.archive,
+            SourceSettings::Roubler(s) => &s.archive,
+            SourceSettings::Altrata(s) => &s.archive,
+            SourceSettings::Retently(s) => &s.archive,
         }
     }
 

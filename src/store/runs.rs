@@ -17,6 +17,8 @@ pub enum Trigger {
     Once,
     Backfill,
     Demo,
+    /// `reporting-etl rebuild`: windows re-derived from the archive, no upstream call.
+    Rebuild,
 }
 
 impl Trigger {
@@ -26,6 +28,7 @@ impl Trigger {
             Trigger::Once => "once",
             Trigger::Backfill => "backfill",
             Trigger::Demo => "demo",
+            Trigger::Rebuild => "rebuild",
         }
     }
 }
