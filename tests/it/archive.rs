@@ -311,6 +311,50 @@ async fn a_rebuild_of_a_window_without_an_archive_fails_naming_the_window_and_ke
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_archived_answer_to_another_query_text_the_mapping_cannot_read_fails_its_window_by_name() {
+    let name = "archive_changed_query_fax";
+    let h = harness(
+        SandboxOptions::default(),
+        &job(name, "retarus", "fax_out_udr", "scope = \"all\""),
+    )
+    .await;
+    let jobs = vec![name.to_owned()];
+    let loads = run(&h, &jobs, Trigger::Backfill, 2).await;
+    assert_all_succeeded(&loads);
+    let before = table_text(&h.db, "retarus.fax_out_udr").await;
+    // The first answer, as an older text of the query might have been answered: a shape the
+    // compiled decoding cannot read.
+    assert!(!before.is_empty());
+    let body = br#"{"data":{"faxOutUdrReport":{"content":"not a list"}}}"#;
+    sqlx::query(
+        "UPDATE archive.pages SET query_sha256 = sha256('an older query text'), body = $1, raw_bytes = $2 \
+         WHERE page = 1 AND run_id = (SELECT min(run_id) FROM archive.windows)",
+    )
+    .bind(reporting_etl::archive::compress(body).unwrap())
+    .bind(body.len() as i32)
+    .execute(&h.db.pool)
+    .await
+    .unwrap();
+
+    let reports = run(&h, &jobs, Trigger::Rebuild, 0).await;
+    let failed: Vec<_> = reports.iter().filter(|r| r.status == RunStatus::Failed).collect();
+    assert_eq!(failed.len(), 1, "{reports:?}");
+    let error = failed[0].error.as_deref().unwrap_or_default();
+    assert_eq!(failed[0].error_kind, Some(FailureKind::SchemaMismatch), "{error}");
+    let (start, end) = failed[0].window.expect("a backfill window");
+    let named = format!(
+        "window {}/{} of scope {} (loaded by run",
+        start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        failed[0].scope
+    );
+    assert!(error.contains(&named), "{error}");
+    assert!(error.contains("another text of query"), "{error}");
+    assert!(error.contains("the mapping cannot read it"), "{error}");
+    assert_eq!(table_text(&h.db, "retarus.fax_out_udr").await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_sigkill_during_a_load_leaves_no_archived_answers_for_the_window_it_interrupted() {
     let mut options = SandboxOptions {
         records_per_day: 20,
