@@ -454,10 +454,10 @@ async fn the_service_deletes_exactly_the_archive_older_than_each_sources_keep_da
         .await
         .unwrap();
     }
+    let port = support::free_port();
     let extra = format!(
-        "\n[server]\nlisten = \"127.0.0.1:{}\"\n\n[sources.retarus.archive]\nkeep_days = 30\n\n\
-         [sources.altrata.archive]\nkeep_days = 0\n",
-        support::free_port()
+        "\n[server]\nlisten = \"127.0.0.1:{port}\"\n\n[sources.retarus.archive]\nkeep_days = 30\n\n\
+         [sources.altrata.archive]\nkeep_days = 0\n"
     );
     let (_, file) = support::load_config(&support::sandbox_config(&sandbox, &db.url, &extra));
     let log = tempfile::NamedTempFile::new().unwrap();
@@ -477,6 +477,35 @@ async fn the_service_deletes_exactly_the_archive_older_than_each_sources_keep_da
         .await
         .unwrap();
     assert_eq!(pages, [1, 4, 7], "the answers went with their windows");
+
+    // What is left is what /metrics and `runs` report.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (source, bytes) in [("retarus", 3), ("roubler", 3), ("retently", 3)] {
+        let line = format!("reporting_etl_archive_bytes{{source=\"{source}\",dataset=\"d\"}} {bytes}");
+        assert!(metrics.lines().any(|l| l == line), "no `{line}` in:\n{metrics}");
+    }
+    let runs = support::binary()
+        .args(["runs", "--config"])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&runs.stdout);
+    assert!(runs.status.success(), "{stdout}");
+    let archive = stdout.split("Archive").nth(1).unwrap_or_default();
+    for source in ["retarus", "roubler", "retently"] {
+        assert!(
+            archive
+                .lines()
+                .any(|l| l.starts_with(source) && l.contains(" d ")),
+            "no {source} line in:\n{stdout}"
+        );
+    }
+    assert!(!archive.contains("altrata"), "{stdout}");
 }
 
 #[test]
