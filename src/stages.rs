@@ -22,7 +22,8 @@ pub enum Stage {
     CopyWait,
     /// The swap: deleting the window's old rows and inserting the staged ones.
     Swap,
-    /// Compressing answers for the archive (in the background, with the page's COPY).
+    /// Waiting for answers' compression for the archive (which runs on the blocking pool from
+    /// the moment an answer is decoded, while the load waits for the next one).
     Compress,
     /// Staging answers for the archive and moving them into it in the swap.
     Archive,

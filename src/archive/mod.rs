@@ -4,13 +4,14 @@
 //!
 //! How an answer travels: the executor hands every answer it decoded for a call whose context
 //! carries a [`Recorder`] to it ([`Recorder::record`]: the bytes as received, after transport
-//! decoding, with the query's name and the hash of its text). The load's sink takes the recorded
-//! answers each time it stages a page of rows and stages them on the load's own connection, into
-//! a session-temporary table, compressed ([`stage`]); the window's swap then moves them into
+//! decoding, with the query's name and the hash of its text), which starts compressing it at once
+//! on the blocking pool, while the load waits for its next answer. The load's sink takes the
+//! recorded answers each time it stages a page of rows and stages them on the load's own
+//! connection, into a session-temporary table ([`stage`]); the window's swap then moves them into
 //! `archive.pages` and writes their `archive.windows` row in the window's one transaction. So a
 //! committed window always has its answers, a failed, rolled-back or killed one leaves none (its
 //! staging table ends with its session), the swap stays short, and at most the answers of a page
-//! or two wait in memory. The hook is in the executor and the sink, which every vendor goes
+//! or two wait in memory, compressed. The hook is in the executor and the sink, which every vendor goes
 //! through: no vendor knows the archive.
 //!
 //! A rebuild gives a window's calls a [`Replay`] instead: the executor then sends nothing and
@@ -73,13 +74,34 @@ pub(crate) fn short_hex(hash: &[u8]) -> String {
     hash.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// One answer a load used, as received (after transport decoding), not yet compressed.
-#[derive(Debug, Clone)]
+/// One answer a load used, being compressed.
+#[derive(Debug)]
 pub struct Answer {
     /// Order in which the load used it, from 1.
     pub page: i32,
     pub query: QueryId,
-    pub body: Bytes,
+    /// Its length as received (after transport decoding).
+    pub raw_bytes: usize,
+    stored: Stored,
+}
+
+/// An answer's compression: started the moment it is recorded, on the blocking pool, so that it
+/// runs while the load waits for its next answer, and the answer as received is dropped as soon
+/// as it is compressed (a page of records can be tens of MiB; its frame a tenth of that).
+#[derive(Debug)]
+enum Stored {
+    Compressing(tokio::task::JoinHandle<std::io::Result<Vec<u8>>>),
+    Done(std::io::Result<Vec<u8>>),
+}
+
+impl Answer {
+    /// The answer as stored: one zstd frame.
+    pub async fn stored(self) -> std::io::Result<Vec<u8>> {
+        match self.stored {
+            Stored::Done(stored) => stored,
+            Stored::Compressing(task) => task.await.map_err(std::io::Error::other)?,
+        }
+    }
 }
 
 /// Collects the answers of one window's load between the executor, which records them as it
@@ -103,15 +125,22 @@ impl Recorder {
         Recorder::default()
     }
 
-    /// Records an answer the load used (the executor calls this once per decoded answer).
+    /// Records an answer the load used (the executor calls this once per decoded answer) and
+    /// starts compressing it.
     pub fn record(&self, query: &QueryId, body: Bytes) {
+        let raw_bytes = body.len();
+        let stored = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => Stored::Compressing(runtime.spawn_blocking(move || compress(&body))),
+            Err(_) => Stored::Done(compress(&body)),
+        };
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.count += 1;
         let page = inner.count;
         inner.pending.push(Answer {
             page,
             query: query.clone(),
-            body,
+            raw_bytes,
+            stored,
         });
     }
 

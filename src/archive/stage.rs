@@ -164,23 +164,26 @@ impl Batch {
             self.table
         );
         for answer in self.answers {
+            let (page, query) = (answer.page, answer.query.clone());
+            let raw = i32::try_from(answer.raw_bytes)
+                .with_context(|| format!("answer {page} is too large to archive"))?;
             let compressing = std::time::Instant::now();
-            let stored = super::compress(&answer.body)
-                .with_context(|| format!("compressing answer {} for the archive", answer.page))?;
+            let stored = answer
+                .stored()
+                .await
+                .with_context(|| format!("compressing answer {page} for the archive"))?;
+            // The wait for the compression (which began when the answer was decoded).
             Stage::Compress.since(compressing);
-            let raw = i32::try_from(answer.body.len())
-                .with_context(|| format!("answer {} is too large to archive", answer.page))?;
-            drop(answer.body);
             let staging = std::time::Instant::now();
             sqlx::query(sqlx::AssertSqlSafe(insert.as_str()))
-                .bind(answer.page)
-                .bind(&answer.query.name)
-                .bind(&answer.query.sha256[..])
+                .bind(page)
+                .bind(&query.name)
+                .bind(&query.sha256[..])
                 .bind(raw)
                 .bind(&stored)
                 .execute(&mut *conn)
                 .await
-                .with_context(|| format!("staging answer {} for the archive", answer.page))?;
+                .with_context(|| format!("staging answer {page} for the archive"))?;
             Stage::Archive.since(staging);
             self.totals.pages.fetch_add(1, Ordering::SeqCst);
             self.totals.raw_bytes.fetch_add(raw.into(), Ordering::SeqCst);
