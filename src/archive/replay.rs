@@ -12,6 +12,7 @@ use std::sync::Mutex;
 
 use anyhow::Context;
 use sqlx::PgPool;
+use tokio::task::JoinHandle;
 
 use super::{QueryId, short_hex};
 use crate::failure::{Failure, FailureKind};
@@ -28,6 +29,46 @@ pub struct Replay {
     window: String,
     /// Answers served so far. Locked only to count.
     served: Mutex<i32>,
+    /// The next answer, being read (and decompressed) while the loader decodes the one before:
+    /// a rebuild reads its answers from the database as a load waits for them from the vendor,
+    /// and this overlaps the two. At most one answer is read ahead. Locked only to swap it.
+    ahead: Mutex<Option<(i32, Reading)>>,
+}
+
+/// An answer being read ahead.
+type Reading = JoinHandle<Result<Option<Read>, sqlx::Error>>;
+
+/// One archived answer as read from `archive.pages`, decompressed.
+#[derive(Debug)]
+struct Read {
+    name: String,
+    sha256: Vec<u8>,
+    body: std::io::Result<Vec<u8>>,
+}
+
+/// Reads answer `page` of the window archived by `run`.
+async fn read(pool: PgPool, run: i64, page: i32) -> Result<Option<Read>, sqlx::Error> {
+    let row: Option<(String, Vec<u8>, i32, Vec<u8>)> = sqlx::query_as(
+        "SELECT query_name, query_sha256, raw_bytes, body FROM archive.pages \
+         WHERE run_id = $1 AND page = $2",
+    )
+    .bind(run)
+    .bind(page)
+    .fetch_optional(&pool)
+    .await?;
+    Ok(row.map(|(name, sha256, raw_bytes, stored)| Read {
+        name,
+        sha256,
+        body: super::decompress(&stored, usize::try_from(raw_bytes).unwrap_or(0)),
+    }))
+}
+
+impl Drop for Replay {
+    fn drop(&mut self) {
+        if let Some((_, reading)) = self.ahead.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            reading.abort();
+        }
+    }
 }
 
 /// One archived answer, decompressed.
@@ -67,6 +108,7 @@ impl Replay {
             pages: pages.unwrap_or(0),
             window,
             served: Mutex::new(0),
+            ahead: Mutex::new(None),
         })
     }
 
@@ -95,19 +137,28 @@ impl Replay {
                 ),
             });
         }
-        let row: Option<(String, Vec<u8>, i32, Vec<u8>)> = sqlx::query_as(
-            "SELECT query_name, query_sha256, raw_bytes, body FROM archive.pages \
-             WHERE run_id = $1 AND page = $2",
-        )
-        .bind(run)
-        .bind(page)
-        .fetch_optional(&self.pool)
-        .await
+        // The answer read ahead while the previous one was decoded, if it is this one.
+        let ahead = self
+            .ahead
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .filter(|(at, _)| *at == page);
+        let row = match ahead {
+            Some((_, reading)) => reading
+                .await
+                .unwrap_or_else(|e| Err(sqlx::Error::Protocol(e.to_string()))),
+            None => read(self.pool.clone(), run, page).await,
+        }
         .map_err(|e| ReplayError {
             kind: FailureKind::Database,
             message: format!("{}: reading archived answer {page}: {e}", self.window),
         })?;
-        let Some((name, sha256, raw_bytes, stored)) = row else {
+        if page < self.pages {
+            let reading = tokio::spawn(read(self.pool.clone(), run, page + 1));
+            *self.ahead.lock().unwrap_or_else(|e| e.into_inner()) = Some((page + 1, reading));
+        }
+        let Some(Read { name, sha256, body }) = row else {
             return Err(ReplayError {
                 kind: FailureKind::InvalidAnswer,
                 message: format!(
@@ -126,11 +177,10 @@ impl Replay {
                 ),
             });
         }
-        let body =
-            super::decompress(&stored, usize::try_from(raw_bytes).unwrap_or(0)).map_err(|e| ReplayError {
-                kind: FailureKind::InvalidAnswer,
-                message: format!("{}: archived answer {page} does not decompress: {e}", self.window),
-            })?;
+        let body = body.map_err(|e| ReplayError {
+            kind: FailureKind::InvalidAnswer,
+            message: format!("{}: archived answer {page} does not decompress: {e}", self.window),
+        })?;
         let mut hash = [0u8; 32];
         let same_length = sha256.len() == hash.len();
         if same_length {
