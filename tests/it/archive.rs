@@ -417,6 +417,33 @@ async fn a_sigkill_during_a_load_leaves_no_archived_answers_for_the_window_it_in
     assert!(pages > 6, "{pages} pages");
     assert_eq!(archived, i64::from(pages));
     assert_eq!(count(&db, "SELECT count(*) FROM archive.windows").await, 1);
+
+    // `reporting-etl rebuild` re-derives it without a call; a range holding no window rebuilds
+    // nothing; --from after --to is refused.
+    let calls = sandbox.retarus.graphql_calls() + sandbox.retarus.token_requests();
+    let rebuild = |args: &[&str]| {
+        let mut command = support::binary();
+        command.args(["rebuild", "--job", "fax"]).args(args);
+        command.arg("--config").arg(file.path()).output().unwrap()
+    };
+    let done = rebuild(&[]);
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert_eq!(
+        sandbox.retarus.graphql_calls() + sandbox.retarus.token_requests(),
+        calls
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM etl.runs WHERE trigger = 'rebuild' AND status = 'succeeded' AND upstream_calls = 0 AND rows_written > 0").await,
+        1
+    );
+    let long_ago = rebuild(&["--from", "2001-01-01", "--to", "2001-02-01"]);
+    assert!(long_ago.status.success());
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM etl.runs WHERE trigger = 'rebuild'").await,
+        1
+    );
+    let backwards = rebuild(&["--from", "2001-02-01", "--to", "2001-01-01"]);
+    assert_eq!(backwards.status.code(), Some(2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
