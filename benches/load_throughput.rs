@@ -26,8 +26,9 @@
 //! (medians; the load archives its answers, as every load does by default, and `archive_mib` is
 //! the window's archive as stored), then
 //! `rebuild records=N rows_per_s=… ratio=… peak_rss_mib=… vs_load=… upstream_calls=…`: the same
-//! window re-derived from that archive as `reporting-etl rebuild` does, with the sandbox stopped
-//! (ratio against the same raw COPY, `vs_load` against the load's rows/s, the peak its own).
+//! window re-derived from that archive as `reporting-etl rebuild` does, with the sandbox stopped,
+//! into the emptied table as the loads wrote into an empty one (ratio against the same raw COPY,
+//! `vs_load` against the load's rows/s, the peak its own).
 //!
 //! A size is loaded the way a backfill loads it: one window of whole days (at most 40, within
 //! Retarus's 45-day limit), 10,000-record pages.
@@ -450,6 +451,12 @@ async fn run(records: u64, passes: usize, binary: &str) {
     let mut rebuild_rates = Vec::new();
     let mut upstream_calls = 0;
     for n in 1..=passes {
+        // Into an emptied table, as the loads wrote into an empty one: what is measured is the
+        // data path, not the deletion of the window's previous rows (which a reload pays too).
+        sqlx::query("TRUNCATE retarus.fax_out_udr")
+            .execute(&db.pool)
+            .await
+            .unwrap();
         let (rebuilt, secs, calls) = rebuild_pass(db, &upstream, window).await;
         assert_eq!(rebuilt, rows, "the rebuild wrote every archived record");
         upstream_calls += calls;

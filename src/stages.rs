@@ -22,8 +22,8 @@ pub enum Stage {
     CopyWait,
     /// The swap: deleting the window's old rows and inserting the staged ones.
     Swap,
-    /// Waiting for answers' compression for the archive (which runs on the blocking pool from
-    /// the moment an answer is decoded, while the load waits for the next one).
+    /// Waiting for an answer's compression for the archive after its decoding (the compression
+    /// runs on the blocking pool beside the decoding).
     Compress,
     /// Staging answers for the archive and moving them into it in the swap.
     Archive,

@@ -4,8 +4,8 @@
 //!
 //! How an answer travels: the executor hands every answer it decoded for a call whose context
 //! carries a [`Recorder`] to it ([`Recorder::record`]: the bytes as received, after transport
-//! decoding, with the query's name and the hash of its text), which starts compressing it at once
-//! on the blocking pool, while the load waits for its next answer. The load's sink takes the
+//! decoding, with the query's name and the hash of its text), compressed on the blocking pool
+//! while the executor decoded it. The load's sink takes the
 //! recorded answers each time it stages a page of rows and stages them on the load's own
 //! connection, into a session-temporary table ([`stage`]); the window's swap then moves them into
 //! `archive.pages` and writes their `archive.windows` row in the window's one transaction. So a
@@ -74,7 +74,7 @@ pub(crate) fn short_hex(hash: &[u8]) -> String {
     hash.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// One answer a load used, being compressed.
+/// One answer a load used, compressed.
 #[derive(Debug)]
 pub struct Answer {
     /// Order in which the load used it, from 1.
@@ -82,26 +82,19 @@ pub struct Answer {
     pub query: QueryId,
     /// Its length as received (after transport decoding).
     pub raw_bytes: usize,
-    stored: Stored,
+    /// One zstd frame (or why it could not be made).
+    pub stored: std::io::Result<Vec<u8>>,
 }
 
-/// An answer's compression: started the moment it is recorded, on the blocking pool, so that it
-/// runs while the load waits for its next answer, and the answer as received is dropped as soon
-/// as it is compressed (a page of records can be tens of MiB; its frame a tenth of that).
+/// An answer's compression, started on the blocking pool before the answer is decoded
+/// ([`Recorder::compress`]): it runs beside the decoding, so it adds no time to the load, and the
+/// answer as received (a page of records can be tens of MiB) is gone once both are done, as it
+/// would be without the archive. Only the frame waits for the sink.
 #[derive(Debug)]
-enum Stored {
-    Compressing(tokio::task::JoinHandle<std::io::Result<Vec<u8>>>),
-    Done(std::io::Result<Vec<u8>>),
-}
-
-impl Answer {
-    /// The answer as stored: one zstd frame.
-    pub async fn stored(self) -> std::io::Result<Vec<u8>> {
-        match self.stored {
-            Stored::Done(stored) => stored,
-            Stored::Compressing(task) => task.await.map_err(std::io::Error::other)?,
-        }
-    }
+pub struct Compressing {
+    raw_bytes: usize,
+    task: Option<tokio::task::JoinHandle<std::io::Result<Vec<u8>>>>,
+    done: Option<std::io::Result<Vec<u8>>>,
 }
 
 /// Collects the answers of one window's load between the executor, which records them as it
@@ -125,21 +118,43 @@ impl Recorder {
         Recorder::default()
     }
 
-    /// Records an answer the load used (the executor calls this once per decoded answer) and
-    /// starts compressing it.
-    pub fn record(&self, query: &QueryId, body: Bytes) {
+    /// Starts compressing an answer (on the blocking pool when there is a runtime).
+    pub fn compress(body: Bytes) -> Compressing {
         let raw_bytes = body.len();
-        let stored = match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => Stored::Compressing(runtime.spawn_blocking(move || compress(&body))),
-            Err(_) => Stored::Done(compress(&body)),
-        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => Compressing {
+                raw_bytes,
+                task: Some(runtime.spawn_blocking(move || compress(&body))),
+                done: None,
+            },
+            Err(_) => Compressing {
+                raw_bytes,
+                task: None,
+                done: Some(compress(&body)),
+            },
+        }
+    }
+
+    /// Records an answer the load used, once its compression is done (the executor calls this
+    /// once per decoded answer).
+    pub async fn record(&self, query: &QueryId, compressing: Compressing) {
+        let stored = match (compressing.task, compressing.done) {
+            (Some(task), _) => task.await.map_err(std::io::Error::other).and_then(|r| r),
+            (None, Some(done)) => done,
+            (None, None) => Err(std::io::Error::other("the answer was not compressed")),
+        }
+        .map(|mut frame| {
+            // The frame was allocated for the worst case (the answer's length).
+            frame.shrink_to_fit();
+            frame
+        });
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.count += 1;
         let page = inner.count;
         inner.pending.push(Answer {
             page,
             query: query.clone(),
-            raw_bytes,
+            raw_bytes: compressing.raw_bytes,
             stored,
         });
     }
@@ -170,16 +185,22 @@ pub fn decompress(stored: &[u8], raw_bytes: usize) -> std::io::Result<Vec<u8>> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn answers_are_numbered_in_the_order_they_were_recorded_and_taken_once() {
+    #[tokio::test]
+    async fn answers_are_numbered_in_the_order_they_were_recorded_and_taken_once() {
         let recorder = Recorder::new();
         let query = QueryId::graphql("Q", "query Q { a }");
-        recorder.record(&query, Bytes::from_static(b"one"));
-        recorder.record(&query, Bytes::from_static(b"two"));
+        for body in [&b"one"[..], b"two"] {
+            let compressing = Recorder::compress(Bytes::from_static(body));
+            recorder.record(&query, compressing).await;
+        }
         let first = recorder.take();
         assert_eq!(first.iter().map(|a| a.page).collect::<Vec<_>>(), [1, 2]);
+        let stored = first[1].stored.as_ref().unwrap();
+        assert_eq!(decompress(stored, first[1].raw_bytes).unwrap(), b"two");
         assert!(recorder.take().is_empty());
-        recorder.record(&query, Bytes::from_static(b"three"));
+        recorder
+            .record(&query, Recorder::compress(Bytes::from_static(b"three")))
+            .await;
         assert_eq!(recorder.take()[0].page, 3);
     }
 

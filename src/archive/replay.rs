@@ -29,7 +29,7 @@ pub struct Replay {
     window: String,
     /// Answers served so far. Locked only to count.
     served: Mutex<i32>,
-    /// The next answer, being read (and decompressed) while the loader decodes the one before:
+    /// The next answer, being read while the loader decodes the one before:
     /// a rebuild reads its answers from the database as a load waits for them from the vendor,
     /// and this overlaps the two. At most one answer is read ahead. Locked only to swap it.
     ahead: Mutex<Option<(i32, Reading)>>,
@@ -38,12 +38,14 @@ pub struct Replay {
 /// An answer being read ahead.
 type Reading = JoinHandle<Result<Option<Read>, sqlx::Error>>;
 
-/// One archived answer as read from `archive.pages`, decompressed.
+/// One archived answer as read from `archive.pages`, still compressed (the answer read ahead
+/// is held as its frame, so a rebuild holds one answer as received at a time, as a load does).
 #[derive(Debug)]
 struct Read {
     name: String,
     sha256: Vec<u8>,
-    body: std::io::Result<Vec<u8>>,
+    raw_bytes: i32,
+    stored: Vec<u8>,
 }
 
 /// Reads answer `page` of the window archived by `run`.
@@ -59,7 +61,8 @@ async fn read(pool: PgPool, run: i64, page: i32) -> Result<Option<Read>, sqlx::E
     Ok(row.map(|(name, sha256, raw_bytes, stored)| Read {
         name,
         sha256,
-        body: super::decompress(&stored, usize::try_from(raw_bytes).unwrap_or(0)),
+        raw_bytes,
+        stored,
     }))
 }
 
@@ -158,7 +161,13 @@ impl Replay {
             let reading = tokio::spawn(read(self.pool.clone(), run, page + 1));
             *self.ahead.lock().unwrap_or_else(|e| e.into_inner()) = Some((page + 1, reading));
         }
-        let Some(Read { name, sha256, body }) = row else {
+        let Some(Read {
+            name,
+            sha256,
+            raw_bytes,
+            stored,
+        }) = row
+        else {
             return Err(ReplayError {
                 kind: FailureKind::InvalidAnswer,
                 message: format!(
@@ -177,6 +186,8 @@ impl Replay {
                 ),
             });
         }
+        let body = super::decompress(&stored, usize::try_from(raw_bytes).unwrap_or(0));
+        drop(stored);
         let body = body.map_err(|e| ReplayError {
             kind: FailureKind::InvalidAnswer,
             message: format!("{}: archived answer {page} does not decompress: {e}", self.window),

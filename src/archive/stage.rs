@@ -167,13 +167,9 @@ impl Batch {
             let (page, query) = (answer.page, answer.query.clone());
             let raw = i32::try_from(answer.raw_bytes)
                 .with_context(|| format!("answer {page} is too large to archive"))?;
-            let compressing = std::time::Instant::now();
             let stored = answer
-                .stored()
-                .await
+                .stored
                 .with_context(|| format!("compressing answer {page} for the archive"))?;
-            // The wait for the compression (which began when the answer was decoded).
-            Stage::Compress.since(compressing);
             let staging = std::time::Instant::now();
             sqlx::query(sqlx::AssertSqlSafe(insert.as_str()))
                 .bind(page)

@@ -318,6 +318,9 @@ impl Executor {
         let held = source.limiter.observe(&rate);
         let status_label = instruments::status_class(Some(status.as_u16()));
         crate::stages::Stage::Fetch.add(started.elapsed());
+        // An answer for the archive is compressed beside its decoding (see `crate::archive`).
+        let compressing = (status.is_success() && call.archive.is_some())
+            .then(|| crate::archive::Recorder::compress(body.clone()));
         let result = if status.is_success() {
             let decoding = std::time::Instant::now();
             let decoded = decode(&body);
@@ -344,8 +347,10 @@ impl Executor {
         match result {
             Ok(value) => {
                 // The load uses this answer: it goes into the window's archive as received.
-                if let Some(recorder) = &call.archive {
-                    recorder.record(&outgoing.archived_as, body);
+                if let (Some(recorder), Some(compressing)) = (&call.archive, compressing) {
+                    let waiting = std::time::Instant::now();
+                    recorder.record(&outgoing.archived_as, compressing).await;
+                    crate::stages::Stage::Compress.since(waiting);
                 }
                 Ok(value)
             }
