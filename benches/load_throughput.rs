@@ -22,7 +22,13 @@
 //! sandbox and the PostgreSQL backends (on a small machine they share the cores) and the time per
 //! stage of the data path (`reporting_etl::stages`; `copy` runs alongside the next page's fetch
 //! and decode, `copy_wait` is the loader waiting for it). The last line per size is
-//! `ingest records=N rows_per_s=… copy_rows_per_s=… ratio=… peak_rss_mib=…` (medians).
+//! `ingest records=N rows_per_s=… copy_rows_per_s=… ratio=… peak_rss_mib=… archive_mib=…`
+//! (medians; the load archives its answers, as every load does by default, and `archive_mib` is
+//! the window's archive as stored), then
+//! `rebuild records=N rows_per_s=… ratio=… peak_rss_mib=… vs_load=… upstream_calls=…`: the same
+//! window re-derived from that archive as `reporting-etl rebuild` does, with the sandbox stopped,
+//! into the emptied table as the loads wrote into an empty one (ratio against the same raw COPY,
+//! `vs_load` against the load's rows/s, the peak its own).
 //!
 //! A size is loaded the way a backfill loads it: one window of whole days (at most 40, within
 //! Retarus's 45-day limit), 10,000-record pages.
@@ -172,18 +178,34 @@ async fn backend_cpu(db: &support::TestDb) -> Vec<(String, Option<f64>)> {
         .collect()
 }
 
-/// Loads the window into a fresh database as a backfill does, spawned on the runtime.
-async fn load_pass(sandbox: &SandboxProcess, window: Window) -> Pass {
-    let db = support::TestDb::new().await;
+/// Where the sandbox's Retarus answers (kept after the sandbox is stopped: a rebuild must not
+/// need it).
+#[derive(Clone)]
+struct Upstream {
+    token_url: String,
+    graphql_url: String,
+    client_id: String,
+    client_secret: String,
+}
+
+impl Upstream {
+    fn of(sandbox: &SandboxProcess) -> Upstream {
+        Upstream {
+            token_url: sandbox.field("token_url"),
+            graphql_url: sandbox.field("graphql_url"),
+            client_id: sandbox.field("client_id"),
+            client_secret: sandbox.field("client_secret"),
+        }
+    }
+}
+
+/// The settings and executor a pass loads (or rebuilds) with, on `db`.
+fn executor(db: &support::TestDb, upstream: &Upstream) -> (Arc<reporting_etl::config::Settings>, Executor) {
     let text = format!(
         "[database]\nurl = \"{}\"\npool_size = 4\n\n[sources.retarus]\nkind = \"retarus\"\nallow_http = true\n\
          token_url = \"{}\"\ngraphql_url = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\n\
          customer_ids = [\"99999\"]\nrate_limit = {{ calls = 100000, per_ms = 1000 }}\n",
-        db.url,
-        sandbox.field("token_url"),
-        sandbox.field("graphql_url"),
-        sandbox.field("client_id"),
-        sandbox.field("client_secret"),
+        db.url, upstream.token_url, upstream.graphql_url, upstream.client_id, upstream.client_secret,
     );
     let (settings, _file) = support::load_config(&text);
     let settings = Arc::new(settings);
@@ -192,6 +214,13 @@ async fn load_pass(sandbox: &SandboxProcess, window: Window) -> Pass {
         reporting_etl::auth::build(&settings, db.pool.clone()),
     )
     .unwrap();
+    (settings, exec)
+}
+
+/// Loads the window into a fresh database as a backfill does, spawned on the runtime.
+async fn load_pass(sandbox: &SandboxProcess, window: Window) -> Pass {
+    let db = support::TestDb::new().await;
+    let (settings, exec) = executor(&db, &Upstream::of(sandbox));
     // Two connections open before the load (the load's and the token store's), so the CPU of
     // the backends serving it can be read before and after.
     let (a, b) = (db.pool.acquire().await.unwrap(), db.pool.acquire().await.unwrap());
@@ -201,22 +230,8 @@ async fn load_pass(sandbox: &SandboxProcess, window: Window) -> Pass {
     reporting_etl::stages::reset();
     let pool = db.pool.clone();
     let started = Instant::now();
-    let load = tokio::spawn(async move {
-        let dataset = catalog::find(SourceKind::Retarus, "fax_out_udr").unwrap();
-        let scope = ScopeTarget::Customer("99999".into());
-        let call = CallContext::new("retarus", "fax_out_udr");
-        let request = LoadRequest {
-            source_name: "retarus",
-            source: &settings.sources["retarus"],
-            dataset,
-            scope: &scope,
-            window: Some(window),
-            run_id: 1,
-            call: &call,
-        };
-        vendors::load_window(&exec, &pool, &request, &Tuning::default()).await
-    });
-    let figures = load.await.unwrap().unwrap();
+    let load = spawn_window(settings, exec, pool, window, None);
+    let figures = load.await.unwrap().0.unwrap();
     let secs = started.elapsed().as_secs_f64();
     let stages = reporting_etl::stages::ALL
         .iter()
@@ -243,6 +258,52 @@ async fn load_pass(sandbox: &SandboxProcess, window: Window) -> Pass {
         cpu,
         stages,
     }
+}
+
+/// Loads the window as a backfill does (archived under run 1), or with `rebuild_from`, rebuilds
+/// it from the archive of that run; spawned on the runtime as the service runs its jobs. Returns
+/// the figures and the upstream requests the executor counted (data and token).
+fn spawn_window(
+    settings: Arc<reporting_etl::config::Settings>,
+    exec: Executor,
+    pool: sqlx::PgPool,
+    window: Window,
+    rebuild_from: Option<i64>,
+) -> tokio::task::JoinHandle<(anyhow::Result<reporting_etl::datasets::LoadFigures>, i64)> {
+    tokio::spawn(async move {
+        let dataset = catalog::find(SourceKind::Retarus, "fax_out_udr").unwrap();
+        let scope = ScopeTarget::Customer("99999".into());
+        let call = CallContext::new("retarus", "fax_out_udr");
+        let request = LoadRequest {
+            source_name: "retarus",
+            source: &settings.sources["retarus"],
+            dataset,
+            scope: &scope,
+            window: Some(window),
+            run_id: if rebuild_from.is_some() { 2 } else { 1 },
+            call: &call,
+        };
+        let tuning = Tuning::default();
+        let figures = match rebuild_from {
+            Some(run) => vendors::rebuild_window(&exec, &pool, &request, run, &tuning).await,
+            None => vendors::load_window(&exec, &pool, &request, &tuning).await,
+        };
+        (figures, call.figures.calls() + call.figures.token_calls())
+    })
+}
+
+/// Rebuilds the window loaded into `db` (archived under run 1 by `vendors::load_window`) from
+/// its archive, as `reporting-etl rebuild` does, with the sandbox stopped: rows, seconds and the
+/// upstream calls the executor counted (0: nothing could have answered one anyway).
+async fn rebuild_pass(db: &support::TestDb, upstream: &Upstream, window: Window) -> (i64, f64, i64) {
+    let (settings, exec) = executor(db, upstream);
+    let pool = db.pool.clone();
+    reporting_etl::stages::reset();
+    let started = Instant::now();
+    let rebuild = spawn_window(settings, exec, pool, window, Some(1));
+    let (figures, calls) = rebuild.await.unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    (figures.unwrap().rows, secs, calls)
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -314,6 +375,7 @@ async fn run(records: u64, passes: usize, binary: &str) {
     let per_day = records.div_ceil(days);
     let anchor = Utc::now().duration_trunc(TimeDelta::hours(1)).unwrap();
     let sandbox = SandboxProcess::start(binary, anchor, days + 2, per_day);
+    let upstream = Upstream::of(&sandbox);
     // Whole days before the anchor's day: every one holds exactly `per_day` records.
     let last_day = anchor.duration_trunc(TimeDelta::days(1)).unwrap();
     let window = Window::new(last_day - Duration::days(days as i64), last_day);
@@ -362,6 +424,12 @@ async fn run(records: u64, passes: usize, binary: &str) {
         .and_then(|p| p.db.as_ref())
         .expect("the last pass's database");
     let (copy_rate, copy_runs) = raw_copy_rates(db, "retarus.fax_out_udr", rows, 3).await;
+    let (archived, received): (i64, i64) =
+        sqlx::query_as("SELECT stored_bytes, raw_bytes FROM archive.windows WHERE run_id = 1")
+            .fetch_one(&db.pool)
+            .await
+            .expect("the load archived its answers");
+    let mib = |bytes: i64| bytes as f64 / (1024.0 * 1024.0);
     println!(
         "  {rows} rows in one window of {days}d x {per_day}/day; ingest rows/s min {min:.0} median {rate:.0} \
          over {passes} passes; raw COPY into a fresh identical table {copy_runs} rows/s (median {copy_rate:.0}); \
@@ -373,9 +441,50 @@ async fn run(records: u64, passes: usize, binary: &str) {
         }
     );
     println!(
-        "ingest records={records} rows_per_s={rate:.0} copy_rows_per_s={copy_rate:.0} ratio={:.3} peak_rss_mib={}",
+        "  archive: {:.1} MiB received, {:.1} MiB stored (zstd level {})",
+        mib(received),
+        mib(archived),
+        reporting_etl::archive::LEVEL
+    );
+    // The rebuild: the sandbox is stopped (no answer could come from it), the peak is its own.
+    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let mut rebuild_rates = Vec::new();
+    let mut upstream_calls = 0;
+    for n in 1..=passes {
+        // Into an emptied table, as the loads wrote into an empty one: what is measured is the
+        // data path, not the deletion of the window's previous rows (which a reload pays too).
+        sqlx::query("TRUNCATE retarus.fax_out_udr")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let (rebuilt, secs, calls) = rebuild_pass(db, &upstream, window).await;
+        assert_eq!(rebuilt, rows, "the rebuild wrote every archived record");
+        upstream_calls += calls;
+        let stages = reporting_etl::stages::ALL
+            .iter()
+            .map(|s| format!("{} {:.2}s", s.name(), s.total().as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!(
+            "  rebuild pass {n}: {secs:.1}s = {:.0} rows/s, {calls} upstream calls\n    stages: {stages}",
+            rebuilt as f64 / secs
+        );
+        rebuild_rates.push(rebuilt as f64 / secs);
+    }
+    let rebuild_hwm_kib = status_kib("self", "VmHWM:");
+    let rebuild_rate = median(&mut rebuild_rates);
+    println!(
+        "ingest records={records} rows_per_s={rate:.0} copy_rows_per_s={copy_rate:.0} ratio={:.3} peak_rss_mib={} archive_mib={:.1}",
         rate / copy_rate,
-        hwm_kib / 1024
+        hwm_kib / 1024,
+        mib(archived)
+    );
+    println!(
+        "rebuild records={rows} rows_per_s={rebuild_rate:.0} ratio={:.3} peak_rss_mib={} vs_load={:.2} upstream_calls={upstream_calls}{}",
+        rebuild_rate / copy_rate,
+        rebuild_hwm_kib / 1024,
+        rebuild_rate / rate,
+        if reset { "" } else { " (peak not reset)" }
     );
 }
 

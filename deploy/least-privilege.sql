@@ -43,7 +43,10 @@ CREATE SCHEMA IF NOT EXISTS retarus AUTHORIZATION reporting_etl;
 CREATE SCHEMA IF NOT EXISTS roubler AUTHORIZATION reporting_etl;
 CREATE SCHEMA IF NOT EXISTS altrata AUTHORIZATION reporting_etl;
 CREATE SCHEMA IF NOT EXISTS retently AUTHORIZATION reporting_etl;
-GRANT USAGE, CREATE ON SCHEMA etl, retarus, roubler, altrata, retently TO reporting_etl;
+-- The raw archive (the vendors' answers as received, for rebuilds): the writer's alone; analysts
+-- see its size through etl.archive_sizes and etl.freshness.
+CREATE SCHEMA IF NOT EXISTS archive AUTHORIZATION reporting_etl;
+GRANT USAGE, CREATE ON SCHEMA etl, retarus, roubler, altrata, retently, archive TO reporting_etl;
 
 -- Analysts: the vendor tables, now and in the future …
 GRANT USAGE ON SCHEMA retarus, roubler, altrata, retently TO reporting_reader;
@@ -59,7 +62,7 @@ DO $$
 DECLARE
     view_name text;
 BEGIN
-    FOREACH view_name IN ARRAY ARRAY['etl.freshness', 'etl.latest_success'] LOOP
+    FOREACH view_name IN ARRAY ARRAY['etl.freshness', 'etl.latest_success', 'etl.archive_sizes'] LOOP
         IF to_regclass(view_name) IS NOT NULL THEN
             EXECUTE format('GRANT SELECT ON %s TO reporting_reader', view_name);
         END IF;

@@ -19,6 +19,8 @@
 //! - [`app`]: the composition root wiring store, auth, executor and runner for every command.
 //! - [`service`]: `run`: the scheduler, health and metrics endpoints.
 //! - `shutdown`: the one graceful shutdown of `run` and `run --once`.
+//! - [`archive`]: every answer a window's load used, compressed, committed with its swap, and
+//!   replayed by `rebuild` (no upstream call).
 //! - [`store`]: PostgreSQL: pool, migrations, the embedded default server, run records.
 //! - [`allocator`]: the memory allocator's settings, chosen by measurement.
 //! - [`stages`]: per-stage timers of the data path (read by the load benchmark).
@@ -27,6 +29,7 @@
 
 pub mod allocator;
 pub mod app;
+pub mod archive;
 pub mod auth;
 pub mod catalog;
 pub mod cli;

@@ -105,11 +105,13 @@ pub async fn run(settings: Settings) -> Result<ExitCode> {
     // process counts as dead only after the liveness grace period, so one sweep at start-up
     // would miss a process killed just before).
     let sweeper = tokio::spawn(sweep_periodically(engine.runner.clone()));
+    let retention = tokio::spawn(retain_periodically(engine.store.pool().clone(), settings.clone()));
     tracing::info!(jobs = scheduled, listen = %settings.server.listen, "Service running.");
 
     shutdown.stopping.cancelled().await;
     tracing::info!("Shutting down: no new runs; waiting for running windows to commit.");
     sweeper.abort();
+    retention.abort();
     let _ = scheduler.shutdown().await;
     context.tasks.close();
     // The running windows end by themselves, or are dropped when the grace period is over
@@ -179,6 +181,20 @@ async fn sweep_periodically(runner: Arc<Runner>) {
     loop {
         tokio::time::sleep(LIVENESS_GRACE).await;
         runner.sweep_dead_instances().await;
+    }
+}
+
+/// Deletes archived answers older than their source's `archive.keep_days`, at start-up and every
+/// [`crate::archive::store::RETENTION_INTERVAL`].
+async fn retain_periodically(pool: PgPool, settings: Arc<Settings>) {
+    let sources: Vec<(String, u32)> = settings
+        .sources
+        .iter()
+        .map(|(name, source)| (name.clone(), source.archive().keep_days))
+        .collect();
+    loop {
+        crate::archive::store::enforce_all(&pool, &sources).await;
+        tokio::time::sleep(crate::archive::store::RETENTION_INTERVAL).await;
     }
 }
 
@@ -272,6 +288,11 @@ async fn metrics_text(State(state): State<HttpState>) -> impl IntoResponse {
     let reauthorization = crate::jobs::freshness::publish_reauthorization(&state.pool);
     if let Ok(Err(error)) = tokio::time::timeout(READYZ_TIMEOUT, reauthorization).await {
         tracing::debug!(error = %format!("{error:#}"), "Could not read token states for /metrics.");
+    }
+    // Every process writes the archive: its size is read at every scrape too.
+    let archive = crate::archive::store::publish_sizes(&state.pool);
+    if let Ok(Err(error)) = tokio::time::timeout(READYZ_TIMEOUT, archive).await {
+        tracing::debug!(error = %format!("{error:#}"), "Could not read the archive's size for /metrics.");
     }
     match &state.metrics {
         Some(handle) => (

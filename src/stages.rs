@@ -22,10 +22,15 @@ pub enum Stage {
     CopyWait,
     /// The swap: deleting the window's old rows and inserting the staged ones.
     Swap,
+    /// Waiting for an answer's compression for the archive after its decoding (the compression
+    /// runs on the blocking pool beside the decoding).
+    Compress,
+    /// Staging answers for the archive and moving them into it in the swap.
+    Archive,
 }
 
 /// Every stage, in the order of the data path.
-pub const ALL: [Stage; 7] = [
+pub const ALL: [Stage; 9] = [
     Stage::Fetch,
     Stage::Decode,
     Stage::Map,
@@ -33,9 +38,11 @@ pub const ALL: [Stage; 7] = [
     Stage::Copy,
     Stage::CopyWait,
     Stage::Swap,
+    Stage::Compress,
+    Stage::Archive,
 ];
 
-static NANOS: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
+static NANOS: [AtomicU64; 9] = [const { AtomicU64::new(0) }; 9];
 
 impl Stage {
     pub fn name(self) -> &'static str {
@@ -47,6 +54,8 @@ impl Stage {
             Stage::Copy => "copy",
             Stage::CopyWait => "copy_wait",
             Stage::Swap => "swap",
+            Stage::Compress => "compress",
+            Stage::Archive => "archive",
         }
     }
 

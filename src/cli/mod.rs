@@ -24,7 +24,9 @@ use crate::auth;
 use crate::config::{ConfigSource, LogFormat, Settings};
 use crate::executor::shared_budget;
 use crate::store::{self, Database, runs};
-use report::{auth_status_table, budget_table, check_summary, jobs_table, limits_table, runs_table};
+use report::{
+    archive_table, auth_status_table, budget_table, check_summary, jobs_table, limits_table, runs_table,
+};
 
 /// Extracts reporting data from vendor APIs (Retarus, Roubler, Altrata, Retently) on cron
 /// schedules and loads it into PostgreSQL, with a record of every run.
@@ -65,6 +67,11 @@ pub(crate) enum Command {
     },
     /// Show the configured jobs with their next fire time (local and UTC) and last outcome.
     Jobs,
+    /// Re-derive a job's tables from the archived answers of its loads, with no upstream call:
+    /// each window its loads committed (the latest load of each), through the same decoding,
+    /// mapping, swap and run records as a load (trigger `rebuild`). Stops on Ctrl-C like
+    /// `run --once`; exits 1 if any window failed (e.g. one whose load kept no archive).
+    Rebuild(RebuildArgs),
     /// Start sandbox upstreams in-process, authorise every source against them, load the last
     /// week of every dataset into the configured (or embedded) database, and show the result.
     Demo,
@@ -138,6 +145,19 @@ pub(crate) struct RunArgs {
     pub to: Option<NaiveDate>,
 }
 
+#[derive(Debug, Args)]
+pub(crate) struct RebuildArgs {
+    /// The job to rebuild.
+    #[arg(long, value_name = "NAME")]
+    pub job: String,
+    /// Only windows overlapping [--from, --to) (UTC days); snapshots are always rebuilt.
+    #[arg(long, value_name = "DATE", requires = "to")]
+    pub from: Option<NaiveDate>,
+    /// End (exclusive) of the range, read as --from is.
+    #[arg(long, value_name = "DATE", requires = "from")]
+    pub to: Option<NaiveDate>,
+}
+
 /// Parses arguments, loads configuration, sets up logging and runs the command.
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -195,6 +215,10 @@ async fn run_command(command: Command, settings: Settings) -> Result<ExitCode> {
             let usage = shared_budget::usage(store.pool(), limit).await?;
             print!("{}", budget_table(&usage));
             print!("{}", limits_table(&shared_budget::limits(store.pool()).await?));
+            print!(
+                "{}",
+                archive_table(&crate::archive::store::sizes(store.pool()).await?)
+            );
             store.close().await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -215,6 +239,7 @@ async fn run_command(command: Command, settings: Settings) -> Result<ExitCode> {
             anyhow::bail!("this build has no sandbox upstreams (built without the `sandbox` feature)")
         }
         Command::Run(args) if args.once => run::once(args, settings).await,
+        Command::Rebuild(args) => run::rebuild(args, settings).await,
         Command::Run(_) => crate::service::run(settings).await,
     }
 }

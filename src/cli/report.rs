@@ -168,6 +168,31 @@ pub(super) fn budget_table(rows: &[shared_budget::UsageRow]) -> String {
     )
 }
 
+/// The archive's size per source and dataset (`reporting-etl rebuild` re-derives from it).
+pub(super) fn archive_table(rows: &[crate::archive::store::DatasetSize]) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mib = |bytes: i64| format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0));
+    let mut table = Table::new(["SOURCE", "DATASET", "WINDOWS", "ANSWERS", "RECEIVED", "STORED"]);
+    for row in rows {
+        table.row([
+            row.source.clone(),
+            row.dataset.clone(),
+            row.windows.to_string(),
+            row.pages.to_string(),
+            mib(row.raw_bytes),
+            mib(row.stored_bytes),
+        ]);
+    }
+    format!(
+        "
+Archive (answers kept for rebuilds, compressed):
+{}",
+        table.render()
+    )
+}
+
 /// Each source's limit: configured, and as the upstream's headers announce it when they differ
 /// (the headers win), plus a block in force (a `Retry-After`, an exhausted window).
 pub(super) fn limits_table(rows: &[shared_budget::LimitRow]) -> String {

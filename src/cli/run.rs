@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::table::Table;
-use super::{InvalidArguments, RunArgs};
+use super::{InvalidArguments, RebuildArgs, RunArgs};
 use crate::app::Engine;
 use crate::config::Settings;
 use crate::executor::CallFigures;
@@ -26,18 +26,45 @@ use crate::store::runs::{RunStatus, Trigger};
 /// exits at once; the runs it leaves `running` are marked `interrupted` by the next start.
 pub(crate) async fn once(args: RunArgs, settings: Settings) -> Result<ExitCode> {
     let jobs = select_jobs(&settings, &args.jobs)?;
-    let backfill = match (args.from, args.to) {
-        (Some(from), Some(to)) if from >= to => {
-            return Err(InvalidArguments(format!("--from {from} must be before --to {to}")).into());
-        }
-        (Some(from), Some(to)) => Some((from, to)),
-        _ => None,
-    };
+    let backfill = date_range(args.from, args.to)?;
     let trigger = if backfill.is_some() {
         Trigger::Backfill
     } else {
         Trigger::Once
     };
+    run_until_signalled(settings, jobs, trigger, backfill, "run --once").await
+}
+
+/// `rebuild --job NAME [--from DATE --to DATE]`: the job's windows re-derived from the archive,
+/// no upstream call, with `run --once`'s signals, progress, summary and exit codes.
+pub(crate) async fn rebuild(args: RebuildArgs, settings: Settings) -> Result<ExitCode> {
+    let jobs = select_jobs(&settings, std::slice::from_ref(&args.job))?;
+    let range = date_range(args.from, args.to)?;
+    run_until_signalled(settings, jobs, Trigger::Rebuild, range, "rebuild").await
+}
+
+/// `--from`/`--to` as a range, refused when `--from` is not before `--to`.
+fn date_range(
+    from: Option<chrono::NaiveDate>,
+    to: Option<chrono::NaiveDate>,
+) -> Result<Option<(chrono::NaiveDate, chrono::NaiveDate)>> {
+    match (from, to) {
+        (Some(from), Some(to)) if from >= to => {
+            Err(InvalidArguments(format!("--from {from} must be before --to {to}")).into())
+        }
+        (Some(from), Some(to)) => Ok(Some((from, to))),
+        _ => Ok(None),
+    }
+}
+
+/// Runs `jobs` once with `trigger`, stopping on SIGINT/SIGTERM as `run --once` documents.
+async fn run_until_signalled(
+    settings: Settings,
+    jobs: Vec<String>,
+    trigger: Trigger,
+    backfill: Option<(chrono::NaiveDate, chrono::NaiveDate)>,
+    command: &str,
+) -> Result<ExitCode> {
     let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
     // A progress line on a terminal; plain log lines (one per window) otherwise.
     let (progress, display) = if std::io::stderr().is_terminal() {
@@ -46,7 +73,7 @@ pub(crate) async fn once(args: RunArgs, settings: Settings) -> Result<ExitCode> 
     } else {
         (None, None)
     };
-    let engine = Engine::start_with(Arc::new(settings), "run --once", progress).await?;
+    let engine = Engine::start_with(Arc::new(settings), command, progress).await?;
     let shutdown = Shutdown::watch(grace);
     let outcome = runner::run_once_until(
         engine.runner.clone(),

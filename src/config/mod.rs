@@ -29,8 +29,8 @@ use redact::Redactor;
 
 pub use job::{JobSettings, Scope};
 pub use source::{
-    Parts, RateLimit, Section, SectionAny, SectionKind, Sections, SourceSettings, default_redirect_uri,
-    parse_section,
+    ArchiveSettings, Parts, RateLimit, Section, SectionAny, SectionKind, Sections, SourceSettings,
+    default_redirect_uri, parse_section,
 };
 pub use validate::SectionCheck;
 pub use values::{CronSchedule, HttpUrl, TimeZone, cron_parser};
@@ -385,6 +385,8 @@ pub(crate) mod bounds {
     pub(crate) const TRAILING_DAYS: RangeInclusive<u32> = 1..=3650;
     /// Up to a week; 0 asks the vendor at every run.
     pub(crate) const DISCOVERY_TTL_SECS: RangeInclusive<u64> = 0..=604_800;
+    /// Up to a hundred years; 0 keeps no archive.
+    pub(crate) const ARCHIVE_KEEP_DAYS: RangeInclusive<u32> = 0..=36_500;
     /// At least a second, at most a day.
     pub(crate) const WINDOW_DEADLINE_SECS: RangeInclusive<u64> = 1..=86_400;
     /// A schedule must fire within this many days of any moment.

@@ -29,6 +29,8 @@ pub trait Section: fmt::Debug + Send + Sync + SectionAny {
     fn default_rate_limit(&self) -> RateLimit;
     /// Whether plain `http://` endpoints are allowed (the sandbox).
     fn allow_http(&self) -> bool;
+    /// `sources.NAME.archive`: how long the source's answers are archived.
+    fn archive(&self) -> ArchiveSettings;
     /// Every endpoint with its key name, for validation and for `check`.
     fn endpoints(&self) -> Vec<(&'static str, &HttpUrl)>;
     /// The authentication flow, in words, for `check` and `auth status`.
@@ -182,6 +184,39 @@ impl<'de> Deserialize<'de> for SourceSettings {
     }
 }
 
+/// `sources.NAME.archive`: the raw archive of the source's answers (`crate::archive`), the same
+/// key for every vendor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveSettings {
+    /// Days an archived answer is kept, counted from its window's commit (the service deletes
+    /// older ones). 0 archives nothing and keeps nothing.
+    #[serde(default = "ArchiveSettings::default_keep_days")]
+    pub keep_days: u32,
+}
+
+impl ArchiveSettings {
+    /// Longer than any vendor keeps its history (Retarus 90 days), so the archive outlives it.
+    pub const DEFAULT_KEEP_DAYS: u32 = 400;
+
+    fn default_keep_days() -> u32 {
+        Self::DEFAULT_KEEP_DAYS
+    }
+
+    /// Whether loads of the source archive their answers.
+    pub fn keeps_answers(&self) -> bool {
+        self.keep_days > 0
+    }
+}
+
+impl Default for ArchiveSettings {
+    fn default() -> Self {
+        ArchiveSettings {
+            keep_days: Self::DEFAULT_KEEP_DAYS,
+        }
+    }
+}
+
 /// Calls allowed per period, enforced for all jobs of a source together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -255,6 +290,11 @@ impl SourceSettings {
 
     pub(crate) fn allow_http(&self) -> bool {
         self.0.allow_http()
+    }
+
+    /// `sources.NAME.archive`.
+    pub fn archive(&self) -> ArchiveSettings {
+        self.0.archive()
     }
 
     /// Every endpoint with its key name, for validation and for `check`.

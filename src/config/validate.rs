@@ -107,6 +107,12 @@ impl Settings {
             let limit = source.rate_limit();
             problems.in_range(&at("rate_limit.calls"), limit.calls, bounds::RATE_CALLS, "calls");
             problems.in_range(&at("rate_limit.per_ms"), limit.per_ms, bounds::RATE_PER_MS, "ms");
+            problems.in_range(
+                &at("archive.keep_days"),
+                source.archive().keep_days,
+                bounds::ARCHIVE_KEEP_DAYS,
+                "days",
+            );
             source.validate(&mut SectionCheck {
                 name,
                 problems: &mut problems,

@@ -50,6 +50,21 @@ pub struct LoadRequest<'a> {
     pub call: &'a CallContext,
 }
 
+impl LoadRequest<'_> {
+    /// The archive's record of this load as a window of `job` (see [`crate::archive`]).
+    pub fn archive_window(&self, job: &str) -> crate::archive::stage::ArchiveWindow {
+        crate::archive::stage::ArchiveWindow {
+            run_id: self.run_id,
+            job: job.to_owned(),
+            source: self.source_name.to_owned(),
+            dataset: self.dataset.name.to_owned(),
+            scope: self.scope.key(),
+            scope_target: self.scope.to_json(),
+            window: self.window.map(|w| (w.start, w.end)),
+        }
+    }
+}
+
 /// What a load did, for the run record.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoadFigures {

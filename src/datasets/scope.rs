@@ -45,6 +45,52 @@ impl ScopeTarget {
     }
 }
 
+impl ScopeTarget {
+    /// The scope as the archive keeps it (`archive.windows.scope_target`), so that a rebuild
+    /// loads it as the load did without discovering it again.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            ScopeTarget::Customer(id) => json!({ "customer": id }),
+            ScopeTarget::Company(id) => json!({ "company": id }),
+            ScopeTarget::Location {
+                company,
+                id,
+                time_zone,
+            } => json!({ "location": id, "company": company, "time_zone": time_zone.name() }),
+            ScopeTarget::WatchList(ids) => json!({ "watch_list": ids }),
+            ScopeTarget::Account => json!({ "account": true }),
+        }
+    }
+
+    /// A scope kept by [`ScopeTarget::to_json`]; `None` when `value` is not one.
+    pub fn from_json(value: &serde_json::Value) -> Option<ScopeTarget> {
+        let text = |key: &str| value.get(key)?.as_str().map(str::to_owned);
+        if let Some(id) = text("location") {
+            return Some(ScopeTarget::Location {
+                company: text("company")?,
+                id,
+                time_zone: text("time_zone")?.parse().ok()?,
+            });
+        }
+        if let Some(id) = text("customer") {
+            return Some(ScopeTarget::Customer(id));
+        }
+        if let Some(id) = text("company") {
+            return Some(ScopeTarget::Company(id));
+        }
+        if let Some(ids) = value.get("watch_list") {
+            let ids = ids.as_array()?;
+            return ids
+                .iter()
+                .map(|id| id.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .map(ScopeTarget::WatchList);
+        }
+        (value.get("account") == Some(&serde_json::Value::Bool(true))).then_some(ScopeTarget::Account)
+    }
+}
+
 /// Where `vendors::discover_scopes_cached` got the scopes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DiscoveredBy {
@@ -54,4 +100,36 @@ pub(crate) enum DiscoveredBy {
     Cache,
     /// The vendor, just now (the answer was stored in the cache).
     Vendor,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_of_scope_comes_back_from_the_archive_as_it_was() {
+        let scopes = [
+            ScopeTarget::Customer("99999".into()),
+            ScopeTarget::Company("7".into()),
+            ScopeTarget::Location {
+                company: "7".into(),
+                id: "10101".into(),
+                time_zone: chrono_tz::Australia::Sydney,
+            },
+            ScopeTarget::WatchList(vec!["1-per-1".into(), "1-org-2".into()]),
+            ScopeTarget::Account,
+        ];
+        for scope in scopes {
+            assert_eq!(
+                ScopeTarget::from_json(&scope.to_json()),
+                Some(scope.clone()),
+                "{scope:?}"
+            );
+        }
+        assert_eq!(
+            ScopeTarget::from_json(&serde_json::json!({ "location": "1" })),
+            None
+        );
+        assert_eq!(ScopeTarget::from_json(&serde_json::json!(42)), None);
+    }
 }

@@ -14,8 +14,14 @@
 //! page repeating one) is resolved there: the last one staged wins. Until the swap commits,
 //! nothing of the load is visible and the previous rows stay; a load that fails or is dropped
 //! closes its connection, so its staging tables end with the session.
+//!
+//! The archive rides along ([`Sink::archive`], see [`crate::archive`]): the answers a page's rows
+//! came from are staged on the same connection just before the page's COPY, and the swap moves
+//! them into the archive in the window's transaction.
 
 use std::fmt::Write as _;
+
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -25,6 +31,8 @@ use tokio::task::JoinHandle;
 
 use super::LoadFigures;
 use super::rows::{Column, TableRow};
+use crate::archive::Recorder;
+use crate::archive::stage::{ArchiveWindow, Staging};
 use crate::failure::{Failure, FailureKind};
 use crate::stages::Stage;
 
@@ -106,6 +114,60 @@ pub struct Sink {
     tables: usize,
     /// The swap committed and dropped the staging tables: the connection may go back to the pool.
     clean: bool,
+    /// The window's answers, staged alongside its rows when the load is archived.
+    archive: Option<Staging>,
+    /// Bytes the swap archived (compressed answers); shared so the swap's transaction, which
+    /// borrows the sink, can set it.
+    archived_bytes: Arc<std::sync::atomic::AtomicI64>,
+    /// A test's stand-in for a changed mapping (see [`Remap`]).
+    #[cfg(feature = "sandbox")]
+    remap: Option<Remap>,
+}
+
+/// A changed mapping, for tests (built with the `sandbox` feature only): one column of one table
+/// derived differently, `derive` applied to the column's COPY text in every row staged. It lets
+/// a test show what a rebuild does after a mapping change without changing a vendor's mapping.
+#[cfg(feature = "sandbox")]
+#[derive(Debug, Clone, Copy)]
+pub struct Remap {
+    pub table: &'static str,
+    pub column: &'static str,
+    pub derive: fn(&str) -> String,
+}
+
+#[cfg(feature = "sandbox")]
+impl Remap {
+    /// `chunks` of COPY text of `spec`'s rows with the column re-derived.
+    fn apply(&self, spec: &TableSpec, chunks: Vec<String>) -> Vec<String> {
+        let Some(at) = spec.copy_columns().iter().position(|c| *c == self.column) else {
+            return chunks;
+        };
+        if spec.table != self.table {
+            return chunks;
+        }
+        chunks
+            .into_iter()
+            .map(|chunk| {
+                let mut out = String::with_capacity(chunk.len());
+                for line in chunk.lines() {
+                    let fields: Vec<String> = line
+                        .split('\t')
+                        .enumerate()
+                        .map(|(i, field)| {
+                            if i == at {
+                                (self.derive)(field)
+                            } else {
+                                field.to_owned()
+                            }
+                        })
+                        .collect();
+                    out.push_str(&fields.join("\t"));
+                    out.push('\n');
+                }
+                out
+            })
+            .collect()
+    }
 }
 
 /// A writer's staged load, waiting for the swap.
@@ -141,7 +203,29 @@ impl Sink {
             staged: Vec::new(),
             tables: 0,
             clean: false,
+            archive: None,
+            archived_bytes: Arc::default(),
+            #[cfg(feature = "sandbox")]
+            remap: None,
         }
+    }
+
+    /// Derives one column differently in every row this sink stages (tests only, see [`Remap`]).
+    #[cfg(feature = "sandbox")]
+    pub fn remap(&mut self, remap: Remap) {
+        self.remap = Some(remap);
+    }
+
+    /// Archives the answers `recorder` collects (the window's calls must carry it too, see
+    /// [`crate::executor::CallContext::with_archive`]) as `window`'s, committed with its swap.
+    pub fn archive(&mut self, recorder: Arc<Recorder>, window: ArchiveWindow) {
+        self.tables += 1;
+        self.archive = Some(Staging::new(recorder, window, self.tables));
+    }
+
+    /// Bytes of compressed answers the swap archived (0 before it, or when not archiving).
+    pub fn archived_bytes(&self) -> i64 {
+        self.archived_bytes.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The connection, once the COPY in flight (if any) is done; its failure is reported here.
@@ -163,9 +247,14 @@ impl Sink {
         self.conn().await?;
         let mut conn = self.conn.take().context("the load's connection was lost")?;
         let abandoned = self.abandoned.clone();
+        // The answers this page came from, staged just before it.
+        let answers = self.archive.as_mut().and_then(Staging::batch);
         self.copying = Some(tokio::spawn(async move {
-            let copying = std::time::Instant::now();
             let outcome: anyhow::Result<()> = async {
+                if let Some(answers) = answers {
+                    answers.run(&mut conn).await?;
+                }
+                let copying = std::time::Instant::now();
                 let mut copy = conn
                     .copy_in_raw(&statement)
                     .await
@@ -177,10 +266,10 @@ impl Sink {
                     }
                 }
                 copy.finish().await.with_context(|| format!("staging {what}"))?;
+                Stage::Copy.since(copying);
                 Ok(())
             }
             .await;
-            Stage::Copy.since(copying);
             if abandoned.load(std::sync::atomic::Ordering::SeqCst) {
                 conn.close_on_drop();
             }
@@ -196,7 +285,13 @@ impl Sink {
     /// [`Sink::finish`]) and the distinct rows written.
     pub async fn begin_swap(&mut self) -> anyhow::Result<(Transaction<'_, Postgres>, i64)> {
         let staged = std::mem::take(&mut self.staged);
+        let mut archive = self.archive.take();
+        let last_answers = archive.as_mut().and_then(Staging::batch);
+        let archived_bytes = self.archived_bytes.clone();
         let conn = self.conn().await?;
+        if let Some(answers) = last_answers {
+            answers.run(conn).await?;
+        }
         let swapping = std::time::Instant::now();
         let mut tx = conn.begin().await.context("opening the window's transaction")?;
         let mut rows = 0i64;
@@ -248,6 +343,10 @@ impl Sink {
                 .with_context(|| format!("dropping the staging table of {table}"))?;
         }
         Stage::Swap.since(swapping);
+        if let Some(archive) = &archive {
+            let bytes = archive.commit(&mut tx).await?;
+            archived_bytes.store(bytes, std::sync::atomic::Ordering::SeqCst);
+        }
         Ok((tx, rows))
     }
 
@@ -424,6 +523,11 @@ impl Writer {
         self.rows += page.rows;
         self.seq += page.rows;
         let chunks = page.into_chunks();
+        #[cfg(feature = "sandbox")]
+        let chunks = match &sink.remap {
+            Some(remap) => remap.apply(self.spec, chunks),
+            None => chunks,
+        };
         let what = format!(
             "page {} of this load into the staging table of {}",
             self.pages.max(1),

@@ -21,6 +21,7 @@ use super::secrets::Secrets;
 use super::{
     CallContext, CallError, Executor, ScopeHeader, Source, WAIT_CAP_GRACE, classify, instruments, limiter,
 };
+use crate::archive::QueryId;
 use crate::auth::{Credential, SourceAuth};
 use crate::failure::FailureKind;
 use crate::transport::TransportError;
@@ -32,6 +33,8 @@ pub(super) struct Outgoing<'a> {
     pub(super) query: &'a [(&'a str, String)],
     pub(super) body: Option<Bytes>,
     pub(super) scope: &'a ScopeHeader,
+    /// The question, as the archive names it (see [`crate::archive::QueryId`]).
+    pub(super) archived_as: QueryId,
 }
 
 impl Executor {
@@ -44,6 +47,10 @@ impl Executor {
         outgoing: Outgoing<'_>,
         decode: impl Fn(&[u8]) -> Result<T, Verdict>,
     ) -> Result<T, CallError> {
+        // A rebuild: no request, no credential; the archived answer is decoded instead.
+        if let Some(replay) = &call.replay {
+            return super::replay::replayed(call, replay, &outgoing.archived_as, decode).await;
+        }
         let Some(auth) = &source.auth else {
             return Err(fatal(
                 call,
@@ -318,6 +325,9 @@ impl Executor {
         let held = source.limiter.observe(&rate);
         let status_label = instruments::status_class(Some(status.as_u16()));
         crate::stages::Stage::Fetch.add(started.elapsed());
+        // An answer for the archive is compressed beside its decoding (see `crate::archive`).
+        let compressing = (status.is_success() && call.archive.is_some())
+            .then(|| crate::archive::Recorder::compress(body.clone()));
         let result = if status.is_success() {
             let decoding = std::time::Instant::now();
             let decoded = decode(&body);
@@ -347,7 +357,15 @@ impl Executor {
             return Err((Attempt::WaitCapped(held), Some(credential)));
         }
         match result {
-            Ok(value) => Ok(value),
+            Ok(value) => {
+                // The load uses this answer: it goes into the window's archive as received.
+                if let (Some(recorder), Some(compressing)) = (&call.archive, compressing) {
+                    let waiting = std::time::Instant::now();
+                    recorder.record(&outgoing.archived_as, compressing).await;
+                    crate::stages::Stage::Compress.since(waiting);
+                }
+                Ok(value)
+            }
             // The upstream wants more patience than the cap allows: every caller of the source
             // is held back for the cap (no longer), and this call fails saying why.
             Err(Verdict::Retry {

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
+use crate::archive::{Recorder, Replay};
 use crate::failure::FailureKind;
 
 /// Figures of one run, shared by all its calls (added up on the run record). Every call of the
@@ -59,6 +60,10 @@ pub struct CallContext {
     /// When the run must be over: no attempt starts, and no wait is begun, that would end after
     /// it. `None`: no deadline.
     pub deadline: Option<Instant>,
+    /// Where the answers these calls decode are archived (a window's load; see [`crate::archive`]).
+    pub archive: Option<Arc<Recorder>>,
+    /// Set in a rebuild: the calls send nothing and decode the window's archived answers instead.
+    pub replay: Option<Arc<Replay>>,
 }
 
 impl CallContext {
@@ -69,7 +74,21 @@ impl CallContext {
             dataset: dataset.into(),
             figures: Arc::new(CallFigures::default()),
             deadline: None,
+            archive: None,
+            replay: None,
         }
+    }
+
+    /// The same caller, archiving every answer it decodes into `recorder`.
+    pub fn with_archive(mut self, recorder: Arc<Recorder>) -> CallContext {
+        self.archive = Some(recorder);
+        self
+    }
+
+    /// The same caller, answered from the archive by `replay` instead of the upstream.
+    pub fn with_replay(mut self, replay: Arc<Replay>) -> CallContext {
+        self.replay = Some(replay);
+        self
     }
 
     /// The same caller, adding to `figures`.

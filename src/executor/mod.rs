@@ -19,6 +19,10 @@
 //! - [`headers`]: `X-RateLimit-*`, `RateLimit-*` and `Retry-After` parsing.
 //! - [`classify`]: what an answer means; every retry decision is made there.
 //! - `instruments`: metrics and the per-run [`CallFigures`].
+//! - `replay`: a rebuild's calls, answered from the archive ([`crate::archive`]) instead of sent.
+//!
+//! Archive: a call whose context carries a recorder hands it every answer it decoded, as
+//! received; one whose context carries a replay sends nothing (see [`crate::archive`]).
 //!
 //! Secrets: request headers are never logged or put into an error, and every message built from
 //! an answer is scrubbed of the credential and API key before it leaves this module.
@@ -30,6 +34,7 @@ pub mod classify;
 pub mod headers;
 mod instruments;
 pub mod limiter;
+mod replay;
 mod secrets;
 pub mod shared_budget;
 
@@ -44,6 +49,7 @@ use graphql_client::GraphQLQuery;
 use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 
+use crate::archive::QueryId;
 use crate::auth::{AuthRegistry, SourceAuth};
 use crate::config::{HttpUrl, Settings};
 use crate::failure::FailureKind;
@@ -258,14 +264,16 @@ impl Executor {
         scope: &ScopeHeader,
         variables: Q::Variables,
     ) -> Result<GraphqlOutcome<Q::ResponseData>, CallError> {
-        let body = serde_json::to_vec(&Q::build_query(variables)).map_err(|e| {
+        let built = Q::build_query(variables);
+        let query = QueryId::graphql(built.operation_name, built.query);
+        let body = serde_json::to_vec(&built).map_err(|e| {
             fatal(
                 call,
                 FailureKind::Internal,
                 format!("could not encode the query: {e}"),
             )
         })?;
-        self.post_graphql(call, service, scope, body, || std::marker::PhantomData)
+        self.post_graphql(call, service, scope, (query, body), || std::marker::PhantomData)
             .await
     }
 
@@ -284,14 +292,16 @@ impl Executor {
     where
         S: for<'de> serde::de::DeserializeSeed<'de, Value = T>,
     {
-        let body = serde_json::to_vec(&Q::build_query(variables)).map_err(|e| {
+        let built = Q::build_query(variables);
+        let query = QueryId::graphql(built.operation_name, built.query);
+        let body = serde_json::to_vec(&built).map_err(|e| {
             fatal(
                 call,
                 FailureKind::Internal,
                 format!("could not encode the query: {e}"),
             )
         })?;
-        self.post_graphql(call, service, scope, body, seed).await
+        self.post_graphql(call, service, scope, (query, body), seed).await
     }
 
     /// Runs one GraphQL query given as text, answering untyped JSON: for queries that have no
@@ -313,7 +323,8 @@ impl Executor {
                     format!("could not encode the query: {e}"),
                 )
             })?;
-        self.post_graphql(call, service, scope, body, || std::marker::PhantomData)
+        let query = QueryId::graphql("(raw)", query);
+        self.post_graphql(call, service, scope, (query, body), || std::marker::PhantomData)
             .await
     }
 
@@ -324,7 +335,7 @@ impl Executor {
         call: &CallContext,
         service: Service,
         scope: &ScopeHeader,
-        body: Vec<u8>,
+        (query, body): (QueryId, Vec<u8>),
         seed: impl Fn() -> S,
     ) -> Result<GraphqlOutcome<T>, CallError>
     where
@@ -344,6 +355,7 @@ impl Executor {
             query: &[],
             body: Some(Bytes::from(body)),
             scope,
+            archived_as: query,
         };
         let answers = source.setup.answers;
         self.run(call, &source, outgoing, |body: &[u8]| {
@@ -392,6 +404,7 @@ impl Executor {
             query,
             body: None,
             scope: &ScopeHeader::None,
+            archived_as: QueryId::rest("GET", path),
         };
         self.run(call, &source, outgoing, |body: &[u8]| {
             let mut json = serde_json::Deserializer::from_slice(body);

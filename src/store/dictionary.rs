@@ -11,9 +11,11 @@ use sqlx::PgPool;
 
 use crate::catalog::SourceKind;
 
-/// The schemas documented, in order: the service's own, then one per vendor (named as its kind).
+/// The schemas documented, in order: the service's own, its raw archive, then one per vendor
+/// (named as its kind).
 pub(crate) fn schemas() -> Vec<&'static str> {
-    std::iter::once("etl")
+    ["etl", "archive"]
+        .into_iter()
         .chain(SourceKind::ALL.map(SourceKind::as_str))
         .collect()
 }

@@ -17,6 +17,8 @@ pub enum Trigger {
     Once,
     Backfill,
     Demo,
+    /// `reporting-etl rebuild`: windows re-derived from the archive, no upstream call.
+    Rebuild,
 }
 
 impl Trigger {
@@ -26,6 +28,7 @@ impl Trigger {
             Trigger::Once => "once",
             Trigger::Backfill => "backfill",
             Trigger::Demo => "demo",
+            Trigger::Rebuild => "rebuild",
         }
     }
 }
@@ -381,6 +384,34 @@ pub(crate) async fn succeeded_windows(
     .await
     .with_context(|| format!("reading finished windows of {job}"))?;
     Ok(rows.into_iter().collect())
+}
+
+/// One window a job loaded: the run, its scope and window (none for a snapshot).
+pub(crate) type LoadedWindow = (i64, String, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+/// Per scope and window of `job`, its latest successful load (rebuilds aside), in the order they
+/// were loaded; with `range`, only windows that overlap it, and snapshots (which have no window).
+pub(crate) async fn latest_loads(
+    pool: &PgPool,
+    job: &str,
+    range: Option<(DateTime<Utc>, DateTime<Utc>)>,
+) -> Result<Vec<LoadedWindow>> {
+    sqlx::query_as(
+        "WITH loads AS ( \
+                 SELECT DISTINCT ON (scope, window_start, window_end) id, scope, window_start, window_end \
+                 FROM etl.runs \
+                 WHERE job = $1 AND status = 'succeeded' AND trigger <> 'rebuild' \
+                   AND ($2::timestamptz IS NULL OR window_start IS NULL \
+                        OR (window_start < $3 AND window_end > $2)) \
+                 ORDER BY scope, window_start, window_end, id DESC) \
+             SELECT id, scope, window_start, window_end FROM loads ORDER BY id",
+    )
+    .bind(job)
+    .bind(range.map(|(from, _)| from))
+    .bind(range.map(|(_, to)| to))
+    .fetch_all(pool)
+    .await
+    .with_context(|| format!("reading the windows job {job} loaded"))
 }
 
 /// Each job's latest outcome, as "status at time" (skipped fires ignored).

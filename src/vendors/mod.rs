@@ -257,7 +257,8 @@ pub async fn load_with(
 
 /// Stages and swaps in one window on a connection of `pool`, without a run record or watermark
 /// (the runner adds those inside the swap): for tests, benchmarks and tools. The figures' rows
-/// are the distinct rows the swap wrote.
+/// are the distinct rows the swap wrote. Its answers are archived as the runner archives a
+/// window's (`archive` schema), under the job name `<source>.<dataset>` and the request's run id.
 pub async fn load_window(
     exec: &Executor,
     pool: &sqlx::PgPool,
@@ -265,7 +266,49 @@ pub async fn load_window(
     tuning: &Tuning,
 ) -> anyhow::Result<LoadFigures> {
     let mut sink = Sink::acquire(pool).await?;
+    let recorder = std::sync::Arc::new(crate::archive::Recorder::new());
+    let job = format!("{}.{}", request.source_name, request.dataset.name);
+    sink.archive(recorder.clone(), request.archive_window(&job));
+    let call = request.call.clone().with_archive(recorder);
+    let request = LoadRequest {
+        call: &call,
+        ..*request
+    };
+    swap_window(exec, sink, &request, tuning, None).await
+}
+
+/// Like [`load_window`], from the archive of run `archived_run` instead of the upstream (no call
+/// is sent; see [`crate::archive::replay`]); nothing new is archived.
+pub async fn rebuild_window(
+    exec: &Executor,
+    pool: &sqlx::PgPool,
+    request: &LoadRequest<'_>,
+    archived_run: i64,
+    tuning: &Tuning,
+) -> anyhow::Result<LoadFigures> {
+    let sink = Sink::acquire(pool).await?;
+    let window = format!("archived run {archived_run}");
+    let replay = crate::archive::Replay::open(pool, Some(archived_run), window).await?;
+    let replay = std::sync::Arc::new(replay);
+    let call = request.call.clone().with_replay(replay.clone());
+    let request = LoadRequest {
+        call: &call,
+        ..*request
+    };
+    swap_window(exec, sink, &request, tuning, Some(&replay)).await
+}
+
+async fn swap_window(
+    exec: &Executor,
+    mut sink: Sink,
+    request: &LoadRequest<'_>,
+    tuning: &Tuning,
+    replay: Option<&crate::archive::Replay>,
+) -> anyhow::Result<LoadFigures> {
     let mut figures = load_with(exec, &mut sink, request, tuning).await?;
+    if let Some(replay) = replay {
+        replay.check_all_used()?;
+    }
     let (tx, rows) = sink.begin_swap().await?;
     tx.commit().await.context("committing the window")?;
     sink.finish();

@@ -395,6 +395,7 @@ async fn the_least_privilege_roles_let_the_writer_work_and_the_reader_only_read(
         "retently.nps_score",
         "etl.freshness",
         "etl.latest_success",
+        "etl.archive_sizes",
     ] {
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SELECT * FROM {table} LIMIT 1")))
             .execute(&mut reader)
@@ -412,6 +413,7 @@ async fn the_least_privilege_roles_let_the_writer_work_and_the_reader_only_read(
     for sql in [
         "SELECT * FROM etl.tokens",
         "SELECT * FROM etl.runs",
+        "SELECT * FROM archive.pages",
         "INSERT INTO retarus.fax_out_udr (source, customer_id, fax_id, _run_id) VALUES ('x', 'x', 'x', 1)",
         "INSERT INTO etl.tokens (source, flow) VALUES ('x', 'x')",
         "DELETE FROM retently.nps_score",

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod archive;
 mod auth;
 mod config;
 mod datasets;

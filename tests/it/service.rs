@@ -243,14 +243,7 @@ async fn a_backfill_killed_half_way_resumes_and_ends_identical_to_an_uninterrupt
         latency: Duration::from_millis(150),
         ..Default::default()
     });
-    let mut child = tokio::process::Command::from(support::binary())
-        .args([
-            "run", "--once", "--job", "fax", "--from", &from, "--to", &to, "--config",
-        ])
-        .arg(file.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
+    let mut child = support::backfill_command(file.path(), "fax", &from, &to)
         .spawn()
         .unwrap();
     // Once a window is in, every later answer hangs: the window the kill cuts short is certainly

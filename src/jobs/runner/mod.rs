@@ -1,6 +1,8 @@
 //! The runner: turns one trigger of a job into scopes × windows, and loads each window: its
 //! pages are staged outside any transaction, then swapped into its table in one short
-//! transaction together with its run record and watermark.
+//! transaction together with its run record and watermark (and the window's archived answers,
+//! see [`crate::archive`]). A rebuild (`rebuild`) takes its scopes and windows from what the job
+//! loaded and archived, and loads each from the archive through the same window code.
 //!
 //! A job never runs twice at once: in-process through [`Runner::running`], across processes
 //! through a PostgreSQL advisory lock held for the job's duration. A second trigger meanwhile is
@@ -43,6 +45,7 @@ use crate::vendors;
 
 mod load;
 mod once;
+mod rebuild;
 mod records;
 mod report;
 
@@ -76,6 +79,40 @@ fn injected_panic(job: &str) {
         drop(jobs);
         panic!("injected panic in a window of job {job}");
     }
+}
+
+/// Jobs whose windows derive a column differently, as a changed mapping would: a test hook
+/// (`sandbox` feature only) for showing what a rebuild does after a mapping change.
+#[cfg(feature = "sandbox")]
+static REMAPPED: Mutex<Vec<(String, datasets::sink::Remap)>> = Mutex::new(Vec::new());
+
+/// Makes every later window of `job` derive `remap.column` with `remap.derive` (until
+/// [`clear_remap`]).
+#[cfg(feature = "sandbox")]
+pub fn remap_column(job: &str, remap: datasets::sink::Remap) {
+    let mut jobs = REMAPPED.lock().unwrap_or_else(|e| e.into_inner());
+    jobs.retain(|(j, _)| j != job);
+    jobs.push((job.to_owned(), remap));
+}
+
+/// Undoes [`remap_column`] for `job`.
+#[cfg(feature = "sandbox")]
+pub fn clear_remap(job: &str) {
+    REMAPPED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|(j, _)| j != job);
+}
+
+/// The changed mapping a test set for `job`, if any.
+#[cfg(feature = "sandbox")]
+fn remapped(job: &str) -> Option<datasets::sink::Remap> {
+    REMAPPED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|(j, _)| j == job)
+        .map(|(_, remap)| *remap)
 }
 
 /// How long a fire waits for an unreachable database (connection errors while taking its lock
@@ -299,6 +336,11 @@ impl Runner {
         cancel: &CancellationToken,
         lock: &JobLock,
     ) -> Vec<WindowReport> {
+        if trigger == Trigger::Rebuild {
+            return self
+                .rebuild_locked(job, source_name, source, dataset, backfill, cancel, lock)
+                .await;
+        }
         let (job_settings, _) = self.settings.job(job).expect("checked by run_job");
         // Discovery's calls are recorded on the first window's run (or on the failure record).
         let discovery_figures = Arc::new(CallFigures::default());
@@ -441,6 +483,7 @@ impl Runner {
                         backfill.is_none(),
                         lock,
                         discovery_calls.take(),
+                        None,
                     )
                     .await;
                 let failed = report.status != RunStatus::Succeeded;

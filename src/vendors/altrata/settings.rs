@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::catalog::SourceKind;
 use crate::auth::{self, AuthSetup, Flow, endpoint::ClientAuth};
 use crate::executor::CallSetup;
-use crate::config::{Parts, HttpUrl, RateLimit, Section, SectionCheck, string_list};
+use crate::config::{ArchiveSettings, Parts, HttpUrl, RateLimit, Section, SectionCheck, string_list};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +33,9 @@ pub struct AltrataSettings {
     pub rate_limit: Option<RateLimit>,
     #[serde(default, deserialize_with = "crate::config::strict_bool")]
     pub allow_http: bool,
+    /// `archive.keep_days`: how long this source's answers are archived.
+    #[serde(default)]
+    pub archive: ArchiveSettings,
 }
 
 impl AltrataSettings {
@@ -63,6 +66,10 @@ impl Section for AltrataSettings {
 
     fn allow_http(&self) -> bool {
         self.allow_http
+    }
+
+    fn archive(&self) -> ArchiveSettings {
+        self.archive
     }
 
     fn endpoints(&self) -> Vec<(&'static str, &HttpUrl)> {

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::catalog::SourceKind;
 use crate::auth::{self, AuthSetup, Flow, endpoint::ClientAuth};
 use crate::executor::{CallSetup, Service};
-use crate::config::{Parts, HttpUrl, RateLimit, Section, SectionCheck, string_list};
+use crate::config::{ArchiveSettings, Parts, HttpUrl, RateLimit, Section, SectionCheck, string_list};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +29,9 @@ pub struct RetarusSettings {
     /// Allow plain `http://` endpoints (the sandbox); production endpoints are https.
     #[serde(default, deserialize_with = "crate::config::strict_bool")]
     pub allow_http: bool,
+    /// `archive.keep_days`: how long this source's answers are archived.
+    #[serde(default)]
+    pub archive: ArchiveSettings,
 }
 
 impl RetarusSettings {
@@ -59,6 +62,10 @@ impl Section for RetarusSettings {
 
     fn allow_http(&self) -> bool {
         self.allow_http
+    }
+
+    fn archive(&self) -> ArchiveSettings {
+        self.archive
     }
 
     fn endpoints(&self) -> Vec<(&'static str, &HttpUrl)> {

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::catalog::SourceKind;
 use crate::auth::{self, AccessToken, AuthSetup, Flow, LoginSetup, endpoint::ClientAuth};
 use crate::executor::{CallSetup, classify};
-use crate::config::{Parts, HttpUrl, RateLimit, Section, SectionCheck, default_redirect_uri};
+use crate::config::{ArchiveSettings, Parts, HttpUrl, RateLimit, Section, SectionCheck, default_redirect_uri};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +32,9 @@ pub struct RetentlySettings {
     pub rate_limit: Option<RateLimit>,
     #[serde(default, deserialize_with = "crate::config::strict_bool")]
     pub allow_http: bool,
+    /// `archive.keep_days`: how long this source's answers are archived.
+    #[serde(default)]
+    pub archive: ArchiveSettings,
 }
 
 impl RetentlySettings {
@@ -62,6 +65,10 @@ impl Section for RetentlySettings {
 
     fn allow_http(&self) -> bool {
         self.allow_http
+    }
+
+    fn archive(&self) -> ArchiveSettings {
+        self.archive
     }
 
     fn endpoints(&self) -> Vec<(&'static str, &HttpUrl)> {

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::catalog::SourceKind;
 use crate::auth::{self, AuthSetup, Flow, LoginSetup, endpoint::ClientAuth};
 use crate::executor::{CallSetup, Service};
-use crate::config::{Parts, HttpUrl, RateLimit, Section, SectionCheck, bounds, default_redirect_uri};
+use crate::config::{ArchiveSettings, Parts, HttpUrl, RateLimit, Section, SectionCheck, bounds, default_redirect_uri};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +30,9 @@ pub struct RoublerSettings {
     pub rate_limit: Option<RateLimit>,
     #[serde(default, deserialize_with = "crate::config::strict_bool")]
     pub allow_http: bool,
+    /// `archive.keep_days`: how long this source's answers are archived.
+    #[serde(default)]
+    pub archive: ArchiveSettings,
     /// How long discovered companies and locations are used before they are asked for again
     /// (`etl.scope_cache`); 0 asks at every run.
     #[serde(default = "RoublerSettings::default_discovery_ttl_secs")]
@@ -66,6 +69,10 @@ impl Section for RoublerSettings {
 
     fn allow_http(&self) -> bool {
         self.allow_http
+    }
+
+    fn archive(&self) -> ArchiveSettings {
+        self.archive
     }
 
     fn endpoints(&self) -> Vec<(&'static str, &HttpUrl)> {

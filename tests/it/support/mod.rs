@@ -192,6 +192,35 @@ pub fn spawn_service(config: &std::path::Path, log: &std::path::Path) -> tokio::
         .expect("the service starts")
 }
 
+/// A loopback port free a moment ago (for `server.listen`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
+
+/// `reporting-etl run --once --job JOB --from FROM --to TO --config CONFIG`, output discarded,
+/// killed when dropped.
+pub fn backfill_command(
+    config: &std::path::Path,
+    job: &str,
+    from: &str,
+    to: &str,
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::from(binary());
+    command
+        .args([
+            "run", "--once", "--job", job, "--from", from, "--to", to, "--config",
+        ])
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
 /// A temporary directory the embedded server's unprivileged user can traverse.
 pub fn shared_tempdir() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
