@@ -173,6 +173,10 @@ async fn ten_tasks_making_250_calls_under_an_enforced_limit_get_no_429_and_never
     options.roubler.rate_limit = LIMIT;
     options.roubler.rate_window = WINDOW;
     options.roubler.rate_mode = RateLimitMode::Enforcing;
+    // A sliding window, so that "never more than the limit in any window" below is the vendor's
+    // own rule: a vendor with fixed windows refills at its reset, and the limiter then spends its
+    // whole limit at once, which a sliding count would call over the limit.
+    options.roubler.rate_window_kind = sandbox::ratelimit::WindowKind::Sliding;
     let h = Arc::new(
         harness(
             options,

@@ -7,7 +7,9 @@
 //! (and the sandbox) count calls in fixed windows we cannot see the edges of, so the only safe
 //! promise is "never more than N calls in ANY window of length T". A log of the recent calls
 //! keeps exactly that promise and still uses the whole budget: a call may go when fewer than N
-//! calls fall in the last `T + margin`.
+//! calls fall in the last `T + margin`. Until the vendor's own answer shows that its window
+//! refilled at a reset (below): then the fixed window is followed, and a sliding count may see
+//! up to 2N calls where the vendor counts N per window.
 //!
 //! # Which instant a call is logged at
 //!

@@ -344,6 +344,26 @@ pub fn max_in_any_window(mut times: Vec<tokio::time::Instant>, window: std::time
     best
 }
 
+/// The most calls in one window of a vendor whose windows open with the first call after the
+/// last reset (the sandbox's default), as that vendor counts them: a client that spends a fixed
+/// window's full limit right after its reset puts more than that into some sliding window of the
+/// same length without going over the vendor's limit.
+pub fn max_in_first_call_windows(mut times: Vec<tokio::time::Instant>, window: std::time::Duration) -> usize {
+    times.sort();
+    let (mut best, mut opened, mut count) = (0, None, 0);
+    for at in times {
+        match opened {
+            Some(start) if at.duration_since(start) < window => count += 1,
+            _ => {
+                opened = Some(at);
+                count = 1;
+            }
+        }
+        best = best.max(count);
+    }
+    best
+}
+
 /// Fax records the sandbox holds for both of its customers over the span the job's succeeded
 /// runs cover: what `retarus.fax_out_udr` must contain once those windows are loaded.
 pub async fn expected_fax_rows(sandbox: &sandbox::Sandbox, pool: &PgPool) -> usize {
