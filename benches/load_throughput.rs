@@ -286,10 +286,33 @@ fn spawn_window(
         let tuning = Tuning::default();
         let figures = match rebuild_from {
             Some(run) => vendors::rebuild_window(&exec, &pool, &request, run, &tuning).await,
+            None if archive_off() => load_unarchived(&exec, &pool, &request, &tuning).await,
             None => vendors::load_window(&exec, &pool, &request, &tuning).await,
         };
         (figures, call.figures.calls() + call.figures.token_calls())
     })
+}
+
+/// `BENCH_ARCHIVE=off`: the loads archive nothing (what the archive costs, against a run without
+/// the knob; no rebuild line then, there is nothing to rebuild from).
+fn archive_off() -> bool {
+    std::env::var("BENCH_ARCHIVE").is_ok_and(|v| v == "off")
+}
+
+/// A load as [`vendors::load_window`] runs it, without the archive.
+async fn load_unarchived(
+    exec: &Executor,
+    pool: &sqlx::PgPool,
+    request: &LoadRequest<'_>,
+    tuning: &Tuning,
+) -> anyhow::Result<reporting_etl::datasets::LoadFigures> {
+    let mut sink = reporting_etl::datasets::Sink::acquire(pool).await?;
+    let mut figures = vendors::load_with(exec, &mut sink, request, tuning).await?;
+    let (tx, rows) = sink.begin_swap().await?;
+    tx.commit().await?;
+    sink.finish();
+    figures.rows = rows;
+    Ok(figures)
 }
 
 /// Rebuilds the window loaded into `db` (archived under run 1 by `vendors::load_window`) from
@@ -424,6 +447,14 @@ async fn run(records: u64, passes: usize, binary: &str) {
         .and_then(|p| p.db.as_ref())
         .expect("the last pass's database");
     let (copy_rate, copy_runs) = raw_copy_rates(db, "retarus.fax_out_udr", rows, 3).await;
+    if archive_off() {
+        println!(
+            "ingest records={records} rows_per_s={rate:.0} copy_rows_per_s={copy_rate:.0} ratio={:.3} peak_rss_mib={} archive=off",
+            rate / copy_rate,
+            hwm_kib / 1024,
+        );
+        return;
+    }
     let (archived, received): (i64, i64) =
         sqlx::query_as("SELECT stored_bytes, raw_bytes FROM archive.windows WHERE run_id = 1")
             .fetch_one(&db.pool)

@@ -25,12 +25,14 @@ pub enum Stage {
     /// Waiting for an answer's compression for the archive after its decoding (the compression
     /// runs on the blocking pool beside the decoding).
     Compress,
-    /// Staging answers for the archive and moving them into it in the swap.
+    /// Staging answers for the archive (in the background, with the page's COPY).
     Archive,
+    /// Writing the staged answers into the archive in the window's transaction (after the swap).
+    ArchiveSwap,
 }
 
 /// Every stage, in the order of the data path.
-pub const ALL: [Stage; 9] = [
+pub const ALL: [Stage; 10] = [
     Stage::Fetch,
     Stage::Decode,
     Stage::Map,
@@ -40,9 +42,10 @@ pub const ALL: [Stage; 9] = [
     Stage::Swap,
     Stage::Compress,
     Stage::Archive,
+    Stage::ArchiveSwap,
 ];
 
-static NANOS: [AtomicU64; 9] = [const { AtomicU64::new(0) }; 9];
+static NANOS: [AtomicU64; 10] = [const { AtomicU64::new(0) }; 10];
 
 impl Stage {
     pub fn name(self) -> &'static str {
@@ -56,6 +59,7 @@ impl Stage {
             Stage::Swap => "swap",
             Stage::Compress => "compress",
             Stage::Archive => "archive",
+            Stage::ArchiveSwap => "archive_swap",
         }
     }
 

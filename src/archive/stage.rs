@@ -139,7 +139,7 @@ impl Staging {
             .execute(&mut *tx)
             .await
             .context("dropping the archive's staging table")?;
-        Stage::Archive.since(started);
+        Stage::ArchiveSwap.since(started);
         Ok(stored)
     }
 }
