@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 use super::run::summary;
 use crate::app::Engine;
 use crate::auth;
-use crate::catalog::CATALOG;
 use crate::config::{ConfigSource, Settings};
 use crate::jobs::runner;
 use crate::store::runs::{RunStatus, Trigger};
+use crate::vendors::CATALOG;
 
 /// A configuration text with one source of each vendor pointing at `sandbox` (plain http
 /// allowed), plus `extra` (jobs, database, overrides). Shared with the integration tests.
