@@ -6,12 +6,15 @@
 //!   which flow, how a token request authenticates, whether a new token kills the old) and its
 //!   call setup (`executor::CallSetup`: endpoints, API key, answer dialect);
 //! - `answers.rs`: how its answers classify into failure kinds (`executor::classify::Dialect`);
-//! - `datasets.rs`: its typed queries, row mapping, paging and table layouts;
-//! - `mod.rs`: its [`Vendor`] implementation (scopes, loads, the GraphQL schema and queries a
-//!   drift check walks) and its [`SectionKind`].
+//! - `datasets.rs`: its datasets (a `Dataset` constant each, with its facts, listed in
+//!   `DATASETS`), typed queries, row mapping, paging and table layouts;
+//! - `mod.rs`: its `KIND` (`sources.NAME.kind`, also its database schema), its [`Vendor`]
+//!   implementation (scopes, loads, the GraphQL schema and queries a drift check walks) and its
+//!   [`SectionKind`].
 //!
-//! The [`registry!`] below registers every vendor with one line; nothing outside this directory
-//! and the catalogue names a vendor. The runner, the tests and the benchmarks call [`load`] and
+//! The [`registry!`] below registers every vendor with one line and gathers their kinds and
+//! datasets into [`CATALOG`] (`crate::catalog::Catalog`), which the layers below get handed
+//! ([`REGISTRY`] for the configuration); nothing outside this directory names a vendor. The runner, the tests and the benchmarks call [`load`] and
 //! [`discover_scopes_cached`] here; the shared machinery below (the configuration, auth, the
 //! executor, `datasets`' page writer and windows) knows no vendor by name. What the vendors
 //! document and what we inferred is in `docs/vendors/`; `docs/adding-a-vendor.md` and
