@@ -14,8 +14,9 @@
 //!
 //! The [`registry!`] below registers every vendor with one line and gathers their kinds and
 //! datasets into [`CATALOG`] (`crate::catalog::Catalog`), which the layers below get handed
-//! ([`REGISTRY`] for the configuration); nothing outside this directory names a vendor. The runner, the tests and the benchmarks call [`load`] and
-//! [`discover_scopes_cached`] here; the shared machinery below (the configuration, auth, the
+//! ([`REGISTRY`] for the configuration); outside this directory only the demo's sandbox
+//! sources (`src/cli/demo.rs`) name a vendor. The runner, the tests and the benchmarks call
+//! [`load`] and [`discover_scopes_cached`] here; the shared machinery below (the configuration, auth, the
 //! executor, `datasets`' page writer and windows) knows no vendor by name. What the vendors
 //! document and what we inferred is in `docs/vendors/`; `docs/adding-a-vendor.md` and
 //! `docs/adding-a-dataset.md` list the files a change touches.
