@@ -43,10 +43,10 @@ use std::time::Instant;
 
 use chrono::{Duration, DurationRound, TimeDelta, Utc};
 use futures::StreamExt;
-use reporting_etl::catalog::{self, SourceKind};
 use reporting_etl::datasets::{LoadRequest, ScopeTarget, Tuning, Window};
 use reporting_etl::executor::{CallContext, Executor};
 use reporting_etl::vendors;
+use reporting_etl::vendors::retarus;
 
 /// A `/proc/PID/status` field in KiB (`VmHWM:`, `VmRSS:`), 0 when unreadable.
 fn status_kib(pid: &str, field: &str) -> u64 {
@@ -271,7 +271,7 @@ fn spawn_window(
     rebuild_from: Option<i64>,
 ) -> tokio::task::JoinHandle<(anyhow::Result<reporting_etl::datasets::LoadFigures>, i64)> {
     tokio::spawn(async move {
-        let dataset = catalog::find(SourceKind::Retarus, "fax_out_udr").unwrap();
+        let dataset = retarus::datasets::FAX_OUT_UDR.info();
         let scope = ScopeTarget::Customer("99999".into());
         let call = CallContext::new("retarus", "fax_out_udr");
         let request = LoadRequest {

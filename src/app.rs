@@ -16,13 +16,13 @@ use crate::vendors;
 
 /// Reads, parses and validates the configuration with every registered vendor's section.
 pub fn load_settings(source: &ConfigSource) -> Result<Settings, ConfigError> {
-    Settings::load(source, vendors::SECTIONS)
+    Settings::load(source, vendors::REGISTRY)
 }
 
 /// Parses and validates configuration text as the whole file, without the environment (tools,
 /// fuzz targets), with every registered vendor's section.
 pub fn settings_from_toml(text: &str) -> Result<Settings, ConfigError> {
-    Settings::from_toml_str(text, vendors::SECTIONS)
+    Settings::from_toml_str(text, vendors::REGISTRY)
 }
 
 /// The running parts of the service, built once per process.

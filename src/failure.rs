@@ -140,9 +140,37 @@ impl Failure {
     }
 }
 
+/// `error` and its `source()` chain as one line (`outer: inner: innermost`), each cause left out
+/// when the text before already says it (reqwest and hyper repeat their inner errors). For the
+/// few places that must hand a typed chain on as text: a message scrubbed of secrets
+/// (`executor::secrets`), a log field. Everywhere else errors travel typed, with `#[source]`, and
+/// are printed once, at the end, with anyhow's `{:#}`.
+pub fn chain_text(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        let next = inner.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = inner.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chain_reads_outer_to_inner_and_says_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("reading the tokens")]
+        struct Outer(#[source] std::io::Error);
+        let error = Outer(std::io::Error::other("connection reset"));
+        assert_eq!(chain_text(&error), "reading the tokens: connection reset");
+    }
 
     #[test]
     fn names_are_unique_snake_case_and_parse_back() {

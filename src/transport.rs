@@ -64,10 +64,12 @@ pub struct Answer {
 pub enum TransportError {
     /// No answer: the connection failed, the request timed out, or the body was cut off.
     /// `headers` are the answer's when it had begun (a body cut off), for the rate limiter.
-    #[error("{what}: {cause}")]
+    #[error("{what}")]
     Unreachable {
         what: &'static str,
-        cause: String,
+        /// What reqwest said (with hyper's and the OS's causes below it).
+        #[source]
+        cause: reqwest::Error,
         status: Option<StatusCode>,
         headers: Option<HeaderMap>,
     },
@@ -163,7 +165,7 @@ impl Transport {
 
     /// Sends `request` and reads its answer whole, within the limits.
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<Answer, TransportError> {
-        let response = request.send().await.map_err(|e| unreachable(&e, None, None))?;
+        let response = request.send().await.map_err(|e| unreachable(e, None, None))?;
         let status = response.status();
         if status.is_redirection() {
             let target = response
@@ -190,7 +192,7 @@ impl Transport {
                 limit: self.limits.max_body_bytes,
                 headers,
             }),
-            Err(e) => Err(unreachable(&e, Some(status), Some(headers))),
+            Err(e) => Err(unreachable(e, Some(status), Some(headers))),
         }
     }
 }
@@ -215,7 +217,7 @@ async fn read_body(mut response: reqwest::Response, max: usize) -> Result<Option
 }
 
 fn unreachable(
-    error: &reqwest::Error,
+    error: reqwest::Error,
     status: Option<StatusCode>,
     headers: Option<HeaderMap>,
 ) -> TransportError {
@@ -230,25 +232,10 @@ fn unreachable(
     };
     TransportError::Unreachable {
         what,
-        cause: error_chain(error),
+        cause: error,
         status,
         headers,
     }
-}
-
-/// The error and its sources, one line: reqwest's own message rarely says *why*.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        let next = inner.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = inner.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! oversized body: not worth asking again) and unavailability (transport, 5xx, garbage: try again
 //! later). The token's lifetime is read into [`TokenLifetime`], which holds it to its bounds.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -77,35 +78,50 @@ pub struct Issued {
     pub refresh_token: Option<RefreshToken>,
 }
 
-#[derive(Debug, Clone)]
+/// Why a token request brought no token. A transport failure is kept as the source; the vendor's
+/// own words are the OAuth fields it answered with (never the request's secrets).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum EndpointError {
     /// The vendor answered with an OAuth error (`invalid_grant`, `invalid_client`, …).
+    #[error(
+        "HTTP {status} {error}{}",
+        if description.is_empty() { String::new() } else { format!(": {description}") }
+    )]
     Refused {
         status: u16,
         error: String,
         description: String,
     },
-    /// Transport failure, 5xx, 429 or an unreadable body.
-    Unavailable(String),
+    /// Transport failure (its error the source), 5xx, 429 or an unreadable body.
+    #[error("{reason}")]
+    Unavailable {
+        reason: String,
+        #[source]
+        cause: Option<Arc<TransportError>>,
+    },
     /// An answer that will come back the same however often it is asked for (a redirect, a body
-    /// past the size limit): fails at once with `kind`.
-    Unusable { reason: String, kind: FailureKind },
+    /// past the size limit, the transport's error the source): fails at once with `kind`.
+    #[error("{reason}")]
+    Unusable {
+        reason: String,
+        kind: FailureKind,
+        #[source]
+        cause: Arc<TransportError>,
+    },
 }
 
 impl EndpointError {
+    /// The whole reason, causes included, as one line: what `etl.tokens.status_reason` stores
+    /// and `auth login` prints.
     pub fn reason(&self) -> String {
-        match self {
-            EndpointError::Refused {
-                status,
-                error,
-                description,
-            } if description.is_empty() => format!("HTTP {status} {error}"),
-            EndpointError::Refused {
-                status,
-                error,
-                description,
-            } => format!("HTTP {status} {error}: {description}"),
-            EndpointError::Unavailable(reason) | EndpointError::Unusable { reason, .. } => reason.clone(),
+        crate::failure::chain_text(self)
+    }
+
+    /// Unavailable for `reason`, with no error value behind it (a status, a body).
+    fn unavailable(reason: impl Into<String>) -> EndpointError {
+        EndpointError::Unavailable {
+            reason: reason.into(),
+            cause: None,
         }
     }
 }
@@ -176,17 +192,19 @@ pub async fn request(
         .header(reqwest::header::ACCEPT, "application/json")
         .form(&form);
     let answer = transport.send(request).await.map_err(|e| match e {
-        TransportError::Unreachable { .. } => {
-            EndpointError::Unavailable(format!("token request to {} failed: {e}", host(token_url)))
-        }
+        TransportError::Unreachable { .. } => EndpointError::Unavailable {
+            reason: format!("token request to {} failed", host(token_url)),
+            cause: Some(Arc::new(e)),
+        },
         _ => EndpointError::Unusable {
-            reason: format!("the token endpoint at {}: {e}", host(token_url)),
+            reason: format!("the token endpoint at {}", host(token_url)),
             kind: e.kind(),
+            cause: Arc::new(e),
         },
     })?;
     let (status, body) = (answer.status, answer.body);
     if status.is_server_error() || status.as_u16() == 429 {
-        return Err(EndpointError::Unavailable(format!(
+        return Err(EndpointError::unavailable(format!(
             "the token endpoint at {} answered HTTP {status}",
             host(token_url)
         )));
@@ -218,15 +236,16 @@ pub async fn request(
         expires_in: Option<serde_json::Value>,
         refresh_token: Option<String>,
     }
+    // serde's error would quote the body, and a body may hold a token: it is not kept.
     let success: Success = serde_json::from_slice(&body).map_err(|_| {
-        EndpointError::Unavailable(format!(
+        EndpointError::unavailable(format!(
             "the token endpoint at {} answered HTTP {status} with a body that is not a token response",
             host(token_url)
         ))
     })?;
     if success.access_token.is_empty() {
-        return Err(EndpointError::Unavailable(
-            "the token endpoint returned an empty access token".into(),
+        return Err(EndpointError::unavailable(
+            "the token endpoint returned an empty access token",
         ));
     }
     let lifetime = TokenLifetime::read(success.expires_in.as_ref());
@@ -585,7 +604,7 @@ mod tests {
                 .err()
                 .unwrap_or_else(|| panic!("HTTP {status} {body} was accepted"));
             assert!(
-                matches!(error, EndpointError::Unavailable(_)),
+                matches!(error, EndpointError::Unavailable { .. }),
                 "HTTP {status} {body}: {}",
                 error.reason()
             );

@@ -306,7 +306,7 @@ async fn exchange_and_store(
     };
     let issued = endpoint::request(&transport, token_url, client, grant)
         .await
-        .map_err(|e| anyhow!("exchanging the authorization code failed: {}", e.reason()))?;
+        .context("exchanging the authorization code failed")?;
     if issued.refresh_token.is_none() {
         tracing::warn!(source = %source_name, "The vendor issued no refresh token; a new login will be needed when the access token expires.");
     }
@@ -314,15 +314,13 @@ async fn exchange_and_store(
     let (lock, _) = store
         .lock(source_name, "authorization_code")
         .await
-        .map_err(|e| anyhow!("storing tokens: {e}"))?;
+        .context("storing tokens")?;
     let tokens = NewTokens {
         access_token: &issued.access_token,
         access_expires_at: issued.expires_at,
         refresh_token: issued.refresh_token.as_ref(),
     };
-    lock.save(tokens, true)
-        .await
-        .map_err(|e| anyhow!("storing tokens: {e}"))?;
+    lock.save(tokens, true).await.context("storing tokens")?;
     Ok(())
 }
 

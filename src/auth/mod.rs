@@ -58,31 +58,52 @@ fn count_token_request() {
     let _ = TOKEN_REQUESTS.try_with(|counter| counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
 }
 
-/// Why no credential could be produced. The message names the source and never a secret.
+/// Why no credential could be produced. The message names the source and never a secret; the
+/// token endpoint's or the token store's error is the source (print the chain with `{:#}`).
+/// Cloneable (its causes are shared) so that one failed refresh answers every caller waiting on it.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AuthError {
     /// The vendor refused the refresh token (or access was revoked): a person must log in again.
+    /// `reason` is what `etl.tokens.status_reason` keeps.
     #[error(
         "source {source_name}: the vendor no longer accepts the stored authorisation ({reason}); re-authorise with `reporting-etl auth login {source_name}`"
     )]
     Reauthorize { source_name: String, reason: String },
     /// The token endpoint refused the client credentials: a configuration problem.
-    #[error("source {source_name}: the token endpoint refused the credentials: {reason}")]
-    Refused { source_name: String, reason: String },
+    #[error("source {source_name}: the token endpoint refused the credentials")]
+    Refused {
+        source_name: String,
+        #[source]
+        cause: endpoint::EndpointError,
+    },
     /// The token endpoint could not be reached or failed; worth retrying later.
-    #[error("source {source_name}: the token endpoint is unavailable: {reason}")]
-    Unavailable { source_name: String, reason: String },
+    #[error("source {source_name}: the token endpoint is unavailable")]
+    Unavailable {
+        source_name: String,
+        #[source]
+        cause: endpoint::EndpointError,
+    },
     /// The token endpoint's answer can never be used as it comes (a redirect, a body past the
     /// size limit): asking again would get the same, so the run fails at once with `kind`.
-    #[error("source {source_name}: the token endpoint's answer cannot be used: {reason}")]
+    #[error("source {source_name}: the token endpoint's answer cannot be used")]
     Unusable {
         source_name: String,
-        reason: String,
         kind: crate::failure::FailureKind,
+        #[source]
+        cause: endpoint::EndpointError,
     },
-    /// Reading or writing `etl.tokens` failed.
-    #[error("source {source_name}: token storage failed: {reason}")]
-    Storage { source_name: String, reason: String },
+    /// Reading or writing `etl.tokens` failed (`cause`), or tokens a refresh got wait in memory
+    /// until it works (`pending` says what that means for the source).
+    #[error(
+        "source {source_name}: token storage failed{}",
+        pending.map(|p| format!(" ({p})")).unwrap_or_default()
+    )]
+    Storage {
+        source_name: String,
+        pending: Option<&'static str>,
+        #[source]
+        cause: Option<store::TokenStoreError>,
+    },
 }
 
 impl AuthError {

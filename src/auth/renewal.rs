@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use super::endpoint::{self, EndpointError, Grant};
-use super::store::{NewTokens, StoredToken};
+use super::store::{NewTokens, StoredToken, TokenStoreError};
 use super::{
     AccessToken, AuthError, Cached, Credential, Flow, PENDING_RETRY, Pending, RefreshToken, Slot, SourceAuth,
 };
+use crate::failure::chain_text;
 
 impl SourceAuth {
     /// Retries storing [`Pending`] tokens when due. While they stay unstored, `Ok` means the
@@ -39,22 +40,23 @@ impl SourceAuth {
             Err(reason) => {
                 pending.retry_at = Instant::now() + PENDING_RETRY;
                 if usable {
-                    tracing::warn!(source = %self.name, error = %reason,
+                    tracing::warn!(source = %self.name, error = %chain_text(&reason),
                         "Refreshed tokens are still not stored; using them from memory and retrying.");
                     return Ok(());
                 }
-                tracing::warn!(source = %self.name, error = %reason,
+                tracing::warn!(source = %self.name, error = %chain_text(&reason),
                     "Refreshed tokens are still not stored and their access token is used up; the source is paused until they are.");
-                Err(self.storage(format!(
-                    "{reason} (a refreshed token waits in memory to be stored; the source is paused until the database accepts it)"
-                )))
+                Err(self.pending(
+                    "a refreshed token waits in memory to be stored; the source is paused until the database accepts it",
+                    Some(reason),
+                ))
             }
         }
     }
 
     /// Writes pending tokens under the row lock. `Ok(false)`: the row was replaced meanwhile by
     /// someone else's tokens, which win; nothing was written.
-    pub(super) async fn store_pending(&self, pending: &Pending) -> Result<bool, String> {
+    pub(super) async fn store_pending(&self, pending: &Pending) -> Result<bool, TokenStoreError> {
         let (lock, stored) = self.store.lock(&self.name, self.flow.name()).await?;
         let secret = |t: &Option<RefreshToken>| t.as_ref().map(|t| t.secret().to_owned());
         let unchanged = match self.flow {
@@ -86,8 +88,10 @@ impl SourceAuth {
     /// `slot.pending` and the new access token is returned all the same.
     pub(super) async fn renew(&self, slot: &mut Slot, force: bool) -> Result<Cached, AuthError> {
         if slot.pending.is_some() {
-            return Err(self
-                .storage("a refreshed token waits in memory to be stored; not renewing until it is".into()));
+            return Err(self.pending(
+                "a refreshed token waits in memory to be stored; not renewing until it is",
+                None,
+            ));
         }
         let (lock, stored) = self
             .store
@@ -111,14 +115,7 @@ impl SourceAuth {
             } => {
                 let issued = endpoint::request(&self.transport, token_url, client, Grant::ClientCredentials)
                     .await
-                    .map_err(|e| match e {
-                        EndpointError::Refused { .. } => AuthError::Refused {
-                            source_name: self.name.clone(),
-                            reason: e.reason(),
-                        },
-                        EndpointError::Unavailable(reason) => self.unavailable(reason),
-                        EndpointError::Unusable { reason, kind } => self.unusable(reason, kind),
-                    })?;
+                    .map_err(|e| self.endpoint_failed(e))?;
                 let tokens = NewTokens {
                     access_token: &issued.access_token,
                     access_expires_at: issued.expires_at,
@@ -193,9 +190,8 @@ impl SourceAuth {
                             "The vendor refused the refresh token; re-authorise with `reporting-etl auth login`.");
                         Err(self.reauthorize(reason))
                     }
-                    Err(EndpointError::Unavailable(reason)) => Err(self.unavailable(reason)),
-                    // Not a refusal of the refresh token (it was not even read): keep it.
-                    Err(EndpointError::Unusable { reason, kind }) => Err(self.unusable(reason, kind)),
+                    // Not a refusal of the refresh token (unavailable, or not even read): keep it.
+                    Err(error) => Err(self.endpoint_failed(error)),
                 }
             }
         }
@@ -210,9 +206,9 @@ impl SourceAuth {
         access_token: AccessToken,
         expires_at: DateTime<Utc>,
         refresh_token: Option<RefreshToken>,
-        reason: &str,
+        reason: &TokenStoreError,
     ) -> Cached {
-        tracing::error!(source = %self.name, error = %reason,
+        tracing::error!(source = %self.name, error = %chain_text(reason),
             "Renewed the token but could not store it; holding it in memory and retrying, and pausing further renewals.");
         slot.pending = Some(Pending {
             access_token: access_token.clone(),
@@ -292,25 +288,34 @@ impl SourceAuth {
         scaled_margin(self.flow.margin(), lifetime)
     }
 
-    pub(super) fn storage(&self, reason: String) -> AuthError {
+    pub(super) fn storage(&self, cause: TokenStoreError) -> AuthError {
         AuthError::Storage {
             source_name: self.name.clone(),
-            reason,
+            pending: None,
+            cause: Some(cause),
         }
     }
 
-    pub(super) fn unavailable(&self, reason: String) -> AuthError {
-        AuthError::Unavailable {
+    /// Tokens a refresh got wait in memory to be stored: `pending` says what that means now.
+    pub(super) fn pending(&self, pending: &'static str, cause: Option<TokenStoreError>) -> AuthError {
+        AuthError::Storage {
             source_name: self.name.clone(),
-            reason,
+            pending: Some(pending),
+            cause,
         }
     }
 
-    pub(super) fn unusable(&self, reason: String, kind: crate::failure::FailureKind) -> AuthError {
-        AuthError::Unusable {
-            source_name: self.name.clone(),
-            reason,
-            kind,
+    /// What a token request's failure is for this source.
+    pub(super) fn endpoint_failed(&self, cause: EndpointError) -> AuthError {
+        let source_name = self.name.clone();
+        match cause {
+            EndpointError::Refused { .. } => AuthError::Refused { source_name, cause },
+            EndpointError::Unavailable { .. } => AuthError::Unavailable { source_name, cause },
+            EndpointError::Unusable { kind, .. } => AuthError::Unusable {
+                source_name,
+                kind,
+                cause,
+            },
         }
     }
 

@@ -33,7 +33,7 @@ pub(crate) async fn status(settings: &Settings, pool: PgPool) -> anyhow::Result<
                     source: name.clone(),
                     flow: flow.name(),
                     usable: false,
-                    state: format!("unreadable: {reason}"),
+                    state: format!("unreadable: {}", crate::failure::chain_text(&reason)),
                     expires_at: None,
                     last_refresh_at: None,
                     chain_started_at: None,

@@ -5,6 +5,8 @@
 //! (`SELECT … FOR UPDATE`), so only one process at a time refreshes a source, and a process that
 //! waited re-reads what the other one wrote before deciding to refresh at all.
 
+use std::sync::Arc;
+
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use chrono::{DateTime, Utc};
@@ -95,34 +97,34 @@ impl TokenStore {
     }
 
     /// The stored tokens of a source, without locking.
-    pub(crate) async fn read(&self, source: &str) -> Result<Option<StoredToken>, String> {
+    pub(crate) async fn read(&self, source: &str) -> Result<Option<StoredToken>, TokenStoreError> {
         let row: Option<Row> = sqlx::query_as(select_tokens!())
             .bind(source)
             .fetch_optional(&self.pool)
             .await
-            .map_err(|e| format!("reading etl.tokens: {e}"))?;
+            .map_err(database("reading etl.tokens"))?;
         row.map(|row| self.decode(row)).transpose()
     }
 
     /// Opens a transaction holding the source's row lock (creating the row if needed) and
     /// returns what is stored now. Commit or drop the guard to release the lock.
-    pub async fn lock(&self, source: &str, flow: &str) -> Result<(TokenLock, StoredToken), String> {
+    pub async fn lock(&self, source: &str, flow: &str) -> Result<(TokenLock, StoredToken), TokenStoreError> {
         let mut tx = self
             .pool
             .begin()
             .await
-            .map_err(|e| format!("opening a transaction: {e}"))?;
+            .map_err(database("opening a transaction"))?;
         sqlx::query("INSERT INTO etl.tokens (source, flow) VALUES ($1, $2) ON CONFLICT (source) DO NOTHING")
             .bind(source)
             .bind(flow)
             .execute(&mut *tx)
             .await
-            .map_err(|e| format!("creating the etl.tokens row: {e}"))?;
+            .map_err(database("creating the etl.tokens row"))?;
         let row: Row = sqlx::query_as(concat!(select_tokens!(), " FOR UPDATE"))
             .bind(source)
             .fetch_one(&mut *tx)
             .await
-            .map_err(|e| format!("locking the etl.tokens row: {e}"))?;
+            .map_err(database("locking the etl.tokens row"))?;
         let stored = self.decode(row)?;
         Ok((
             TokenLock {
@@ -134,16 +136,14 @@ impl TokenStore {
         ))
     }
 
-    fn decode(&self, row: Row) -> Result<StoredToken, String> {
+    fn decode(&self, row: Row) -> Result<StoredToken, TokenStoreError> {
         let (flow, access, expires, refresh, encrypted, version, status, reason, chain, last) = row;
         let refresh_token = match refresh {
             None => None,
             Some(bytes) if encrypted => Some(RefreshToken::new(self.decrypt(&bytes)?)),
-            Some(bytes) => {
-                Some(RefreshToken::new(String::from_utf8(bytes).map_err(|_| {
-                    "the stored refresh token is not valid UTF-8".to_owned()
-                })?))
-            }
+            Some(bytes) => Some(RefreshToken::new(String::from_utf8(bytes).map_err(|_| {
+                TokenStoreError::Unreadable("the stored refresh token is not valid UTF-8")
+            })?)),
         };
         Ok(StoredToken {
             access_token: access.map(AccessToken::new),
@@ -158,7 +158,7 @@ impl TokenStore {
         })
     }
 
-    fn encrypt(&self, plain: &str) -> Result<(Vec<u8>, bool), String> {
+    fn encrypt(&self, plain: &str) -> Result<(Vec<u8>, bool), TokenStoreError> {
         let Some(cipher) = &self.cipher else {
             return Ok((plain.as_bytes().to_vec(), false));
         };
@@ -166,22 +166,54 @@ impl TokenStore {
         rand::rng().fill_bytes(&mut nonce);
         let sealed = cipher
             .encrypt(Nonce::from_slice(&nonce), plain.as_bytes())
-            .map_err(|_| "encrypting the refresh token failed".to_owned())?;
+            .map_err(|_| TokenStoreError::Unreadable("encrypting the refresh token failed"))?;
         Ok(([nonce.as_slice(), &sealed].concat(), true))
     }
 
-    fn decrypt(&self, bytes: &[u8]) -> Result<String, String> {
-        let cipher = self.cipher.as_ref().ok_or_else(|| {
-            "the stored refresh token is encrypted but no security.token_key is configured".to_owned()
-        })?;
+    // The cipher's errors say nothing useful (and must not say more): each failure is named here.
+    fn decrypt(&self, bytes: &[u8]) -> Result<String, TokenStoreError> {
+        let cipher = self.cipher.as_ref().ok_or(TokenStoreError::Unreadable(
+            "the stored refresh token is encrypted but no security.token_key is configured",
+        ))?;
         if bytes.len() < 12 {
-            return Err("the stored refresh token is truncated".into());
+            return Err(TokenStoreError::Unreadable(
+                "the stored refresh token is truncated",
+            ));
         }
         let (nonce, sealed) = bytes.split_at(12);
         let plain = cipher.decrypt(Nonce::from_slice(nonce), sealed).map_err(|_| {
-            "the stored refresh token does not decrypt with security.token_key (wrong key?)".to_owned()
+            TokenStoreError::Unreadable(
+                "the stored refresh token does not decrypt with security.token_key (wrong key?)",
+            )
         })?;
-        String::from_utf8(plain).map_err(|_| "the decrypted refresh token is not valid UTF-8".to_owned())
+        String::from_utf8(plain)
+            .map_err(|_| TokenStoreError::Unreadable("the decrypted refresh token is not valid UTF-8"))
+    }
+}
+
+/// Why `etl.tokens` could not be read or written. A database failure keeps the driver's error as
+/// its source; a token that cannot be read names the problem and never the token.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TokenStoreError {
+    /// A statement on `etl.tokens` failed (`what` it was doing); shared, so that the auth error
+    /// carrying it can be handed to every caller waiting on one refresh.
+    #[error("{what}")]
+    Database {
+        what: &'static str,
+        #[source]
+        cause: Arc<sqlx::Error>,
+    },
+    /// The stored refresh token cannot be used (not decryptable with the configured key, not
+    /// text), or could not be encrypted.
+    #[error("{0}")]
+    Unreadable(&'static str),
+}
+
+/// Maps a driver error of the statement doing `what`.
+fn database(what: &'static str) -> impl FnOnce(sqlx::Error) -> TokenStoreError {
+    move |cause| TokenStoreError::Database {
+        what,
+        cause: Arc::new(cause),
     }
 }
 
@@ -215,7 +247,7 @@ pub struct TokenLock {
 
 impl TokenLock {
     /// Writes new tokens and commits. `new_chain` marks a fresh authorisation (`auth login`).
-    pub async fn save(mut self, tokens: NewTokens<'_>, new_chain: bool) -> Result<i64, String> {
+    pub async fn save(mut self, tokens: NewTokens<'_>, new_chain: bool) -> Result<i64, TokenStoreError> {
         let refresh = tokens
             .refresh_token
             .map(|token| self.store.encrypt(token.secret()))
@@ -241,16 +273,16 @@ impl TokenLock {
         .bind(new_chain)
         .fetch_one(&mut *self.tx)
         .await
-        .map_err(|e| format!("writing etl.tokens: {e}"))?;
+        .map_err(database("writing etl.tokens"))?;
         self.tx
             .commit()
             .await
-            .map_err(|e| format!("committing etl.tokens: {e}"))?;
+            .map_err(database("committing etl.tokens"))?;
         Ok(version)
     }
 
     /// Marks the source as needing a person to re-authorise, and commits.
-    pub(crate) async fn require_reauthorization(mut self, reason: &str) -> Result<(), String> {
+    pub(crate) async fn require_reauthorization(mut self, reason: &str) -> Result<(), TokenStoreError> {
         sqlx::query(
             "UPDATE etl.tokens SET status = 'reauthorise', status_reason = $2, access_token = NULL,
                     access_expires_at = NULL, version = version + 1, updated_at = now()
@@ -260,15 +292,12 @@ impl TokenLock {
         .bind(reason)
         .execute(&mut *self.tx)
         .await
-        .map_err(|e| format!("writing etl.tokens: {e}"))?;
-        self.tx
-            .commit()
-            .await
-            .map_err(|e| format!("committing etl.tokens: {e}"))
+        .map_err(database("writing etl.tokens"))?;
+        self.tx.commit().await.map_err(database("committing etl.tokens"))
     }
 
     /// Marks the stored access token expired (the upstream rejected it), and commits.
-    pub(crate) async fn expire_access_token(mut self) -> Result<(), String> {
+    pub(crate) async fn expire_access_token(mut self) -> Result<(), TokenStoreError> {
         sqlx::query(
             "UPDATE etl.tokens SET access_expires_at = LEAST(access_expires_at, now() - interval '1 second'),
                     version = version + 1, updated_at = now()
@@ -277,10 +306,7 @@ impl TokenLock {
         .bind(&self.source)
         .execute(&mut *self.tx)
         .await
-        .map_err(|e| format!("writing etl.tokens: {e}"))?;
-        self.tx
-            .commit()
-            .await
-            .map_err(|e| format!("committing etl.tokens: {e}"))
+        .map_err(database("writing etl.tokens"))?;
+        self.tx.commit().await.map_err(database("committing etl.tokens"))
     }
 }

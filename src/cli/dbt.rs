@@ -25,6 +25,7 @@ use crate::config::Settings;
 use crate::jobs::freshness::expected_interval;
 use crate::store::Store;
 use crate::store::dictionary;
+use crate::vendors;
 
 #[derive(Debug, Args)]
 pub(crate) struct SourcesArgs {
@@ -68,7 +69,7 @@ fn freshness_minutes(settings: &Settings) -> BTreeMap<String, u64> {
 
 /// The whole `sources.yml`.
 pub(crate) async fn sources_yaml(pool: &PgPool, settings: &Settings) -> Result<String> {
-    let vendor_schemas: Vec<&str> = SourceKind::ALL.map(SourceKind::as_str).to_vec();
+    let vendor_schemas: Vec<&str> = vendors::CATALOG.kinds().map(SourceKind::as_str).collect();
     let tables: Vec<(String, String, Option<String>)> = sqlx::query_as(
         "SELECT n.nspname::text, c.relname::text, obj_description(c.oid, 'pg_class')
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace

@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 use super::run::summary;
 use crate::app::Engine;
 use crate::auth;
-use crate::catalog::CATALOG;
 use crate::config::{ConfigSource, Settings};
 use crate::jobs::runner;
 use crate::store::runs::{RunStatus, Trigger};
+use crate::vendors::CATALOG;
 
 /// A configuration text with one source of each vendor pointing at `sandbox` (plain http
 /// allowed), plus `extra` (jobs, database, overrides). Shared with the integration tests.
@@ -102,11 +102,16 @@ api_key = "{}"
     )
 }
 
-/// One job per dataset, every hour (the demo runs them once itself).
-pub(crate) fn demo_jobs() -> String {
+/// One job per dataset of every vendor `sources` (a [`sandbox_config`]) has a source for, every
+/// hour (the demo runs them once itself). A vendor the sandbox does not stand in for yet has no
+/// source there, so it has no job either, and the demo still loads.
+pub(crate) fn demo_jobs(sources: &str) -> String {
     let mut jobs = String::new();
     for dataset in CATALOG {
         let kind = dataset.kind.as_str();
+        if !sources.contains(&format!("\n[sources.{kind}]\n")) {
+            continue;
+        }
         jobs.push_str(&format!(
             "\n[jobs.{kind}_{name}]\nsource = \"{kind}\"\ndataset = \"{name}\"\nschedule = \"0 0 * * * *\"\n",
             name = dataset.name
@@ -191,7 +196,7 @@ Try these (schema per vendor, etl for run records):
 "#;
 
 fn demo_settings(sandbox: &sandbox::Sandbox, base: &Settings) -> Result<Settings> {
-    let text = sandbox_config(sandbox, &demo_jobs());
+    let text = sandbox_config(sandbox, &demo_jobs(&sandbox_config(sandbox, "")));
     let dir = std::env::temp_dir().join(format!("reporting-etl-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("demo.toml");

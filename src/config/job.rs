@@ -12,6 +12,7 @@ pub struct JobSettings {
     /// Name of an entry under `[sources]`.
     pub source: String,
     /// Dataset name, e.g. `fax_out_udr` (see `reporting-etl jobs` or the README for the list).
+    #[serde(deserialize_with = "super::source::dataset")]
     pub dataset: Dataset,
     /// 6-field cron expression, seconds first.
     pub schedule: CronSchedule,

@@ -29,7 +29,7 @@ use redact::Redactor;
 
 pub use job::{JobSettings, Scope};
 pub use source::{
-    ArchiveSettings, Parts, RateLimit, Section, SectionAny, SectionKind, Sections, SourceSettings,
+    ArchiveSettings, Parts, RateLimit, Registry, Section, SectionAny, SectionKind, Sections, SourceSettings,
     default_redirect_uri, parse_section,
 };
 pub use validate::SectionCheck;
@@ -266,9 +266,10 @@ impl ConfigSource {
 }
 
 impl Settings {
-    /// Reads, layers, parses and validates. Every problem found is in the error. `sections` are
-    /// the vendors' section readers (`vendors::SECTIONS`; `app::load_settings` passes them).
-    pub fn load(source: &ConfigSource, sections: Sections) -> Result<Settings, ConfigError> {
+    /// Reads, layers, parses and validates. Every problem found is in the error. `registry` is
+    /// the vendors' section readers and catalogue (`vendors::REGISTRY`; `app::load_settings`
+    /// passes it).
+    pub fn load(source: &ConfigSource, registry: Registry) -> Result<Settings, ConfigError> {
         let (file, required) = source.file();
         let fail = |problems| ConfigError {
             file: Some(file.clone()),
@@ -288,12 +289,12 @@ impl Settings {
             input::check_toml(text).map_err(|problem| fail(vec![problem]))?;
             builder = builder.add_source(config::File::from_str(text, config::FileFormat::Toml));
         }
-        Settings::build(builder.add_source(environment), Some(file.clone()), sections)
+        Settings::build(builder.add_source(environment), Some(file.clone()), registry)
     }
 
     /// Parses and validates configuration text as if it were the whole file, without the
     /// environment: for tools and the fuzz targets (`fuzz/`), which must not depend on files.
-    pub fn from_toml_str(text: &str, sections: Sections) -> Result<Settings, ConfigError> {
+    pub fn from_toml_str(text: &str, registry: Registry) -> Result<Settings, ConfigError> {
         let fail = |problem| ConfigError {
             file: None,
             problems: vec![problem],
@@ -301,7 +302,7 @@ impl Settings {
         input::check_toml(text).map_err(fail)?;
         let builder =
             config::Config::builder().add_source(config::File::from_str(text, config::FileFormat::Toml));
-        Settings::build(builder, None, sections)
+        Settings::build(builder, None, registry)
     }
 
     /// Layers, deserialises and validates what `builder` holds; `file` names it in errors. Every
@@ -309,7 +310,7 @@ impl Settings {
     fn build(
         builder: config::ConfigBuilder<config::builder::DefaultState>,
         file: Option<PathBuf>,
-        sections: Sections,
+        registry: Registry,
     ) -> Result<Settings, ConfigError> {
         let mut redactor = Redactor::default();
         let fail = |problems: Vec<Problem>| ConfigError {
@@ -329,8 +330,9 @@ impl Settings {
         if let Ok(tree) = layered.clone().try_deserialize::<config::Value>() {
             redactor.remember_tree(&tree, "");
         }
-        // The sections are read with the vendors' readers, which serde cannot be handed directly.
-        let parsed = source::with_sections(sections, || {
+        // The sections and datasets are read with the vendors' registry, which serde cannot be
+        // handed directly.
+        let parsed = source::with_registry(registry, || {
             serde_path_to_error::deserialize::<_, Settings>(layered).map_err(Box::new)
         });
         let mut settings: Settings = parsed.map_err(|e| {
@@ -345,7 +347,7 @@ impl Settings {
             let key = if key == "." { "(top level)".into() } else { key };
             foreign(&redactor, key, &message)
         })?;
-        let problems = settings.validate(&mut redactor, Utc::now());
+        let problems = settings.validate(&mut redactor, registry.catalog, Utc::now());
         if problems.is_empty() {
             Ok(settings)
         } else {

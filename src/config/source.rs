@@ -3,9 +3,9 @@
 //! What a source's section holds is its vendor's business: each vendor folder
 //! (`src/vendors/<vendor>/settings.rs`) declares its section and implements [`Section`] (defaults,
 //! endpoints, validation). This module knows only what every section shares, and picks the
-//! vendor's reader by the `kind` key among the [`SectionKind`]s the caller registers
-//! (`vendors::SECTIONS`, passed in by the composition root: the configuration sits below the
-//! vendors and never names one).
+//! vendor's reader by the `kind` key among the [`SectionKind`]s the caller registers, and reads a
+//! job's `dataset` from the registered [`Catalog`] ([`Registry`]: `vendors::REGISTRY`, passed in
+//! by the composition root: the configuration sits below the vendors and never names one).
 
 use std::any::Any;
 use std::cell::Cell;
@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 
 use super::validate::SectionCheck;
 use super::values::HttpUrl;
-use crate::catalog::SourceKind;
+use crate::catalog::{Catalog, Dataset, SourceKind};
 
 /// What every vendor's configuration section answers. Implemented once per vendor folder.
 pub trait Section: fmt::Debug + Send + Sync + SectionAny {
@@ -99,6 +99,22 @@ pub struct SectionKind {
 /// Every registered vendor's section reader.
 pub type Sections = &'static [SectionKind];
 
+/// What the configuration is handed of the registered vendors: how to read each one's section
+/// (`sources.NAME.kind`) and their datasets (`jobs.NAME.dataset`).
+#[derive(Clone, Copy)]
+pub struct Registry {
+    pub sections: Sections,
+    pub catalog: Catalog,
+}
+
+impl Registry {
+    /// No vendor: what a deserialisation outside [`super::Settings::load`] sees.
+    const NONE: Registry = Registry {
+        sections: &[],
+        catalog: Catalog::new(&[]),
+    };
+}
+
 /// Reads a section of type `T` (for [`SectionKind::parse`]).
 pub fn parse_section<T: Section + DeserializeOwned>(
     value: config::Value,
@@ -136,23 +152,32 @@ impl fmt::Debug for SourceSettings {
 pub(super) const NESTED_PATH_MARK: char = '@';
 
 thread_local! {
-    /// The section readers of the [`super::Settings::load`] running on this thread: serde's
+    /// The registry of the [`super::Settings::load`] running on this thread: serde's
     /// `Deserialize` takes no argument, and the configuration may not name the vendors.
-    static SECTIONS: Cell<Sections> = const { Cell::new(&[]) };
+    static REGISTRY: Cell<Registry> = const { Cell::new(Registry::NONE) };
 }
 
-/// Runs `f` with `sections` as the readers [`SourceSettings`] deserialises with.
-pub(super) fn with_sections<T>(sections: Sections, f: impl FnOnce() -> T) -> T {
-    let previous = SECTIONS.with(|s| s.replace(sections));
+/// Runs `f` with `registry` as the one [`SourceSettings`] and a job's dataset deserialise with.
+pub(super) fn with_registry<T>(registry: Registry, f: impl FnOnce() -> T) -> T {
+    let previous = REGISTRY.with(|r| r.replace(registry));
     let out = f();
-    SECTIONS.with(|s| s.set(previous));
+    REGISTRY.with(|r| r.set(previous));
     out
+}
+
+/// Reads a job's `dataset`: a name in the registered catalogue.
+pub(super) fn dataset<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Dataset, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    let catalog = REGISTRY.with(Cell::get).catalog;
+    catalog.dataset(&name).ok_or_else(|| {
+        serde::de::Error::custom(format!("`{name}` is not a dataset (one of: {})", catalog.names()))
+    })
 }
 
 impl<'de> Deserialize<'de> for SourceSettings {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error;
-        let sections = SECTIONS.with(Cell::get);
+        let sections = REGISTRY.with(Cell::get).sections;
         let kinds = || {
             sections
                 .iter()

@@ -10,12 +10,18 @@ use secrecy::{ExposeSecret, SecretString};
 use super::redact::{self, Redactor};
 use super::secrets::{resolve_secret, token_key_bytes};
 use super::{JobSettings, Problem, RateBudgetSettings, Settings, bounds};
-use crate::catalog::WindowPolicy;
+use crate::catalog::{Catalog, WindowPolicy};
 
 impl Settings {
-    /// Ranges, shapes, cross-field checks and `*_file` secrets, as of `now`. Returns every
-    /// problem found; secret values met on the way are given to `redactor`.
-    pub(super) fn validate(&mut self, redactor: &mut Redactor, now: DateTime<Utc>) -> Vec<Problem> {
+    /// Ranges, shapes, cross-field checks and `*_file` secrets, as of `now`, with the vendors'
+    /// `catalog`. Returns every problem found; secret values met on the way are given to
+    /// `redactor`.
+    pub(super) fn validate(
+        &mut self,
+        redactor: &mut Redactor,
+        catalog: Catalog,
+        now: DateTime<Utc>,
+    ) -> Vec<Problem> {
         let mut problems = Problems::default();
 
         problems.check_secret(
@@ -172,7 +178,11 @@ impl Settings {
             let kind = source.kind();
             let dataset = job.dataset.info();
             if dataset.kind != kind {
-                let known = kind.datasets().map(|d| d.name).collect::<Vec<_>>().join(", ");
+                let known = catalog
+                    .of_kind(kind)
+                    .map(|d| d.name)
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 problems.add(
                     at("dataset"),
                     format!("`{}` is not a {kind} dataset (one of: {known})", job.dataset),

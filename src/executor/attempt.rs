@@ -89,12 +89,11 @@ impl Executor {
             {
                 Ok(value) => return Ok(value),
                 Err((Attempt::Verdict(verdict), credential)) => (verdict, credential),
-                Err((Attempt::Auth(e), _)) => {
+                Err((Attempt::Auth(error), _)) => {
                     return Err(CallError::new(
                         call,
-                        CallFailure::Unauthorized {
-                            message: e.to_string(),
-                            kind: e.kind(),
+                        CallFailure::NoCredential {
+                            error: Box::new(error),
                         },
                     ));
                 }
@@ -163,13 +162,13 @@ impl Executor {
                     }
                     refreshed = true;
                     if let Some(credential) = &credential
-                        && let Err(e) = auth.rejected(credential).await
+                        && let Err(error) = auth.rejected(credential).await
                     {
                         return Err(CallError::new(
                             call,
-                            CallFailure::Unauthorized {
-                                message: format!("{cause}; renewing the token failed: {e}"),
-                                kind: e.kind(),
+                            CallFailure::RenewalFailed {
+                                message: cause,
+                                error: Box::new(error),
                             },
                         ));
                     }
@@ -262,8 +261,9 @@ impl Executor {
         let (credential, in_flight) = match credential {
             Ok(credential) => credential,
             Err(e) if e.is_retryable() => {
+                // A retry's cause is text (the last one ends up in the call's error): the chain.
                 let verdict = Verdict::Retry {
-                    cause: e.to_string(),
+                    cause: crate::failure::chain_text(&e),
                     after: None,
                     kind: e.kind(),
                 };

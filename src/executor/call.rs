@@ -112,13 +112,32 @@ pub struct GraphqlOutcome<T> {
 }
 
 /// Why a call failed after the executor did what it could: which call (source and dataset, said
-/// once) and what went wrong. Messages name source, dataset and cause, and never a secret.
-#[derive(Debug, thiserror::Error)]
-#[error("{source_name}.{dataset}: {failure}")]
+/// once) and what went wrong. Messages name source, dataset and cause, and never a secret; the
+/// failure's own cause (auth's error) follows as the source (print the chain with `{:#}`).
+#[derive(Debug)]
 pub struct CallError {
     pub source_name: String,
     pub dataset: String,
     pub failure: CallFailure,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}: {}", self.source_name, self.dataset, self.failure)
+    }
+}
+
+/// The failure is said in this error's message, so the chain goes on with the failure's cause:
+/// auth's error itself (unboxed, so the runner finds it by type).
+impl std::error::Error for CallError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.failure {
+            CallFailure::NoCredential { error } | CallFailure::RenewalFailed { error, .. } => {
+                Some(error.as_ref())
+            }
+            _ => None,
+        }
+    }
 }
 
 /// What went wrong with a call; its [`FailureKind`] is decided here, where the failure is known.
@@ -131,10 +150,24 @@ pub enum CallFailure {
     /// The source's daily quota is spent; calls fail without being sent until `until`.
     #[error("the daily quota is spent until {until}: {message}")]
     QuotaExhausted { until: DateTime<Utc>, message: String },
-    /// The upstream refused the credential even after a refresh, or auth could not produce one
-    /// (`kind`: [`FailureKind::Reauthorise`] when a person must log in again).
+    /// The upstream refused the credential even after a refresh.
     #[error("not authorised: {message}")]
     Unauthorized { message: String, kind: FailureKind },
+    /// Auth could not produce a credential (its kind is the call's: [`FailureKind::Reauthorise`]
+    /// when a person must log in again).
+    #[error("not authorised")]
+    NoCredential {
+        /// Boxed: the rare case should not make every call's result larger.
+        #[source]
+        error: Box<crate::auth::AuthError>,
+    },
+    /// The upstream refused the credential (`message`, scrubbed) and renewing it failed.
+    #[error("not authorised: {message}; renewing the token failed")]
+    RenewalFailed {
+        message: String,
+        #[source]
+        error: Box<crate::auth::AuthError>,
+    },
     /// Every attempt of the retry budget failed with a transient error; a later run may succeed.
     /// `kind` is the last attempt's (429s, an outage, garbled bodies).
     #[error("gave up after {attempts} attempts: {message}")]
@@ -172,6 +205,7 @@ impl CallError {
             CallFailure::Fatal { kind, .. }
             | CallFailure::Unauthorized { kind, .. }
             | CallFailure::RetriesExhausted { kind, .. } => *kind,
+            CallFailure::NoCredential { error } | CallFailure::RenewalFailed { error, .. } => error.kind(),
             CallFailure::QuotaExhausted { .. } => FailureKind::Quota,
             CallFailure::WaitCapped { .. } => FailureKind::RateLimited,
             CallFailure::DeadlineExceeded { .. } => FailureKind::Timeout,
@@ -208,5 +242,38 @@ mod tests {
         let call = CallContext::new("altrata", "events");
         let error = fatal(&call, FailureKind::UpstreamRejected, "HTTP 403: Forbidden".into());
         assert_eq!(error.to_string(), "altrata.events: HTTP 403: Forbidden");
+    }
+
+    #[test]
+    fn an_auth_failure_stays_typed_down_the_chain_and_reads_as_one_line() {
+        use crate::auth::AuthError;
+        use crate::auth::endpoint::EndpointError;
+        let call = CallContext::new("roubler", "shifts");
+        let refused = EndpointError::Refused {
+            status: 401,
+            error: "invalid_client".into(),
+            description: "Client authentication failed.".into(),
+        };
+        let auth = AuthError::Refused {
+            source_name: "roubler".into(),
+            cause: refused,
+        };
+        let error = anyhow::Error::from(CallError::new(
+            &call,
+            CallFailure::NoCredential {
+                error: Box::new(auth),
+            },
+        ));
+        assert_eq!(
+            format!("{error:#}"),
+            "roubler.shifts: not authorised: source roubler: the token endpoint refused the \
+             credentials: HTTP 401 invalid_client: Client authentication failed."
+        );
+        assert!(error.chain().any(|cause| cause.is::<AuthError>()));
+        assert!(error.chain().any(|cause| cause.is::<EndpointError>()));
+        assert_eq!(
+            error.downcast_ref::<CallError>().map(CallError::kind),
+            Some(FailureKind::Unauthorised)
+        );
     }
 }

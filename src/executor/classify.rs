@@ -72,17 +72,20 @@ pub enum GraphqlClass {
 }
 
 /// A request that brought no usable answer (see [`crate::transport`]): no answer at all is worth
-/// retrying; a redirect or an oversized answer would come back the same.
+/// retrying; a redirect or an oversized answer would come back the same. The cause is the error's
+/// whole chain as text: a verdict's cause is scrubbed of the attempt's secrets before it leaves
+/// the executor (`secrets.rs`), which a typed chain could not be.
 pub fn transport(error: &TransportError) -> Verdict {
+    let cause = crate::failure::chain_text(error);
     if error.is_retryable() {
         Verdict::Retry {
-            cause: error.to_string(),
+            cause,
             after: None,
             kind: error.kind(),
         }
     } else {
         Verdict::Fatal {
-            cause: error.to_string(),
+            cause,
             kind: error.kind(),
         }
     }

@@ -87,14 +87,15 @@ fn midnight(date: NaiveDate) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::Dataset;
     use crate::config::{CronSchedule, Scope, TimeZone};
+    use crate::vendors::retarus::datasets::FAX_OUT_UDR;
+    use crate::vendors::roubler::datasets::{LOCATION_SALES, LOCATIONS};
     use chrono::TimeZone as _;
 
     fn job(window: Option<WindowPolicy>) -> JobSettings {
         JobSettings {
             source: "s".into(),
-            dataset: Dataset::FaxOutUdr,
+            dataset: FAX_OUT_UDR,
             schedule: CronSchedule::parse("0 0 * * * *").unwrap(),
             time_zone: TimeZone::default(),
             scope: Scope::All,
@@ -113,7 +114,7 @@ mod tests {
 
     #[test]
     fn an_incremental_run_starts_a_lookback_before_the_watermark_and_ends_in_the_past() {
-        let fax = Dataset::FaxOutUdr.info();
+        let fax = FAX_OUT_UDR.info();
         let mark = Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap();
         let (start, end) = run_range(&job(None), fax, Some(mark), now()).unwrap();
         assert_eq!(start, Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap());
@@ -122,7 +123,7 @@ mod tests {
 
     #[test]
     fn a_first_retarus_run_never_reaches_past_the_history_limit() {
-        let fax = Dataset::FaxOutUdr.info();
+        let fax = FAX_OUT_UDR.info();
         let mut job = job(None);
         job.start = NaiveDate::from_ymd_opt(2026, 1, 1);
         let (start, _) = run_range(&job, fax, None, now()).unwrap();
@@ -131,7 +132,7 @@ mod tests {
 
     #[test]
     fn the_largest_trailing_and_lookback_values_do_not_overflow() {
-        let fax = Dataset::FaxOutUdr.info();
+        let fax = FAX_OUT_UDR.info();
         let mut job = job(Some(WindowPolicy::Trailing));
         job.trailing_days = Some(u32::MAX);
         let (start, _) = run_range(&job, fax, None, now()).unwrap();
@@ -145,9 +146,9 @@ mod tests {
 
     #[test]
     fn snapshots_have_no_range_and_sales_use_whole_utc_days() {
-        let locations = Dataset::Locations.info();
+        let locations = LOCATIONS.info();
         assert!(run_range(&job(None), locations, None, now()).is_none());
-        let sales = Dataset::LocationSales.info();
+        let sales = LOCATION_SALES.info();
         let (start, end) = run_range(&job(Some(WindowPolicy::Trailing)), sales, None, now()).unwrap();
         assert_eq!(start, Utc.with_ymd_and_hms(2026, 11, 16, 0, 0, 0).unwrap());
         assert_eq!(end, Utc.with_ymd_and_hms(2026, 11, 24, 0, 0, 0).unwrap());

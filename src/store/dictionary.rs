@@ -9,19 +9,20 @@ use std::fmt::Write;
 use anyhow::{Context, Result};
 use sqlx::PgPool;
 
-use crate::catalog::SourceKind;
+use crate::catalog::{Catalog, SourceKind};
 
-/// The schemas documented, in order: the service's own, its raw archive, then one per vendor
-/// (named as its kind).
-pub(crate) fn schemas() -> Vec<&'static str> {
+/// The schemas documented, in order: the service's own, its raw archive, then one per vendor of
+/// `catalog` (named as its kind).
+pub(crate) fn schemas(catalog: Catalog) -> Vec<&'static str> {
     ["etl", "archive"]
         .into_iter()
-        .chain(SourceKind::ALL.map(SourceKind::as_str))
+        .chain(catalog.kinds().map(SourceKind::as_str))
         .collect()
 }
 
-/// The dictionary as Markdown.
-pub async fn generate(pool: &PgPool) -> Result<String> {
+/// The dictionary as Markdown, of the service's schemas and those of the vendors in `catalog`
+/// (`vendors::CATALOG`).
+pub async fn generate(pool: &PgPool, catalog: Catalog) -> Result<String> {
     let tables: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
         "SELECT n.nspname::text, c.relname::text,
                 CASE c.relkind WHEN 'v' THEN 'view' ELSE 'table' END,
@@ -30,7 +31,7 @@ pub async fn generate(pool: &PgPool) -> Result<String> {
          WHERE n.nspname = ANY($1) AND c.relkind IN ('r', 'v', 'p')
          ORDER BY array_position($1, n.nspname::text), c.relname",
     )
-    .bind(schemas())
+    .bind(schemas(catalog))
     .fetch_all(pool)
     .await
     .context("listing tables")?;

@@ -6,19 +6,24 @@
 //!   which flow, how a token request authenticates, whether a new token kills the old) and its
 //!   call setup (`executor::CallSetup`: endpoints, API key, answer dialect);
 //! - `answers.rs`: how its answers classify into failure kinds (`executor::classify::Dialect`);
-//! - `datasets.rs`: its typed queries, row mapping, paging and table layouts;
-//! - `mod.rs`: its [`Vendor`] implementation (scopes, loads, the GraphQL schema and queries a
-//!   drift check walks) and its [`SectionKind`].
+//! - `datasets.rs`: its datasets (a `Dataset` constant each, with its facts, listed in
+//!   `DATASETS`), typed queries, row mapping, paging and table layouts;
+//! - `mod.rs`: its `KIND` (`sources.NAME.kind`, also its database schema), its [`Vendor`]
+//!   implementation (scopes, loads, the GraphQL schema and queries a drift check walks) and its
+//!   [`SectionKind`].
 //!
-//! The [`registry!`] below registers every vendor with one line; nothing outside this directory
-//! and the catalogue names a vendor. The runner, the tests and the benchmarks call [`load`] and
-//! [`discover_scopes_cached`] here; the shared machinery below (the configuration, auth, the
+//! The [`registry!`] below registers every vendor with one line and gathers their kinds and
+//! datasets into [`CATALOG`] (`crate::catalog::Catalog`), which the layers below get handed
+//! ([`REGISTRY`] for the configuration); outside this directory only the demo's sandbox
+//! sources (`src/cli/demo.rs`) name a vendor. The runner, the tests and the benchmarks call
+//! [`load`] and [`discover_scopes_cached`] here; the shared machinery below (the configuration, auth, the
 //! executor, `datasets`' page writer and windows) knows no vendor by name. What the vendors
 //! document and what we inferred is in `docs/vendors/`; `docs/adding-a-vendor.md` and
 //! `docs/adding-a-dataset.md` list the files a change touches.
 
 /// Declares each vendor folder and registers it: one line per vendor, `folder::Vendor`. The
-/// folder must define the unit struct `Vendor` (implementing [`Vendor`]) and `SECTION`.
+/// folder must define the unit struct `Vendor` (implementing [`Vendor`]), its `KIND`, its
+/// `SECTION` and, in `datasets.rs`, its `DATASETS`.
 macro_rules! registry {
     ($($folder:ident :: $vendor:ident),* $(,)?) => {
         $(pub mod $folder;)*
@@ -26,8 +31,14 @@ macro_rules! registry {
         /// Every vendor, in the order the README and messages list them.
         const VENDORS: &[&dyn Vendor] = &[$(&$folder::$vendor),*];
 
-        /// Every vendor's configuration section reader, for `config::Settings::load`.
+        /// Every vendor's configuration section reader.
         pub const SECTIONS: Sections = &[$($folder::SECTION),*];
+
+        /// Every vendor's kind and datasets, for the layers that look a name up.
+        pub const CATALOG: Catalog = Catalog::new(&[$(Shelf {
+            kind: $folder::KIND,
+            datasets: $folder::datasets::DATASETS,
+        }),*]);
     };
 }
 
@@ -41,10 +52,17 @@ registry! {
 use anyhow::Context;
 use futures::future::BoxFuture;
 
-use crate::catalog::{Dataset, DatasetInfo, SourceKind};
-use crate::config::{Scope, Sections, SourceSettings};
+use crate::catalog::{Catalog, Dataset, DatasetInfo, Shelf, SourceKind};
+use crate::config::{Registry, Scope, Sections, SourceSettings};
 use crate::datasets::{DiscoveredBy, LoadFigures, LoadRequest, ScopeTarget, Sink, TableSpec, Tuning};
 use crate::executor::{CallContext, Executor, Service};
+
+/// What the configuration is handed of the vendors (`config::Settings::load`): their section
+/// readers and their catalogue.
+pub const REGISTRY: Registry = Registry {
+    sections: SECTIONS,
+    catalog: CATALOG,
+};
 
 /// What the crate asks of a vendor. Implemented once per vendor folder.
 pub(crate) trait Vendor: Sync {
@@ -184,8 +202,8 @@ impl<'a> ScopeQuery<'a> {
 }
 
 /// The table layout of a dataset (its columns in write order and its natural key).
-pub fn table_spec(dataset: &DatasetInfo) -> Option<&'static TableSpec> {
-    vendor(dataset.kind)?.table(dataset.id)
+pub fn table_spec(dataset: &'static DatasetInfo) -> Option<&'static TableSpec> {
+    vendor(dataset.kind)?.table(dataset.id())
 }
 
 /// The scopes a job covers, asked of the vendor now where it must be (each vendor's
@@ -347,11 +365,11 @@ mod tests {
 
     #[test]
     fn every_kind_has_one_vendor_and_every_vendor_hands_every_part() {
-        for kind in SourceKind::ALL {
+        for kind in CATALOG.kinds() {
             let serving: Vec<_> = VENDORS.iter().filter(|v| v.kind() == kind).collect();
             assert_eq!(serving.len(), 1, "{kind}");
             assert_eq!(SECTIONS.iter().filter(|s| s.kind == kind).count(), 1, "{kind}");
-            for dataset in kind.datasets() {
+            for dataset in CATALOG.of_kind(kind) {
                 assert!(
                     table_spec(dataset).is_some(),
                     "{}.{} has no table",
@@ -360,13 +378,39 @@ mod tests {
                 );
             }
         }
-        let settings = Settings::from_toml_str(EVERY_KIND, SECTIONS).expect("valid");
+        let settings = Settings::from_toml_str(EVERY_KIND, REGISTRY).expect("valid");
         let kinds: Vec<_> = settings.sources.values().map(SourceSettings::kind).collect();
-        assert_eq!(kinds.len(), SourceKind::ALL.len(), "{kinds:?}");
+        assert_eq!(kinds.len(), CATALOG.kinds().count(), "{kinds:?}");
         for (name, source) in &settings.sources {
             assert!(source.part::<AuthSetup>().is_some(), "{name}: no auth setup");
             assert!(source.part::<CallSetup>().is_some(), "{name}: no call setup");
         }
+    }
+
+    #[test]
+    fn every_dataset_is_its_vendors_with_a_unique_name_and_a_table_in_its_schema() {
+        for shelf in CATALOG.shelves() {
+            for dataset in shelf.datasets.iter().map(|d| d.info()) {
+                assert_eq!(
+                    dataset.kind, shelf.kind,
+                    "{} is listed by another vendor",
+                    dataset.name
+                );
+                assert!(
+                    dataset.table.starts_with(&format!("{}.", dataset.kind)),
+                    "{}",
+                    dataset.table
+                );
+                assert_eq!(CATALOG.dataset(dataset.name), Some(dataset.id()));
+            }
+        }
+        let mut names: Vec<_> = CATALOG.iter().map(|d| d.name).collect();
+        let all = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), all, "dataset names are not unique");
+        let kinds: std::collections::BTreeSet<_> = CATALOG.kinds().collect();
+        assert_eq!(kinds.len(), VENDORS.len(), "two vendors share a kind");
     }
 
     #[test]

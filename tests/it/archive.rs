@@ -7,11 +7,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use reporting_etl::catalog::CATALOG;
 use reporting_etl::datasets::sink::Remap;
 use reporting_etl::failure::FailureKind;
 use reporting_etl::jobs::runner::{self, WindowReport};
 use reporting_etl::store::runs::{RunStatus, Trigger};
+use reporting_etl::vendors::CATALOG;
 use sandbox::{Sandbox, SandboxOptions};
 use tokio_util::sync::CancellationToken;
 

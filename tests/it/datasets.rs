@@ -7,13 +7,13 @@ use crate::support;
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
-use reporting_etl::catalog::{self, CATALOG, SourceKind};
 use reporting_etl::datasets::sink::{Replace, Sink, Writer};
 use reporting_etl::datasets::window::{self, Window, local_day_range, local_midnight};
 use reporting_etl::datasets::{ScopeTarget, split_windows_at};
 use reporting_etl::vendors::retently::datasets::CampaignRow;
 use reporting_etl::vendors::roubler::datasets::LocationSalesRow;
 use reporting_etl::vendors::table_spec;
+use reporting_etl::vendors::{CATALOG, retarus, retently, roubler};
 use support::TestDb;
 
 fn utc(text: &str) -> DateTime<Utc> {
@@ -26,7 +26,7 @@ fn day(text: &str) -> NaiveDate {
 
 #[test]
 fn a_100_day_retarus_backfill_is_split_into_contiguous_windows_of_at_most_45_days_within_the_last_90() {
-    let fax = catalog::find(SourceKind::Retarus, "fax_out_udr").unwrap();
+    let fax = retarus::datasets::FAX_OUT_UDR.info();
     let now = utc("2026-03-01T12:00:00Z");
     let windows = split_windows_at(fax, now - Duration::days(100), now - Duration::minutes(5), now);
     assert!(windows.len() >= 2, "{windows:?}");
@@ -48,7 +48,7 @@ fn a_100_day_retarus_backfill_is_split_into_contiguous_windows_of_at_most_45_day
 
 #[test]
 fn a_retarus_range_entirely_older_than_90_days_gives_no_windows() {
-    let fax = catalog::find(SourceKind::Retarus, "fax_in_udr").unwrap();
+    let fax = retarus::datasets::FAX_IN_UDR.info();
     let now = utc("2026-03-01T12:00:00Z");
     assert!(split_windows_at(fax, now - Duration::days(120), now - Duration::days(95), now).is_empty());
 }
@@ -56,7 +56,7 @@ fn a_retarus_range_entirely_older_than_90_days_gives_no_windows() {
 #[test]
 fn roubler_windows_are_whole_days_for_sales_and_weeks_for_timesheets() {
     let now = utc("2026-03-01T12:00:00Z");
-    let sales = catalog::find(SourceKind::Roubler, "location_sales").unwrap();
+    let sales = roubler::datasets::LOCATION_SALES.info();
     let windows = split_windows_at(
         sales,
         utc("2026-01-01T06:00:00Z"),
@@ -66,7 +66,7 @@ fn roubler_windows_are_whole_days_for_sales_and_weeks_for_timesheets() {
     assert_eq!(windows.first().unwrap().start, utc("2026-01-01T00:00:00Z"));
     assert_eq!(windows.last().unwrap().end, utc("2026-02-16T00:00:00Z"));
     assert!(windows.iter().all(|w| w.len() <= Duration::days(31)));
-    let sheets = catalog::find(SourceKind::Roubler, "timesheets").unwrap();
+    let sheets = roubler::datasets::TIMESHEETS.info();
     let windows = split_windows_at(
         sheets,
         utc("2026-01-01T00:00:00Z"),
@@ -75,7 +75,7 @@ fn roubler_windows_are_whole_days_for_sales_and_weeks_for_timesheets() {
     );
     assert_eq!(windows.len(), 3);
     assert!(windows.iter().all(|w| w.len() <= Duration::days(7)));
-    let employees = catalog::find(SourceKind::Roubler, "employees").unwrap();
+    let employees = roubler::datasets::EMPLOYEES.info();
     assert_eq!(
         split_windows_at(
             employees,
@@ -305,7 +305,7 @@ async fn load_campaigns(
     pages: Vec<Vec<CampaignRow>>,
     commit: bool,
 ) -> i64 {
-    let spec = table_spec(catalog::find(SourceKind::Retently, "campaigns").unwrap()).unwrap();
+    let spec = table_spec(retently::datasets::CAMPAIGNS.info()).unwrap();
     let mut sink = Sink::acquire(&db.pool).await.unwrap();
     let mut writer = Writer::open(&mut sink, spec, source, run).await.unwrap();
     writer
@@ -375,7 +375,7 @@ async fn a_snapshot_replaces_only_its_own_source_and_a_rolled_back_load_changes_
 async fn a_load_staged_but_never_swapped_leaves_the_table_and_the_pool_untouched() {
     let db = TestDb::new().await;
     load_campaigns(&db, "acct", 1, vec![vec![campaign("a", "kept")]], true).await;
-    let spec = table_spec(catalog::find(SourceKind::Retently, "campaigns").unwrap()).unwrap();
+    let spec = table_spec(retently::datasets::CAMPAIGNS.info()).unwrap();
     let mut sink = Sink::acquire(&db.pool).await.unwrap();
     let mut writer = Writer::open(&mut sink, spec, "acct", 2).await.unwrap();
     writer
@@ -405,7 +405,7 @@ async fn a_load_staged_but_never_swapped_leaves_the_table_and_the_pool_untouched
 #[tokio::test]
 async fn a_window_replace_deletes_exactly_that_scope_and_window() {
     let db = TestDb::new().await;
-    let spec = table_spec(catalog::find(SourceKind::Roubler, "location_sales").unwrap()).unwrap();
+    let spec = table_spec(roubler::datasets::LOCATION_SALES.info()).unwrap();
     let row = |location: &'static str, d: &str, actual: f64| LocationSalesRow {
         location_id: location,
         day: day(d),
@@ -477,7 +477,7 @@ async fn a_table_whose_key_differs_from_the_loaders_is_refused_loudly() {
         .execute(&db.pool)
         .await
         .unwrap();
-    let spec = table_spec(catalog::find(SourceKind::Retently, "campaigns").unwrap()).unwrap();
+    let spec = table_spec(retently::datasets::CAMPAIGNS.info()).unwrap();
     let mut sink = Sink::acquire(&db.pool).await.unwrap();
     let error = Writer::open(&mut sink, spec, "x", 1)
         .await

@@ -12,12 +12,13 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, DurationRound, NaiveDate, Utc};
-use reporting_etl::catalog::{self, SourceKind};
+use reporting_etl::catalog::SourceKind;
 use reporting_etl::config::Scope;
 use reporting_etl::datasets::window::{Window, utc_midnight};
 use reporting_etl::datasets::{LoadFigures, LoadRequest, ScopeTarget, Tuning};
 use reporting_etl::executor::{CallContext, Executor, ExecutorOptions};
 use reporting_etl::vendors;
+use reporting_etl::vendors::{altrata, retarus, retently, roubler};
 use sandbox::retarus::RetarusReport;
 use sandbox::{Sandbox, SandboxOptions};
 use serde_json::{Value, json};
@@ -161,7 +162,7 @@ impl Harness {
         window: Option<Window>,
         tuning: Tuning,
     ) -> anyhow::Result<LoadFigures> {
-        let dataset = catalog::find(kind, dataset).unwrap();
+        let dataset = vendors::CATALOG.find(kind, dataset).unwrap();
         let source_name = kind.as_str();
         let source = &self.settings.sources[source_name];
         let call = CallContext::new(source_name, dataset.name);
@@ -204,9 +205,9 @@ impl Harness {
 fn small() -> Tuning {
     Tuning::default()
         .with_flush_rows(2)
-        .with_page_size(SourceKind::Retarus, 7)
-        .with_page_size(SourceKind::Altrata, 3)
-        .with_page_size(SourceKind::Retently, 9)
+        .with_page_size(retarus::KIND, 7)
+        .with_page_size(altrata::KIND, 3)
+        .with_page_size(retently::KIND, 9)
 }
 
 /// Where an expected column's value comes from, when not the camelCase field of the same name.
@@ -395,13 +396,7 @@ async fn every_retarus_report_loads_exactly_the_windows_records_over_several_pag
         "transactional_email_udr",
     ] {
         let figures = h
-            .load(
-                SourceKind::Retarus,
-                name,
-                &scope,
-                Some(retarus_window(&h)),
-                small(),
-            )
+            .load(retarus::KIND, name, &scope, Some(retarus_window(&h)), small())
             .await
             .unwrap_or_else(|e| panic!("{name}: {e:#}"));
         assert!(figures.pages >= 3, "{name}: paged ({} pages)", figures.pages);
@@ -428,11 +423,11 @@ async fn rerunning_a_retarus_window_leaves_an_identical_table_and_other_windows_
     let h = Harness::start().await;
     let scope = ScopeTarget::Customer(CUSTOMER.into());
     let earlier = Window::new(h.anchor - Duration::days(12), h.anchor - Duration::days(6));
-    h.load(SourceKind::Retarus, "fax_out_udr", &scope, Some(earlier), small())
+    h.load(retarus::KIND, "fax_out_udr", &scope, Some(earlier), small())
         .await
         .unwrap();
     h.load(
-        SourceKind::Retarus,
+        retarus::KIND,
         "fax_out_udr",
         &scope,
         Some(retarus_window(&h)),
@@ -443,7 +438,7 @@ async fn rerunning_a_retarus_window_leaves_an_identical_table_and_other_windows_
     let before = h.rows("retarus.fax_out_udr", "ORDER BY fax_id").await;
     let again = h
         .load(
-            SourceKind::Retarus,
+            retarus::KIND,
             "fax_out_udr",
             &scope,
             Some(retarus_window(&h)),
@@ -482,7 +477,7 @@ async fn a_retarus_record_changed_or_deleted_upstream_is_updated_or_removed_on_r
     let h = Harness::start().await;
     let scope = ScopeTarget::Customer(CUSTOMER.into());
     let window = retarus_window(&h);
-    h.load(SourceKind::Retarus, "fax_out_udr", &scope, Some(window), small())
+    h.load(retarus::KIND, "fax_out_udr", &scope, Some(window), small())
         .await
         .unwrap();
     let records = h
@@ -496,7 +491,7 @@ async fn a_retarus_record_changed_or_deleted_upstream_is_updated_or_removed_on_r
         .edits
         .change(&changed, "statusName", json!("CHANGED"));
     h.sandbox.retarus.edits.delete(&deleted);
-    h.load(SourceKind::Retarus, "fax_out_udr", &scope, Some(window), small())
+    h.load(retarus::KIND, "fax_out_udr", &scope, Some(window), small())
         .await
         .unwrap();
     check_retarus(&h, "fax_out_udr").await;
@@ -519,7 +514,7 @@ async fn a_retarus_window_failing_part_way_leaves_the_previous_rows_intact() {
     let h = Harness::start().await;
     let scope = ScopeTarget::Customer(CUSTOMER.into());
     let window = retarus_window(&h);
-    h.load(SourceKind::Retarus, "fax_out_udr", &scope, Some(window), small())
+    h.load(retarus::KIND, "fax_out_udr", &scope, Some(window), small())
         .await
         .unwrap();
     let before = h.rows("retarus.fax_out_udr", "ORDER BY fax_id").await;
@@ -540,7 +535,7 @@ async fn a_retarus_window_failing_part_way_leaves_the_previous_rows_intact() {
         .faults
         .script_after(2, vec![failure(), failure()]);
     let error = h
-        .load(SourceKind::Retarus, "fax_out_udr", &scope, Some(window), small())
+        .load(retarus::KIND, "fax_out_udr", &scope, Some(window), small())
         .await
         .expect_err("the reload fails");
     assert_eq!(h.sandbox.retarus.faults.scripted_remaining(), 0);
@@ -567,7 +562,7 @@ async fn a_retarus_window_failing_part_way_leaves_the_previous_rows_intact() {
 async fn scopes_are_discovered_per_vendor() {
     let h = Harness::start().await;
     let call = CallContext::new("roubler", "location_sales");
-    let sales = catalog::find(SourceKind::Roubler, "location_sales").unwrap();
+    let sales = roubler::datasets::LOCATION_SALES.info();
     let scopes = vendors::discover_scopes(
         &h.exec,
         &call,
@@ -605,7 +600,7 @@ async fn scopes_are_discovered_per_vendor() {
         })
         .collect();
     assert_eq!(found, expected);
-    let employees = catalog::find(SourceKind::Roubler, "employees").unwrap();
+    let employees = roubler::datasets::EMPLOYEES.info();
     let scopes = vendors::discover_scopes(
         &h.exec,
         &call,
@@ -617,7 +612,7 @@ async fn scopes_are_discovered_per_vendor() {
     .await
     .unwrap();
     assert_eq!(scopes, vec![ScopeTarget::Company(COMPANY.into())]);
-    let fax = catalog::find(SourceKind::Retarus, "fax_in_udr").unwrap();
+    let fax = retarus::datasets::FAX_IN_UDR.info();
     let scopes = vendors::discover_scopes(
         &h.exec,
         &call,
@@ -632,7 +627,7 @@ async fn scopes_are_discovered_per_vendor() {
         scopes.iter().map(|s| s.key()).collect::<Vec<_>>(),
         h.sandbox.retarus.customer_ids
     );
-    let events = catalog::find(SourceKind::Altrata, "events").unwrap();
+    let events = altrata::datasets::EVENTS.info();
     let scopes = vendors::discover_scopes(
         &h.exec,
         &call,
@@ -655,7 +650,7 @@ async fn scopes_are_discovered_per_vendor() {
 
 async fn location_scopes(h: &Harness) -> Vec<ScopeTarget> {
     let call = CallContext::new("roubler", "location_sales");
-    let sales = catalog::find(SourceKind::Roubler, "location_sales").unwrap();
+    let sales = roubler::datasets::LOCATION_SALES.info();
     vendors::discover_scopes(
         &h.exec,
         &call,
@@ -672,10 +667,10 @@ async fn location_scopes(h: &Harness) -> Vec<ScopeTarget> {
 async fn roubler_company_snapshots_load_every_location_and_employee_terminated_ones_included() {
     let h = Harness::start().await;
     let scope = ScopeTarget::Company(COMPANY.into());
-    h.load(SourceKind::Roubler, "locations", &scope, None, Tuning::default())
+    h.load(roubler::KIND, "locations", &scope, None, Tuning::default())
         .await
         .unwrap();
-    h.load(SourceKind::Roubler, "employees", &scope, None, Tuning::default())
+    h.load(roubler::KIND, "employees", &scope, None, Tuning::default())
         .await
         .unwrap();
     let company = [("company_id", Src::Const(json!(COMPANY)))];
@@ -725,7 +720,7 @@ async fn roubler_company_snapshots_load_every_location_and_employee_terminated_o
         .roubler
         .edits
         .change(&renamed, "fullName", json!("Renamed Person"));
-    h.load(SourceKind::Roubler, "employees", &scope, None, Tuning::default())
+    h.load(roubler::KIND, "employees", &scope, None, Tuning::default())
         .await
         .unwrap();
     assert_table(
@@ -756,7 +751,7 @@ async fn roubler_sales_land_on_each_locations_local_days_and_reruns_are_identica
         };
         let figures = h
             .load(
-                SourceKind::Roubler,
+                roubler::KIND,
                 "location_sales",
                 scope,
                 Some(window),
@@ -796,7 +791,7 @@ async fn roubler_sales_land_on_each_locations_local_days_and_reruns_are_identica
         .await;
     for scope in &scopes {
         h.load(
-            SourceKind::Roubler,
+            roubler::KIND,
             "location_sales",
             scope,
             Some(window),
@@ -839,7 +834,7 @@ async fn roubler_timesheets_and_shifts_load_by_start_time_and_follow_upstream_ed
         unreachable!()
     };
     for (name, id_column) in [("timesheets", "timesheet_id"), ("shifts", "shift_id")] {
-        h.load(SourceKind::Roubler, name, scope, Some(window), Tuning::default())
+        h.load(roubler::KIND, name, scope, Some(window), Tuning::default())
             .await
             .unwrap();
         let expected = if name == "timesheets" {
@@ -864,7 +859,7 @@ async fn roubler_timesheets_and_shifts_load_by_start_time_and_follow_upstream_ed
         .edits
         .change(sheets[1]["id"].as_str().unwrap(), "status", json!("rejected"));
     h.load(
-        SourceKind::Roubler,
+        roubler::KIND,
         "timesheets",
         scope,
         Some(window),
@@ -891,7 +886,7 @@ async fn altrata_events_and_profiles_of_the_watch_list_load_with_cursor_paging()
     let ids = vec!["1-per-1".to_owned(), "1-per-2".to_owned(), "1-org-1".to_owned()];
     let scope = ScopeTarget::WatchList(ids.clone());
     let figures = h
-        .load(SourceKind::Altrata, "events", &scope, None, small())
+        .load(altrata::KIND, "events", &scope, None, small())
         .await
         .unwrap();
     let mut expected = Vec::new();
@@ -918,7 +913,7 @@ async fn altrata_events_and_profiles_of_the_watch_list_load_with_cursor_paging()
     ];
     assert_table(&h, "altrata.events", "", "altrata", &expected, &overrides).await;
     let figures = h
-        .load(SourceKind::Altrata, "profiles", &scope, None, small())
+        .load(altrata::KIND, "profiles", &scope, None, small())
         .await
         .unwrap();
     assert!(
@@ -947,7 +942,7 @@ async fn altrata_events_and_profiles_of_the_watch_list_load_with_cursor_paging()
     assert_table(&h, "altrata.profiles", "", "altrata", &profiles, &[]).await;
     // An id dropped from the watch-list disappears with the next snapshot.
     let shorter = ScopeTarget::WatchList(vec!["1-per-1".into()]);
-    h.load(SourceKind::Altrata, "profiles", &shorter, None, small())
+    h.load(altrata::KIND, "profiles", &shorter, None, small())
         .await
         .unwrap();
     assert_table(&h, "altrata.profiles", "", "altrata", &profiles[..1], &[]).await;
@@ -969,7 +964,7 @@ async fn retently_lists_and_the_daily_nps_snapshot_load_and_follow_upstream_edit
             .collect()
     };
     let account = ScopeTarget::Account;
-    h.load(SourceKind::Retently, "customers", &account, Some(window), small())
+    h.load(retently::KIND, "customers", &account, Some(window), small())
         .await
         .unwrap();
     let customers = in_window(h.sandbox.retently.customers(None, None));
@@ -983,7 +978,7 @@ async fn retently_lists_and_the_daily_nps_snapshot_load_and_follow_upstream_edit
     )
     .await;
     let figures = h
-        .load(SourceKind::Retently, "feedback", &account, Some(window), small())
+        .load(retently::KIND, "feedback", &account, Some(window), small())
         .await
         .unwrap();
     assert!(figures.pages > 2);
@@ -997,7 +992,7 @@ async fn retently_lists_and_the_daily_nps_snapshot_load_and_follow_upstream_edit
         &[("feedback_id", Src::Ptr("/id"))],
     )
     .await;
-    h.load(SourceKind::Retently, "companies", &account, None, small())
+    h.load(retently::KIND, "companies", &account, None, small())
         .await
         .unwrap();
     let company_overrides = [
@@ -1016,7 +1011,7 @@ async fn retently_lists_and_the_daily_nps_snapshot_load_and_follow_upstream_edit
         &company_overrides,
     )
     .await;
-    h.load(SourceKind::Retently, "campaigns", &account, None, small())
+    h.load(retently::KIND, "campaigns", &account, None, small())
         .await
         .unwrap();
     let campaign_overrides = [
@@ -1032,10 +1027,10 @@ async fn retently_lists_and_the_daily_nps_snapshot_load_and_follow_upstream_edit
         &campaign_overrides,
     )
     .await;
-    h.load(SourceKind::Retently, "nps_score", &account, None, small())
+    h.load(retently::KIND, "nps_score", &account, None, small())
         .await
         .unwrap();
-    h.load(SourceKind::Retently, "nps_score", &account, None, small())
+    h.load(retently::KIND, "nps_score", &account, None, small())
         .await
         .unwrap();
     let nps = [("day", Src::Const(json!(Utc::now().date_naive().to_string())))];
@@ -1057,7 +1052,7 @@ async fn retently_lists_and_the_daily_nps_snapshot_load_and_follow_upstream_edit
         .retently
         .edits
         .change(feedback[1]["id"].as_str().unwrap(), "comment", json!("changed"));
-    h.load(SourceKind::Retently, "feedback", &account, Some(window), small())
+    h.load(retently::KIND, "feedback", &account, Some(window), small())
         .await
         .unwrap();
     let feedback = in_window(h.sandbox.retently.feedback(None, None));

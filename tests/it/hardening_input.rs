@@ -20,12 +20,13 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use reporting_etl::catalog::{self, SourceKind};
+use reporting_etl::catalog::SourceKind;
 use reporting_etl::config::{ConfigError, ConfigSource, Scope, Settings};
 use reporting_etl::datasets::window::{Window, utc_midnight};
 use reporting_etl::datasets::{LoadFigures, LoadRequest, ScopeTarget, Tuning};
 use reporting_etl::executor::{CallContext, Executor, ExecutorOptions};
 use reporting_etl::vendors;
+use reporting_etl::vendors::{altrata, retarus, retently, roubler};
 use sandbox::faults::{Faults, RawAnswer};
 use sandbox::{Sandbox, SandboxOptions};
 use serde_json::Value;
@@ -859,7 +860,7 @@ impl Harness {
     /// One load in one transaction, committed on success and rolled back on failure (as the
     /// runner does).
     async fn load(&self, target: &Target) -> anyhow::Result<LoadFigures> {
-        let dataset = catalog::find(target.kind, target.dataset).unwrap();
+        let dataset = vendors::CATALOG.find(target.kind, target.dataset).unwrap();
         let source_name = target.kind.as_str();
         let call = CallContext::new(source_name, dataset.name);
         let request = LoadRequest {
@@ -873,9 +874,9 @@ impl Harness {
         };
         let tuning = Tuning::default()
             .with_flush_rows(2)
-            .with_page_size(SourceKind::Retarus, 7)
-            .with_page_size(SourceKind::Altrata, 3)
-            .with_page_size(SourceKind::Retently, 9);
+            .with_page_size(retarus::KIND, 7)
+            .with_page_size(altrata::KIND, 3)
+            .with_page_size(retently::KIND, 9);
         vendors::load_window(&self.exec, &self.db.pool, &request, &tuning).await
     }
 
@@ -883,7 +884,7 @@ impl Harness {
     async fn rows(&self, target: &Target) -> Vec<Value> {
         let sql = format!(
             "SELECT to_jsonb(t) FROM {} t ORDER BY to_jsonb(t)::text",
-            catalog::find(target.kind, target.dataset).unwrap().table
+            vendors::CATALOG.find(target.kind, target.dataset).unwrap().table
         );
         sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .fetch_all(&self.db.pool)
@@ -892,12 +893,16 @@ impl Harness {
     }
 
     fn faults(&self, kind: SourceKind) -> &Faults {
-        match kind {
-            SourceKind::Retarus => &self.sandbox.retarus.faults,
-            SourceKind::Roubler => &self.sandbox.roubler.faults,
-            SourceKind::Altrata => &self.sandbox.altrata.faults,
-            SourceKind::Retently => &self.sandbox.retently.faults,
-        }
+        let sandbox = &self.sandbox;
+        [
+            (retarus::KIND, &sandbox.retarus.faults),
+            (roubler::KIND, &sandbox.roubler.faults),
+            (altrata::KIND, &sandbox.altrata.faults),
+            (retently::KIND, &sandbox.retently.faults),
+        ]
+        .into_iter()
+        .find_map(|(served, faults)| (served == kind).then_some(faults))
+        .expect("the sandbox stands in for every kind")
     }
 }
 
@@ -1398,7 +1403,7 @@ async fn every_malformed_upstream_answer_fails_its_load_clearly_and_keeps_the_pr
         &call,
         "roubler",
         &h.settings.sources["roubler"],
-        catalog::find(SourceKind::Roubler, "location_sales").unwrap(),
+        roubler::datasets::LOCATION_SALES.info(),
         &Scope::All,
     )
     .await
@@ -1412,43 +1417,43 @@ async fn every_malformed_upstream_answer_fails_its_load_clearly_and_keeps_the_pr
     let watch = ScopeTarget::WatchList(vec!["1-per-1".into(), "1-org-1".into()]);
     let targets = vec![
         Target {
-            kind: SourceKind::Retarus,
+            kind: retarus::KIND,
             dataset: "fax_out_udr",
             scope: ScopeTarget::Customer(CUSTOMER.into()),
             window: Some(recent),
         },
         Target {
-            kind: SourceKind::Roubler,
+            kind: roubler::KIND,
             dataset: "location_sales",
             scope: location.clone(),
             window: Some(days),
         },
         Target {
-            kind: SourceKind::Roubler,
+            kind: roubler::KIND,
             dataset: "timesheets",
             scope: location,
             window: Some(recent),
         },
         Target {
-            kind: SourceKind::Roubler,
+            kind: roubler::KIND,
             dataset: "employees",
             scope: ScopeTarget::Company(COMPANY.into()),
             window: None,
         },
         Target {
-            kind: SourceKind::Altrata,
+            kind: altrata::KIND,
             dataset: "events",
             scope: watch.clone(),
             window: None,
         },
         Target {
-            kind: SourceKind::Altrata,
+            kind: altrata::KIND,
             dataset: "profiles",
             scope: watch,
             window: None,
         },
         Target {
-            kind: SourceKind::Retently,
+            kind: retently::KIND,
             dataset: "customers",
             scope: ScopeTarget::Account,
             window: Some(Window::new(
@@ -1457,7 +1462,7 @@ async fn every_malformed_upstream_answer_fails_its_load_clearly_and_keeps_the_pr
             )),
         },
         Target {
-            kind: SourceKind::Retently,
+            kind: retently::KIND,
             dataset: "feedback",
             scope: ScopeTarget::Account,
             window: Some(Window::new(
@@ -1466,7 +1471,7 @@ async fn every_malformed_upstream_answer_fails_its_load_clearly_and_keeps_the_pr
             )),
         },
         Target {
-            kind: SourceKind::Retently,
+            kind: retently::KIND,
             dataset: "nps_score",
             scope: ScopeTarget::Account,
             window: None,
@@ -1569,7 +1574,7 @@ async fn every_malformed_upstream_answer_fails_its_load_clearly_and_keeps_the_pr
 async fn an_altrata_cursor_cycle_or_a_missing_cursor_fails_the_load_and_keeps_the_previous_rows() {
     let h = Harness::start().await;
     let target = Target {
-        kind: SourceKind::Altrata,
+        kind: altrata::KIND,
         dataset: "events",
         scope: ScopeTarget::WatchList(vec!["1-per-1".into()]),
         window: None,
@@ -1620,7 +1625,7 @@ async fn records_that_cannot_be_placed_are_skipped_with_a_warning_not_stored() {
     let h = Harness::start().await;
     let window = Window::new(h.anchor - Duration::days(15), h.anchor - Duration::days(1));
     let target = Target {
-        kind: SourceKind::Retently,
+        kind: retently::KIND,
         dataset: "customers",
         scope: ScopeTarget::Account,
         window: Some(window),
@@ -1637,7 +1642,7 @@ async fn records_that_cannot_be_placed_are_skipped_with_a_warning_not_stored() {
     );
     // Altrata events with an empty id are skipped the same way.
     let events = Target {
-        kind: SourceKind::Altrata,
+        kind: altrata::KIND,
         dataset: "events",
         scope: ScopeTarget::WatchList(vec!["1-per-1".into()]),
         window: None,
@@ -1661,7 +1666,7 @@ async fn records_that_cannot_be_placed_are_skipped_with_a_warning_not_stored() {
 async fn pages_cycling_with_period_two_or_three_fail_the_window_and_keep_its_rows() {
     let h = Harness::start().await;
     let target = Target {
-        kind: SourceKind::Retarus,
+        kind: retarus::KIND,
         dataset: "fax_out_udr",
         scope: ScopeTarget::Customer(CUSTOMER.into()),
         window: Some(Window::new(

@@ -37,7 +37,7 @@ fn free_port() -> u16 {
 /// Altrata (2 calls/s upstream) fires less often.
 fn jobs() -> String {
     let mut text = String::new();
-    for (index, dataset) in reporting_etl::catalog::CATALOG.iter().enumerate() {
+    for (index, dataset) in reporting_etl::vendors::CATALOG.iter().enumerate() {
         let kind = dataset.kind.as_str();
         let period = match kind {
             "altrata" => 15,

@@ -12,7 +12,7 @@ use chrono::{NaiveDate, Utc};
 use graphql_client::GraphQLQuery;
 use serde_json::{Value, json};
 
-use crate::catalog::{Dataset, SourceKind};
+use crate::catalog::{Dataset, DatasetInfo, WindowPolicy};
 use crate::datasets::rows::{TableRow, table_row};
 use crate::datasets::sink::{Replace, Sink, TableSpec, Writer};
 use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget, Tuning};
@@ -107,10 +107,28 @@ table_row! {
     }
 }
 
+/// Events about watched people and organisations (not the events service, [`super::EVENTS`]).
+pub const EVENTS: Dataset = Dataset::new(&DatasetInfo::new(
+    super::KIND,
+    "events",
+    "altrata.events",
+    WindowPolicy::Snapshot,
+));
+/// Person and organisation profiles of the watch-list.
+pub const PROFILES: Dataset = Dataset::new(&DatasetInfo::new(
+    super::KIND,
+    "profiles",
+    "altrata.profiles",
+    WindowPolicy::Snapshot,
+));
+
+/// Altrata's datasets, in the order the README lists them.
+pub const DATASETS: &[Dataset] = &[EVENTS, PROFILES];
+
 pub(crate) fn table(dataset: Dataset) -> Option<&'static TableSpec> {
     Some(match dataset {
-        Dataset::Events => EventRow::spec(),
-        Dataset::Profiles => ProfileRow::spec(),
+        EVENTS => EventRow::spec(),
+        PROFILES => ProfileRow::spec(),
         _ => return None,
     })
 }
@@ -138,9 +156,9 @@ pub(crate) async fn load(
             request.scope.describe()
         );
     };
-    match request.dataset.id {
-        Dataset::Events => load_events(exec, sink, request, ids, tuning).await,
-        Dataset::Profiles => load_profiles(exec, sink, request, ids, tuning).await,
+    match request.dataset.id() {
+        EVENTS => load_events(exec, sink, request, ids, tuning).await,
+        PROFILES => load_profiles(exec, sink, request, ids, tuning).await,
         other => anyhow::bail!("altrata has no dataset {other}"),
     }
 }
@@ -181,7 +199,7 @@ async fn load_events(
     writer.replace(sink, &Replace::All { scope: None }).await?;
     let mut warnings = Vec::new();
     // `pageInfo.first`: the sandbox and, presumably, the vendor allow at most 50.
-    let first = tuning.page_size(SourceKind::Altrata, 50);
+    let first = tuning.page_size(super::KIND, 50);
     for id in ids {
         let mut after: Option<String> = None;
         // Every cursor followed so far: an upstream cycling through cursors (A → B → A) would

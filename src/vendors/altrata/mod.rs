@@ -17,9 +17,12 @@ pub use settings::AltrataSettings;
 
 pub(super) struct Altrata;
 
+/// `kind = "altrata"`, also the database schema of its tables.
+pub const KIND: SourceKind = SourceKind::new("altrata");
+
 /// The `kind = "altrata"` section's reader.
 pub(super) const SECTION: SectionKind = SectionKind {
-    kind: SourceKind::Altrata,
+    kind: KIND,
     parse: parse_section::<AltrataSettings>,
 };
 
@@ -30,7 +33,7 @@ pub const PROFILE: Service = Service("profile");
 
 impl Vendor for Altrata {
     fn kind(&self) -> SourceKind {
-        SourceKind::Altrata
+        KIND
     }
 
     /// Two services, introspected separately (they may differ); one schema file for both.

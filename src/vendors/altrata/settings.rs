@@ -52,7 +52,7 @@ impl AltrataSettings {
 
 impl Section for AltrataSettings {
     fn kind(&self) -> SourceKind {
-        SourceKind::Altrata
+        super::KIND
     }
 
     fn rate_limit(&self) -> Option<RateLimit> {

@@ -11,6 +11,7 @@ use futures::future::BoxFuture;
 
 use super::{Graphql, ScopeQuery, Vendor};
 use crate::catalog::{Dataset, SourceKind};
+
 use crate::config::{Scope, SectionKind, parse_section};
 use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget, Sink, TableSpec, Tuning};
 use crate::executor::{Executor, Service};
@@ -18,15 +19,18 @@ pub use settings::RetarusSettings;
 
 pub(super) struct Retarus;
 
+/// `kind = "retarus"`, also the database schema of its tables.
+pub const KIND: SourceKind = SourceKind::new("retarus");
+
 /// The `kind = "retarus"` section's reader.
 pub(super) const SECTION: SectionKind = SectionKind {
-    kind: SourceKind::Retarus,
+    kind: KIND,
     parse: parse_section::<RetarusSettings>,
 };
 
 impl Vendor for Retarus {
     fn kind(&self) -> SourceKind {
-        SourceKind::Retarus
+        KIND
     }
 
     fn graphql(&self) -> Option<&'static Graphql> {

@@ -48,7 +48,7 @@ impl RetarusSettings {
 
 impl Section for RetarusSettings {
     fn kind(&self) -> SourceKind {
-        SourceKind::Retarus
+        super::KIND
     }
 
     fn rate_limit(&self) -> Option<RateLimit> {

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use crate::catalog::{Dataset, SourceKind};
+use crate::catalog::{Dataset, DatasetInfo, WindowPolicy};
 use crate::datasets::rows::{TableRow, table_row};
 use crate::datasets::seen::SeenInLoad;
 use crate::datasets::sink::{Replace, Sink, TableSpec, Writer};
@@ -173,13 +173,52 @@ impl ListRow for CompanyRow {
     }
 }
 
+/// Survey customers (subscribers).
+pub const CUSTOMERS: Dataset = Dataset::new(&DatasetInfo::new(
+    super::KIND,
+    "customers",
+    "retently.customers",
+    WindowPolicy::Incremental,
+));
+/// Survey responses.
+pub const FEEDBACK: Dataset = Dataset::new(&DatasetInfo::new(
+    super::KIND,
+    "feedback",
+    "retently.feedback",
+    WindowPolicy::Incremental,
+));
+/// Companies with their survey metrics.
+pub const COMPANIES: Dataset = Dataset::new(&DatasetInfo::new(
+    super::KIND,
+    "companies",
+    "retently.companies",
+    WindowPolicy::Snapshot,
+));
+/// Survey campaigns.
+pub const CAMPAIGNS: Dataset = Dataset::new(&DatasetInfo::new(
+    super::KIND,
+    "campaigns",
+    "retently.campaigns",
+    WindowPolicy::Snapshot,
+));
+/// Daily snapshot of the NPS score.
+pub const NPS_SCORE: Dataset = Dataset::new(&DatasetInfo::new(
+    super::KIND,
+    "nps_score",
+    "retently.nps_score",
+    WindowPolicy::Snapshot,
+));
+
+/// Retently's datasets, in the order the README lists them.
+pub const DATASETS: &[Dataset] = &[CUSTOMERS, FEEDBACK, COMPANIES, CAMPAIGNS, NPS_SCORE];
+
 pub(crate) fn table(dataset: Dataset) -> Option<&'static TableSpec> {
     Some(match dataset {
-        Dataset::Customers => CustomerRow::spec(),
-        Dataset::Feedback => FeedbackRow::spec(),
-        Dataset::Companies => CompanyRow::spec(),
-        Dataset::Campaigns => CampaignRow::spec(),
-        Dataset::NpsScore => NpsScoreRow::spec(),
+        CUSTOMERS => CustomerRow::spec(),
+        FEEDBACK => FeedbackRow::spec(),
+        COMPANIES => CompanyRow::spec(),
+        CAMPAIGNS => CampaignRow::spec(),
+        NPS_SCORE => NpsScoreRow::spec(),
         _ => return None,
     })
 }
@@ -268,8 +307,8 @@ pub(crate) async fn load(
     request: &LoadRequest<'_>,
     tuning: &Tuning,
 ) -> anyhow::Result<LoadFigures> {
-    match request.dataset.id {
-        Dataset::Customers => {
+    match request.dataset.id() {
+        CUSTOMERS => {
             let window = request.window.context("retently.customers needs a window")?;
             load_list::<CustomerRow, CustomerRow>(
                 exec,
@@ -283,7 +322,7 @@ pub(crate) async fn load(
             )
             .await
         }
-        Dataset::Feedback => {
+        FEEDBACK => {
             let window = request.window.context("retently.feedback needs a window")?;
             load_list::<FeedbackRow, FeedbackRow>(
                 exec,
@@ -297,7 +336,7 @@ pub(crate) async fn load(
             )
             .await
         }
-        Dataset::Companies => {
+        COMPANIES => {
             load_list::<Company, CompanyRow>(
                 exec,
                 sink,
@@ -332,8 +371,8 @@ pub(crate) async fn load(
             )
             .await
         }
-        Dataset::Campaigns => load_campaigns(exec, sink, request).await,
-        Dataset::NpsScore => load_nps(exec, sink, request).await,
+        CAMPAIGNS => load_campaigns(exec, sink, request).await,
+        NPS_SCORE => load_nps(exec, sink, request).await,
         other => anyhow::bail!("retently has no dataset {other}"),
     }
 }
@@ -363,7 +402,7 @@ async fn load_list<T: DeserializeOwned, R: ListRow>(
     };
     writer.replace(sink, &replace).await?;
     // `limit`: documented maximum 1,000.
-    let limit = tuning.page_size(SourceKind::Retently, 1_000);
+    let limit = tuning.page_size(super::KIND, 1_000);
     let mut warnings = Vec::new();
     let (mut undated, mut unnamed) = (0usize, 0usize);
     let mut page = 1i64;

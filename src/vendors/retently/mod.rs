@@ -16,16 +16,19 @@ pub use settings::RetentlySettings;
 
 pub(super) struct Retently;
 
+/// `kind = "retently"`, also the database schema of its tables.
+pub const KIND: SourceKind = SourceKind::new("retently");
+
 /// The `kind = "retently"` section's reader.
 pub(super) const SECTION: SectionKind = SectionKind {
-    kind: SourceKind::Retently,
+    kind: KIND,
     parse: parse_section::<RetentlySettings>,
 };
 
 /// A REST API: no GraphQL schema for a drift check to walk.
 impl Vendor for Retently {
     fn kind(&self) -> SourceKind {
-        SourceKind::Retently
+        KIND
     }
 
     fn table(&self, dataset: Dataset) -> Option<&'static TableSpec> {

@@ -51,7 +51,7 @@ impl RetentlySettings {
 
 impl Section for RetentlySettings {
     fn kind(&self) -> SourceKind {
-        SourceKind::Retently
+        super::KIND
     }
 
     fn rate_limit(&self) -> Option<RateLimit> {

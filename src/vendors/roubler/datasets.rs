@@ -10,7 +10,9 @@ use chrono::{NaiveDate, Utc};
 use graphql_client::GraphQLQuery;
 use serde_json::{Value, json};
 
-use crate::catalog::Dataset;
+use chrono::TimeDelta;
+
+use crate::catalog::{Dataset, DatasetInfo, WindowPolicy};
 use crate::datasets::rows::{TableRow, instant_text, table_row};
 use crate::datasets::sink::{Replace, Sink, TableSpec, Writer};
 use crate::datasets::window::local_day_range;
@@ -197,13 +199,63 @@ table_row! {
     }
 }
 
+/// Roubler documents no limit; a week per call keeps timesheet and shift answers small
+/// (`docs/vendors/roubler.md`).
+const WORK_SPAN: TimeDelta = TimeDelta::days(7);
+/// Daily sales: one row per day and location, so a month per call is small.
+const SALES_SPAN: TimeDelta = TimeDelta::days(31);
+
+/// Locations (a tree) with their IANA time zones.
+pub const LOCATIONS: Dataset = Dataset::new(&DatasetInfo::new(
+    super::KIND,
+    "locations",
+    "roubler.locations",
+    WindowPolicy::Snapshot,
+));
+/// Employees, terminated ones included.
+pub const EMPLOYEES: Dataset = Dataset::new(&DatasetInfo::new(
+    super::KIND,
+    "employees",
+    "roubler.employees",
+    WindowPolicy::Snapshot,
+));
+/// Daily sales per location (local days).
+pub const LOCATION_SALES: Dataset = Dataset::new(&DatasetInfo {
+    max_span: Some(SALES_SPAN),
+    daily: true,
+    ..DatasetInfo::new(
+        super::KIND,
+        "location_sales",
+        "roubler.location_sales",
+        WindowPolicy::Incremental,
+    )
+});
+/// Timesheets per location.
+pub const TIMESHEETS: Dataset = Dataset::new(&DatasetInfo {
+    max_span: Some(WORK_SPAN),
+    ..DatasetInfo::new(
+        super::KIND,
+        "timesheets",
+        "roubler.timesheets",
+        WindowPolicy::Incremental,
+    )
+});
+/// Rostered shifts per location.
+pub const SHIFTS: Dataset = Dataset::new(&DatasetInfo {
+    max_span: Some(WORK_SPAN),
+    ..DatasetInfo::new(super::KIND, "shifts", "roubler.shifts", WindowPolicy::Incremental)
+});
+
+/// Roubler's datasets, in the order the README lists them.
+pub const DATASETS: &[Dataset] = &[LOCATIONS, EMPLOYEES, LOCATION_SALES, TIMESHEETS, SHIFTS];
+
 pub(crate) fn table(dataset: Dataset) -> Option<&'static TableSpec> {
     Some(match dataset {
-        Dataset::Locations => LocationRow::spec(),
-        Dataset::Employees => EmployeeRow::spec(),
-        Dataset::LocationSales => LocationSalesRow::spec(),
-        Dataset::Timesheets => TimesheetRow::spec(),
-        Dataset::Shifts => ShiftRow::spec(),
+        LOCATIONS => LocationRow::spec(),
+        EMPLOYEES => EmployeeRow::spec(),
+        LOCATION_SALES => LocationSalesRow::spec(),
+        TIMESHEETS => TimesheetRow::spec(),
+        SHIFTS => ShiftRow::spec(),
         _ => return None,
     })
 }
@@ -271,15 +323,11 @@ pub(crate) async fn load(
     sink: &mut Sink,
     request: &LoadRequest<'_>,
 ) -> anyhow::Result<LoadFigures> {
-    match (request.dataset.id, request.scope) {
-        (Dataset::Locations, ScopeTarget::Company(company)) => {
-            load_locations(exec, sink, request, company).await
-        }
-        (Dataset::Employees, ScopeTarget::Company(company)) => {
-            load_employees(exec, sink, request, company).await
-        }
+    match (request.dataset.id(), request.scope) {
+        (LOCATIONS, ScopeTarget::Company(company)) => load_locations(exec, sink, request, company).await,
+        (EMPLOYEES, ScopeTarget::Company(company)) => load_employees(exec, sink, request, company).await,
         (
-            Dataset::LocationSales | Dataset::Timesheets | Dataset::Shifts,
+            LOCATION_SALES | TIMESHEETS | SHIFTS,
             ScopeTarget::Location {
                 company,
                 id,
@@ -294,9 +342,9 @@ pub(crate) async fn load(
                 id,
                 time_zone: *time_zone,
             };
-            match request.dataset.id {
-                Dataset::LocationSales => load_sales(exec, sink, request, &location, window).await,
-                Dataset::Timesheets => load_timesheets(exec, sink, request, &location, window).await,
+            match request.dataset.id() {
+                LOCATION_SALES => load_sales(exec, sink, request, &location, window).await,
+                TIMESHEETS => load_timesheets(exec, sink, request, &location, window).await,
                 _ => load_shifts(exec, sink, request, &location, window).await,
             }
         }

@@ -19,15 +19,18 @@ pub use settings::RoublerSettings;
 
 pub(super) struct Roubler;
 
+/// `kind = "roubler"`, also the database schema of its tables.
+pub const KIND: SourceKind = SourceKind::new("roubler");
+
 /// The `kind = "roubler"` section's reader.
 pub(super) const SECTION: SectionKind = SectionKind {
-    kind: SourceKind::Roubler,
+    kind: KIND,
     parse: parse_section::<RoublerSettings>,
 };
 
 impl Vendor for Roubler {
     fn kind(&self) -> SourceKind {
-        SourceKind::Roubler
+        KIND
     }
 
     fn graphql(&self) -> Option<&'static Graphql> {

@@ -11,7 +11,8 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::datasets as roubler;
-use crate::catalog::{Dataset, DatasetInfo};
+use super::datasets::{EMPLOYEES, LOCATIONS};
+use crate::catalog::DatasetInfo;
 use crate::config::Scope;
 use crate::datasets::{DiscoveredBy, ScopeTarget};
 use crate::executor::{CallContext, Executor};
@@ -181,7 +182,7 @@ async fn discover_all(exec: &Executor, call: &CallContext, source_name: &str) ->
 }
 
 fn is_company_dataset(dataset: &DatasetInfo) -> bool {
-    matches!(dataset.id, Dataset::Locations | Dataset::Employees)
+    [LOCATIONS, EMPLOYEES].iter().any(|d| d.info() == dataset)
 }
 
 /// The scopes of `dataset` in a discovery round, as [`discover`] would pick them.
@@ -246,8 +247,8 @@ mod tests {
 
     #[test]
     fn a_discovery_round_serves_company_and_location_datasets() {
-        let employees = Dataset::Employees.info();
-        let shifts = Dataset::Shifts.info();
+        let employees = EMPLOYEES.info();
+        let shifts = super::super::datasets::SHIFTS.info();
         assert_eq!(
             select(&found(), employees, &Scope::All).unwrap(),
             vec![ScopeTarget::Company("c1".into())]
@@ -273,7 +274,7 @@ mod tests {
     fn a_cached_zone_that_is_no_iana_zone_is_an_error_naming_the_location() {
         let mut found = found();
         found.companies[0].locations[1].time_zone = "Mars/Olympus".into();
-        let shifts = Dataset::Shifts.info();
+        let shifts = super::super::datasets::SHIFTS.info();
         let error = select(&found, shifts, &Scope::All).unwrap_err().to_string();
         assert_eq!(
             error,

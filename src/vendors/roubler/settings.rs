@@ -55,7 +55,7 @@ impl RoublerSettings {
 
 impl Section for RoublerSettings {
     fn kind(&self) -> SourceKind {
-        SourceKind::Roubler
+        super::KIND
     }
 
     fn rate_limit(&self) -> Option<RateLimit> {
