@@ -5,13 +5,12 @@
 //! How an answer travels: the executor hands every answer it decoded for a call whose context
 //! carries a [`Recorder`] to it ([`Recorder::record`]: the bytes as received, after transport
 //! decoding, with the query's name and the hash of its text), compressed on the blocking pool
-//! while the executor decoded it. The load's sink takes the
-//! recorded answers each time it stages a page of rows and stages them on the load's own
-//! connection, into a session-temporary table ([`stage`]); the window's swap then moves them into
-//! `archive.pages` and writes their `archive.windows` row in the window's one transaction. So a
-//! committed window always has its answers, a failed, rolled-back or killed one leaves none (its
-//! staging table ends with its session), the swap stays short, and at most the answers of a page
-//! or two wait in memory, compressed. The hook is in the executor and the sink, which every vendor goes
+//! while the executor decoded it. The load's sink takes the recorded answers each time it stages
+//! a page of rows and spools them into an unlinked temporary file ([`stage`]); the window's swap
+//! then COPYs them into `archive.pages` and writes their `archive.windows` row in the window's one
+//! transaction. So a committed window always has its answers, a failed, rolled-back or killed one
+//! leaves none (its spool goes with the sink, or with the process), the swap stays short, and at
+//! most the answers of a page or two wait in memory, compressed. The hook is in the executor and the sink, which every vendor goes
 //! through: no vendor knows the archive.
 //!
 //! A rebuild gives a window's calls a [`Replay`] instead: the executor then sends nothing and
@@ -21,7 +20,7 @@
 //! # Layout
 //!
 //! - This file: [`QueryId`], [`Answer`], the [`Recorder`].
-//! - [`stage`]: compressing and staging answers on the load's connection, and the swap's writes.
+//! - [`stage`]: spooling answers beside the load's rows, and the swap's writes.
 //! - [`replay`]: the archived answers of one window, served back to a rebuild.
 //! - [`store`]: what the archive holds: windows for a rebuild, sizes per dataset, retention.
 

@@ -16,8 +16,8 @@
 //! closes its connection, so its staging tables end with the session.
 //!
 //! The archive rides along ([`Sink::archive`], see [`crate::archive`]): the answers a page's rows
-//! came from are staged on the same connection just before the page's COPY, and the swap moves
-//! them into the archive in the window's transaction.
+//! came from are spooled just before the page's COPY, and the swap writes them into the archive in
+//! the window's transaction.
 
 use std::fmt::Write as _;
 
@@ -219,8 +219,7 @@ impl Sink {
     /// Archives the answers `recorder` collects (the window's calls must carry it too, see
     /// [`crate::executor::CallContext::with_archive`]) as `window`'s, committed with its swap.
     pub fn archive(&mut self, recorder: Arc<Recorder>, window: ArchiveWindow) {
-        self.tables += 1;
-        self.archive = Some(Staging::new(recorder, window, self.tables));
+        self.archive = Some(Staging::new(recorder, window));
     }
 
     /// Bytes of compressed answers the swap archived (0 before it, or when not archiving).
@@ -252,7 +251,7 @@ impl Sink {
         self.copying = Some(tokio::spawn(async move {
             let outcome: anyhow::Result<()> = async {
                 if let Some(answers) = answers {
-                    answers.run(&mut conn).await?;
+                    answers.run().await?;
                 }
                 let copying = std::time::Instant::now();
                 let mut copy = conn
@@ -290,7 +289,7 @@ impl Sink {
         let archived_bytes = self.archived_bytes.clone();
         let conn = self.conn().await?;
         if let Some(answers) = last_answers {
-            answers.run(conn).await?;
+            answers.run().await?;
         }
         let swapping = std::time::Instant::now();
         let mut tx = conn.begin().await.context("opening the window's transaction")?;

@@ -372,23 +372,24 @@ async fn a_sigkill_during_a_load_leaves_no_archived_answers_for_the_window_it_in
             .spawn()
             .unwrap()
     };
-    // Six answers come at once, every later one takes a minute: the window has staged answers
-    // and is waiting for the next when it is killed.
+    // Six answers come at once, every later one takes a minute: the window has spooled answers
+    // (each page's answers are spooled just before its rows are staged, and the loader asks for
+    // the seventh only once the fifth page is staged) and is waiting for the next when it is
+    // killed.
     sandbox.retarus.faults.set(sandbox::faults::FaultPlan {
         latency: Duration::from_secs(60),
         ..Default::default()
     });
     sandbox.retarus.faults.script_after(6, Vec::new());
     let mut child = backfill();
-    let staging =
-        "SELECT count(*) FROM pg_class WHERE relname LIKE 'etl_archive_stage%' AND relpersistence = 't'";
-    support::wait_until("the window staging answers", Duration::from_secs(60), || async {
-        count(&db, staging).await > 0 && sandbox.retarus.graphql_calls() >= 6
+    let staging = "SELECT count(*) FROM pg_class WHERE relname LIKE 'etl_stage_retarus_fax_out_udr%' AND relpersistence = 't'";
+    support::wait_until("the window staging pages", Duration::from_secs(60), || async {
+        count(&db, staging).await > 0 && sandbox.retarus.graphql_calls() >= 7
     })
     .await;
     child.start_kill().unwrap(); // SIGKILL
     child.wait().await.unwrap();
-    // The killed session's temporary tables go with it.
+    // The killed session's temporary tables go with it, and the process's spool with the process.
     support::wait_until(
         "the killed load's session to end",
         Duration::from_secs(30),
