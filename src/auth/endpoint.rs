@@ -18,6 +18,8 @@ use super::token::{AccessToken, RefreshToken};
 use crate::config::HttpUrl;
 use crate::failure::FailureKind;
 use crate::transport::{Limits, Transport, TransportError};
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
 
 /// How long one token request may take, from sending to the last byte of the answer (shorter
 /// than a data call's: a token answer is small, and every call of the source waits for it).
@@ -98,6 +100,10 @@ pub enum EndpointError {
         reason: String,
         #[source]
         cause: Option<Arc<TransportError>>,
+        /// The answer's status and headers when the endpoint answered (a 429 or a 5xx): a
+        /// `Retry-After` or a rate-limit reset in them says when to ask again, read by the
+        /// executor as it reads a data answer's (`executor::headers::RateHeaders`).
+        answer: Option<Box<(StatusCode, HeaderMap)>>,
     },
     /// An answer that will come back the same however often it is asked for (a redirect, a body
     /// past the size limit, the transport's error the source): fails at once with `kind`.
@@ -122,6 +128,17 @@ impl EndpointError {
         EndpointError::Unavailable {
             reason: reason.into(),
             cause: None,
+            answer: None,
+        }
+    }
+
+    /// The status and headers of the answer that made the endpoint unavailable, if it answered.
+    pub fn unavailable_answer(&self) -> Option<(StatusCode, &HeaderMap)> {
+        match self {
+            EndpointError::Unavailable {
+                answer: Some(answer), ..
+            } => Some((answer.0, &answer.1)),
+            _ => None,
         }
     }
 }
@@ -195,6 +212,7 @@ pub async fn request(
         TransportError::Unreachable { .. } => EndpointError::Unavailable {
             reason: format!("token request to {} failed", host(token_url)),
             cause: Some(Arc::new(e)),
+            answer: None,
         },
         _ => EndpointError::Unusable {
             reason: format!("the token endpoint at {}", host(token_url)),
@@ -204,10 +222,11 @@ pub async fn request(
     })?;
     let (status, body) = (answer.status, answer.body);
     if status.is_server_error() || status.as_u16() == 429 {
-        return Err(EndpointError::unavailable(format!(
-            "the token endpoint at {} answered HTTP {status}",
-            host(token_url)
-        )));
+        return Err(EndpointError::Unavailable {
+            reason: format!("the token endpoint at {} answered HTTP {status}", host(token_url)),
+            cause: None,
+            answer: Some(Box::new((status, answer.headers))),
+        });
     }
     if !status.is_success() {
         #[derive(Deserialize)]

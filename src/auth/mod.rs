@@ -120,6 +120,15 @@ impl AuthError {
     }
 
     /// Whether waiting and asking again may succeed.
+    /// The status and headers of the token endpoint's answer that made it unavailable (a 429 or
+    /// a 5xx), if it answered: when to ask again is in them.
+    pub fn unavailable_answer(&self) -> Option<(reqwest::StatusCode, &reqwest::header::HeaderMap)> {
+        match self {
+            AuthError::Unavailable { cause, .. } => cause.unavailable_answer(),
+            _ => None,
+        }
+    }
+
     pub fn is_retryable(&self) -> bool {
         matches!(self, AuthError::Unavailable { .. } | AuthError::Storage { .. })
     }

@@ -261,10 +261,19 @@ impl Executor {
         let (credential, in_flight) = match credential {
             Ok(credential) => credential,
             Err(e) if e.is_retryable() => {
+                // A token endpoint that refused for its rate or is down says when to ask again
+                // as a data answer does: the same headers, read and capped the same way (no
+                // token, no call: the source waits with it).
+                let after = e.unavailable_answer().and_then(|(status, headers)| {
+                    let (rate, _) = RateHeaders::parse(headers, Utc::now())
+                        .refused(status == StatusCode::TOO_MANY_REQUESTS)
+                        .capped(source.max_wait);
+                    source.limiter.refusal_wait(&rate)
+                });
                 // A retry's cause is text (the last one ends up in the call's error): the chain.
                 let verdict = Verdict::Retry {
                     cause: crate::failure::chain_text(&e),
-                    after: None,
+                    after,
                     kind: e.kind(),
                 };
                 return Err((Attempt::Verdict(verdict), None));

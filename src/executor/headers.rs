@@ -246,6 +246,16 @@ impl RateHeaders {
         Some(if same_instant { reset.min(asked) } else { asked })
     }
 
+    /// The wait an answer refusing service asks for when nothing else learns from it (a token
+    /// endpoint's, which no limiter follows): [`RateHeaders::retry_wait`], else for a refusal
+    /// for its rate (a 429) the reset of the window it was refused in.
+    pub fn refusal_wait(&self, skew: Duration) -> Option<Duration> {
+        self.retry_wait(skew).or_else(|| {
+            let reset = self.reset.filter(|_| self.refused)?;
+            Some(reset.get() + if reset.absolute { skew } else { Duration::ZERO })
+        })
+    }
+
     /// The same headers, marked as the answer to a call refused for its rate (a 429).
     pub fn refused(mut self, refused: bool) -> RateHeaders {
         self.refused = refused;

@@ -431,3 +431,60 @@ async fn a_timestamp_no_column_can_hold_is_an_invalid_answer_and_keeps_the_rows(
         .await;
     assert_eq!(table_digest(&h, "retarus.sms_in_udr").await, before);
 }
+
+/// A token endpoint that refuses for its rate, or is down, says when to ask again as a data
+/// answer does, in the same dialects: `Retry-After` on a 429 or a 503, or (no `Retry-After`) the
+/// reset of the rate-limit window a 429 was refused in. The executor waits that long before it
+/// asks again, not its own backoff (milliseconds in this harness): a token road that retried at
+/// once would spend the vendor's patience, the defect a data call's `Retry-After` was fixed for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_endpoint_asking_to_wait_is_asked_again_only_after_the_wait_in_every_dialect() {
+    let header = |name: &str, value: &str| Mutation::Header {
+        name: name.into(),
+        value: Some(value.into()),
+    };
+    let dialects = [
+        (
+            "429 with Retry-After",
+            vec![Mutation::Status(429), header("Retry-After", "1")],
+        ),
+        (
+            "503 with Retry-After",
+            vec![Mutation::Status(503), header("Retry-After", "1")],
+        ),
+        (
+            "429 with a rate-limit reset",
+            vec![
+                Mutation::Status(429),
+                header("RateLimit-Limit", "10"),
+                header("RateLimit-Remaining", "0"),
+                header("RateLimit-Reset", "1"),
+            ],
+        ),
+    ];
+    for (dialect, mutations) in dialects {
+        let name = "hostile_token_wait";
+        let h = harness(
+            SandboxOptions::default(),
+            &job(name, "retarus", "sms_in_udr", "scope = [\"99999\"]"),
+        )
+        .await;
+        h.sandbox.retarus.hostile.push(Target::Token, mutations);
+        let started = std::time::Instant::now();
+        let reports = h.run(name).await;
+        let took = started.elapsed();
+        assert!(
+            !reports.is_empty() && reports.iter().all(|r| r.status == RunStatus::Succeeded),
+            "{dialect}: the run loads once the token endpoint answers: {reports:?}"
+        );
+        assert_eq!(
+            h.sandbox.retarus.hostile.counts().token_answers,
+            2,
+            "{dialect}: one refused token request, then one that succeeded"
+        );
+        assert!(
+            took >= Duration::from_millis(950),
+            "{dialect}: the token was asked for again after {took:?}, before the 1 s the endpoint asked for"
+        );
+    }
+}

@@ -578,6 +578,13 @@ impl SourceLimiter {
         headers.retry_wait(window.mul_f64(SAFETY_MARGIN).min(MAX_CLOCK_SKEW))
     }
 
+    /// Like [`SourceLimiter::retry_wait`], for an answer no limiter learns from
+    /// ([`RateHeaders::refusal_wait`]: a token endpoint's).
+    pub(crate) fn refusal_wait(&self, headers: &RateHeaders) -> Option<Duration> {
+        let (_, window) = lock(&self.inner.state).budget();
+        headers.refusal_wait(window.mul_f64(SAFETY_MARGIN).min(MAX_CLOCK_SKEW))
+    }
+
     /// Holds every caller of this source back for `wait` (at least [`MIN_WAIT`]): after a 429
     /// with `Retry-After`, nobody should knock before then. The caller caps `wait`.
     pub(crate) fn block_for(&self, wait: Duration) {

@@ -205,6 +205,11 @@ impl RateBudget {
         self.local.retry_wait(headers)
     }
 
+    /// How long a refusal no limiter learns from (a token endpoint's) holds the source back.
+    pub(crate) fn refusal_wait(&self, headers: &RateHeaders) -> Option<Duration> {
+        self.local.refusal_wait(headers)
+    }
+
     /// What the upstream's headers taught this process's limiter.
     pub(crate) fn learned(&self) -> limiter::Learned {
         self.local.learned()
