@@ -66,17 +66,27 @@ async fn a_rate_limited_50_page_extraction_holds_no_transaction_and_one_connecti
 
     let mut sampler = sqlx::PgConnection::connect(&db.url).await.unwrap();
     let (mut oldest, mut held, mut samples) = (0f64, 0u32, 0u32);
+    // The oldest transaction's session as sampled: what it ran, in which state, for whom.
+    let mut oldest_seen = String::new();
     let started = Instant::now();
     while !job.is_finished() {
-        let age: f64 = sqlx::query_scalar(
-            "SELECT coalesce(max(extract(epoch FROM clock_timestamp() - xact_start)), 0)::float8 \
+        let sampled: Option<(f64, String)> = sqlx::query_as(
+            "SELECT extract(epoch FROM clock_timestamp() - xact_start)::float8, \
+             format('pid %s, %s, application %L, backend started %s s before, query: %s', pid, state, \
+             application_name, round(extract(epoch FROM clock_timestamp() - backend_start)::numeric, 2), \
+             left(query, 200)) \
              FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() \
-             AND backend_type = 'client backend'",
+             AND backend_type = 'client backend' AND xact_start IS NOT NULL \
+             ORDER BY xact_start LIMIT 1",
         )
-        .fetch_one(&mut sampler)
+        .fetch_optional(&mut sampler)
         .await
         .unwrap();
-        oldest = oldest.max(age);
+        if let Some((age, session)) = sampled
+            && age > oldest
+        {
+            (oldest, oldest_seen) = (age, session);
+        }
         // Counted between the first and the last data call only: around them the runner's run
         // record and the swap take their turn, and a connection just released is back in the
         // pool's idle count only a moment later.
@@ -113,7 +123,7 @@ async fn a_rate_limited_50_page_extraction_holds_no_transaction_and_one_connecti
     );
     assert!(
         oldest < 2.0,
-        "a transaction stayed open {oldest:.2} s during the extraction"
+        "a transaction stayed open {oldest:.2} s during the extraction ({oldest_seen})"
     );
     assert!(samples > 50, "only {samples} samples while the load waited");
     assert!(held <= 1, "the load held {held} pool connections");
