@@ -574,15 +574,20 @@ impl SourceLimiter {
     /// How long a refusal with these headers holds the source back ([`RateHeaders::retry_wait`]),
     /// with the clock skew this limiter allows an instant on the vendor's clock.
     pub(crate) fn retry_wait(&self, headers: &RateHeaders) -> Option<Duration> {
-        let (_, window) = lock(&self.inner.state).budget();
-        headers.retry_wait(window.mul_f64(SAFETY_MARGIN).min(MAX_CLOCK_SKEW))
+        headers.retry_wait(self.clock_skew())
     }
 
     /// Like [`SourceLimiter::retry_wait`], for an answer no limiter learns from
     /// ([`RateHeaders::refusal_wait`]: a token endpoint's).
     pub(crate) fn refusal_wait(&self, headers: &RateHeaders) -> Option<Duration> {
+        headers.refusal_wait(self.clock_skew())
+    }
+
+    /// The skew this limiter allows an instant read on the vendor's clock: a share of its
+    /// window, at most [`MAX_CLOCK_SKEW`].
+    fn clock_skew(&self) -> Duration {
         let (_, window) = lock(&self.inner.state).budget();
-        headers.refusal_wait(window.mul_f64(SAFETY_MARGIN).min(MAX_CLOCK_SKEW))
+        window.mul_f64(SAFETY_MARGIN).min(MAX_CLOCK_SKEW)
     }
 
     /// Holds every caller of this source back for `wait` (at least [`MIN_WAIT`]): after a 429
