@@ -57,7 +57,6 @@ struct Spool {
     file: Option<File>,
     answers: Vec<Spooled>,
     end: u64,
-    raw_bytes: i64,
 }
 
 impl Spool {
@@ -85,7 +84,6 @@ impl Spool {
             len: frame.len(),
         });
         self.end += frame.len() as u64;
-        self.raw_bytes += i64::from(raw_bytes);
         Ok(())
     }
 }
@@ -159,7 +157,7 @@ impl Staging {
         .bind(w.window.map(|(start, _)| start))
         .bind(w.window.map(|(_, end)| end))
         .bind(i32::try_from(spool.answers.len()).unwrap_or(i32::MAX))
-        .bind(spool.raw_bytes)
+        .bind(spool.answers.iter().map(|a| i64::from(a.raw_bytes)).sum::<i64>())
         .bind(stored)
         .execute(&mut *tx)
         .await
