@@ -3,16 +3,20 @@
 //! into an identical table in the same run (the ratio is the figure), plus peak memory (VmHWM).
 //!
 //! `cargo bench --bench load_throughput` runs 100k records; `-- 100000 1000000` (or
-//! `BENCH_RECORDS=100000,1000000`) runs several sizes; `BENCH_PASSES` (default 2, at least 2)
+//! `BENCH_RECORDS=100000,1000000`) runs several sizes; `BENCH_PASSES` (default 3, at least 2)
 //! sets how often each size is loaded. Uses `DATABASE_URL`, else the embedded test server.
 //!
 //! The sandbox serves pre-rendered answers: it runs with `--retarus-cache-responses`, and a
 //! priming load (not counted) has it generate and remember every page, so the measured loads
 //! cost it only the copying of bytes and what is measured is the loader. Each measured pass
 //! loads the window into a fresh database, spawned on the multi-threaded runtime as the service
-//! runs its jobs, with the allocator the binary ships with. The raw-COPY baseline is the median
-//! of three COPYs of the loaded rows into fresh tables identical to the target (defaults,
-//! primary key, indexes).
+//! runs its jobs, with the allocator the binary ships with. The raw-COPY baseline is a COPY of
+//! the same rows into a fresh table identical to the target (defaults, primary key, indexes),
+//! run before the first pass and after every pass: each pass's ratio is its rows/s against the
+//! mean of the COPYs on either side of it, so a machine that speeds up or slows down during the
+//! run (on a shared 2-core machine it does, by ±30 %) moves both sides of a ratio together.
+//! Every pass and every COPY starts after a `CHECKPOINT`, so none of them pays for the previous
+//! one's writes.
 //!
 //! The sandbox runs as a separate process (`sandbox --only retarus`, built with
 //! `cargo build -p sandbox --release` unless `SANDBOX_BIN` names a binary), so this process's
@@ -23,7 +27,7 @@
 //! stage of the data path (`reporting_etl::stages`; `copy` runs alongside the next page's fetch
 //! and decode, `copy_wait` is the loader waiting for it). The last line per size is
 //! `ingest records=N rows_per_s=… copy_rows_per_s=… ratio=… peak_rss_mib=… archive_mib=…`
-//! (medians; the load archives its answers, as every load does by default, and `archive_mib` is
+//! (medians, the ratio the median of the passes' paired ratios; the load archives its answers, as every load does by default, and `archive_mib` is
 //! the window's archive as stored), then
 //! `rebuild records=N rows_per_s=… ratio=… peak_rss_mib=… vs_load=… upstream_calls=…`: the same
 //! window re-derived from that archive as `reporting-etl rebuild` does, with the sandbox stopped,
@@ -220,6 +224,7 @@ fn executor(db: &support::TestDb, upstream: &Upstream) -> (Arc<reporting_etl::co
 /// Loads the window into a fresh database as a backfill does, spawned on the runtime.
 async fn load_pass(sandbox: &SandboxProcess, window: Window) -> Pass {
     let db = support::TestDb::new().await;
+    checkpoint(&db).await;
     let (settings, exec) = executor(&db, &Upstream::of(sandbox));
     // Two connections open before the load (the load's and the token store's), so the CPU of
     // the backends serving it can be read before and after.
@@ -339,38 +344,61 @@ fn median(values: &mut [f64]) -> f64 {
     }
 }
 
-/// Rows per second of raw COPYs of `table`'s rows into fresh tables identical to it (the median
-/// of `runs`, each listed). The rows go through a temporary file, not this process's memory.
-async fn raw_copy_rates(db: &support::TestDb, table: &str, rows: i64, runs: usize) -> (f64, String) {
-    use std::io::{Read, Seek, Write};
-    let mut conn = db.pool.acquire().await.unwrap();
-    let mut file = tempfile::tempfile().expect("a temporary file for the COPY text");
-    let mut dump = conn
-        .copy_out_raw(&format!("COPY {table} TO STDOUT"))
-        .await
-        .unwrap();
-    while let Some(chunk) = dump.next().await {
-        file.write_all(&chunk.unwrap()).unwrap();
+/// Writes the dirty pages of every database to disk, so what is measured next does not pay for
+/// what was measured before (a checkpoint that falls inside one pass and not another is noise of
+/// seconds at 1M rows). Needs a superuser; without one, the run goes on unflushed.
+async fn checkpoint(db: &support::TestDb) {
+    if let Err(error) = sqlx::query("CHECKPOINT").execute(&db.pool).await {
+        eprintln!("CHECKPOINT refused ({error}); the figures are noisier");
     }
-    drop(dump);
-    let mut rates = Vec::new();
-    for run in 0..runs {
-        let copy_table = format!("bench_raw_{run}");
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE TABLE {copy_table} (LIKE {table} INCLUDING ALL)"
-        )))
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-        file.rewind().unwrap();
-        let started = Instant::now();
-        let mut copy = conn
-            .copy_in_raw(&format!("COPY {copy_table} FROM STDIN"))
+}
+
+/// The raw-COPY baseline: the loaded rows, dumped once to a temporary file (not this process's
+/// memory), COPYed on demand into a fresh table identical to the target in a database of its own.
+struct Baseline {
+    db: support::TestDb,
+    table: &'static str,
+    rows: i64,
+    file: std::fs::File,
+}
+
+impl Baseline {
+    async fn dump(from: &support::TestDb, table: &'static str, rows: i64) -> Baseline {
+        use std::io::Write;
+        let mut file = tempfile::tempfile().expect("a temporary file for the COPY text");
+        let mut conn = from.pool.acquire().await.unwrap();
+        let mut dump = conn
+            .copy_out_raw(&format!("COPY {table} TO STDOUT"))
             .await
             .unwrap();
+        while let Some(chunk) = dump.next().await {
+            file.write_all(&chunk.unwrap()).unwrap();
+        }
+        drop(dump);
+        Baseline {
+            db: support::TestDb::new().await,
+            table,
+            rows,
+            file,
+        }
+    }
+
+    /// Rows per second of one COPY into a fresh table identical to the target.
+    async fn copy_rate(&mut self) -> f64 {
+        use std::io::{Read, Seek};
+        checkpoint(&self.db).await;
+        let mut conn = self.db.pool.acquire().await.unwrap();
+        let create = format!("CREATE TABLE bench_raw (LIKE {} INCLUDING ALL)", self.table);
+        sqlx::query(sqlx::AssertSqlSafe(create))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        self.file.rewind().unwrap();
+        let started = Instant::now();
+        let mut copy = conn.copy_in_raw("COPY bench_raw FROM STDIN").await.unwrap();
         let mut buffer = vec![0u8; 1 << 20];
         loop {
-            let n = file.read(&mut buffer).unwrap();
+            let n = self.file.read(&mut buffer).unwrap();
             if n == 0 {
                 break;
             }
@@ -378,19 +406,13 @@ async fn raw_copy_rates(db: &support::TestDb, table: &str, rows: i64, runs: usiz
         }
         let copied = copy.finish().await.unwrap();
         let secs = started.elapsed().as_secs_f64();
-        assert_eq!(copied as i64, rows);
-        rates.push(copied as f64 / secs);
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {copy_table}")))
+        assert_eq!(copied as i64, self.rows);
+        sqlx::query("DROP TABLE bench_raw")
             .execute(&mut *conn)
             .await
             .unwrap();
+        copied as f64 / secs
     }
-    let listed = rates
-        .iter()
-        .map(|r| format!("{r:.0}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    (median(&mut rates), listed)
 }
 
 async fn run(records: u64, passes: usize, binary: &str) {
@@ -410,17 +432,27 @@ async fn run(records: u64, passes: usize, binary: &str) {
         "records={records}: priming load (sandbox generating) {:.1}s, {}",
         priming.secs, priming.cpu
     );
+    let priming_db = priming.db.as_ref().expect("the priming load's database");
+    let mut baseline = Baseline::dump(priming_db, "retarus.fax_out_udr", priming.rows).await;
     drop(priming);
     // The peak so far belongs to set-up, the priming load or an earlier size.
     let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let mut measured = Vec::new();
+    let mut copy_rates = vec![baseline.copy_rate().await];
+    let mut ratios = Vec::new();
     for n in 1..=passes {
         let mut pass = load_pass(&sandbox, window).await;
+        let copy_after = baseline.copy_rate().await;
+        let copy_around = (copy_rates[n - 1] + copy_after) / 2.0;
+        copy_rates.push(copy_after);
+        let rate = pass.rows as f64 / pass.secs;
+        ratios.push(rate / copy_around);
         println!(
-            "  pass {n}: {:.1}s = {:.0} rows/s, {} pages; {}\n    stages: {}",
+            "  pass {n}: {:.1}s = {rate:.0} rows/s, {} pages, ratio {:.3} (raw COPY {:.0} before, {copy_after:.0} after); {}\n    stages: {}",
             pass.secs,
-            pass.rows as f64 / pass.secs,
             pass.pages,
+            rate / copy_around,
+            copy_rates[n - 1],
             pass.cpu,
             pass.stages
         );
@@ -446,11 +478,16 @@ async fn run(records: u64, passes: usize, binary: &str) {
         .last()
         .and_then(|p| p.db.as_ref())
         .expect("the last pass's database");
-    let (copy_rate, copy_runs) = raw_copy_rates(db, "retarus.fax_out_udr", rows, 3).await;
+    let copy_runs = copy_rates
+        .iter()
+        .map(|r| format!("{r:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let copy_rate = median(&mut copy_rates);
+    let ratio = median(&mut ratios);
     if archive_off() {
         println!(
-            "ingest records={records} rows_per_s={rate:.0} copy_rows_per_s={copy_rate:.0} ratio={:.3} peak_rss_mib={} archive=off",
-            rate / copy_rate,
+            "ingest records={records} rows_per_s={rate:.0} copy_rows_per_s={copy_rate:.0} ratio={ratio:.3} peak_rss_mib={} archive=off",
             hwm_kib / 1024,
         );
         return;
@@ -463,7 +500,7 @@ async fn run(records: u64, passes: usize, binary: &str) {
     let mib = |bytes: i64| bytes as f64 / (1024.0 * 1024.0);
     println!(
         "  {rows} rows in one window of {days}d x {per_day}/day; ingest rows/s min {min:.0} median {rate:.0} \
-         over {passes} passes; raw COPY into a fresh identical table {copy_runs} rows/s (median {copy_rate:.0}); \
+         over {passes} passes; raw COPY into a fresh identical table around them {copy_runs} rows/s (median {copy_rate:.0}); \
          peak {}",
         if reset {
             "reset after priming"
@@ -505,8 +542,7 @@ async fn run(records: u64, passes: usize, binary: &str) {
     let rebuild_hwm_kib = status_kib("self", "VmHWM:");
     let rebuild_rate = median(&mut rebuild_rates);
     println!(
-        "ingest records={records} rows_per_s={rate:.0} copy_rows_per_s={copy_rate:.0} ratio={:.3} peak_rss_mib={} archive_mib={:.1}",
-        rate / copy_rate,
+        "ingest records={records} rows_per_s={rate:.0} copy_rows_per_s={copy_rate:.0} ratio={ratio:.3} peak_rss_mib={} archive_mib={:.1}",
         hwm_kib / 1024,
         mib(archived)
     );
@@ -535,7 +571,7 @@ fn main() {
     let passes = std::env::var("BENCH_PASSES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2usize)
+        .unwrap_or(3usize)
         .max(2);
     let binary = sandbox_binary();
     // Multi-threaded like the service's runtime (its jobs run in spawned tasks).
