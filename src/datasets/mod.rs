@@ -16,6 +16,7 @@
 //!   table in one short transaction), shared by every vendor.
 //! - [`seen`]: [`seen::SeenInLoad`], the check that a load's pages are not cycling.
 
+pub mod instant;
 pub mod rows;
 pub mod scope;
 pub mod seen;

@@ -38,7 +38,7 @@ pub(super) const CUSTOM_SCALARS: [CustomScalar; 2] = [
     },
     CustomScalar {
         name: "DateTime",
-        rust: "chrono::DateTime<Utc>",
+        rust: "Instant",
         format: "an RFC 3339 instant",
     },
 ];
@@ -151,7 +151,7 @@ pub(super) fn leaf_fit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{NaiveDate, Utc};
+    use chrono::NaiveDate;
     use serde_json::{Value, json};
 
     fn fit(expected: &str, live: &str) -> LeafFit {
@@ -227,7 +227,7 @@ mod tests {
     fn the_rust_types_decode_what_the_verdicts_say() {
         let decodes = |rust: &str, value: Value| match rust {
             "NaiveDate" => serde_json::from_value::<NaiveDate>(value).is_ok(),
-            "chrono::DateTime<Utc>" => serde_json::from_value::<chrono::DateTime<Utc>>(value).is_ok(),
+            "Instant" => serde_json::from_value::<crate::datasets::instant::Instant>(value).is_ok(),
             "String" => serde_json::from_value::<String>(value).is_ok(),
             "i64" => serde_json::from_value::<i64>(value).is_ok(),
             "f64" => serde_json::from_value::<f64>(value).is_ok(),
@@ -237,7 +237,8 @@ mod tests {
         let date = json!("2026-03-10");
         let instant = json!("2026-03-10T09:00:00Z");
         assert!(decodes("NaiveDate", date.clone()) && !decodes("NaiveDate", instant.clone()));
-        assert!(decodes("chrono::DateTime<Utc>", instant) && !decodes("chrono::DateTime<Utc>", date.clone()));
+        let instants = "Instant";
+        assert!(decodes(instants, instant) && !decodes(instants, date.clone()));
         assert!(decodes("String", date) && !decodes("String", json!(20260310)));
         assert!(!decodes("NaiveDate", json!(20260310)));
         assert!(decodes("f64", json!(3)) && decodes("f64", json!(3.5)));

@@ -642,7 +642,7 @@ mod tests {
                 "$to: its type `DateTime` is gone from the schema (used at the variables of Report)",
                 "Period.from: now takes `Instant!`, which `$from: DateTime!` does not fit (used at report)",
                 "Period.to: now takes `Instant!`, which `$to: DateTime!` does not fit (used at report)",
-                "notice: Fax.sentAt: its type changed from `DateTime` to `Instant`; its values still come as JSON strings, which the generated type (chrono::DateTime<Utc>) decodes as before; the schema no longer promises an RFC 3339 instant, and a value that is not one would fail the run (used at report.content.sentAt)",
+                "notice: Fax.sentAt: its type changed from `DateTime` to `Instant`; its values still come as JSON strings, which the generated type (Instant) decodes as before; the schema no longer promises an RFC 3339 instant, and a value that is not one would fail the run (used at report.content.sentAt)",
             ]
         );
     }
@@ -656,7 +656,7 @@ mod tests {
                 "sentAt: DateTime",
                 "sentAt: String",
                 "",
-                "notice: Fax.sentAt: its type changed from `DateTime` to `String`; its values still come as JSON strings, which the generated type (chrono::DateTime<Utc>) decodes as before; the schema no longer promises an RFC 3339 instant, and a value that is not one would fail the run (used at report.content.sentAt)",
+                "notice: Fax.sentAt: its type changed from `DateTime` to `String`; its values still come as JSON strings, which the generated type (Instant) decodes as before; the schema no longer promises an RFC 3339 instant, and a value that is not one would fail the run (used at report.content.sentAt)",
             ),
             (
                 "faxId: String!",
@@ -682,7 +682,7 @@ mod tests {
                 "sentAt: DateTime",
                 "sentAt: Int",
                 "",
-                "Fax.sentAt: its type changed from `DateTime` to `Int`: its values now come as JSON integers, which the generated type (chrono::DateTime<Utc>) cannot decode: it takes JSON strings (used at report.content.sentAt)",
+                "Fax.sentAt: its type changed from `DateTime` to `Int`: its values now come as JSON integers, which the generated type (Instant) cannot decode: it takes JSON strings (used at report.content.sentAt)",
             ),
             (
                 "sentAt: DateTime",

@@ -8,11 +8,12 @@
 //! the queries use plain selections. Dates keep their precision (`DAY`, `MONTH`, `YEAR`).
 
 use anyhow::Context;
-use chrono::{NaiveDate, Utc};
+use chrono::NaiveDate;
 use graphql_client::GraphQLQuery;
 use serde_json::{Value, json};
 
 use crate::catalog::{Dataset, DatasetInfo, WindowPolicy};
+use crate::datasets::instant::Instant;
 use crate::datasets::rows::{TableRow, table_row};
 use crate::datasets::sink::{Replace, Sink, TableSpec, Writer};
 use crate::datasets::{LoadFigures, LoadRequest, ScopeTarget, Tuning};
@@ -21,7 +22,7 @@ use crate::executor::{Executor, ScopeHeader};
 use crate::failure::Failure;
 
 /// The scalars as the generated code sees them (`Date` is AppSync's `AWSDate`).
-type DateTime = chrono::DateTime<Utc>;
+type DateTime = Instant;
 type Date = NaiveDate;
 
 #[derive(GraphQLQuery)]

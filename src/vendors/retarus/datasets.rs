@@ -9,13 +9,13 @@
 //! text by `page.rs`.
 
 use anyhow::Context;
-use chrono::Utc;
 use graphql_client::GraphQLQuery;
 use serde::de::DeserializeOwned;
 
 use chrono::TimeDelta;
 
 use crate::catalog::{Dataset, DatasetInfo, WindowPolicy};
+use crate::datasets::instant::Instant;
 use crate::datasets::rows::{TableRow, table_row};
 use crate::datasets::seen::SeenInLoad;
 use crate::datasets::sink::{Replace, Sink, TableSpec, Writer};
@@ -27,7 +27,7 @@ use crate::failure::Failure;
 use super::page::PageSeed;
 
 /// The `DateTime` scalar as the generated code sees it.
-type DateTime = chrono::DateTime<Utc>;
+type DateTime = Instant;
 
 #[derive(GraphQLQuery)]
 #[graphql(
@@ -696,7 +696,7 @@ async fn load_report<R: Report>(
                 request.dataset.name
             )
         };
-        let variables = R::variables(customer, window.start, window.end, page, size);
+        let variables = R::variables(customer, window.start.into(), window.end.into(), page, size);
         // The page's records go straight from the answer's bytes into COPY text (`PageSeed`):
         // no page of records or rows is ever held, only the answer and its text.
         let outcome = exec
@@ -759,7 +759,7 @@ mod tests {
     #[test]
     fn each_report_field_is_the_top_level_field_of_its_query() {
         fn check<R: Report>() {
-            let query = R::build_query(R::variables("1", Utc::now(), Utc::now(), 0, 1)).query;
+            let query = R::build_query(R::variables("1", chrono::Utc::now().into(), chrono::Utc::now().into(), 0, 1)).query;
             assert!(
                 query.contains(&format!("{}(", R::FIELD)),
                 "{} not in {query}",

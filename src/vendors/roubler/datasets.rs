@@ -6,13 +6,14 @@
 //! windows themselves are kept small (see [`super::window`]).
 
 use anyhow::Context;
-use chrono::{NaiveDate, Utc};
+use chrono::NaiveDate;
 use graphql_client::GraphQLQuery;
 use serde_json::{Value, json};
 
 use chrono::TimeDelta;
 
 use crate::catalog::{Dataset, DatasetInfo, WindowPolicy};
+use crate::datasets::instant::Instant;
 use crate::datasets::rows::{TableRow, instant_text, table_row};
 use crate::datasets::sink::{Replace, Sink, TableSpec, Writer};
 use crate::datasets::window::local_day_range;
@@ -22,7 +23,7 @@ use crate::executor::{CallContext, Executor, ScopeHeader, Service};
 use crate::failure::Failure;
 
 /// The scalars as the generated code sees them.
-type DateTime = chrono::DateTime<Utc>;
+type DateTime = Instant;
 type Date = NaiveDate;
 
 #[derive(GraphQLQuery)]
@@ -535,8 +536,8 @@ async fn load_sales(
         },
         ScopeHeader::Location(place.id.to_owned()),
         location_sales::Variables {
-            start_time: start,
-            end_time: end,
+            start_time: start.into(),
+            end_time: end.into(),
         },
         format!(
             "fetching roubler.location_sales for location {} ({first} to {last})",
@@ -596,8 +597,8 @@ fn breaks_json(
             .into_iter()
             .map(|(id, start, end, subtracts)| {
                 let mut entry = json!({
-                    "startTime": start.as_ref().map(instant_text),
-                    "endTime": end.as_ref().map(instant_text),
+                    "startTime": start.as_deref().map(instant_text),
+                    "endTime": end.as_deref().map(instant_text),
                     "subtracts": subtracts,
                 });
                 if let (Some(id), Some(object)) = (id, entry.as_object_mut()) {
@@ -627,8 +628,8 @@ async fn load_timesheets(
         },
         ScopeHeader::Company(place.company.to_owned()),
         timesheets::Variables {
-            start_time: window.start,
-            end_time: window.end,
+            start_time: window.start.into(),
+            end_time: window.end.into(),
             location_id: place.id.to_owned(),
         },
         format!(
@@ -703,8 +704,8 @@ async fn load_shifts(
         },
         ScopeHeader::Company(place.company.to_owned()),
         shifts::Variables {
-            start_time: window.start,
-            end_time: window.end,
+            start_time: window.start.into(),
+            end_time: window.end.into(),
             location_id: place.id.to_owned(),
         },
         format!("fetching roubler.shifts for location {} in {window}", place.id),
