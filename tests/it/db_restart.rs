@@ -298,6 +298,15 @@ async fn service_mid_fax_window(more_jobs: &str) -> Scene {
         wait_for(&pool, &sql, 1, Duration::from_secs(within), &mut scene.service).await;
     }
     pool.close().await;
+    // A run just recorded as running may not have started its window yet (the restart once
+    // landed in those few milliseconds): its first call reaching the sandbox, answered 1.5 s
+    // later, is what puts the window in flight.
+    let calls = scene.sandbox.retarus.graphql_calls();
+    let retarus = &scene.sandbox.retarus;
+    support::wait_until("the running fax window's first call", Duration::from_secs(30), || async {
+        retarus.graphql_calls() > calls
+    })
+    .await;
     scene
 }
 
