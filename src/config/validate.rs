@@ -185,7 +185,10 @@ impl Settings {
                     .join(", ");
                 problems.add(
                     at("dataset"),
-                    format!("`{}` is not a dataset of kind {kind} (one of: {known})", job.dataset),
+                    format!(
+                        "`{}` is not a dataset of kind {kind} (one of: {known})",
+                        job.dataset
+                    ),
                 );
                 continue;
             }

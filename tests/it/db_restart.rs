@@ -303,9 +303,11 @@ async fn service_mid_fax_window(more_jobs: &str) -> Scene {
     // later, is what puts the window in flight.
     let calls = scene.sandbox.retarus.graphql_calls();
     let retarus = &scene.sandbox.retarus;
-    support::wait_until("the running fax window's first call", Duration::from_secs(30), || async {
-        retarus.graphql_calls() > calls
-    })
+    support::wait_until(
+        "the running fax window's first call",
+        Duration::from_secs(30),
+        || async { retarus.graphql_calls() > calls },
+    )
     .await;
     scene
 }
