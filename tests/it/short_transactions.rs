@@ -65,6 +65,11 @@ async fn a_rate_limited_50_page_extraction_holds_no_transaction_and_one_connecti
     });
 
     let mut sampler = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    // A transaction is open in a session that is running a statement (`active`) or waiting
+    // inside one (`idle in transaction`). An `idle` session is outside any transaction by
+    // PostgreSQL's own definition, yet under two CPU hogs the server once reported the process's
+    // heartbeat connection (single autocommit statements) as `idle` with a 3.75 s old
+    // `xact_start`: such a row is not counted.
     let (mut oldest, mut held, mut samples) = (0f64, 0u32, 0u32);
     // The oldest transaction's session as sampled: what it ran, in which state, for whom.
     let mut oldest_seen = String::new();
@@ -76,7 +81,7 @@ async fn a_rate_limited_50_page_extraction_holds_no_transaction_and_one_connecti
              application_name, round(extract(epoch FROM clock_timestamp() - backend_start)::numeric, 2), \
              left(query, 200)) \
              FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() \
-             AND backend_type = 'client backend' AND xact_start IS NOT NULL \
+             AND backend_type = 'client backend' AND xact_start IS NOT NULL AND state <> 'idle' \
              ORDER BY xact_start LIMIT 1",
         )
         .fetch_optional(&mut sampler)
