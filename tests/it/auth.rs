@@ -380,10 +380,7 @@ async fn cli_refresh(config_path: &std::path::Path) -> std::process::Output {
 async fn roubler_refreshes_one_process_each_keep_the_chain_alive() {
     // 50 in the test command (each round is a process of the debug binary, ~0.4 s);
     // `REFRESH_ROUNDS=200` for the long form (tests/README.md).
-    let rounds: u32 = std::env::var("REFRESH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
+    let rounds: u32 = support::knob("REFRESH_ROUNDS", 50);
     assert!(
         rounds >= 2,
         "REFRESH_ROUNDS={rounds}: a chain needs at least 2 refreshes"

@@ -379,12 +379,7 @@ async fn a_fast_restart_mid_run_never_lets_two_processes_into_one_jobs_window() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn after_an_outage_mid_run_nothing_declares_the_live_service_dead_and_its_next_fires_succeed() {
-    let outage = Duration::from_secs(
-        std::env::var("DB_OUTAGE_SECONDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(5),
-    );
+    let outage = Duration::from_secs(support::knob("DB_OUTAGE_SECONDS", 5));
     // `sms` is only for the second process: its schedule is once a year.
     let Scene {
         mut db,
@@ -634,10 +629,7 @@ async fn three_database_restarts_mid_window_lose_nothing_and_never_declare_the_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "takes RESTART_SOAK_MINUTES (default 10) minutes: run scripts/restart-soak.sh"]
 async fn soak_with_a_database_restart_every_two_minutes() {
-    let minutes: u32 = std::env::var("RESTART_SOAK_MINUTES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+    let minutes: u32 = support::knob("RESTART_SOAK_MINUTES", 10);
     assert!(
         minutes >= 2,
         "RESTART_SOAK_MINUTES={minutes}: must be at least 2 (one restart every two minutes)"

@@ -179,12 +179,7 @@ async fn succeeded_since(pool: &PgPool, job: &str, since: DateTime<Utc>) -> i64 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_service_rides_out_a_database_outage_records_the_failed_runs_and_resumes_its_schedules() {
-    let outage = Duration::from_secs(
-        std::env::var("OUTAGE_SECONDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(10),
-    );
+    let outage = Duration::from_secs(support::knob("OUTAGE_SECONDS", 10));
     let mut db = support::PrivateDb::start().await;
     let pool = store::connect(&db.url, 2).await.unwrap();
     store::migrate(&pool).await.unwrap();

@@ -133,12 +133,7 @@ async fn a_compressed_minute_with_faults_and_short_tokens_loses_nothing_and_stay
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "a soak of SOAK_SECONDS (default 600): run scripts/soak.sh"]
 async fn a_compressed_day_with_faults_and_short_tokens_loses_nothing_and_stays_bounded() {
-    let soak = Duration::from_secs(
-        std::env::var("SOAK_SECONDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(600),
-    );
+    let soak = Duration::from_secs(support::knob("SOAK_SECONDS", 600));
     compressed_day(soak).await;
 }
 

@@ -537,10 +537,7 @@ async fn an_overlong_retry_after_shows_in_readyz_for_the_cap_and_then_clears() {
 /// `TOKEN_RACE_SECS` (default 15: three token lifetimes) sets how long the service runs; the figure is 180.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seven_roubler_jobs_racing_five_second_tokens_never_send_a_dead_token() {
-    let seconds: u64 = std::env::var("TOKEN_RACE_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(15);
+    let seconds: u64 = support::knob("TOKEN_RACE_SECS", 15);
     // Fewer than two token lifetimes would leave no renewal to count.
     assert!(
         seconds >= 10,

@@ -154,6 +154,15 @@ impl Drop for TestDb {
     }
 }
 
+/// A long form's knob: the environment variable `name` as a number, `default` when it is unset or
+/// not a number (the test command runs the short form; tests/README.md lists the long ones).
+pub fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// `DATABASE_URL`, else an embedded server shared by all test processes (left running).
 pub fn server_url() -> String {
     if let Ok(url) = std::env::var("DATABASE_URL") {
